@@ -1,0 +1,46 @@
+/* log.h - the host's log: stderr, syslog or a file, with levels.
+ *
+ * Lines look like
+ *   2026-11-23 05:40:01.123 info  [default 4242] worker started
+ * The tag (pool name) and pid are set in each worker after fork, so that
+ * th_log() from a plugin is tagged with its pool and pid.
+ */
+#ifndef TH_LOG_H
+#define TH_LOG_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "taskhost.h"
+
+/* Sends the log to `target`: "stderr", "syslog" or a file path (appended
+ * to, created 0640). Returns 0 or TH_EIO with the reason in err. */
+int log_open(const char *target, int level, char *err, size_t errlen);
+
+/* Reopens the log file (after rotation). No-op for stderr and syslog. */
+int log_reopen(void);
+
+/* Sets the level below which messages are dropped. */
+void log_set_level(int level);
+
+/* Returns the current level. */
+int log_level(void);
+
+/* Sets the tag printed with each line (the pool, in a worker); NULL: none.
+ * The string must outlive its use (the worker's pool name does). */
+void log_set_tag(const char *tag);
+
+/* Closes the file or syslog; stderr stays. */
+void log_close(void);
+
+/* Logs one line at `level` (TH_LOG_*). */
+void log_msg(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void log_vmsg(int level, const char *fmt, va_list ap);
+
+#define log_error(...) log_msg(TH_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(TH_LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(TH_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(TH_LOG_DEBUG, __VA_ARGS__)
+
+#endif /* TH_LOG_H */

@@ -1,0 +1,199 @@
+/* taskhost_host.h - embed the taskhost engine in a C program.
+ *
+ * A th_host owns plugins, pools of worker processes, their queues and one
+ * event loop. It is single-threaded: call every function from one thread.
+ *
+ *   th_host *h;
+ *   char err[256];
+ *   if (th_host_open(&h, "taskhost.conf", err, sizeof err) < 0) { ... }
+ *   th_result r;
+ *   th_host_call(h, "default", "sha256", "abc", 3, NULL, &r);
+ *   printf("%s %.*s\n", th_state_name(r.state), (int)r.len, (char *)r.data);
+ *   th_result_free(&r);
+ *   th_host_close(h, TH_CLOSE_GRACEFUL);
+ *
+ * The loop runs inside th_host_call() and th_host_wait(), or, to plug into
+ * the caller's own loop, poll th_host_fd() for reading and call
+ * th_host_step(h, 0) whenever it is readable.
+ */
+#ifndef TASKHOST_HOST_H
+#define TASKHOST_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "taskhost.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct th_host th_host;
+
+/* Task states. QUEUED and RUNNING are transient; the others are final, and
+ * every accepted task gets exactly one final answer. */
+typedef enum th_state {
+    TH_QUEUED = 0,
+    TH_RUNNING,
+    TH_STATE_OK,        /* the plugin returned output */
+    TH_STATE_ERROR,     /* the plugin reported failure */
+    TH_STATE_TIMEOUT,   /* queue_timeout or task_timeout passed */
+    TH_STATE_CANCELLED, /* cancelled, or dropped at a forced close */
+    TH_STATE_REJECTED,  /* queue full, unknown pool or task, too large */
+    TH_STATE_CRASHED,   /* the worker died: signal or exit named */
+    TH_STATE_MEMORY     /* the worker passed memory_hard_limit */
+} th_state;
+
+#define TH_STATE_COUNT 9
+
+/* "queued", "running", "ok", "error", "timeout", "cancelled", "rejected",
+ * "crashed", "memory"; NULL for other values. */
+TH_EXPORT const char *th_state_name(th_state state);
+
+/* A final answer. For TH_STATE_OK, data/len are the output; for the other
+ * states data is a NUL-terminated message for a human (len excludes the
+ * NUL) and code a TH_E* code (the plugin's own code for TH_STATE_ERROR). */
+typedef struct th_result {
+    uint64_t id;
+    th_state state;
+    int code;
+    const void *data;
+    size_t len;
+    double wait_time; /* seconds queued */
+    double run_time;  /* seconds running */
+} th_result;
+
+/* Called once per accepted task with its final answer. `result` and its
+ * data live only during the call. The callback may submit or cancel
+ * tasks, but must not close the host. */
+typedef void (*th_done_fn)(const th_result *result, void *arg);
+
+/* Per-task options; zero means "the pool's value". */
+typedef struct th_submit_opts {
+    double task_timeout;  /* seconds; only smaller than the pool's applies */
+    double queue_timeout; /* seconds; likewise */
+    int priority;         /* -128..127, higher first, FIFO within one */
+} th_submit_opts;
+
+/* Opens the config file at `path`, loads and validates its plugins and
+ * starts its pools. On failure returns a negative code and writes one line
+ * naming file, line and key into err (if given). */
+TH_EXPORT int th_host_open(th_host **host, const char *path, char *err,
+                           size_t errlen);
+
+/* Creates a host with no pools, to be built in code (below). */
+TH_EXPORT int th_host_new(th_host **host);
+
+/* Loads plugin `path` under `name`. Validates as the config does. */
+TH_EXPORT int th_host_add_plugin(th_host *host, const char *name,
+                                 const char *path, char *err, size_t errlen);
+
+/* Pool options for th_host_add_pool(); fill with th_pool_opts_init(). */
+typedef struct th_pool_opts {
+    const char *name;
+    const char *plugin;
+    int min_workers;
+    int max_workers;           /* 0: the number of online CPUs */
+    double idle_timeout;       /* seconds */
+    int max_queue;
+    const char *overflow;      /* "reject" | "drop-oldest" | "block" */
+    double queue_timeout;      /* seconds, 0: none */
+    double task_timeout;       /* seconds, 0: none */
+    double kill_grace;         /* seconds from SIGTERM to SIGKILL */
+    uint64_t memory_soft_limit; /* bytes, 0: none */
+    uint64_t memory_hard_limit; /* bytes, 0: none */
+    long max_tasks_per_worker; /* 0: never */
+    const char *settings;      /* libconfig text, e.g. "rounds = 3;" */
+} th_pool_opts;
+
+/* Fills `opts` with the defaults the config file uses. */
+TH_EXPORT void th_pool_opts_init(th_pool_opts *opts);
+
+/* Adds and starts a pool. */
+TH_EXPORT int th_host_add_pool(th_host *host, const th_pool_opts *opts,
+                               char *err, size_t errlen);
+
+/* Submits a task. The input is copied. Returns 0 and the task's id in *id
+ * (may be NULL): `done` will then be called exactly once, from a later
+ * th_host_step(), never from inside this call. A task the host cannot take
+ * (unknown pool or task, queue full, pool failed) is accepted too and
+ * answered TH_STATE_REJECTED. Returns TH_EINVAL for NULL arguments and
+ * TH_ECLOSED once the host is closing; then `done` is never called. */
+TH_EXPORT int th_host_submit(th_host *host, const char *pool, const char *task,
+                             const void *input, size_t len,
+                             const th_submit_opts *opts, th_done_fn done,
+                             void *arg, uint64_t *id);
+
+/* Submits a task and runs the loop until its answer. Copies the answer
+ * into *result: free it with th_result_free(). Returns 0 when an answer
+ * (whatever its state) was had, or a negative code as th_host_submit(). */
+TH_EXPORT int th_host_call(th_host *host, const char *pool, const char *task,
+                           const void *input, size_t len,
+                           const th_submit_opts *opts, th_result *result);
+
+/* Frees what th_host_call() copied into `result`. */
+TH_EXPORT void th_result_free(th_result *result);
+
+/* Cancels task `id`: a queued one is removed, a running one's worker is
+ * killed (and replaced); either is answered TH_STATE_CANCELLED through its
+ * callback on the next step. Returns 0, or TH_ENOENT when no such task is
+ * pending (it was answered already, or never was). */
+TH_EXPORT int th_host_cancel(th_host *host, uint64_t id);
+
+/* A file descriptor that is readable whenever th_host_step() has work. */
+TH_EXPORT int th_host_fd(const th_host *host);
+
+/* Runs the loop once: waits up to timeout_ms (-1: forever) for events,
+ * handles them and calls the callbacks due. Returns 0 or a negative code. */
+TH_EXPORT int th_host_step(th_host *host, int timeout_ms);
+
+/* Runs the loop until no task is pending, or `timeout` seconds passed
+ * (negative: no limit). Returns 0, or TH_ETIMEDOUT. */
+TH_EXPORT int th_host_wait(th_host *host, double timeout);
+
+/* Number of accepted tasks not yet answered. */
+TH_EXPORT size_t th_host_pending(const th_host *host);
+
+/* Reloads the config from `path` (NULL: the file opened): builds the new
+ * state aside and swaps only when it is whole. Pools are added, removed,
+ * resized; a pool whose settings or plugin file changed is restarted
+ * gracefully. On failure the running state is untouched, and err gets the
+ * reason. */
+TH_EXPORT int th_host_reload(th_host *host, const char *path, char *err,
+                             size_t errlen);
+
+/* Restarts pool `pool` (NULL: every pool). Graceful: each worker is
+ * replaced after its current task, capacity holds. Forced: running tasks
+ * are killed and answered cancelled, queued ones stay queued. */
+TH_EXPORT int th_host_restart(th_host *host, const char *pool, int force);
+
+enum { TH_STATS_TEXT = 0, TH_STATS_JSON = 1, TH_STATS_PROMETHEUS = 2 };
+
+/* Renders the stats of pool `pool` (NULL: all) in `format` into a
+ * malloc'd NUL-terminated string *out, which the caller frees. */
+TH_EXPORT int th_host_stats(th_host *host, const char *pool, int format,
+                            char **out);
+
+enum {
+    TH_CLOSE_GRACEFUL = 0, /* finish queued and running tasks first */
+    TH_CLOSE_FORCE = 1     /* kill running, answer queued cancelled */
+};
+
+/* Closes the host: stops taking tasks, finishes (graceful, bounded by the
+ * config's shutdown_timeout, then forced) or cancels (forced) pending ones,
+ * retires every worker through fini(), reaps them, dlcloses every plugin
+ * and frees everything. Every pending task is answered before it returns. */
+TH_EXPORT void th_host_close(th_host *host, int how);
+
+/* Begins closing as th_host_close() does, without blocking: keep calling
+ * th_host_step() until th_host_stopped() is true, then th_host_close(). */
+TH_EXPORT void th_host_shutdown(th_host *host, int how);
+
+/* Non-zero once a shutdown finished: no worker left, every task answered. */
+TH_EXPORT int th_host_stopped(const th_host *host);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TASKHOST_HOST_H */
