@@ -140,6 +140,12 @@ TH_EXPORT void th_result_free(th_result *result);
  * pending (it was answered already, or never was). */
 TH_EXPORT int th_host_cancel(th_host *host, uint64_t id);
 
+/* The state of pending task `id`: TH_QUEUED or TH_RUNNING (>= 0), or
+ * TH_ENOENT when no such task is pending. The daemon uses it when a client
+ * disconnects: its queued tasks are cancelled, its running ones are left to
+ * finish (their answers are discarded). */
+TH_EXPORT int th_host_task_state(const th_host *host, uint64_t id);
+
 /* A file descriptor that is readable whenever th_host_step() has work. */
 TH_EXPORT int th_host_fd(const th_host *host);
 
