@@ -1,1 +1,327 @@
-/* plugin.c */
+/* plugin.c - loading and validating plugin shared objects.
+ *
+ * The order of the checks matters: the file is looked at (existence, type,
+ * permissions) before dlopen(), because dlopen() runs the object's
+ * constructors in the host process. Then the descriptor is checked field by
+ * field and copied into a zeroed struct, so that a plugin built against an
+ * older, shorter th_plugin reads as if its missing fields were NULL.
+ */
+#include <config.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "plugin.h"
+
+/* A task table longer than this is taken for one missing its terminator. */
+#define PLUGIN_MAX_TASKS 4096
+
+/* The descriptor must reach at least to the end of `tasks`. */
+#define PLUGIN_MIN_SIZE (offsetof(th_plugin, tasks) + sizeof(void *))
+
+/* Formats "PATH: reason" into err and returns code. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 5, 6)))
+#endif
+static int fail(char *err, size_t errlen, int code, const char *path,
+                const char *fmt, ...)
+{
+    va_list ap;
+    int n = 0;
+
+    if (err == NULL || errlen == 0)
+        return code;
+    n = snprintf(err, errlen, "%s: ", path);
+    if (n < 0 || (size_t)n >= errlen)
+        return code;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* Returns a malloc()ed absolute form of path (not resolving symlinks, so
+ * that a symlink swapped to a new build is noticed), or NULL. */
+static char *absolute_path(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        return NULL;
+    size_t len = strlen(cwd) + 1 + strlen(path) + 1;
+    char *abs = malloc(len);
+    if (abs != NULL)
+        snprintf(abs, len, "%s/%s", cwd, path);
+    return abs;
+}
+
+/* Returns a malloc()ed copy of the directory part of path, or NULL. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* The owner check shared by the file and its directory: root or us. */
+static int owner_ok(const struct stat *st)
+{
+    return st->st_uid == 0 || st->st_uid == geteuid();
+}
+
+/* Checks the directory `dir` holding plugin `path`: owned by root or us,
+ * and not writable by group or others unless sticky (like /tmp). */
+static int check_dir(const char *path, const char *dir, char *err,
+                     size_t errlen)
+{
+    struct stat st;
+
+    if (stat(dir, &st) == -1)
+        return fail(err, errlen, TH_EPERM, path, "cannot check directory %s: %s",
+                    dir, strerror(errno));
+    if (!owner_ok(&st))
+        return fail(err, errlen, TH_EPERM, path,
+                    "directory %s is owned by uid %ld, not by root or the "
+                    "host's user",
+                    dir, (long)st.st_uid);
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))
+        return fail(err, errlen, TH_EPERM, path,
+                    "directory %s is writable by group or others (mode %04o)",
+                    dir, (unsigned)(st.st_mode & 07777));
+    return 0;
+}
+
+/* The strict permission checks, in the spirit of sshd's StrictModes: the
+ * host runs whatever code the file holds, so nobody but root or the host's
+ * user may be able to change the file, or replace it in its directory.
+ * Both the directory named and, through symlinks, the real one count. */
+static int check_perms(const char *path, const struct stat *st, char *err,
+                       size_t errlen)
+{
+    if (!owner_ok(st))
+        return fail(err, errlen, TH_EPERM, path,
+                    "owned by uid %ld, not by root or the host's user",
+                    (long)st->st_uid);
+    if (st->st_mode & (S_IWGRP | S_IWOTH))
+        return fail(err, errlen, TH_EPERM, path,
+                    "writable by group or others (mode %04o)",
+                    (unsigned)(st->st_mode & 07777));
+    char *real = realpath(path, NULL);
+    if (real == NULL)
+        return fail(err, errlen, TH_EPERM, path, "cannot resolve: %s",
+                    strerror(errno));
+    char *dir = dir_of(path);
+    char *realdir = dir_of(real);
+    int rc;
+    if (dir == NULL || realdir == NULL)
+        rc = fail(err, errlen, TH_ENOMEM, path, "out of memory");
+    else
+        rc = check_dir(path, dir, err, errlen);
+    if (rc == 0 && strcmp(dir, realdir) != 0)
+        rc = check_dir(path, realdir, err, errlen);
+    free(real);
+    free(dir);
+    free(realdir);
+    return rc;
+}
+
+/* Looks at the file before it is opened: it exists, is a regular file and,
+ * if strict, passes check_perms(). Fills *st. */
+static int check_file(const char *path, int strict, struct stat *st,
+                      char *err, size_t errlen)
+{
+    if (stat(path, st) == -1) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return fail(err, errlen, TH_ENOENT, path, "no such file");
+        if (errno == EACCES)
+            return fail(err, errlen, TH_EPERM, path, "permission denied");
+        return fail(err, errlen, TH_EINVAL, path, "%s", strerror(errno));
+    }
+    if (!S_ISREG(st->st_mode))
+        return fail(err, errlen, TH_EINVAL, path, "not a regular file");
+    if (strict)
+        return check_perms(path, st, err, errlen);
+    return 0;
+}
+
+/* dlerror() texts usually start with the path, which our message already
+ * does: returns the text without it. */
+static const char *dl_reason(const char *path)
+{
+    const char *msg = dlerror();
+    size_t n = strlen(path);
+
+    if (msg == NULL)
+        return "unknown dynamic loader error";
+    if (strncmp(msg, path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+        return msg + n + 2;
+    return msg;
+}
+
+/* Checks the task table of a copied descriptor; sets *ntasks. */
+static int check_tasks(const char *path, const th_plugin *d, size_t *ntasks,
+                       char *err, size_t errlen)
+{
+    size_t n = 0;
+
+    if (d->tasks == NULL || d->tasks[0].name == NULL)
+        return fail(err, errlen, TH_EINVAL, path, "plugin '%s' has no tasks",
+                    d->name);
+    for (; d->tasks[n].name != NULL; n++) {
+        const th_task_def *t = &d->tasks[n];
+        if (n == PLUGIN_MAX_TASKS)
+            return fail(err, errlen, TH_EINVAL, path,
+                        "more than %d tasks (is the table's { NULL, NULL } "
+                        "terminator missing?)",
+                        PLUGIN_MAX_TASKS);
+        if (t->name[0] == '\0')
+            return fail(err, errlen, TH_EINVAL, path,
+                        "task %zu has an empty name", n + 1);
+        if (t->run == NULL)
+            return fail(err, errlen, TH_EINVAL, path,
+                        "task '%s' has no run function", t->name);
+        for (size_t j = 0; j < n; j++)
+            if (strcmp(d->tasks[j].name, t->name) == 0)
+                return fail(err, errlen, TH_EINVAL, path,
+                            "task '%s' is defined twice", t->name);
+    }
+    *ntasks = n;
+    return 0;
+}
+
+/* Validates the exported descriptor `sym` and copies it into p->desc. */
+static int check_descriptor(struct plugin *p, const th_plugin *sym,
+                            char *err, size_t errlen)
+{
+    if (sym->abi_version != TH_ABI_VERSION)
+        return fail(err, errlen, TH_EABI, p->path,
+                    "built for plugin ABI %lu, this host supports ABI %d",
+                    (unsigned long)sym->abi_version, TH_ABI_VERSION);
+    if (sym->struct_size < PLUGIN_MIN_SIZE)
+        return fail(err, errlen, TH_EINVAL, p->path,
+                    "plugin descriptor is %lu bytes, at least %zu expected",
+                    (unsigned long)sym->struct_size, PLUGIN_MIN_SIZE);
+    size_t n = sym->struct_size < sizeof p->desc ? sym->struct_size
+                                                 : sizeof p->desc;
+    memset(&p->desc, 0, sizeof p->desc);
+    memcpy(&p->desc, sym, n);
+    if (p->desc.name == NULL || p->desc.version == NULL)
+        return fail(err, errlen, TH_EINVAL, p->path,
+                    "plugin descriptor has no %s",
+                    p->desc.name == NULL ? "name" : "version");
+    return check_tasks(p->path, &p->desc, &p->ntasks, err, errlen);
+}
+
+/* dlopen()s p->path, makes sure it is still the file that was checked
+ * (`st`), and finds and checks the descriptor. */
+static int open_object(struct plugin *p, const struct stat *st, char *err,
+                       size_t errlen)
+{
+    struct stat now;
+
+    dlerror();
+    p->dl = dlopen(p->path, RTLD_NOW | RTLD_LOCAL);
+    if (p->dl == NULL)
+        return fail(err, errlen, TH_EINVAL, p->path, "cannot load: %s",
+                    dl_reason(p->path));
+    if (stat(p->path, &now) == -1 || now.st_dev != st->st_dev ||
+        now.st_ino != st->st_ino)
+        return fail(err, errlen, TH_EINVAL, p->path,
+                    "the file was replaced while loading; try again");
+    dlerror();
+    const th_plugin *sym = dlsym(p->dl, TH_PLUGIN_SYMBOL);
+    if (sym == NULL)
+        return fail(err, errlen, TH_EINVAL, p->path,
+                    "no symbol '%s': not a taskhost plugin, or not built "
+                    "with TH_PLUGIN()",
+                    TH_PLUGIN_SYMBOL);
+    return check_descriptor(p, sym, err, errlen);
+}
+
+/* Loads and validates the plugin at `path`; see plugin.h. The result holds
+ * copies of name and path and one reference, dropped with plugin_unref(). */
+int plugin_load(const char *name, const char *path, int strict,
+                struct plugin **out, char *err, size_t errlen)
+{
+    struct stat st;
+    struct plugin *p = calloc(1, sizeof *p);
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (p == NULL)
+        return fail(err, errlen, TH_ENOMEM, path, "out of memory");
+    p->refs = 1;
+    p->name = strdup(name);
+    p->path = absolute_path(path);
+    if (p->name == NULL || p->path == NULL) {
+        plugin_unref(p);
+        return fail(err, errlen, TH_ENOMEM, path, "out of memory");
+    }
+    int rc = check_file(p->path, strict, &st, err, errlen);
+    if (rc == 0)
+        rc = open_object(p, &st, err, errlen);
+    if (rc != 0) {
+        plugin_unref(p);
+        return rc;
+    }
+    p->dev = st.st_dev;
+    p->ino = st.st_ino;
+    p->mtime = st.st_mtim;
+    *out = p;
+    return 0;
+}
+
+/* Returns the index of task `name` in p's table, or -1. */
+int plugin_find_task(const struct plugin *p, const char *name)
+{
+    if (p == NULL || name == NULL)
+        return -1;
+    for (size_t i = 0; i < p->ntasks; i++)
+        if (strcmp(p->desc.tasks[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Returns non-zero when p->path now names another file, or the same file
+ * modified since load, or nothing. Reload uses it to restart the pools of
+ * a rebuilt plugin. */
+int plugin_file_changed(const struct plugin *p)
+{
+    struct stat st;
+
+    if (stat(p->path, &st) == -1)
+        return 1;
+    return st.st_dev != p->dev || st.st_ino != p->ino ||
+           st.st_mtim.tv_sec != p->mtime.tv_sec ||
+           st.st_mtim.tv_nsec != p->mtime.tv_nsec;
+}
+
+/* Takes a reference: one per pool using the plugin. */
+void plugin_ref(struct plugin *p)
+{
+    p->refs++;
+}
+
+/* Drops a reference; the last one dlcloses the object and frees p. The
+ * descriptor's strings and functions die with the dlclose(). */
+void plugin_unref(struct plugin *p)
+{
+    if (p == NULL || --p->refs > 0)
+        return;
+    if (p->dl != NULL)
+        dlclose(p->dl);
+    free(p->name);
+    free(p->path);
+    free(p);
+}
