@@ -59,11 +59,18 @@ TH_PLUGIN("cxx", "1.0", NULL, NULL, tasks);
 CC
 if command -v "$CXX" >/dev/null 2>&1; then
     check_compile "TH_PLUGIN() in C++" $CXX -x c++ -pedantic -Wall -Wextra \
-        -Werror -fsyntax-only $INC "$tmp/plugin.cc"
+        -Werror -fPIC -c -o "$tmp/plugin.o" $INC "$tmp/plugin.cc"
+    # const objects have internal linkage in C++ unless declared extern.
+    if nm "$tmp/plugin.o" 2>/dev/null | grep -Eq '^[0-9a-f]* [RDB] taskhost_plugin$'; then
+        ok "TH_PLUGIN() in C++ gives a global taskhost_plugin"
+    else
+        bad "TH_PLUGIN() in C++ gives no global taskhost_plugin"
+    fi
 fi
 
-# The linker may add its own section markers to the dynamic symbol table;
-# they are not the plugin's doing.
+# The linker may add its own section markers to the dynamic symbol table,
+# and AddressSanitizer an ODR indicator per exported variable; they are not
+# the plugin's doing.
 for p in echo hash sleep crash leak; do
     so=$abs_top_builddir/plugins/.libs/$p.so
     if [ ! -f "$so" ]; then
@@ -71,7 +78,7 @@ for p in echo hash sleep crash leak; do
         continue
     fi
     syms=$(nm -D --defined-only "$so" | awk '{ print $NF }' |
-        grep -Ev '^(_edata|_end|__bss_start|_init|_fini)$' | tr '\n' ' ')
+        grep -Ev '^(_edata|_end|__bss_start|_init|_fini|__odr_asan\..*)$' | tr '\n' ' ')
     if [ "$syms" = "taskhost_plugin " ]; then
         ok "$p.so exports only taskhost_plugin"
     else
