@@ -26,6 +26,21 @@
 /* The descriptor must reach at least to the end of `tasks`. */
 #define PLUGIN_MIN_SIZE (offsetof(th_plugin, tasks) + sizeof(void *))
 
+/* The dynamic loader knows an object by the name it was opened with before
+ * it looks at the file: dlopen() of a path naming a rebuilt file, while the
+ * old build is still loaded under that path (reload builds the new state
+ * before it drops the old), would return the old build. So every live
+ * plugin is listed here with the name it was opened by, and a file not
+ * loaded yet is opened under a name no live plugin uses: its path, or the
+ * path with "./" inserted before the file name as many times as needed.
+ * Only the host's main thread loads plugins. */
+struct loaded {
+    struct plugin *p;
+    char *dlname;
+    struct loaded *next;
+};
+static struct loaded *loaded_list;
+
 /* Formats "PATH: reason" into err and returns code. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 5, 6)))
@@ -155,18 +170,88 @@ static int check_file(const char *path, int strict, struct stat *st,
     return 0;
 }
 
-/* dlerror() texts usually start with the path, which our message already
- * does: returns the text without it. */
-static const char *dl_reason(const char *path)
+/* dlerror() texts usually start with the name opened, which our message
+ * already does: returns the text without it. */
+static const char *dl_reason(const char *dlname)
 {
     const char *msg = dlerror();
-    size_t n = strlen(path);
+    size_t n = strlen(dlname);
 
     if (msg == NULL)
         return "unknown dynamic loader error";
-    if (strncmp(msg, path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+    if (strncmp(msg, dlname, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
         return msg + n + 2;
     return msg;
+}
+
+/* Returns the live plugin opened as `dlname`, or NULL. */
+static struct loaded *loaded_by_name(const char *dlname)
+{
+    for (struct loaded *l = loaded_list; l != NULL; l = l->next)
+        if (strcmp(l->dlname, dlname) == 0)
+            return l;
+    return NULL;
+}
+
+/* Returns a live plugin loaded from the file `st`, or NULL. */
+static struct loaded *loaded_by_file(const struct stat *st)
+{
+    for (struct loaded *l = loaded_list; l != NULL; l = l->next)
+        if (l->p->dev == st->st_dev && l->p->ino == st->st_ino)
+            return l;
+    return NULL;
+}
+
+/* Returns a malloc()ed name under which dlopen() gives the object of the
+ * file `st` at the absolute `path` (see struct loaded), or NULL. */
+static char *choose_dlname(const char *path, const struct stat *st)
+{
+    struct loaded *same = loaded_by_file(st);
+    if (same != NULL)
+        return strdup(same->dlname);
+    const char *base = strrchr(path, '/') + 1;
+    size_t dirlen = (size_t)(base - path);
+    for (size_t k = 0;; k++) {
+        char *name = malloc(strlen(path) + 2 * k + 1);
+        if (name == NULL)
+            return NULL;
+        memcpy(name, path, dirlen);
+        for (size_t i = 0; i < k; i++)
+            memcpy(name + dirlen + 2 * i, "./", 2);
+        strcpy(name + dirlen + 2 * k, base);
+        if (loaded_by_name(name) == NULL)
+            return name;
+        free(name);
+    }
+}
+
+/* Lists p, opened as dlname (taken over), in loaded_list. */
+static int loaded_add(struct plugin *p, char *dlname)
+{
+    struct loaded *l = malloc(sizeof *l);
+    if (l == NULL) {
+        free(dlname);
+        return TH_ENOMEM;
+    }
+    l->p = p;
+    l->dlname = dlname;
+    l->next = loaded_list;
+    loaded_list = l;
+    return 0;
+}
+
+/* Removes p from loaded_list, if there. */
+static void loaded_remove(const struct plugin *p)
+{
+    for (struct loaded **lp = &loaded_list; *lp != NULL; lp = &(*lp)->next) {
+        struct loaded *l = *lp;
+        if (l->p == p) {
+            *lp = l->next;
+            free(l->dlname);
+            free(l);
+            return;
+        }
+    }
 }
 
 /* Checks the task table of a copied descriptor; sets *ntasks. */
@@ -229,12 +314,20 @@ static int open_object(struct plugin *p, const struct stat *st, char *err,
                        size_t errlen)
 {
     struct stat now;
+    char *dlname = choose_dlname(p->path, st);
 
+    if (dlname == NULL)
+        return fail(err, errlen, TH_ENOMEM, p->path, "out of memory");
     dlerror();
-    p->dl = dlopen(p->path, RTLD_NOW | RTLD_LOCAL);
-    if (p->dl == NULL)
-        return fail(err, errlen, TH_EINVAL, p->path, "cannot load: %s",
-                    dl_reason(p->path));
+    p->dl = dlopen(dlname, RTLD_NOW | RTLD_LOCAL);
+    if (p->dl == NULL) {
+        fail(err, errlen, TH_EINVAL, p->path, "cannot load: %s",
+             dl_reason(dlname));
+        free(dlname);
+        return TH_EINVAL;
+    }
+    if (loaded_add(p, dlname) != 0)
+        return fail(err, errlen, TH_ENOMEM, p->path, "out of memory");
     if (stat(p->path, &now) == -1 || now.st_dev != st->st_dev ||
         now.st_ino != st->st_ino)
         return fail(err, errlen, TH_EINVAL, p->path,
@@ -269,15 +362,16 @@ int plugin_load(const char *name, const char *path, int strict,
         return fail(err, errlen, TH_ENOMEM, path, "out of memory");
     }
     int rc = check_file(p->path, strict, &st, err, errlen);
-    if (rc == 0)
+    if (rc == 0) {
+        p->dev = st.st_dev;
+        p->ino = st.st_ino;
+        p->mtime = st.st_mtim;
         rc = open_object(p, &st, err, errlen);
+    }
     if (rc != 0) {
         plugin_unref(p);
         return rc;
     }
-    p->dev = st.st_dev;
-    p->ino = st.st_ino;
-    p->mtime = st.st_mtim;
     *out = p;
     return 0;
 }
@@ -319,6 +413,7 @@ void plugin_unref(struct plugin *p)
 {
     if (p == NULL || --p->refs > 0)
         return;
+    loaded_remove(p);
     if (p->dl != NULL)
         dlclose(p->dl);
     free(p->name);

@@ -268,6 +268,55 @@ static void changed_file_is_noticed(void **state)
     plugin_unref(p);
 }
 
+/* Puts a copy of `from` at s->path as a new file (new inode), the way a
+ * build or an installer replaces a plugin. */
+static void replace_file(struct scratch *s, const char *from)
+{
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s/new.so", s->dir);
+    copy_file(from, tmp);
+    assert_int_equal(rename(tmp, s->path), 0);
+}
+
+static void same_file_twice_shares_the_object(void **state)
+{
+    struct scratch *s = *state;
+    copy_file(PLUGINS "echo.so", s->path);
+    struct plugin *a = load_ok(s->path, 1);
+    struct plugin *b = load_ok(s->path, 1);
+    assert_ptr_equal(a->dl, b->dl);
+    assert_ptr_equal(a->desc.tasks, b->desc.tasks);
+    plugin_unref(a);
+    assert_string_equal(b->desc.tasks[0].name, "echo");
+    plugin_unref(b);
+}
+
+static void rebuilt_file_is_loaded_while_old_build_lives(void **state)
+{
+    struct scratch *s = *state;
+    copy_file(PLUGINS "echo.so", s->path);
+    struct plugin *old = load_ok(s->path, 1);
+    replace_file(s, TEST_PLUGINS "echo2.so");
+    assert_int_equal(plugin_file_changed(old), 1);
+
+    struct plugin *new = load_ok(s->path, 1);
+    assert_ptr_not_equal(new->dl, old->dl);
+    assert_string_equal(new->desc.version, "2.0");
+    assert_int_equal(plugin_find_task(new, "version"), 1);
+    assert_string_equal(new->path, s->path);
+    assert_string_equal(old->desc.version, "1.0");
+    assert_int_equal(plugin_find_task(old, "version"), -1);
+
+    /* And once more, the old build gone: back to echo 1.0. */
+    plugin_unref(old);
+    replace_file(s, PLUGINS "echo.so");
+    struct plugin *third = load_ok(s->path, 1);
+    assert_string_equal(third->desc.version, "1.0");
+    assert_string_equal(new->desc.version, "2.0");
+    plugin_unref(new);
+    plugin_unref(third);
+}
+
 static void group_writable_file_is_refused(void **state)
 {
     struct scratch *s = *state;
@@ -335,6 +384,11 @@ int main(void)
         cmocka_unit_test(references_are_counted),
         cmocka_unit_test_setup_teardown(changed_file_is_noticed,
                                         scratch_setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(same_file_twice_shares_the_object,
+                                        scratch_setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(
+            rebuilt_file_is_loaded_while_old_build_lives, scratch_setup,
+            scratch_teardown),
         cmocka_unit_test_setup_teardown(group_writable_file_is_refused,
                                         scratch_setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(file_of_another_user_is_refused,
