@@ -80,7 +80,7 @@ if ! nm -D --defined-only x.so | grep -qw taskhost_plugin; then
     exit 1
 fi
 
-# The checker stands in for the host: it provides the SDK function the
+# The checker stands in for the host: it provides the SDK functions the
 # plugin calls, loads it like the host does and runs its task.
 cat >check.c <<'C'
 #include <dlfcn.h>
@@ -99,6 +99,12 @@ int th_task_write(th_task *task, const void *data, size_t len)
     memcpy(out + outlen, data, len);
     outlen += len;
     return 0;
+}
+
+int th_task_fail(th_task *task, int code, const char *fmt, ...)
+{
+    (void)task, (void)fmt;
+    return code < 0 ? code : TH_EPLUGIN;
 }
 
 int main(int argc, char **argv)
