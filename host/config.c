@@ -1,1 +1,1456 @@
-/* config.c */
+/* config.c - the configuration file: loading, validation, defaults.
+ *
+ * The file is read through libconfig into a struct config that owns copies
+ * of every value. Keys are described by tables (name, kind, offset), so one
+ * loop per group finds unknown keys, checks types and stores values. Each
+ * fault is reported once, where it is found, as "FILE:LINE: KEY: reason";
+ * the loader then unwinds and frees what it built.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <math.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "settings.h"
+#include "taskhost.h"
+
+#define KEY_MAX 256
+#define NAME_MAX_LEN 64
+
+/* ---- small helpers ---- */
+
+static void vput_err(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (err != NULL && errlen > 0)
+        vsnprintf(err, errlen, fmt, ap);
+}
+
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vput_err(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* libconfig's CONFIG_TRUE/CONFIG_FALSE, converted here and nowhere else. */
+static int lc_true(int v)
+{
+    return v != CONFIG_FALSE;
+}
+
+static int is_int(const config_setting_t *s)
+{
+    int t = config_setting_type(s);
+
+    return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
+}
+
+static int is_string(const config_setting_t *s)
+{
+    return config_setting_type(s) == CONFIG_TYPE_STRING;
+}
+
+static const char *type_name(const config_setting_t *s)
+{
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_GROUP:
+        return "a group";
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64:
+        return "an integer";
+    case CONFIG_TYPE_FLOAT:
+        return "a float";
+    case CONFIG_TYPE_STRING:
+        return "a string";
+    case CONFIG_TYPE_BOOL:
+        return "a boolean";
+    case CONFIG_TYPE_ARRAY:
+        return "an array";
+    case CONFIG_TYPE_LIST:
+        return "a list";
+    default:
+        return "nothing";
+    }
+}
+
+/* Writes "prefix.name" (or just name) into key[KEY_MAX], marking a cut. */
+static void make_key(char *key, const char *prefix, const char *name)
+{
+    int n =
+        snprintf(key, KEY_MAX, "%s%s%s", prefix, prefix[0] ? "." : "", name);
+
+    if (n < 0 || n >= KEY_MAX)
+        memcpy(key + KEY_MAX - 4, "...", 4);
+}
+
+/* Returns `p` made absolute against `dir` (a copy either way), or NULL. */
+static char *resolve_path(const char *dir, const char *p)
+{
+    char *abs = NULL;
+
+    if (p[0] == '/')
+        return strdup(p);
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    if (asprintf(&abs, "%s/%s", dir, p) < 0)
+        return NULL;
+    return abs;
+}
+
+/* Returns the absolute directory of the file `path`, or NULL. Symbolic
+ * links are not followed: paths are relative to the file as named. */
+static char *absolute_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (size_t)(slash - path) : 0;
+    char cwd[PATH_MAX];
+    char *dir = NULL;
+
+    if (slash == path)
+        return strdup("/");
+    if (path[0] == '/')
+        return strndup(path, len);
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return NULL;
+    if (slash == NULL || (len == 1 && path[0] == '.'))
+        return strdup(cwd);
+    if (asprintf(&dir, "%s/%.*s", cwd, (int)len, path) < 0)
+        return NULL;
+    return dir;
+}
+
+/* Formats a byte count the way a user would write it ("256M"). */
+static void format_size(uint64_t v, char *buf, size_t n)
+{
+    static const char units[] = "KMGT";
+    int u = -1;
+
+    while (v != 0 && v % 1024 == 0 && u < 3) {
+        v /= 1024;
+        u++;
+    }
+    if (u < 0)
+        snprintf(buf, n, "%llu", (unsigned long long)v);
+    else
+        snprintf(buf, n, "%llu%c", (unsigned long long)v, units[u]);
+}
+
+/* Looks up a user or group name, or a string of digits. Returns 0 or -1. */
+static int lookup_id(const char *name, int is_group, unsigned *id)
+{
+    char *end;
+    unsigned long v;
+
+    if (name[0] >= '0' && name[0] <= '9') {
+        errno = 0;
+        v = strtoul(name, &end, 10);
+        if (errno != 0 || *end != '\0' || v >= UINT_MAX)
+            return -1;
+        *id = (unsigned)v;
+        return 0;
+    }
+    if (is_group) {
+        struct group *gr = getgrnam(name);
+
+        if (gr == NULL)
+            return -1;
+        *id = gr->gr_gid;
+        return 0;
+    }
+    struct passwd *pw = getpwnam(name);
+
+    if (pw == NULL)
+        return -1;
+    *id = pw->pw_uid;
+    return 0;
+}
+
+/* ---- value parsers (public) ---- */
+
+/* Parses a size; see config.h. Refuses signs, fractions and overflow. */
+int config_parse_size(const char *text, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    int shift = 0;
+
+    if (text == NULL || !isdigit((unsigned char)text[0]))
+        return TH_EINVAL;
+    errno = 0;
+    v = strtoull(text, &end, 10);
+    if (errno != 0)
+        return TH_EINVAL;
+    const char *u = strchr("kmgt", tolower((unsigned char)*end));
+
+    if (*end != '\0' && u != NULL) {
+        shift = 10 * (int)(u - "kmgt" + 1);
+        end++;
+        if (tolower((unsigned char)end[0]) == 'i' &&
+            tolower((unsigned char)end[1]) == 'b')
+            end += 2;
+    }
+    if (tolower((unsigned char)*end) == 'b')
+        end++;
+    if (*end != '\0' || (shift > 0 && v > (UINT64_MAX >> shift)))
+        return TH_EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* Returns the number of seconds in one `unit`, or 0 for an unknown unit. */
+static double unit_seconds(const char *unit)
+{
+    if (*unit == '\0' || strcmp(unit, "s") == 0)
+        return 1;
+    if (strcmp(unit, "ms") == 0)
+        return 0.001;
+    if (strcmp(unit, "m") == 0 || strcmp(unit, "min") == 0)
+        return 60;
+    if (strcmp(unit, "h") == 0)
+        return 3600;
+    return 0;
+}
+
+/* Parses a duration in seconds; see config.h. */
+int config_parse_duration(const char *text, double *out)
+{
+    char *end;
+    double v, unit;
+
+    if (text == NULL || !(isdigit((unsigned char)text[0]) || text[0] == '.'))
+        return TH_EINVAL;
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno != 0 || end == text)
+        return TH_EINVAL;
+    while (*end == ' ')
+        end++;
+    unit = unit_seconds(end);
+    if (unit == 0 || !isfinite(v * unit))
+        return TH_EINVAL;
+    *out = v * unit;
+    return 0;
+}
+
+/* Parses an overflow mode name; returns the enum or -1. */
+int config_parse_overflow(const char *text)
+{
+    if (text == NULL)
+        return -1;
+    if (strcmp(text, "reject") == 0)
+        return OVERFLOW_REJECT;
+    if (strcmp(text, "drop-oldest") == 0)
+        return OVERFLOW_DROP_OLDEST;
+    if (strcmp(text, "block") == 0)
+        return OVERFLOW_BLOCK;
+    return -1;
+}
+
+/* Parses a log level name; returns TH_LOG_* or -1. */
+int config_parse_log_level(const char *text)
+{
+    if (text == NULL)
+        return -1;
+    if (strcmp(text, "error") == 0)
+        return TH_LOG_ERROR;
+    if (strcmp(text, "warn") == 0 || strcmp(text, "warning") == 0)
+        return TH_LOG_WARN;
+    if (strcmp(text, "info") == 0)
+        return TH_LOG_INFO;
+    if (strcmp(text, "debug") == 0)
+        return TH_LOG_DEBUG;
+    return -1;
+}
+
+/* ---- pool defaults and checks (also for pools built in code) ---- */
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* Fills `p` with the defaults documented in config.h. The settings are a
+ * new empty set (NULL only when out of memory). */
+void pool_cfg_defaults(struct pool_cfg *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->min_workers = 1;
+    p->max_workers = online_cpus();
+    p->idle_timeout = 30;
+    p->max_queue = 1024;
+    p->overflow = OVERFLOW_REJECT;
+    p->task_timeout = 10;
+    p->kill_grace = 1;
+    p->memory_check_interval = 1;
+    p->rlimit_core = -1;
+    p->settings = settings_new();
+}
+
+/* Frees the strings and settings `p` owns, leaving NULLs behind. */
+void pool_cfg_clear(struct pool_cfg *p)
+{
+    if (p == NULL)
+        return;
+    free(p->name);
+    free(p->plugin);
+    free(p->user);
+    free(p->group);
+    settings_free(p->settings);
+    p->name = p->plugin = p->user = p->group = NULL;
+    p->settings = NULL;
+}
+
+/* Plugin and pool names appear in logs, stats and the protocol. */
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > NAME_MAX_LEN)
+        return 0;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789_.-") == n;
+}
+
+static const struct {
+    const char *key;
+    size_t off;
+} pool_durations[] = {
+    {"idle_timeout", offsetof(struct pool_cfg, idle_timeout)},
+    {"queue_timeout", offsetof(struct pool_cfg, queue_timeout)},
+    {"task_timeout", offsetof(struct pool_cfg, task_timeout)},
+    {"kill_grace", offsetof(struct pool_cfg, kill_grace)},
+    {"max_worker_age", offsetof(struct pool_cfg, max_worker_age)},
+};
+
+/* Checks the durations of `p`; on a fault sets *key and `why`. */
+static int check_durations(const struct pool_cfg *p, const char **key,
+                           char *why, size_t n)
+{
+    size_t count = sizeof(pool_durations) / sizeof(pool_durations[0]);
+
+    for (size_t i = 0; i < count; i++) {
+        double v = *(const double *)((const char *)p + pool_durations[i].off);
+
+        if (!isfinite(v) || v < 0) {
+            *key = pool_durations[i].key;
+            snprintf(why, n, "must be >= 0 seconds (got %g)", v);
+            return TH_ECONFIG;
+        }
+    }
+    if (!isfinite(p->memory_check_interval) || p->memory_check_interval <= 0) {
+        *key = "memory_check_interval";
+        snprintf(why, n, "must be > 0 seconds (got %g)",
+                 p->memory_check_interval);
+        return TH_ECONFIG;
+    }
+    return 0;
+}
+
+static int check_memory(const struct pool_cfg *p, const char **key, char *why,
+                        size_t n)
+{
+    char soft[32], hard[32];
+
+    if (p->memory_soft_limit == 0 || p->memory_hard_limit == 0 ||
+        p->memory_soft_limit <= p->memory_hard_limit)
+        return 0;
+    format_size(p->memory_soft_limit, soft, sizeof(soft));
+    format_size(p->memory_hard_limit, hard, sizeof(hard));
+    *key = "memory_hard_limit";
+    snprintf(why, n, "must be >= memory_soft_limit (%s < %s)", hard, soft);
+    return TH_ECONFIG;
+}
+
+/* Sets *key and `why` for a count that must be >= `min`. */
+static int below(const char **key, const char *name, long v, long min,
+                 char *why, size_t n)
+{
+    *key = name;
+    snprintf(why, n, "must be >= %ld (got %ld)", min, v);
+    return TH_ECONFIG;
+}
+
+static int check_counts(const struct pool_cfg *p, const char **key, char *why,
+                        size_t n)
+{
+    if (p->min_workers < 0)
+        return below(key, "min_workers", p->min_workers, 0, why, n);
+    if (p->max_workers < 1)
+        return below(key, "max_workers", p->max_workers, 1, why, n);
+    if (p->min_workers > p->max_workers) {
+        *key = "max_workers";
+        snprintf(why, n, "must be >= min_workers (%d < %d)", p->max_workers,
+                 p->min_workers);
+        return TH_ECONFIG;
+    }
+    if (p->max_queue < 0)
+        return below(key, "max_queue", p->max_queue, 0, why, n);
+    if (p->max_tasks_per_worker < 0)
+        return below(key, "max_tasks_per_worker", p->max_tasks_per_worker, 0,
+                     why, n);
+    if (p->rlimit_nofile < 0)
+        return below(key, "rlimit_nofile", p->rlimit_nofile, 0, why, n);
+    if (p->rlimit_core < -1)
+        return below(key, "rlimit_core", p->rlimit_core, -1, why, n);
+    return 0;
+}
+
+/* Checks `p`; on a fault returns TH_ECONFIG, the field name in *key and
+ * the reason in `why`. */
+static int pool_check(const struct pool_cfg *p, const char **key, char *why,
+                      size_t n)
+{
+    if (p->name == NULL || !valid_name(p->name)) {
+        *key = "name";
+        snprintf(why, n, "must be 1 to %d letters, digits, '_', '.' or '-'",
+                 NAME_MAX_LEN);
+        return TH_ECONFIG;
+    }
+    if (p->overflow < OVERFLOW_REJECT || p->overflow > OVERFLOW_BLOCK) {
+        *key = "overflow";
+        snprintf(why, n, "unknown overflow mode %d", p->overflow);
+        return TH_ECONFIG;
+    }
+    if (check_counts(p, key, why, n) != 0)
+        return TH_ECONFIG;
+    if (check_durations(p, key, why, n) != 0)
+        return TH_ECONFIG;
+    return check_memory(p, key, why, n);
+}
+
+/* Checks value ranges and min <= max; see config.h. The message is
+ * "WHERE.KEY: reason" when `where` ends with ']' ("...: pools[0]"),
+ * "WHERE: KEY: reason" otherwise ("pool 'x'"). */
+int pool_cfg_check(const struct pool_cfg *p, const char *where, char *err,
+                   size_t errlen)
+{
+    const char *key = NULL;
+    char why[160];
+    size_t n = where ? strlen(where) : 0;
+
+    if (pool_check(p, &key, why, sizeof(why)) == 0)
+        return 0;
+    put_err(err, errlen, "%s%s%s: %s", where ? where : "pool",
+            n > 0 && where[n - 1] == ']' ? "." : ": ", key, why);
+    return TH_ECONFIG;
+}
+
+/* ---- the loader ---- */
+
+struct loader {
+    const char *file; /* the config path as given, for messages */
+    const char *dir;  /* absolute directory of the file */
+    char *err;
+    size_t errlen;
+};
+
+static const char *file_of(const struct loader *ld, const config_setting_t *s)
+{
+    const char *f = s ? config_setting_source_file(s) : NULL;
+
+    return f ? f : ld->file;
+}
+
+/* Writes "FILE:LINE: KEY: reason" about setting `s`; returns TH_ECONFIG. */
+static int fault(const struct loader *ld, const config_setting_t *s,
+                 const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fault(const struct loader *ld, const config_setting_t *s,
+                 const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    unsigned line = s ? config_setting_source_line(s) : 0;
+    int n;
+
+    if (ld->err == NULL || ld->errlen == 0)
+        return TH_ECONFIG;
+    n = snprintf(ld->err, ld->errlen, "%s:%u: %s: ", file_of(ld, s), line, key);
+    if (n < 0 || (size_t)n >= ld->errlen)
+        return TH_ECONFIG;
+    va_start(ap, fmt);
+    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return TH_ECONFIG;
+}
+
+static int oom(const struct loader *ld)
+{
+    put_err(ld->err, ld->errlen, "%s: out of memory", ld->file);
+    return TH_ENOMEM;
+}
+
+static int wrong_type(const struct loader *ld, const config_setting_t *s,
+                      const char *key, const char *want)
+{
+    return fault(ld, s, key, "must be %s (got %s)", want, type_name(s));
+}
+
+/* Replaces *dst by a copy of `v` (NULL `v`: by NULL). */
+static int set_string(const struct loader *ld, char **dst, const char *v)
+{
+    char *copy = NULL;
+
+    if (v != NULL && (copy = strdup(v)) == NULL)
+        return oom(ld);
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+/* ---- getters, one per kind of value; each stores through `dst` ---- */
+
+static int get_i64(const struct loader *ld, const config_setting_t *s,
+                   const char *key, long long lo, long long hi, long long *out)
+{
+    long long v;
+
+    if (!is_int(s))
+        return wrong_type(ld, s, key, "an integer");
+    v = config_setting_get_int64(s);
+    if (v < lo || v > hi)
+        return fault(ld, s, key, "out of range (%lld)", v);
+    *out = v;
+    return 0;
+}
+
+static int get_int(const struct loader *ld, const config_setting_t *s,
+                   const char *key, void *dst)
+{
+    long long v = 0;
+    int rc = get_i64(ld, s, key, INT_MIN, INT_MAX, &v);
+
+    if (rc == 0)
+        *(int *)dst = (int)v;
+    return rc;
+}
+
+static int get_long(const struct loader *ld, const config_setting_t *s,
+                    const char *key, void *dst)
+{
+    long long v = 0;
+    int rc = get_i64(ld, s, key, LONG_MIN, LONG_MAX, &v);
+
+    if (rc == 0)
+        *(long *)dst = (long)v;
+    return rc;
+}
+
+static int get_bool(const struct loader *ld, const config_setting_t *s,
+                    const char *key, void *dst)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return wrong_type(ld, s, key, "true or false");
+    *(int *)dst = lc_true(config_setting_get_bool(s));
+    return 0;
+}
+
+/* Durations: seconds as an integer or a float, or a string with a unit. */
+static int get_duration(const struct loader *ld, const config_setting_t *s,
+                        const char *key, void *dst)
+{
+    double v;
+
+    if (is_int(s)) {
+        v = (double)config_setting_get_int64(s);
+    } else if (config_setting_type(s) == CONFIG_TYPE_FLOAT) {
+        v = config_setting_get_float(s);
+    } else if (is_string(s)) {
+        const char *t = config_setting_get_string(s);
+
+        if (config_parse_duration(t, &v) != 0)
+            return fault(ld, s, key,
+                         "not a duration: \"%s\" (use seconds, or a string "
+                         "like \"250ms\", \"30s\", \"5m\", \"1h\")",
+                         t);
+    } else {
+        return wrong_type(ld, s, key, "a duration in seconds");
+    }
+    if (!isfinite(v) || v < 0)
+        return fault(ld, s, key, "must be >= 0 seconds (got %g)", v);
+    *(double *)dst = v;
+    return 0;
+}
+
+/* Sizes: bytes as an integer, or a string like "256M". */
+static int get_size(const struct loader *ld, const config_setting_t *s,
+                    const char *key, void *dst)
+{
+    const char *t;
+
+    if (is_int(s)) {
+        long long v = config_setting_get_int64(s);
+
+        if (v < 0)
+            return fault(ld, s, key, "must be >= 0 bytes (got %lld)", v);
+        *(uint64_t *)dst = (uint64_t)v;
+        return 0;
+    }
+    if (!is_string(s))
+        return wrong_type(ld, s, key, "a size in bytes");
+    t = config_setting_get_string(s);
+    if (config_parse_size(t, dst) != 0)
+        return fault(ld, s, key,
+                     "not a size: \"%s\" (use bytes, or a string like "
+                     "\"64K\", \"256M\", \"2G\")",
+                     t);
+    return 0;
+}
+
+static int get_string(const struct loader *ld, const config_setting_t *s,
+                      const char *key, void *dst)
+{
+    if (!is_string(s))
+        return wrong_type(ld, s, key, "a string");
+    return set_string(ld, dst, config_setting_get_string(s));
+}
+
+static int get_name(const struct loader *ld, const config_setting_t *s,
+                    const char *key, void *dst)
+{
+    if (!is_string(s))
+        return wrong_type(ld, s, key, "a string");
+    if (!valid_name(config_setting_get_string(s)))
+        return fault(ld, s, key,
+                     "must be 1 to %d letters, digits, '_', '.' or '-' "
+                     "(got \"%s\")",
+                     NAME_MAX_LEN, config_setting_get_string(s));
+    return set_string(ld, dst, config_setting_get_string(s));
+}
+
+/* Paths: relative ones are resolved against the config's directory. */
+static int get_path(const struct loader *ld, const config_setting_t *s,
+                    const char *key, void *dst)
+{
+    const char *t;
+    char *abs;
+
+    if (!is_string(s))
+        return wrong_type(ld, s, key, "a path");
+    t = config_setting_get_string(s);
+    if (t[0] == '\0')
+        return fault(ld, s, key, "must not be empty");
+    abs = resolve_path(ld->dir, t);
+    if (abs == NULL)
+        return oom(ld);
+    free(*(char **)dst);
+    *(char **)dst = abs;
+    return 0;
+}
+
+/* host.log: "stderr", "syslog", or a file path. */
+static int get_log(const struct loader *ld, const config_setting_t *s,
+                   const char *key, void *dst)
+{
+    if (is_string(s) && (strcmp(config_setting_get_string(s), "stderr") == 0 ||
+                         strcmp(config_setting_get_string(s), "syslog") == 0))
+        return set_string(ld, dst, config_setting_get_string(s));
+    return get_path(ld, s, key, dst);
+}
+
+static int get_level(const struct loader *ld, const config_setting_t *s,
+                     const char *key, void *dst)
+{
+    int v;
+
+    if (!is_string(s))
+        return wrong_type(ld, s, key, "a string");
+    v = config_parse_log_level(config_setting_get_string(s));
+    if (v < 0)
+        return fault(ld, s, key,
+                     "must be \"error\", \"warn\", \"info\" or \"debug\" "
+                     "(got \"%s\")",
+                     config_setting_get_string(s));
+    *(int *)dst = v;
+    return 0;
+}
+
+static int get_overflow(const struct loader *ld, const config_setting_t *s,
+                        const char *key, void *dst)
+{
+    int v;
+
+    if (!is_string(s))
+        return wrong_type(ld, s, key, "a string");
+    v = config_parse_overflow(config_setting_get_string(s));
+    if (v < 0)
+        return fault(ld, s, key,
+                     "must be \"reject\", \"drop-oldest\" or \"block\" "
+                     "(got \"%s\")",
+                     config_setting_get_string(s));
+    *(int *)dst = v;
+    return 0;
+}
+
+/* Parses up to 4 octal digits into a mode <= 0777; returns 0 or -1. */
+static int parse_mode(const char *t, unsigned *mode)
+{
+    size_t n = strlen(t);
+    unsigned long v;
+
+    if (n == 0 || n > 4 || strspn(t, "01234567") != n)
+        return -1;
+    v = strtoul(t, NULL, 8);
+    if (v > 0777)
+        return -1;
+    *mode = (unsigned)v;
+    return 0;
+}
+
+/* socket_mode: a string of octal digits ("0660"). libconfig reads the
+ * integer 0660 as decimal 660, so a decimal integer is taken as the digits
+ * the user typed; a hexadecimal one as its value. */
+static int get_mode(const struct loader *ld, const config_setting_t *s,
+                    const char *key, void *dst)
+{
+    char digits[32];
+    const char *t;
+
+    if (is_int(s) && config_setting_get_format(s) == CONFIG_FORMAT_HEX &&
+        config_setting_get_int64(s) >= 0) {
+        snprintf(digits, sizeof(digits), "%llo",
+                 (unsigned long long)config_setting_get_int64(s));
+        t = digits;
+    } else if (is_int(s)) {
+        snprintf(digits, sizeof(digits), "%lld", config_setting_get_int64(s));
+        t = digits;
+    } else if (is_string(s)) {
+        t = config_setting_get_string(s);
+    } else {
+        return wrong_type(ld, s, key, "an octal mode string like \"0660\"");
+    }
+    if (parse_mode(t, dst) != 0)
+        return fault(ld, s, key,
+                     "not an octal mode <= 0777: \"%s\" (write it like "
+                     "\"0660\")",
+                     t);
+    return 0;
+}
+
+/* One user or group, as a name or a numeric id, into *id. */
+static int get_one_id(const struct loader *ld, const config_setting_t *s,
+                      const char *key, int is_group, unsigned *id)
+{
+    const char *what = is_group ? "group" : "user";
+
+    if (is_int(s)) {
+        long long v = config_setting_get_int64(s);
+
+        if (v < 0 || v >= UINT_MAX)
+            return fault(ld, s, key, "not a valid %s id (%lld)", what, v);
+        *id = (unsigned)v;
+        return 0;
+    }
+    if (!is_string(s))
+        return fault(ld, s, key, "must be a %s name or id (got %s)", what,
+                     type_name(s));
+    if (lookup_id(config_setting_get_string(s), is_group, id) != 0)
+        return fault(ld, s, key, "unknown %s \"%s\"", what,
+                     config_setting_get_string(s));
+    return 0;
+}
+
+/* pool.user / pool.group / host.socket_group: checked to exist now, kept
+ * as the string given (an integer id is kept as its decimal text). */
+static int get_account(const struct loader *ld, const config_setting_t *s,
+                       const char *key, int is_group, void *dst)
+{
+    char text[32];
+    unsigned id;
+    int rc = get_one_id(ld, s, key, is_group, &id);
+
+    if (rc != 0)
+        return rc;
+    if (is_string(s))
+        return set_string(ld, dst, config_setting_get_string(s));
+    snprintf(text, sizeof(text), "%u", id);
+    return set_string(ld, dst, text);
+}
+
+/* submit_users & co: a list or array of names or ids (or just one). */
+static int get_ids(const struct loader *ld, const config_setting_t *s,
+                   const char *key, int is_group, struct id_list *out)
+{
+    int n = config_setting_is_aggregate(s) ? config_setting_length(s) : 1;
+    unsigned *ids;
+    char ekey[KEY_MAX + 16];
+
+    if (config_setting_is_group(s))
+        return wrong_type(ld, s, key, "a list of names or ids");
+    ids = calloc(n > 0 ? (size_t)n : 1, sizeof(*ids));
+    if (ids == NULL)
+        return oom(ld);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e =
+            config_setting_is_aggregate(s) ? config_setting_get_elem(s, i) : s;
+        int rc;
+
+        snprintf(ekey, sizeof(ekey), "%s[%d]", key, i);
+        rc = get_one_id(ld, e, config_setting_is_aggregate(s) ? ekey : key,
+                        is_group, &ids[i]);
+        if (rc != 0) {
+            free(ids);
+            return rc;
+        }
+    }
+    free(out->ids);
+    out->ids = ids;
+    out->n = (size_t)n;
+    return 0;
+}
+
+static int get_settings(const struct loader *ld, const config_setting_t *s,
+                        const char *key, void *dst)
+{
+    const struct config_setting_t *bad = NULL;
+    struct th_settings *set;
+    char why[KEY_MAX + 128];
+    int rc;
+
+    if (!config_setting_is_group(s))
+        return wrong_type(ld, s, key, "a group");
+    rc = settings_from_config_at(s, &set, &bad, why, sizeof(why));
+    if (rc == TH_ENOMEM)
+        return oom(ld);
+    if (rc != 0) {
+        put_err(ld->err, ld->errlen, "%s:%u: %s.%s", file_of(ld, bad),
+                config_setting_source_line(bad), key, why);
+        return rc;
+    }
+    settings_free(*(struct th_settings **)dst);
+    *(struct th_settings **)dst = set;
+    return 0;
+}
+
+/* ---- key tables ---- */
+
+enum kind {
+    K_NAME,
+    K_STRING,
+    K_INT,
+    K_LONG,
+    K_BOOL,
+    K_DURATION,
+    K_SIZE,
+    K_PATH,
+    K_LOG,
+    K_LEVEL,
+    K_MODE,
+    K_OVERFLOW,
+    K_USER,
+    K_GROUP,
+    K_UIDS,
+    K_GIDS,
+    K_SETTINGS,
+    K_HOST,
+    K_PLUGINS,
+    K_POOLS
+};
+
+struct field {
+    const char *name;
+    enum kind kind;
+    size_t off;
+};
+
+#define HOST(f, k)                                                             \
+    {                                                                          \
+#f, k, offsetof(struct host_cfg, f)                                    \
+    }
+static const struct field host_fields[] = {
+    HOST(socket, K_PATH),
+    HOST(socket_mode, K_MODE),
+    HOST(socket_group, K_GROUP),
+    HOST(log, K_LOG),
+    HOST(log_level, K_LEVEL),
+    HOST(shutdown_timeout, K_DURATION),
+    HOST(max_payload, K_SIZE),
+    HOST(strict_permissions, K_BOOL),
+    {"submit_users", K_UIDS, offsetof(struct host_cfg, submit_uids)},
+    {"submit_groups", K_GIDS, offsetof(struct host_cfg, submit_gids)},
+    {"admin_users", K_UIDS, offsetof(struct host_cfg, admin_uids)},
+    {"admin_groups", K_GIDS, offsetof(struct host_cfg, admin_gids)},
+    {NULL, K_NAME, 0},
+};
+
+static const struct field plugin_fields[] = {
+    {"name", K_NAME, offsetof(struct plugin_cfg, name)},
+    {"path", K_PATH, offsetof(struct plugin_cfg, path)},
+    {NULL, K_NAME, 0},
+};
+
+#define POOL(f, k)                                                             \
+    {                                                                          \
+#f, k, offsetof(struct pool_cfg, f)                                    \
+    }
+static const struct field pool_fields[] = {
+    POOL(name, K_NAME),
+    POOL(plugin, K_STRING),
+    POOL(min_workers, K_INT),
+    POOL(max_workers, K_INT),
+    POOL(idle_timeout, K_DURATION),
+    POOL(max_queue, K_LONG),
+    POOL(overflow, K_OVERFLOW),
+    POOL(queue_timeout, K_DURATION),
+    POOL(task_timeout, K_DURATION),
+    POOL(kill_grace, K_DURATION),
+    POOL(memory_soft_limit, K_SIZE),
+    POOL(memory_hard_limit, K_SIZE),
+    POOL(memory_budget, K_SIZE),
+    POOL(memory_check_interval, K_DURATION),
+    POOL(address_space_limit, K_SIZE),
+    POOL(max_tasks_per_worker, K_LONG),
+    POOL(max_worker_age, K_DURATION),
+    POOL(user, K_USER),
+    POOL(group, K_GROUP),
+    POOL(rlimit_nofile, K_LONG),
+    POOL(rlimit_core, K_LONG),
+    POOL(settings, K_SETTINGS),
+    {NULL, K_NAME, 0},
+};
+
+static const struct field root_fields[] = {
+    {"host", K_HOST, offsetof(struct config, host)},
+    {"plugins", K_PLUGINS, 0},
+    {"pools", K_POOLS, 0},
+    {NULL, K_NAME, 0},
+};
+
+static const struct field *field_find(const struct field *fields,
+                                      const char *name)
+{
+    for (; fields->name != NULL; fields++) {
+        if (strcmp(fields->name, name) == 0)
+            return fields;
+    }
+    return NULL;
+}
+
+/* Levenshtein distance of two short strings (longer ones count as far). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[KEY_MAX];
+
+    if (la >= KEY_MAX || lb >= KEY_MAX)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static int unknown_key(const struct loader *ld, const config_setting_t *s,
+                       const char *key, const struct field *fields)
+{
+    const char *best = NULL;
+    size_t best_d = 3; /* suggest only near misses */
+
+    for (; fields->name != NULL; fields++) {
+        size_t d = edit_distance(config_setting_name(s), fields->name);
+
+        if (d < best_d) {
+            best_d = d;
+            best = fields->name;
+        }
+    }
+    if (best != NULL)
+        return fault(ld, s, key, "unknown key (did you mean \"%s\"?)", best);
+    return fault(ld, s, key, "unknown key");
+}
+
+static int load_host(const struct loader *ld, const config_setting_t *s,
+                     const char *key, struct host_cfg *host);
+static int load_plugins(const struct loader *ld, const config_setting_t *s,
+                        const char *key, struct config *cfg);
+static int load_pools(const struct loader *ld, const config_setting_t *s,
+                      const char *key, struct config *cfg);
+
+static int set_field(const struct loader *ld, const config_setting_t *s,
+                     const char *key, const struct field *f, void *base)
+{
+    void *dst = (char *)base + f->off;
+
+    switch (f->kind) {
+    case K_NAME:
+        return get_name(ld, s, key, dst);
+    case K_STRING:
+        return get_string(ld, s, key, dst);
+    case K_INT:
+        return get_int(ld, s, key, dst);
+    case K_LONG:
+        return get_long(ld, s, key, dst);
+    case K_BOOL:
+        return get_bool(ld, s, key, dst);
+    case K_DURATION:
+        return get_duration(ld, s, key, dst);
+    case K_SIZE:
+        return get_size(ld, s, key, dst);
+    case K_PATH:
+        return get_path(ld, s, key, dst);
+    case K_LOG:
+        return get_log(ld, s, key, dst);
+    case K_LEVEL:
+        return get_level(ld, s, key, dst);
+    case K_MODE:
+        return get_mode(ld, s, key, dst);
+    case K_OVERFLOW:
+        return get_overflow(ld, s, key, dst);
+    case K_USER:
+        return get_account(ld, s, key, 0, dst);
+    case K_GROUP:
+        return get_account(ld, s, key, 1, dst);
+    case K_UIDS:
+        return get_ids(ld, s, key, 0, dst);
+    case K_GIDS:
+        return get_ids(ld, s, key, 1, dst);
+    case K_SETTINGS:
+        return get_settings(ld, s, key, dst);
+    case K_HOST:
+        return load_host(ld, s, key, dst);
+    case K_PLUGINS:
+        return load_plugins(ld, s, key, base);
+    case K_POOLS:
+        return load_pools(ld, s, key, base);
+    }
+    return TH_EINVAL;
+}
+
+/* Stores every member of `group` through `fields` into `base`. `prefix`
+ * names the group in messages ("" for the root). */
+static int load_group(const struct loader *ld, const config_setting_t *group,
+                      const char *prefix, const struct field *fields,
+                      void *base)
+{
+    int n = config_setting_length(group);
+    char key[KEY_MAX];
+
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(group, i);
+        const struct field *f = field_find(fields, config_setting_name(s));
+        int rc;
+
+        make_key(key, prefix, config_setting_name(s));
+        if (f == NULL)
+            return unknown_key(ld, s, key, fields);
+        rc = set_field(ld, s, key, f, base);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The member `name` of `group` if present, else `group`: the setting whose
+ * line a message about `name` should carry. */
+static const config_setting_t *member_or(const config_setting_t *group,
+                                         const char *name)
+{
+    const config_setting_t *m = config_setting_get_member(group, name);
+
+    return m ? m : group;
+}
+
+static int missing(const struct loader *ld, const config_setting_t *group,
+                   const char *prefix, const char *name)
+{
+    char key[KEY_MAX];
+
+    make_key(key, prefix, name);
+    return fault(ld, group, key, "missing (required)");
+}
+
+/* ---- host ---- */
+
+static int load_host(const struct loader *ld, const config_setting_t *s,
+                     const char *key, struct host_cfg *host)
+{
+    size_t max_socket = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    int rc;
+
+    if (!config_setting_is_group(s))
+        return wrong_type(ld, s, key, "a group");
+    rc = load_group(ld, s, key, host_fields, host);
+    if (rc != 0)
+        return rc;
+    if (strlen(host->socket) > max_socket)
+        return fault(ld, member_or(s, "socket"), "host.socket",
+                     "too long for a unix socket (%zu > %zu bytes): %s",
+                     strlen(host->socket), max_socket, host->socket);
+    if (host->max_payload == 0)
+        return fault(ld, member_or(s, "max_payload"), "host.max_payload",
+                     "must be > 0");
+    return 0;
+}
+
+/* ---- plugins ---- */
+
+static int check_plugin_file(const struct loader *ld, const config_setting_t *s,
+                             const char *key, const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) == -1) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return fault(ld, s, key, "no such file: %s", path);
+        return fault(ld, s, key, "%s: %s", strerror(errno), path);
+    }
+    if (!S_ISREG(st.st_mode))
+        return fault(ld, s, key, "not a regular file: %s", path);
+    return 0;
+}
+
+static int load_plugin(const struct loader *ld, const config_setting_t *g,
+                       const char *prefix, struct config *cfg)
+{
+    struct plugin_cfg *p = &cfg->plugins[cfg->nplugins++];
+    char key[KEY_MAX];
+    int rc;
+
+    if (!config_setting_is_group(g))
+        return wrong_type(ld, g, prefix, "a group { name = ...; path = ...; }");
+    rc = load_group(ld, g, prefix, plugin_fields, p);
+    if (rc != 0)
+        return rc;
+    if (p->name == NULL)
+        return missing(ld, g, prefix, "name");
+    if (p->path == NULL)
+        return missing(ld, g, prefix, "path");
+    p->line = (int)config_setting_source_line(member_or(g, "path"));
+    make_key(key, prefix, "name");
+    for (size_t j = 0; j + 1 < cfg->nplugins; j++) {
+        if (strcmp(cfg->plugins[j].name, p->name) == 0)
+            return fault(ld, member_or(g, "name"), key,
+                         "duplicate plugin name \"%s\" (also plugins[%zu])",
+                         p->name, j);
+    }
+    make_key(key, prefix, "path");
+    return check_plugin_file(ld, member_or(g, "path"), key, p->path);
+}
+
+static int load_plugins(const struct loader *ld, const config_setting_t *s,
+                        const char *key, struct config *cfg)
+{
+    int n = config_setting_length(s);
+    char prefix[KEY_MAX];
+
+    if (!config_setting_is_list(s))
+        return wrong_type(ld, s, key, "a list ( { name = ...; path = ...; } )");
+    cfg->plugins = calloc(n > 0 ? (size_t)n : 1, sizeof(*cfg->plugins));
+    if (cfg->plugins == NULL)
+        return oom(ld);
+    for (int i = 0; i < n; i++) {
+        int rc;
+
+        snprintf(prefix, sizeof(prefix), "plugins[%d]", i);
+        rc = load_plugin(ld, config_setting_get_elem(s, i), prefix, cfg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- pools ---- */
+
+static int load_pool(const struct loader *ld, const config_setting_t *g,
+                     const char *prefix, struct pool_cfg *p)
+{
+    const char *bad = NULL;
+    char why[160], key[KEY_MAX];
+    int rc;
+
+    if (!config_setting_is_group(g))
+        return wrong_type(ld, g, prefix, "a group { name = ...; ... }");
+    p->line = (int)config_setting_source_line(g);
+    rc = load_group(ld, g, prefix, pool_fields, p);
+    if (rc != 0)
+        return rc;
+    if (p->name == NULL)
+        return missing(ld, g, prefix, "name");
+    if (p->plugin == NULL)
+        return missing(ld, g, prefix, "plugin");
+    if (p->settings == NULL)
+        return oom(ld);
+    /* The CPU count is only a default: a larger min_workers raises it. */
+    if (config_setting_get_member(g, "max_workers") == NULL &&
+        p->min_workers > p->max_workers)
+        p->max_workers = p->min_workers;
+    if (pool_check(p, &bad, why, sizeof(why)) == 0)
+        return 0;
+    make_key(key, prefix, bad);
+    return fault(ld, member_or(g, bad), key, "%s", why);
+}
+
+/* Checks the names of pools[i] against the pools before it and the
+ * plugins. */
+static int link_pool(const struct loader *ld, const config_setting_t *g,
+                     const char *prefix, const struct config *cfg, size_t i)
+{
+    const struct pool_cfg *p = &cfg->pools[i];
+    char key[KEY_MAX];
+
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(cfg->pools[j].name, p->name) == 0) {
+            make_key(key, prefix, "name");
+            return fault(ld, member_or(g, "name"), key,
+                         "duplicate pool name \"%s\" (also pools[%zu])",
+                         p->name, j);
+        }
+    }
+    for (size_t j = 0; j < cfg->nplugins; j++) {
+        if (strcmp(cfg->plugins[j].name, p->plugin) == 0)
+            return 0;
+    }
+    make_key(key, prefix, "plugin");
+    return fault(ld, member_or(g, "plugin"), key,
+                 "unknown plugin \"%s\" (not in plugins)", p->plugin);
+}
+
+static int load_pools(const struct loader *ld, const config_setting_t *s,
+                      const char *key, struct config *cfg)
+{
+    int n = config_setting_length(s);
+    char prefix[KEY_MAX];
+
+    if (!config_setting_is_list(s))
+        return wrong_type(ld, s, key, "a list ( { name = ...; ... } )");
+    cfg->pools = calloc(n > 0 ? (size_t)n : 1, sizeof(*cfg->pools));
+    if (cfg->pools == NULL)
+        return oom(ld);
+    for (int i = 0; i < n; i++) {
+        int rc;
+
+        snprintf(prefix, sizeof(prefix), "pools[%d]", i);
+        pool_cfg_defaults(&cfg->pools[cfg->npools++]);
+        rc = load_pool(ld, config_setting_get_elem(s, i), prefix,
+                       &cfg->pools[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Cross-checks pools against plugins, once both lists are loaded (their
+ * order in the file does not matter). */
+static int link_pools(const struct loader *ld, const config_setting_t *root,
+                      const struct config *cfg)
+{
+    const config_setting_t *s = config_setting_get_member(root, "pools");
+    char prefix[KEY_MAX];
+
+    for (size_t i = 0; i < cfg->npools; i++) {
+        int rc;
+
+        snprintf(prefix, sizeof(prefix), "pools[%zu]", i);
+        rc = link_pool(ld, config_setting_get_elem(s, (unsigned)i), prefix, cfg,
+                       i);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- the file ---- */
+
+static const char *file_kind(mode_t m)
+{
+    if (S_ISDIR(m))
+        return "a directory";
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISSOCK(m))
+        return "a socket";
+    if (S_ISCHR(m) || S_ISBLK(m))
+        return "a device";
+    return "a special file";
+}
+
+/* Opens `path` for reading without blocking on a FIFO, and refuses what is
+ * not a regular file. */
+static int open_config(const char *path, FILE **fp, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    int e;
+
+    if (fd == -1) {
+        e = errno;
+        put_err(err, errlen, "%s: %s", path,
+                e == ENOENT ? "no such file" : strerror(e));
+        return e == ENOENT ? TH_ENOENT : TH_EIO;
+    }
+    if (fstat(fd, &st) == -1) {
+        put_err(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return TH_EIO;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        put_err(err, errlen, "%s: %s, not a config file", path,
+                file_kind(st.st_mode));
+        close(fd);
+        return TH_EIO;
+    }
+    *fp = fdopen(fd, "r");
+    if (*fp == NULL) {
+        put_err(err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return TH_EIO;
+    }
+    return 0;
+}
+
+static int read_config(const struct loader *ld, config_t *lc, FILE *fp)
+{
+    const char *file;
+
+    if (lc_true(config_read(lc, fp)))
+        return 0;
+    file = config_error_file(lc) ? config_error_file(lc) : ld->file;
+    if (config_error_type(lc) == CONFIG_ERR_FILE_IO)
+        put_err(ld->err, ld->errlen, "%s: %s", file, config_error_text(lc));
+    else
+        put_err(ld->err, ld->errlen, "%s:%d: %s", file, config_error_line(lc),
+                config_error_text(lc));
+    return TH_ECONFIG;
+}
+
+static int host_defaults(struct config *cfg)
+{
+    struct host_cfg *h = &cfg->host;
+
+    h->socket = resolve_path(cfg->dir, "taskhost.sock");
+    h->socket_mode = 0660;
+    h->log = strdup("stderr");
+    h->log_level = TH_LOG_INFO;
+    h->shutdown_timeout = 30;
+    h->max_payload = (uint64_t)64 << 20;
+    h->strict_permissions = 1;
+    return h->socket && h->log ? 0 : TH_ENOMEM;
+}
+
+/* Returns a config holding only the defaults for the file `path`. */
+static struct config *config_new(const char *path)
+{
+    struct config *cfg = calloc(1, sizeof(*cfg));
+
+    if (cfg == NULL)
+        return NULL;
+    cfg->path = strdup(path);
+    cfg->dir = absolute_dir(path);
+    if (cfg->path == NULL || cfg->dir == NULL || host_defaults(cfg) != 0) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static int load_root(const struct loader *ld, const config_setting_t *root,
+                     struct config *cfg)
+{
+    int rc = load_group(ld, root, "", root_fields, cfg);
+
+    return rc != 0 ? rc : link_pools(ld, root, cfg);
+}
+
+/* Loads and validates `path`; see config.h. A directory, FIFO or device
+ * is refused without reading it. */
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+    struct config *cfg;
+    struct loader ld = {path, NULL, err, errlen};
+    config_t lc;
+    FILE *fp = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = open_config(path, &fp, err, errlen);
+    if (rc != 0)
+        return rc;
+    cfg = config_new(path);
+    if (cfg == NULL) {
+        fclose(fp);
+        return oom(&ld);
+    }
+    ld.dir = cfg->dir;
+    config_init(&lc);
+    config_set_include_dir(&lc, cfg->dir);
+    rc = read_config(&ld, &lc, fp);
+    fclose(fp);
+    if (rc == 0)
+        rc = load_root(&ld, config_root_setting(&lc), cfg);
+    config_destroy(&lc);
+    if (rc != 0) {
+        config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+static void host_cfg_clear(struct host_cfg *h)
+{
+    free(h->socket);
+    free(h->socket_group);
+    free(h->log);
+    free(h->submit_uids.ids);
+    free(h->submit_gids.ids);
+    free(h->admin_uids.ids);
+    free(h->admin_gids.ids);
+}
+
+/* Frees `cfg` and everything it owns. NULL is allowed. */
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    host_cfg_clear(&cfg->host);
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        free(cfg->plugins[i].name);
+        free(cfg->plugins[i].path);
+    }
+    free(cfg->plugins);
+    for (size_t i = 0; i < cfg->npools; i++)
+        pool_cfg_clear(&cfg->pools[i]);
+    free(cfg->pools);
+    free(cfg->path);
+    free(cfg->dir);
+    free(cfg);
+}

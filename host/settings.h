@@ -37,6 +37,13 @@ struct th_settings *settings_new(void);
 int settings_from_config(const struct config_setting_t *group,
                          struct th_settings **out, char *err, size_t errlen);
 
+/* Like settings_from_config(); on failure also sets *bad (if not NULL) to
+ * the offending setting, so that the config loader can name its line. */
+int settings_from_config_at(const struct config_setting_t *group,
+                            struct th_settings **out,
+                            const struct config_setting_t **bad, char *err,
+                            size_t errlen);
+
 /* Parses libconfig text ("rounds = 3; name = \"x\";") into *out. */
 int settings_from_text(const char *text, struct th_settings **out, char *err,
                        size_t errlen);
