@@ -597,7 +597,9 @@ static int get_duration(const struct loader *ld, const config_setting_t *s,
     return 0;
 }
 
-/* Sizes: bytes as an integer, or a string like "256M". */
+/* Sizes: bytes as an integer, or a string like "256M". (libconfig 1.5
+ * silently wraps a plain integer above 2^31-1 unless it ends in L, so the
+ * messages steer users to strings.) */
 static int get_size(const struct loader *ld, const config_setting_t *s,
                     const char *key, void *dst)
 {

@@ -47,7 +47,8 @@ struct pool_cfg {
     char *plugin;
     int line;                     /* line of the pool's group */
     int min_workers;              /* default 1 */
-    int max_workers;              /* default: online CPUs */
+    int max_workers;              /* default: online CPUs (in a file, at
+                                     least min_workers) */
     double idle_timeout;          /* default 30 s */
     long max_queue;               /* default 1024 */
     int overflow;                 /* enum overflow, default reject */
@@ -94,7 +95,8 @@ void pool_cfg_defaults(struct pool_cfg *p);
 void pool_cfg_clear(struct pool_cfg *p);
 
 /* Checks value ranges and min <= max. `where` prefixes the message
- * ("FILE:LINE: pools[0]" or "pool 'x'"). Returns 0 or TH_ECONFIG. */
+ * ("FILE:LINE: pools[0]" or "pool 'x'"): "WHERE.KEY: reason" when `where`
+ * ends with ']', else "WHERE: KEY: reason". Returns 0 or TH_ECONFIG. */
 int pool_cfg_check(const struct pool_cfg *p, const char *where, char *err,
                    size_t errlen);
 
