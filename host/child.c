@@ -1,1 +1,377 @@
-/* child.c */
+/* child.c - the worker process: init once, run tasks in order, fini.
+ *
+ * Output is written by the plugin straight into the outgoing buffer, behind
+ * a reserved frame header, so a result is never copied inside the worker.
+ * Results are sent in batches: the worker flushes when it has no further
+ * task already read, when the batch is large, or when it has held results
+ * for a while, so a deep pipeline costs one write per batch and a lone
+ * task is answered at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "child.h"
+#include "frame.h"
+#include "log.h"
+#include "plugin.h"
+#include "settings.h"
+#include "taskhost.h"
+
+#define CHILD_FD 3
+#define CHILD_LOG_FD 4
+#define FLUSH_BYTES (256 * 1024)
+#define FLUSH_AFTER 0.0005 /* seconds results may wait for a batch */
+
+/* The task handle of the SDK. */
+struct th_task {
+    struct buf *out;
+    size_t header; /* offset of this result's frame header in out */
+    int failed;
+    const char *name;
+};
+
+static volatile sig_atomic_t child_term;
+
+static void on_sigterm(int sig)
+{
+    (void)sig;
+    child_term = 1;
+}
+
+TH_EXPORT int th_task_write(th_task *task, const void *data, size_t len)
+{
+    if (task == NULL || (data == NULL && len > 0))
+        return TH_EINVAL;
+    if (task->failed)
+        return 0;
+    size_t used = task->out->len - task->header - sizeof(struct frame);
+    if (len > FRAME_MAX_PAYLOAD - used)
+        return TH_ETOOBIG;
+    return buf_append(task->out, data, len);
+}
+
+TH_EXPORT int th_task_fail(th_task *task, int code, const char *fmt, ...)
+{
+    if (code >= 0)
+        code = TH_EPLUGIN;
+    if (task == NULL)
+        return code;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt ? fmt : "", ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
+    /* Drop any output written so far: the payload becomes the message. */
+    task->out->len = task->header + sizeof(struct frame);
+    buf_append(task->out, msg, (size_t)n);
+    task->failed = 1;
+    return code;
+}
+
+TH_EXPORT int th_task_cancelled(const th_task *task)
+{
+    (void)task;
+    return child_term != 0;
+}
+
+TH_EXPORT const char *th_task_name(const th_task *task)
+{
+    return task ? task->name : NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- process setup ---- */
+
+static void reset_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &sa, NULL); /* fails harmlessly for KILL/STOP */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    /* No SA_RESTART: SIGTERM interrupts a blocking read, and we exit. */
+    sa.sa_handler = on_sigterm;
+    sigaction(SIGTERM, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* Keeps 0-2, the socket (as CHILD_FD) and the log; closes the rest, so a
+ * worker holds no other worker's socket nor the host's listening socket. */
+static void setup_fds(int fd)
+{
+    if (fd != CHILD_FD) {
+        if (dup2(fd, CHILD_FD) == -1)
+            _exit(70);
+        close(fd);
+    }
+    int keep = CHILD_FD;
+    if (log_file_fd() >= 0) {
+        log_move_fd(CHILD_LOG_FD);
+        keep = CHILD_LOG_FD;
+    }
+    if (syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0) == -1) {
+        for (int i = keep + 1; i < 1024; i++)
+            close(i);
+    }
+    int null = open("/dev/null", O_RDONLY);
+    if (null != -1 && null != 0) {
+        dup2(null, 0);
+        close(null);
+    }
+}
+
+static void set_limit(int resource, long value)
+{
+    struct rlimit rl = {(rlim_t)value, (rlim_t)value};
+    if (setrlimit(resource, &rl) == -1)
+        log_warn("cannot set resource limit %d to %ld: %s", resource, value,
+                 strerror(errno));
+}
+
+static void apply_limits(const struct child_params *p)
+{
+    if (p->address_space_limit > 0)
+        set_limit(RLIMIT_AS, (long)p->address_space_limit);
+    if (p->rlimit_nofile > 0)
+        set_limit(RLIMIT_NOFILE, p->rlimit_nofile);
+    if (p->rlimit_core >= 0)
+        set_limit(RLIMIT_CORE, p->rlimit_core);
+    if (p->gid >= 0 && (setgroups(0, NULL) == -1 || setgid((gid_t)p->gid) == -1)) {
+        log_error("cannot switch to gid %d: %s", p->gid, strerror(errno));
+        _exit(71);
+    }
+    if (p->uid >= 0 && setuid((uid_t)p->uid) == -1) {
+        log_error("cannot switch to uid %d: %s", p->uid, strerror(errno));
+        _exit(71);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+/* ---- frames ---- */
+
+static uint32_t rss_kib(int statm)
+{
+    if (statm < 0)
+        return 0;
+    char text[128];
+    ssize_t n = pread(statm, text, sizeof text - 1, 0);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    unsigned long size, resident;
+    if (sscanf(text, "%lu %lu", &size, &resident) != 2)
+        return 0;
+    return (uint32_t)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void put_frame(struct buf *out, uint16_t type, uint64_t id, int code,
+                      uint32_t rss, const void *data, size_t len)
+{
+    struct frame f = {.id = id, .len = (uint32_t)len, .type = type,
+                      .code = code, .rss_kib = rss};
+    static const char zeros[8];
+    buf_append(out, &f, sizeof f);
+    buf_append(out, data, len);
+    buf_append(out, zeros, FRAME_PAD(len) - len);
+}
+
+/* Writes out everything, blocking. Exits when the host is gone. */
+static void flush_all(struct buf *out, int fd)
+{
+    while (buf_avail(out) > 0) {
+        ssize_t n = write(fd, buf_head(out), buf_avail(out));
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(0); /* the host closed our socket: nobody to answer */
+        buf_consume(out, (size_t)n);
+    }
+}
+
+struct child {
+    const struct child_params *p;
+    void *state;
+    struct buf in, out;
+    int statm;
+    double last_flush;
+    size_t last_result; /* offset of the newest result header + 1, or 0 */
+};
+
+/* Offsets into `out` stay valid between flushes: nothing is consumed from
+ * it until flush_all() empties it. */
+static void stamp_rss(struct child *c);
+
+static void child_exit(struct child *c)
+{
+    stamp_rss(c);
+    flush_all(&c->out, CHILD_FD);
+    if (c->p->plugin->desc.fini != NULL)
+        c->p->plugin->desc.fini(c->state);
+    fflush(NULL);
+    _exit(0);
+}
+
+static void run_task(struct child *c, const struct frame *f, const char *input)
+{
+    const struct plugin *pl = c->p->plugin;
+    size_t header = c->out.len;
+    struct frame *hdr = buf_extend(&c->out, sizeof *hdr);
+    if (hdr == NULL)
+        _exit(72);
+    struct th_task task = {.out = &c->out, .header = header};
+    int code;
+    double start = now_s();
+    if (f->aux >= pl->ntasks) {
+        code = th_task_fail(&task, TH_ENOENT, "no task number %u", f->aux);
+    } else {
+        const th_task_def *def = &pl->desc.tasks[f->aux];
+        task.name = def->name;
+        code = def->run(c->state, &task, input, f->len);
+        if (code >= 0)
+            code = 0;
+        else if (!task.failed)
+            th_task_fail(&task, code, "%s", th_strerror(code));
+    }
+    double run = now_s() - start;
+    /* The buffer may have moved while the plugin wrote: find it again. */
+    hdr = (struct frame *)(c->out.data + header);
+    memset(hdr, 0, sizeof *hdr);
+    hdr->id = f->id;
+    hdr->type = FRAME_RESULT;
+    hdr->code = code;
+    hdr->len = (uint32_t)(c->out.len - header - sizeof *hdr);
+    static const char zeros[8];
+    buf_append(&c->out, zeros, FRAME_PAD(hdr->len) - hdr->len);
+    hdr = (struct frame *)(c->out.data + header);
+    hdr->run_us = run >= 4000.0 ? UINT32_MAX : (uint32_t)(run * 1e6);
+    c->last_result = header + 1;
+}
+
+/* Measures RSS once per batch, into the batch's newest result: the host
+ * checks the soft limit on it, after the task that grew the worker. */
+static void stamp_rss(struct child *c)
+{
+    if (c->statm < 0 || c->last_result == 0)
+        return;
+    struct frame *hdr = (struct frame *)(c->out.data + c->last_result - 1);
+    hdr->rss_kib = rss_kib(c->statm);
+}
+
+/* Returns the next complete frame in c->in, or NULL. */
+static const struct frame *next_frame(struct child *c)
+{
+    if (buf_avail(&c->in) < sizeof(struct frame))
+        return NULL;
+    const struct frame *f = (const struct frame *)buf_head(&c->in);
+    if (f->len > FRAME_MAX_PAYLOAD)
+        _exit(73); /* cannot happen from our host */
+    if (buf_avail(&c->in) < sizeof *f + FRAME_PAD(f->len))
+        return NULL;
+    return f;
+}
+
+static void maybe_flush(struct child *c)
+{
+    double now = now_s();
+    if (next_frame(c) == NULL || buf_avail(&c->out) >= FLUSH_BYTES ||
+        now - c->last_flush >= FLUSH_AFTER) {
+        stamp_rss(c);
+        c->last_result = 0;
+        flush_all(&c->out, CHILD_FD);
+        c->last_flush = now;
+    }
+}
+
+static void read_more(struct child *c)
+{
+    size_t room = 64 * 1024;
+    if (buf_avail(&c->in) >= sizeof(struct frame)) {
+        const struct frame *f = (const struct frame *)buf_head(&c->in);
+        size_t need = sizeof *f + FRAME_PAD(f->len) - buf_avail(&c->in);
+        if (need > room)
+            room = need;
+    }
+    ssize_t n = buf_read(&c->in, CHILD_FD, room);
+    if (n == 0)
+        child_exit(c); /* the host closed our socket: stop */
+    if (n == -1 && errno != EINTR && errno != EAGAIN)
+        child_exit(c);
+}
+
+__attribute__((noreturn)) static void serve(struct child *c)
+{
+    for (;;) {
+        if (child_term)
+            child_exit(c);
+        const struct frame *f = next_frame(c);
+        if (f == NULL) {
+            read_more(c);
+            continue;
+        }
+        struct frame copy = *f;
+        const char *input = buf_head(&c->in) + sizeof *f;
+        if (copy.type == FRAME_STOP)
+            child_exit(c);
+        if (copy.type == FRAME_TASK)
+            run_task(c, &copy, input);
+        buf_consume(&c->in, sizeof copy + FRAME_PAD(copy.len));
+        maybe_flush(c);
+    }
+}
+
+void child_main(const struct child_params *p)
+{
+    reset_signals();
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    setup_fds(p->fd);
+    log_set_tag(p->pool);
+    apply_limits(p);
+    struct child c = {.p = p, .statm = -1};
+    if (p->measure_rss)
+        c.statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    int code = 0;
+    if (p->plugin->desc.init != NULL)
+        code = p->plugin->desc.init(p->settings, &c.state);
+    if (code < 0) {
+        const char *why = log_last_error();
+        char msg[768];
+        snprintf(msg, sizeof msg, "init failed: %s%s%s", th_strerror(code),
+                 *why ? ": " : "", why);
+        put_frame(&c.out, FRAME_INIT_FAILED, 0, code, 0, msg, strlen(msg));
+        flush_all(&c.out, CHILD_FD);
+        _exit(1);
+    }
+    int statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    put_frame(&c.out, FRAME_READY, 0, 0, rss_kib(statm), NULL, 0);
+    if (statm != c.statm && statm >= 0)
+        close(statm);
+    flush_all(&c.out, CHILD_FD);
+    c.last_flush = now_s();
+    serve(&c);
+}

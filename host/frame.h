@@ -1,1 +1,52 @@
-/* frame.h */
+/* frame.h - the frames between the host and its workers.
+ *
+ * Both ends are the same binary on the same machine, so frames are in
+ * native byte order: a fixed 32-byte header, then `len` payload bytes. The
+ * stream is a SOCK_STREAM socketpair, which lets either end put many frames
+ * into one write and take many out of one read: the host sends a batch of
+ * tasks at once when the queue is deep and tasks are short, and a worker
+ * answers a batch with one write.
+ *
+ * host -> worker: FRAME_TASK (id, aux = task index, payload = input),
+ *                 FRAME_STOP (finish, run fini, exit 0).
+ * worker -> host: FRAME_READY (init done; rss_kib), FRAME_INIT_FAILED
+ *                 (payload = message), FRAME_RESULT (id; code 0 with
+ *                 payload = output, or code < 0 with payload = message;
+ *                 run_us; rss_kib when the pool watches memory, else 0).
+ * Every payload is followed by zero padding up to a multiple of 8 bytes.
+ * A worker runs its tasks strictly in the order received, so the host
+ * knows that the oldest unanswered task of a worker is the running one.
+ */
+#ifndef TH_FRAME_H
+#define TH_FRAME_H
+
+#include <stdint.h>
+
+enum frame_type {
+    FRAME_TASK = 1,
+    FRAME_STOP = 2,
+    FRAME_READY = 3,
+    FRAME_INIT_FAILED = 4,
+    FRAME_RESULT = 5,
+};
+
+struct frame {
+    uint64_t id;
+    uint32_t len;     /* payload bytes after the header */
+    uint16_t type;    /* enum frame_type */
+    uint16_t aux;     /* FRAME_TASK: task index */
+    int32_t code;     /* FRAME_RESULT: 0 or a negative code */
+    uint32_t run_us;  /* FRAME_RESULT: run time, saturated */
+    uint32_t rss_kib; /* FRAME_RESULT, FRAME_READY: RSS, 0 if not measured */
+    uint32_t reserved;
+};
+
+_Static_assert(sizeof(struct frame) == 32, "frame header is 32 bytes");
+
+/* Payloads are padded to 8 bytes so that every header is aligned. */
+#define FRAME_PAD(len) (((size_t)(len) + 7) & ~(size_t)7)
+
+/* Largest payload a worker frame may carry. */
+#define FRAME_MAX_PAYLOAD (1u << 30)
+
+#endif /* TH_FRAME_H */

@@ -1,1 +1,867 @@
-/* host.c */
+/* host.c - the embedding API: a host of plugins and pools on one loop.
+ *
+ * Each loop iteration: events (worker frames, pidfds), due timers, then
+ * the after-hook here: deliver deferred answers, dispatch the pools that
+ * have work, write what is queued for workers (one write per worker per
+ * iteration), and free workers reaped in the iteration.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "host.h"
+#include "log.h"
+#include "loop.h"
+#include "plugin.h"
+#include "pool.h"
+#include "settings.h"
+
+#define SHUTDOWN_TIMEOUT_DEFAULT 30.0
+
+static void host_after(void *arg);
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+const struct config *host_config(const th_host *h)
+{
+    return h->cfg;
+}
+
+/* ---- answers ---- */
+
+static void finish(struct th_host *h, struct task *t)
+{
+    task_map_del(&h->tasks, t);
+    h->pending--;
+    if (t->worker == NULL)
+        task_free(&h->tasks, t);
+}
+
+void host_answer(struct th_host *h, struct task *t, th_state state, int code,
+                 const void *data, size_t len)
+{
+    t->answered = 1;
+    t->state = (uint8_t)state;
+    th_result r = {
+        .id = t->id,
+        .state = state,
+        .code = state == TH_STATE_OK ? 0 : code,
+        .data = data,
+        .len = len,
+    };
+    if (t->started > 0) {
+        r.wait_time = t->started - t->submitted;
+        r.run_time = loop_now(h->loop) - t->started;
+    } else {
+        r.wait_time = loop_now(h->loop) - t->submitted;
+    }
+    t->done(&r, t->arg);
+    finish(h, t);
+}
+
+void host_answer_later(struct th_host *h, struct task *t, th_state state,
+                       int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    t->answered = 1;
+    t->state = (uint8_t)state;
+    t->code = code;
+    free(t->message);
+    t->message = strdup(msg);
+    t->anext = NULL;
+    if (h->answers_tail != NULL)
+        h->answers_tail->anext = t;
+    else
+        h->answers = t;
+    h->answers_tail = t;
+    loop_wake(h->loop);
+}
+
+static void deliver_answers(struct th_host *h)
+{
+    while (h->answers != NULL) {
+        struct task *t = h->answers;
+        h->answers = t->anext;
+        if (h->answers == NULL)
+            h->answers_tail = NULL;
+        const char *msg = t->message ? t->message : "";
+        th_result r = {
+            .id = t->id,
+            .state = (th_state)t->state,
+            .code = t->code,
+            .data = msg,
+            .len = strlen(msg),
+            .wait_time = loop_now(h->loop) - t->submitted,
+        };
+        t->done(&r, t->arg);
+        finish(h, t);
+    }
+}
+
+void host_task_release(struct th_host *h, struct task *t)
+{
+    /* Answered already; a deferred answer still queued frees it later. */
+    if (t->mapped)
+        return;
+    task_free(&h->tasks, t);
+}
+
+void host_mark_pool(struct th_host *h, struct pool *p)
+{
+    if (p->dirty)
+        return;
+    p->dirty = 1;
+    p->dnext = h->dispatch;
+    h->dispatch = p;
+    loop_wake(h->loop);
+}
+
+void host_mark_worker(struct th_host *h, struct worker *w)
+{
+    if (w->dirty)
+        return;
+    w->dirty = 1;
+    w->dnext = h->flush;
+    h->flush = w;
+}
+
+void host_bury_worker(struct th_host *h, struct worker *w)
+{
+    /* It may sit on the flush list: freed only after that is walked. */
+    w->inext = h->graveyard;
+    h->graveyard = w;
+}
+
+/* ---- the after-hook ---- */
+
+static void dispatch_pools(struct th_host *h)
+{
+    while (h->dispatch != NULL) {
+        struct pool *p = h->dispatch;
+        h->dispatch = p->dnext;
+        p->dirty = 0;
+        pool_dispatch(p);
+    }
+}
+
+static void flush_workers(struct th_host *h)
+{
+    while (h->flush != NULL) {
+        struct worker *w = h->flush;
+        h->flush = w->dnext;
+        w->dirty = 0;
+        worker_flush(w);
+    }
+}
+
+static void bury_workers(struct th_host *h)
+{
+    while (h->graveyard != NULL) {
+        struct worker *w = h->graveyard;
+        h->graveyard = w->inext;
+        worker_free(w);
+    }
+}
+
+static int all_done(const struct th_host *h)
+{
+    for (struct pool *p = h->pools; p != NULL; p = p->next)
+        if (!pool_done(p))
+            return 0;
+    for (struct pool *p = h->retired; p != NULL; p = p->next)
+        if (!pool_done(p))
+            return 0;
+    return h->answers == NULL && h->pending == 0;
+}
+
+/* Frees retired pools whose last worker is gone (after reload/restart). */
+static void free_retired(struct th_host *h)
+{
+    struct pool **pp = &h->retired;
+    while (*pp != NULL) {
+        struct pool *p = *pp;
+        if (pool_done(p) && !p->dirty) {
+            *pp = p->next;
+            log_info("pool %s: retired pool released", p->cfg.name);
+            pool_free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+static void host_after(void *arg)
+{
+    struct th_host *h = arg;
+    deliver_answers(h);
+    dispatch_pools(h);
+    deliver_answers(h);
+    dispatch_pools(h);
+    flush_workers(h);
+    bury_workers(h);
+    if (h->retired != NULL && h->closing == 0)
+        free_retired(h);
+    if (h->closing && !h->stopped && all_done(h)) {
+        h->stopped = 1;
+        loop_timer_stop(h->loop, &h->shutdown_timer);
+    }
+}
+
+/* ---- creation ---- */
+
+TH_EXPORT int th_host_new(th_host **out)
+{
+    struct th_host *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return TH_ENOMEM;
+    int r = loop_new(&h->loop);
+    if (r < 0) {
+        free(h);
+        return r;
+    }
+    loop_set_after(h->loop, host_after, h);
+    h->shutdown_timeout = SHUTDOWN_TIMEOUT_DEFAULT;
+    *out = h;
+    return 0;
+}
+
+static struct plugin *find_plugin(const struct th_host *h, const char *name)
+{
+    for (size_t i = 0; i < h->nplugins; i++)
+        if (strcmp(h->plugins[i]->name, name) == 0)
+            return h->plugins[i];
+    return NULL;
+}
+
+static struct pool *find_pool(const struct th_host *h, const char *name)
+{
+    for (struct pool *p = h->pools; p != NULL; p = p->next)
+        if (strcmp(p->cfg.name, name) == 0)
+            return p;
+    return NULL;
+}
+
+static int add_loaded_plugin(struct th_host *h, struct plugin *pl)
+{
+    struct plugin **v = realloc(h->plugins, (h->nplugins + 1) * sizeof *v);
+    if (v == NULL) {
+        plugin_unref(pl);
+        return TH_ENOMEM;
+    }
+    h->plugins = v;
+    h->plugins[h->nplugins++] = pl;
+    return 0;
+}
+
+TH_EXPORT int th_host_add_plugin(th_host *h, const char *name,
+                                 const char *path, char *err, size_t errlen)
+{
+    if (h == NULL || name == NULL || path == NULL)
+        return TH_EINVAL;
+    if (find_plugin(h, name) != NULL) {
+        set_err(err, errlen, "plugin '%s' is already loaded", name);
+        return TH_EINVAL;
+    }
+    struct plugin *pl;
+    int strict = h->cfg ? h->cfg->host.strict_permissions : 1;
+    int r = plugin_load(name, path, strict, &pl, err, errlen);
+    if (r < 0)
+        return r;
+    log_info("plugin %s %s loaded from %s", pl->desc.name,
+             pl->desc.version, path);
+    return add_loaded_plugin(h, pl);
+}
+
+static void append_pool(struct pool **list, struct pool *p)
+{
+    while (*list != NULL)
+        list = &(*list)->next;
+    p->next = NULL;
+    *list = p;
+}
+
+/* Starts a pool from a checked cfg. */
+static int start_pool(struct th_host *h, const struct pool_cfg *cfg,
+                      char *err, size_t errlen)
+{
+    struct plugin *pl = find_plugin(h, cfg->plugin);
+    if (pl == NULL) {
+        set_err(err, errlen, "pool '%s': no plugin named '%s'", cfg->name,
+                cfg->plugin);
+        return TH_ENOENT;
+    }
+    if (find_pool(h, cfg->name) != NULL) {
+        set_err(err, errlen, "pool '%s' exists already", cfg->name);
+        return TH_EINVAL;
+    }
+    struct pool *p = pool_new(h, cfg, pl);
+    if (p == NULL)
+        return TH_ENOMEM;
+    append_pool(&h->pools, p);
+    return 0;
+}
+
+TH_EXPORT void th_pool_opts_init(th_pool_opts *o)
+{
+    struct pool_cfg c;
+    pool_cfg_defaults(&c);
+    memset(o, 0, sizeof *o);
+    o->min_workers = c.min_workers;
+    o->max_workers = c.max_workers;
+    o->idle_timeout = c.idle_timeout;
+    o->max_queue = (int)c.max_queue;
+    o->overflow = "reject";
+    o->queue_timeout = c.queue_timeout;
+    o->task_timeout = c.task_timeout;
+    o->kill_grace = c.kill_grace;
+    o->memory_soft_limit = c.memory_soft_limit;
+    o->memory_hard_limit = c.memory_hard_limit;
+    o->max_tasks_per_worker = c.max_tasks_per_worker;
+    pool_cfg_clear(&c);
+}
+
+static int cfg_from_opts(struct pool_cfg *c, const th_pool_opts *o, char *err,
+                         size_t errlen)
+{
+    pool_cfg_defaults(c);
+    c->min_workers = o->min_workers;
+    c->max_workers = o->max_workers > 0 ? o->max_workers : c->max_workers;
+    c->idle_timeout = o->idle_timeout;
+    c->max_queue = o->max_queue;
+    c->overflow = config_parse_overflow(o->overflow ? o->overflow : "reject");
+    c->queue_timeout = o->queue_timeout;
+    c->task_timeout = o->task_timeout;
+    c->kill_grace = o->kill_grace;
+    c->memory_soft_limit = o->memory_soft_limit;
+    c->memory_hard_limit = o->memory_hard_limit;
+    c->max_tasks_per_worker = o->max_tasks_per_worker;
+    c->name = strdup(o->name);
+    c->plugin = strdup(o->plugin);
+    if (c->name == NULL || c->plugin == NULL)
+        return TH_ENOMEM;
+    if (c->overflow < 0) {
+        set_err(err, errlen, "pool '%s': overflow: unknown mode '%s'", o->name,
+                o->overflow);
+        return TH_ECONFIG;
+    }
+    if (o->settings != NULL) {
+        settings_free(c->settings);
+        c->settings = NULL;
+        int r = settings_from_text(o->settings, &c->settings, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    char where[128];
+    snprintf(where, sizeof where, "pool '%s'", o->name);
+    return pool_cfg_check(c, where, err, errlen);
+}
+
+TH_EXPORT int th_host_add_pool(th_host *h, const th_pool_opts *o, char *err,
+                               size_t errlen)
+{
+    if (h == NULL || o == NULL || o->name == NULL || o->plugin == NULL)
+        return TH_EINVAL;
+    if (h->closing)
+        return TH_ECLOSED;
+    struct pool_cfg c;
+    int r = cfg_from_opts(&c, o, err, errlen);
+    if (r == 0)
+        r = start_pool(h, &c, err, errlen);
+    pool_cfg_clear(&c);
+    return r;
+}
+
+/* Loads the plugins and starts the pools of cfg into an empty host. */
+static int host_build(struct th_host *h, struct config *cfg, char *err,
+                      size_t errlen)
+{
+    h->cfg = cfg;
+    h->shutdown_timeout = cfg->host.shutdown_timeout;
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        const struct plugin_cfg *pc = &cfg->plugins[i];
+        char why[512];
+        int r = th_host_add_plugin(h, pc->name, pc->path, why, sizeof why);
+        if (r < 0) {
+            set_err(err, errlen, "%s:%d: plugins[%zu].path: %s", cfg->path,
+                    pc->line, i, why);
+            return r;
+        }
+    }
+    for (size_t i = 0; i < cfg->npools; i++) {
+        char why[512];
+        int r = start_pool(h, &cfg->pools[i], why, sizeof why);
+        if (r < 0) {
+            set_err(err, errlen, "%s:%d: pools[%zu]: %s", cfg->path,
+                    cfg->pools[i].line, i, why);
+            return r;
+        }
+    }
+    return 0;
+}
+
+static void host_free(struct th_host *h);
+
+TH_EXPORT int th_host_open(th_host **out, const char *path, char *err,
+                           size_t errlen)
+{
+    if (out == NULL || path == NULL)
+        return TH_EINVAL;
+    struct config *cfg;
+    int r = config_load(path, &cfg, err, errlen);
+    if (r < 0)
+        return r;
+    struct th_host *h;
+    r = th_host_new(&h);
+    if (r < 0) {
+        config_free(cfg);
+        return r;
+    }
+    r = host_build(h, cfg, err, errlen);
+    if (r < 0) {
+        host_free(h);
+        return r;
+    }
+    *out = h;
+    return 0;
+}
+
+/* ---- tasks ---- */
+
+static double smaller(double pool, double asked)
+{
+    if (asked > 0 && (pool <= 0 || asked < pool))
+        return asked;
+    return pool;
+}
+
+static void reject_unknown(struct th_host *h, struct task *t, const char *pool,
+                           const char *task)
+{
+    struct pool *p = find_pool(h, pool);
+    if (p == NULL)
+        host_answer_later(h, t, TH_STATE_REJECTED, TH_ENOENT,
+                          "no pool named '%s'", pool);
+    else
+        host_answer_later(h, t, TH_STATE_REJECTED, TH_ENOENT,
+                          "plugin '%s' of pool '%s' has no task '%s'",
+                          p->plugin->name, pool, task);
+}
+
+TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
+                             const void *input, size_t len,
+                             const th_submit_opts *opts, th_done_fn done,
+                             void *arg, uint64_t *id)
+{
+    if (h == NULL || pool == NULL || task == NULL || done == NULL ||
+        (input == NULL && len > 0))
+        return TH_EINVAL;
+    if (h->closing)
+        return TH_ECLOSED;
+    struct task *t = task_new(&h->tasks, input, len);
+    if (t == NULL)
+        return TH_ENOMEM;
+    t->id = ++h->next_id;
+    t->done = done;
+    t->arg = arg;
+    t->submitted = loop_clock();
+    if (task_map_add(&h->tasks, t) < 0) {
+        task_free(&h->tasks, t);
+        return TH_ENOMEM;
+    }
+    h->pending++;
+    if (id != NULL)
+        *id = t->id;
+    struct pool *p = find_pool(h, pool);
+    int idx = p ? plugin_find_task(p->plugin, task) : -1;
+    if (idx < 0) {
+        reject_unknown(h, t, pool, task);
+        return 0;
+    }
+    t->index = (uint16_t)idx;
+    if (opts != NULL) {
+        int prio = opts->priority;
+        t->priority = (int8_t)(prio > 127 ? 127 : prio < -128 ? -128 : prio);
+    }
+    t->task_timeout = smaller(p->cfg.task_timeout, opts ? opts->task_timeout : 0);
+    t->queue_timeout = smaller(p->cfg.queue_timeout, opts ? opts->queue_timeout : 0);
+    int r = pool_submit(p, t);
+    if (r < 0) { /* overflow = block: not taken */
+        task_map_del(&h->tasks, t);
+        h->pending--;
+        task_free(&h->tasks, t);
+    }
+    return r;
+}
+
+TH_EXPORT int th_host_cancel(th_host *h, uint64_t id)
+{
+    if (h == NULL)
+        return TH_EINVAL;
+    struct task *t = task_map_find(&h->tasks, id);
+    if (t == NULL || t->answered)
+        return TH_ENOENT;
+    if (t->pool == NULL || (t->state != TH_QUEUED && t->state != TH_RUNNING))
+        return TH_ENOENT;
+    pool_cancel(t->pool, t);
+    return 0;
+}
+
+TH_EXPORT int th_host_task_state(const th_host *h, uint64_t id)
+{
+    if (h == NULL)
+        return TH_EINVAL;
+    const struct task *t = task_map_find(&h->tasks, id);
+    if (t == NULL || t->answered)
+        return TH_ENOENT;
+    return t->state == TH_RUNNING ? TH_RUNNING : TH_QUEUED;
+}
+
+struct call {
+    th_result *out;
+    int done;
+};
+
+static void call_done(const th_result *r, void *arg)
+{
+    struct call *c = arg;
+    *c->out = *r;
+    void *copy = malloc(r->len + 1);
+    if (copy != NULL) {
+        memcpy(copy, r->data, r->len);
+        ((char *)copy)[r->len] = '\0';
+    }
+    c->out->data = copy;
+    c->done = 1;
+}
+
+TH_EXPORT int th_host_call(th_host *h, const char *pool, const char *task,
+                           const void *input, size_t len,
+                           const th_submit_opts *opts, th_result *result)
+{
+    if (result == NULL)
+        return TH_EINVAL;
+    memset(result, 0, sizeof *result);
+    struct call c = {.out = result};
+    int r;
+    do {
+        r = th_host_submit(h, pool, task, input, len, opts, call_done, &c, NULL);
+        if (r == TH_EBUSY)
+            th_host_step(h, 10);
+    } while (r == TH_EBUSY);
+    if (r < 0)
+        return r;
+    while (!c.done) {
+        r = th_host_step(h, -1);
+        if (r < 0)
+            return r;
+    }
+    return result->data == NULL ? TH_ENOMEM : 0;
+}
+
+TH_EXPORT void th_result_free(th_result *r)
+{
+    if (r == NULL)
+        return;
+    free((void *)r->data);
+    r->data = NULL;
+    r->len = 0;
+}
+
+/* ---- the loop ---- */
+
+TH_EXPORT int th_host_fd(const th_host *h)
+{
+    return loop_fd(h->loop);
+}
+
+TH_EXPORT int th_host_step(th_host *h, int timeout_ms)
+{
+    if (h == NULL)
+        return TH_EINVAL;
+    return loop_run_once(h->loop, timeout_ms);
+}
+
+TH_EXPORT size_t th_host_pending(const th_host *h)
+{
+    return h->pending;
+}
+
+TH_EXPORT int th_host_wait(th_host *h, double timeout)
+{
+    double end = loop_clock() + timeout;
+    while (h->pending > 0) {
+        int ms = -1;
+        if (timeout >= 0) {
+            double left = end - loop_clock();
+            if (left <= 0)
+                return TH_ETIMEDOUT;
+            ms = (int)(left * 1000) + 1;
+        }
+        int r = th_host_step(h, ms);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- reload ---- */
+
+/* The plugins of a new config: reused when the file is the one loaded,
+ * loaded afresh otherwise. Nothing of the running host changes here. */
+static int load_plugins_aside(struct th_host *h, const struct config *cfg,
+                              struct plugin ***out, char *err, size_t errlen)
+{
+    struct plugin **v = calloc(cfg->nplugins + 1, sizeof *v);
+    if (v == NULL)
+        return TH_ENOMEM;
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        const struct plugin_cfg *pc = &cfg->plugins[i];
+        struct plugin *old = find_plugin(h, pc->name);
+        if (old != NULL && strcmp(old->path, pc->path) == 0 &&
+            !plugin_file_changed(old)) {
+            plugin_ref(old);
+            v[i] = old;
+            continue;
+        }
+        char why[512];
+        int r = plugin_load(pc->name, pc->path, cfg->host.strict_permissions,
+                            &v[i], why, sizeof why);
+        if (r < 0) {
+            set_err(err, errlen, "%s:%d: plugins[%zu].path: %s", cfg->path,
+                    pc->line, i, why);
+            for (size_t j = 0; j < i; j++)
+                plugin_unref(v[j]);
+            free(v);
+            return r;
+        }
+        log_info("plugin %s %s loaded from %s", v[i]->desc.name,
+                 v[i]->desc.version, pc->path);
+    }
+    *out = v;
+    return 0;
+}
+
+static struct plugin *plugin_in(struct plugin **v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i]->name, name) == 0)
+            return v[i];
+    return NULL;
+}
+
+static void unlink_pool(struct pool **list, struct pool *p)
+{
+    while (*list != NULL && *list != p)
+        list = &(*list)->next;
+    if (*list == p)
+        *list = p->next;
+    p->next = NULL;
+}
+
+static void retire_pool(struct th_host *h, struct pool *p)
+{
+    unlink_pool(&h->pools, p);
+    pool_retire(p);
+    p->next = h->retired;
+    h->retired = p;
+}
+
+/* Applies one pool of the new config; returns 1 when it was restarted, 2
+ * when added, 0 when updated in place (or on error, logged). */
+static int apply_pool(struct th_host *h, const struct pool_cfg *c,
+                      struct plugin *pl)
+{
+    struct pool *old = find_pool(h, c->name);
+    if (old != NULL && !pool_needs_restart(old, c, pl)) {
+        pool_update(old, c);
+        return 0;
+    }
+    struct pool *p = pool_new(h, c, pl);
+    if (p == NULL) {
+        log_error("pool %s: out of memory at reload; keeping the old one",
+                  c->name);
+        return 0;
+    }
+    if (old != NULL) {
+        log_info("pool %s: plugin or settings changed: restarting it",
+                 c->name);
+        pool_take_queue(p, old);
+        retire_pool(h, old);
+    }
+    append_pool(&h->pools, p);
+    return old != NULL ? 1 : 2;
+}
+
+static int in_config(const struct config *cfg, const char *pool)
+{
+    for (size_t i = 0; i < cfg->npools; i++)
+        if (strcmp(cfg->pools[i].name, pool) == 0)
+            return 1;
+    return 0;
+}
+
+/* Swaps in a whole new config: nothing can fail from here but memory. */
+static void swap_config(struct th_host *h, struct config *cfg,
+                        struct plugin **v)
+{
+    int counts[3] = {0, 0, 0}, removed = 0;
+    struct pool *next;
+    for (struct pool *p = h->pools; p != NULL; p = next) {
+        next = p->next;
+        if (!in_config(cfg, p->cfg.name)) {
+            log_info("pool %s: removed from the config: draining it",
+                     p->cfg.name);
+            retire_pool(h, p);
+            removed++;
+        }
+    }
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct pool_cfg *c = &cfg->pools[i];
+        counts[apply_pool(h, c, plugin_in(v, cfg->nplugins, c->plugin))]++;
+    }
+    for (size_t i = 0; i < h->nplugins; i++)
+        plugin_unref(h->plugins[i]);
+    free(h->plugins);
+    h->plugins = v;
+    h->nplugins = cfg->nplugins;
+    config_free(h->cfg);
+    h->cfg = cfg;
+    h->shutdown_timeout = cfg->host.shutdown_timeout;
+    log_info("config %s reloaded: %zu pools (%d added, %d restarted, "
+             "%d removed, %d kept or resized)",
+             cfg->path, cfg->npools, counts[2], counts[1], removed, counts[0]);
+}
+
+TH_EXPORT int th_host_reload(th_host *h, const char *path, char *err,
+                             size_t errlen)
+{
+    if (h == NULL || (path == NULL && h->cfg == NULL))
+        return TH_EINVAL;
+    if (h->closing)
+        return TH_ECLOSED;
+    char *own = strdup(path ? path : h->cfg->path);
+    if (own == NULL)
+        return TH_ENOMEM;
+    struct config *cfg;
+    int r = config_load(own, &cfg, err, errlen);
+    free(own);
+    if (r < 0)
+        return r;
+    struct plugin **v;
+    r = load_plugins_aside(h, cfg, &v, err, errlen);
+    if (r < 0) {
+        config_free(cfg);
+        return r;
+    }
+    swap_config(h, cfg, v);
+    loop_wake(h->loop);
+    return 0;
+}
+
+/* ---- restart ---- */
+
+TH_EXPORT int th_host_restart(th_host *h, const char *pool, int force)
+{
+    if (h == NULL)
+        return TH_EINVAL;
+    if (h->closing)
+        return TH_ECLOSED;
+    if (pool != NULL) {
+        struct pool *p = find_pool(h, pool);
+        if (p == NULL)
+            return TH_ENOENT;
+        pool_restart(p, force, RETIRE_SIGNAL);
+        return 0;
+    }
+    for (struct pool *p = h->pools; p != NULL; p = p->next)
+        pool_restart(p, force, RETIRE_SIGNAL);
+    return 0;
+}
+
+/* ---- closing ---- */
+
+static void on_shutdown_timer(struct loop_timer *t)
+{
+    struct th_host *h =
+        (struct th_host *)((char *)t - offsetof(struct th_host, shutdown_timer));
+    log_warn("shutdown_timeout (%.3g s) passed: stopping by force",
+             h->shutdown_timeout);
+    th_host_shutdown(h, TH_CLOSE_FORCE);
+}
+
+TH_EXPORT void th_host_shutdown(th_host *h, int how)
+{
+    if (h == NULL)
+        return;
+    int force = how == TH_CLOSE_FORCE;
+    if (h->closing && (h->closing - 1 == TH_CLOSE_FORCE || !force))
+        return;
+    h->closing = 1 + (force ? TH_CLOSE_FORCE : TH_CLOSE_GRACEFUL);
+    for (struct pool *p = h->pools; p != NULL; p = p->next)
+        pool_drain(p, force);
+    for (struct pool *p = h->retired; p != NULL; p = p->next)
+        pool_drain(p, force);
+    if (!force && h->shutdown_timeout > 0) {
+        h->shutdown_timer.cb = on_shutdown_timer;
+        loop_timer_start(h->loop, &h->shutdown_timer, h->shutdown_timeout);
+    }
+    loop_wake(h->loop);
+}
+
+TH_EXPORT int th_host_stopped(const th_host *h)
+{
+    return h != NULL && h->stopped;
+}
+
+static void free_pools(struct pool *p)
+{
+    while (p != NULL) {
+        struct pool *next = p->next;
+        pool_free(p);
+        p = next;
+    }
+}
+
+static void host_free(struct th_host *h)
+{
+    free_pools(h->pools);
+    free_pools(h->retired);
+    for (size_t i = 0; i < h->nplugins; i++)
+        plugin_unref(h->plugins[i]);
+    free(h->plugins);
+    bury_workers(h);
+    task_table_free(&h->tasks);
+    loop_free(h->loop);
+    config_free(h->cfg);
+    free(h);
+}
+
+TH_EXPORT void th_host_close(th_host *h, int how)
+{
+    if (h == NULL)
+        return;
+    th_host_shutdown(h, how);
+    while (!h->stopped)
+        if (th_host_step(h, 100) < 0)
+            break;
+    host_free(h);
+}

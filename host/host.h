@@ -1,17 +1,67 @@
-/* host.h - internals of th_host shared with the daemon (taskhostd).
- *
- * The daemon embeds the engine through taskhost_host.h like any program;
- * these accessors give it what the public API does not need to expose.
+/* host.h - the engine's internals shared by its modules, and what the
+ * daemon (taskhostd) needs beyond the public embedding API.
  */
 #ifndef TH_HOST_INTERNAL_H
 #define TH_HOST_INTERNAL_H
 
+#include <stdint.h>
+
+#include "task.h"
 #include "taskhost_host.h"
 
 struct config;
+struct loop;
+struct plugin;
+struct pool;
+struct worker;
+
+struct th_host {
+    struct loop *loop;
+    struct config *cfg;        /* NULL for a host built in code */
+    struct plugin **plugins;   /* loaded plugins, by name */
+    size_t nplugins;
+    struct pool *pools;        /* serving pools */
+    struct pool *retired;      /* pools draining after reload or removal */
+    struct task_table tasks;   /* pending tasks by id, free list */
+    struct task *answers, *answers_tail; /* deferred answers, via anext */
+    struct pool *dispatch;     /* pools with work to hand out */
+    struct worker *flush;      /* workers with bytes to write */
+    struct worker *graveyard;  /* reaped workers, freed after the step */
+    uint64_t next_id;
+    size_t pending;            /* accepted tasks not yet answered */
+    int closing;               /* 0, or 1 + TH_CLOSE_* */
+    int stopped;
+    double shutdown_timeout;
+    struct loop_timer shutdown_timer;
+};
 
 /* The config the host runs on now (NULL for a host built in code). It is
  * replaced by a successful th_host_reload(): do not keep the pointer. */
 const struct config *host_config(const th_host *host);
+
+/* Gives task t its final answer now: calls its callback with the state,
+ * code and data (output, or a message), unmaps it, and frees it unless a
+ * worker still holds it. Only from inside the loop. */
+void host_answer(struct th_host *h, struct task *t, th_state state, int code,
+                 const void *data, size_t len);
+
+/* Like host_answer() with a printf message, but delivered at the end of
+ * the current (or next) loop iteration: for answers that arise inside API
+ * calls, so callbacks never run nested in them. */
+void host_answer_later(struct th_host *h, struct task *t, th_state state,
+                       int code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Frees a task that was answered and has left its worker. */
+void host_task_release(struct th_host *h, struct task *t);
+
+/* Marks pool p to be dispatched at the end of this loop iteration. */
+void host_mark_pool(struct th_host *h, struct pool *p);
+
+/* Marks worker w to be flushed at the end of this loop iteration. */
+void host_mark_worker(struct th_host *h, struct worker *w);
+
+/* Hands a reaped, unlinked worker to be freed after this iteration. */
+void host_bury_worker(struct th_host *h, struct worker *w);
 
 #endif /* TH_HOST_INTERNAL_H */

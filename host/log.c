@@ -1,1 +1,186 @@
-/* log.c */
+/* log.c - the host's log: stderr, syslog or a file, with levels.
+ *
+ * One process-wide sink. Workers inherit it through fork and tag their
+ * lines with their pool and pid; a file sink is opened O_APPEND so lines
+ * from the host and its workers interleave whole.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "taskhost.h"
+
+enum sink { SINK_STDERR, SINK_SYSLOG, SINK_FILE };
+
+static int log_sink = SINK_STDERR;
+static int log_fd = 2;
+static int log_lvl = TH_LOG_INFO;
+static const char *log_tag;
+static char log_path[4096];
+static char log_last[512];
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+
+static int open_file(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+int log_open(const char *target, int level, char *err, size_t errlen)
+{
+    log_close();
+    log_lvl = level;
+    if (target == NULL || strcmp(target, "stderr") == 0)
+        return 0;
+    if (strcmp(target, "syslog") == 0) {
+        openlog("taskhostd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        log_sink = SINK_SYSLOG;
+        return 0;
+    }
+    int fd = open_file(target);
+    if (fd == -1) {
+        snprintf(err, errlen, "%s: cannot open log file: %s", target,
+                 strerror(errno));
+        return TH_EIO;
+    }
+    snprintf(log_path, sizeof log_path, "%s", target);
+    log_fd = fd;
+    log_sink = SINK_FILE;
+    return 0;
+}
+
+int log_reopen(void)
+{
+    if (log_sink != SINK_FILE)
+        return 0;
+    int fd = open_file(log_path);
+    if (fd == -1) {
+        log_error("cannot reopen log file %s: %s", log_path, strerror(errno));
+        return TH_EIO;
+    }
+    /* dup2 keeps the descriptor number, which workers inherited. */
+    if (dup2(fd, log_fd) == -1) {
+        close(fd);
+        return TH_EIO;
+    }
+    close(fd);
+    return 0;
+}
+
+void log_set_level(int level)
+{
+    log_lvl = level;
+}
+
+int log_level(void)
+{
+    return log_lvl;
+}
+
+void log_set_tag(const char *tag)
+{
+    log_tag = tag;
+}
+
+int log_file_fd(void)
+{
+    return log_sink == SINK_FILE ? log_fd : -1;
+}
+
+void log_move_fd(int fd)
+{
+    if (log_sink != SINK_FILE || log_fd == fd)
+        return;
+    if (dup2(log_fd, fd) == -1)
+        return;
+    close(log_fd);
+    log_fd = fd;
+}
+
+const char *log_last_error(void)
+{
+    return log_last;
+}
+
+void log_close(void)
+{
+    if (log_sink == SINK_FILE && log_fd > 2)
+        close(log_fd);
+    if (log_sink == SINK_SYSLOG)
+        closelog();
+    log_sink = SINK_STDERR;
+    log_fd = 2;
+}
+
+/* Formats "[tag pid] " into buf; returns its length. */
+static int format_origin(char *buf, size_t len)
+{
+    if (log_tag != NULL)
+        return snprintf(buf, len, "[%s %d] ", log_tag, (int)getpid());
+    return snprintf(buf, len, "[%d] ", (int)getpid());
+}
+
+static int format_time(char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+    return (int)n + snprintf(buf + n, len - n, ".%03ld ",
+                             ts.tv_nsec / 1000000);
+}
+
+void log_vmsg(int level, const char *fmt, va_list ap)
+{
+    if (level > log_lvl)
+        return;
+    if (level < TH_LOG_ERROR)
+        level = TH_LOG_ERROR;
+    if (level > TH_LOG_DEBUG)
+        level = TH_LOG_DEBUG;
+    char line[2048];
+    size_t n = 0;
+    if (log_sink != SINK_SYSLOG) {
+        n += (size_t)format_time(line, sizeof line);
+        n += (size_t)snprintf(line + n, sizeof line - n, "%-5s ",
+                              level_names[level]);
+    }
+    n += (size_t)format_origin(line + n, sizeof line - n);
+    int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    if (level <= TH_LOG_WARN)
+        snprintf(log_last, sizeof log_last, "%s", line + n);
+    n = (m < 0) ? n : n + (size_t)m;
+    if (n > sizeof line - 2)
+        n = sizeof line - 2;
+    if (log_sink == SINK_SYSLOG) {
+        syslog(syslog_prio[level], "%.*s", (int)n, line);
+        return;
+    }
+    line[n++] = '\n';
+    /* One write per line, so concurrent writers do not interleave. */
+    ssize_t w = write(log_fd, line, n);
+    (void)w;
+}
+
+void log_msg(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(level, fmt, ap);
+    va_end(ap);
+}
+
+TH_EXPORT void th_log(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(level, fmt, ap);
+    va_end(ap);
+}

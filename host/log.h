@@ -30,6 +30,17 @@ int log_level(void);
  * The string must outlive its use (the worker's pool name does). */
 void log_set_tag(const char *tag);
 
+/* The fd of the log file, or -1 when the log is not a file. */
+int log_file_fd(void);
+
+/* Moves the log file to descriptor `fd` (dup2): a worker does this before
+ * closing every other descriptor. No-op when the log is not a file. */
+void log_move_fd(int fd);
+
+/* The text of the last error or warning logged by this process (without
+ * prefix), or "" : a worker sends it when its plugin's init() fails. */
+const char *log_last_error(void);
+
 /* Closes the file or syslog; stderr stays. */
 void log_close(void);
 

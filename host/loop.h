@@ -1,1 +1,86 @@
-/* loop.h */
+/* loop.h - the one event loop: epoll for fds, a heap of timers behind a
+ * timerfd, and an eventfd to wake it.
+ *
+ * Everything the engine owns (worker sockets, pidfds, timers) is driven
+ * from here, on one thread, so no state needs a lock. The epoll fd itself
+ * is what th_host_fd() hands to a caller's own loop: it is readable
+ * whenever a registered fd, a due timer or a wake-up is pending.
+ */
+#ifndef TH_LOOP_H
+#define TH_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct loop;
+
+/* A registered fd. Embed it in the owner's struct; `cb` gets the epoll
+ * event mask. */
+struct loop_io {
+    int fd;
+    uint32_t events;
+    void (*cb)(struct loop_io *io, uint32_t events);
+};
+
+/* A one-shot timer. Embed it; zero-initialise (or loop_timer_init). */
+struct loop_timer {
+    double when;  /* monotonic seconds */
+    size_t slot;  /* heap index + 1; 0 when not armed */
+    void (*cb)(struct loop_timer *t);
+};
+
+/* Creates a loop. Returns 0 or TH_EIO/TH_ENOMEM. */
+int loop_new(struct loop **out);
+
+/* Frees the loop. Registered ios and timers are forgotten, not closed. */
+void loop_free(struct loop *l);
+
+/* The epoll fd: readable when loop_run_once() has work. */
+int loop_fd(const struct loop *l);
+
+/* Registers io->fd for `events` (EPOLLIN, ...). Returns 0 or TH_EIO. */
+int loop_add(struct loop *l, struct loop_io *io, uint32_t events);
+
+/* Changes the events of a registered io. Skips the syscall if unchanged. */
+int loop_mod(struct loop *l, struct loop_io *io, uint32_t events);
+
+/* Unregisters io (before its fd is closed). */
+void loop_del(struct loop *l, struct loop_io *io);
+
+/* Monotonic time in seconds, read fresh. */
+double loop_clock(void);
+
+/* Monotonic time cached at the last wake-up: cheap, good enough for
+ * timeouts and statistics. */
+double loop_now(const struct loop *l);
+
+/* Refreshes the cached time. */
+void loop_update_time(struct loop *l);
+
+/* Arms (or re-arms) `t` to fire `delay` seconds from now. */
+void loop_timer_start(struct loop *l, struct loop_timer *t, double delay);
+
+/* Arms `t` for absolute monotonic time `when`. */
+void loop_timer_at(struct loop *l, struct loop_timer *t, double when);
+
+/* Disarms `t` (no-op if not armed). */
+void loop_timer_stop(struct loop *l, struct loop_timer *t);
+
+static inline int loop_timer_armed(const struct loop_timer *t)
+{
+    return t->slot != 0;
+}
+
+/* Sets the function run at the end of every loop_run_once(), after events
+ * and timers: where the host dispatches queued work and flushes writes. */
+void loop_set_after(struct loop *l, void (*fn)(void *arg), void *arg);
+
+/* Makes loop_fd() readable until the next loop_run_once(). Cheap when
+ * already woken. */
+void loop_wake(struct loop *l);
+
+/* Waits up to timeout_ms (-1: until something happens) and handles what
+ * is ready: fds, due timers, then the after-hook. Returns 0 or TH_EIO. */
+int loop_run_once(struct loop *l, int timeout_ms);
+
+#endif /* TH_LOOP_H */

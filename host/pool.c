@@ -1,1 +1,938 @@
-/* pool.c */
+/* pool.c - dispatch, sizing, retirement and the answers of hard cases.
+ *
+ * Invariants:
+ * - A task is in exactly one place: the queue, a worker's in-flight list,
+ *   or answered. A killed worker's in-flight list is emptied when it is
+ *   killed: its running task is answered there and then, the tasks queued
+ *   behind it go back to the head of the queue.
+ * - Only IDLE and BUSY workers take tasks; STARTING ones once READY;
+ *   STOPPING ones never.
+ * - Answers given here (inside the loop) are immediate; the ones caused by
+ *   API calls (cancel, forced restart or close) go through
+ *   host_answer_later(), so user callbacks never nest in API calls.
+ */
+#include <grp.h>
+#include <math.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "host.h"
+#include "log.h"
+#include "plugin.h"
+#include "pool.h"
+#include "settings.h"
+
+#define container_of(p, type, member) \
+    ((type *)((char *)(p) - offsetof(type, member)))
+
+#define START_FAILURES_MAX 5  /* failed starts in a row before failing */
+#define EARLY_DEATH 1.0       /* seconds: dying sooner counts as early */
+#define EARLY_DEATHS_FREE 3   /* early deaths in a row before backing off */
+#define BACKOFF_FIRST 0.1     /* seconds, doubled per failure */
+#define BACKOFF_MAX 10.0
+#define PIPELINE_MAX 64       /* tasks in flight per worker, short tasks */
+
+static void on_idle_timer(struct loop_timer *t);
+static void on_run_timer(struct loop_timer *t);
+static void on_queue_timer(struct loop_timer *t);
+static void on_backoff(struct loop_timer *t);
+static void on_mem_timer(struct loop_timer *t);
+
+static struct loop *loop_of(const struct pool *p)
+{
+    return p->host->loop;
+}
+
+static double mib(uint64_t kib)
+{
+    return (double)kib / 1024.0;
+}
+
+/* ---- creation ---- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static struct th_settings *settings_dup(const struct th_settings *src)
+{
+    struct th_settings *s = settings_new();
+    if (s == NULL || src == NULL || src->n == 0)
+        return s;
+    s->items = calloc(src->n, sizeof *s->items);
+    if (s->items == NULL) {
+        settings_free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < src->n; i++) {
+        s->items[i] = src->items[i];
+        s->items[i].key = strdup(src->items[i].key);
+        s->items[i].s = dup_or_null(src->items[i].s);
+        s->n = i + 1;
+    }
+    return s;
+}
+
+static int copy_cfg(struct pool_cfg *dst, const struct pool_cfg *src)
+{
+    *dst = *src;
+    dst->name = dup_or_null(src->name);
+    dst->plugin = dup_or_null(src->plugin);
+    dst->user = dup_or_null(src->user);
+    dst->group = dup_or_null(src->group);
+    dst->settings = settings_dup(src->settings);
+    return (dst->name && dst->settings) ? 0 : TH_ENOMEM;
+}
+
+/* Resolves the pool's user/group; -1 keeps the host's. */
+static void resolve_ids(struct pool *p)
+{
+    p->uid = p->gid = -1;
+    if (p->cfg.user != NULL) {
+        struct passwd *pw = getpwnam(p->cfg.user);
+        if (pw != NULL) {
+            p->uid = (int)pw->pw_uid;
+            p->gid = (int)pw->pw_gid;
+        }
+    }
+    if (p->cfg.group != NULL) {
+        struct group *gr = getgrnam(p->cfg.group);
+        if (gr != NULL)
+            p->gid = (int)gr->gr_gid;
+    }
+    /* Only root can switch; as anyone else the ids stay. */
+    if (geteuid() != 0)
+        p->uid = p->gid = -1;
+}
+
+struct pool *pool_new(struct th_host *host, const struct pool_cfg *cfg,
+                      struct plugin *plugin)
+{
+    struct pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    if (copy_cfg(&p->cfg, cfg) < 0) {
+        pool_cfg_clear(&p->cfg);
+        free(p);
+        return NULL;
+    }
+    p->host = host;
+    p->plugin = plugin;
+    plugin_ref(plugin);
+    p->backoff.cb = on_backoff;
+    p->mem_timer.cb = on_mem_timer;
+    p->avg_run_us = 1e6; /* unknown: assume slow, do not pipeline yet */
+    p->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    resolve_ids(p);
+    host_mark_pool(host, p);
+    return p;
+}
+
+void pool_free(struct pool *p)
+{
+    if (p == NULL)
+        return;
+    loop_timer_stop(loop_of(p), &p->backoff);
+    loop_timer_stop(loop_of(p), &p->mem_timer);
+    plugin_unref(p->plugin);
+    pool_cfg_clear(&p->cfg);
+    free(p->fail_reason);
+    free(p->init_error);
+    free(p);
+}
+
+/* ---- worker states ---- */
+
+static int *count_of(struct pool *p, int state)
+{
+    switch (state) {
+    case W_STARTING:
+        return &p->nstarting;
+    case W_IDLE:
+        return &p->nidle;
+    case W_BUSY:
+        return &p->nbusy;
+    default:
+        return &p->nstopping;
+    }
+}
+
+static void idle_push(struct pool *p, struct worker *w)
+{
+    w->iprev = NULL;
+    w->inext = p->idle;
+    if (p->idle != NULL)
+        p->idle->iprev = w;
+    p->idle = w;
+}
+
+static void idle_remove(struct pool *p, struct worker *w)
+{
+    if (w->iprev != NULL)
+        w->iprev->inext = w->inext;
+    else
+        p->idle = w->inext;
+    if (w->inext != NULL)
+        w->inext->iprev = w->iprev;
+    w->inext = w->iprev = NULL;
+}
+
+void pool_worker_set_state(struct worker *w, int state)
+{
+    struct pool *p = w->pool;
+    if (w->state == state)
+        return;
+    (*count_of(p, w->state))--;
+    (*count_of(p, state))++;
+    if (w->state == W_IDLE) {
+        idle_remove(p, w);
+        loop_timer_stop(loop_of(p), &w->idle_timer);
+    }
+    w->state = state;
+    if (state != W_IDLE)
+        return;
+    idle_push(p, w);
+    w->idle_since = loop_now(loop_of(p));
+    if (p->cfg.idle_timeout > 0) {
+        w->idle_timer.cb = on_idle_timer;
+        loop_timer_start(loop_of(p), &w->idle_timer, p->cfg.idle_timeout);
+    }
+}
+
+static int live_workers(const struct pool *p)
+{
+    return p->nstarting + p->nidle + p->nbusy;
+}
+
+static void link_worker(struct pool *p, struct worker *w)
+{
+    w->next = p->workers;
+    w->prev = NULL;
+    if (p->workers != NULL)
+        p->workers->prev = w;
+    p->workers = w;
+    p->nworkers++;
+    p->nstarting++;
+}
+
+static void unlink_worker(struct pool *p, struct worker *w)
+{
+    if (w->state == W_IDLE)
+        idle_remove(p, w);
+    (*count_of(p, w->state))--;
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        p->workers = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    p->nworkers--;
+}
+
+static void set_max_tasks(struct pool *p, struct worker *w)
+{
+    long n = p->cfg.max_tasks_per_worker;
+    if (n <= 0)
+        return;
+    /* Up to 10% more, so that a pool's workers do not all leave at once. */
+    long spread = n / 10;
+    w->max_tasks = (uint64_t)n;
+    if (spread > 0)
+        w->max_tasks += (uint64_t)(rand_r(&p->seed) % (spread + 1));
+}
+
+static void spawn(struct pool *p)
+{
+    struct worker *w = worker_spawn(p);
+    if (w == NULL)
+        return;
+    link_worker(p, w);
+    set_max_tasks(p, w);
+    p->stats.spawned++;
+}
+
+/* Starts workers: min_workers always (unless draining), and more, up to
+ * max_workers, while tasks wait that no idle or starting worker covers. */
+static void maintain(struct pool *p)
+{
+    if (p->failed || loop_timer_armed(&p->backoff))
+        return;
+    int live = live_workers(p);
+    int want = p->draining ? 0 : p->cfg.min_workers;
+    long waiting = (long)queue_len(&p->queue) - p->nidle - p->nstarting;
+    if (waiting > 0) {
+        long more = live + waiting;
+        want = (int)(more > p->cfg.max_workers ? p->cfg.max_workers : more);
+        if (want < 1)
+            want = 1;
+    }
+    for (int i = live; i < want; i++)
+        spawn(p);
+}
+
+/* ---- dispatch ---- */
+
+/* How many tasks a worker may hold: short tasks travel in batches, which
+ * saves a round trip per task; long ones go one at a time, so that no task
+ * waits behind another while a worker is free. */
+static size_t pipeline_depth(const struct pool *p)
+{
+    if (p->avg_run_us < 50)
+        return PIPELINE_MAX;
+    if (p->avg_run_us < 500)
+        return 8;
+    return 1;
+}
+
+static void arm_run_timer(struct pool *p, struct worker *w)
+{
+    struct task *t = w->inflight.head;
+    w->head_since = loop_now(loop_of(p));
+    if (t == NULL || t->task_timeout <= 0) {
+        loop_timer_stop(loop_of(p), &w->run_timer);
+        return;
+    }
+    t->started = w->head_since;
+    w->run_timer.cb = on_run_timer;
+    loop_timer_start(loop_of(p), &w->run_timer, t->task_timeout);
+}
+
+static void arm_mem_timer(struct pool *p)
+{
+    if (loop_timer_armed(&p->mem_timer) || p->cfg.memory_check_interval <= 0)
+        return;
+    if (p->cfg.memory_hard_limit == 0 && p->cfg.memory_budget == 0)
+        return;
+    loop_timer_start(loop_of(p), &p->mem_timer, p->cfg.memory_check_interval);
+}
+
+static void start_task(struct pool *p, struct worker *w, struct task *t)
+{
+    double now = loop_now(loop_of(p));
+    loop_timer_stop(loop_of(p), &t->qtimer);
+    hist_add(&p->stats.wait, (uint64_t)((now - t->submitted) * 1e6));
+    int first = w->inflight.n == 0;
+    t->state = TH_RUNNING;
+    t->started = now;
+    worker_send(w, t);
+    if (first)
+        arm_run_timer(p, w);
+    if (w->state == W_IDLE)
+        pool_worker_set_state(w, W_BUSY);
+    arm_mem_timer(p);
+}
+
+static int too_old(const struct pool *p, const struct worker *w)
+{
+    return p->cfg.max_worker_age > 0 &&
+           loop_now(loop_of(p)) - w->started >= p->cfg.max_worker_age;
+}
+
+/* The worker for the next task: the most recently idle one, else the
+ * least loaded busy one that may take more. NULL when none. */
+static struct worker *pick(struct pool *p, size_t depth)
+{
+    while (p->idle != NULL) {
+        struct worker *w = p->idle;
+        if (!too_old(p, w))
+            return w;
+        worker_stop(w, RETIRE_MAX_AGE);
+    }
+    if (depth <= 1)
+        return NULL;
+    struct worker *best = NULL;
+    for (struct worker *w = p->workers; w != NULL; w = w->next) {
+        if (w->state != W_BUSY || w->inflight.n >= depth)
+            continue;
+        if (best == NULL || w->inflight.n < best->inflight.n)
+            best = w;
+    }
+    return best;
+}
+
+void pool_dispatch(struct pool *p)
+{
+    size_t depth = pipeline_depth(p);
+    while (queue_len(&p->queue) > 0) {
+        struct worker *w = pick(p, depth);
+        if (w == NULL)
+            break;
+        size_t ready = (size_t)(p->nidle + p->nbusy);
+        size_t share = (queue_len(&p->queue) + ready - 1) / ready;
+        if (share > depth)
+            share = depth;
+        if (share > depth - w->inflight.n)
+            share = depth - w->inflight.n;
+        for (size_t i = 0; i < share && queue_len(&p->queue) > 0; i++)
+            start_task(p, w, queue_pop(&p->queue));
+    }
+    maintain(p);
+}
+
+/* ---- submit, cancel ---- */
+
+static void reject_later(struct pool *p, struct task *t, int code,
+                         const char *why)
+{
+    p->stats.finished[TH_STATE_REJECTED]++;
+    host_answer_later(p->host, t, TH_STATE_REJECTED, code, "%s", why);
+}
+
+static int overflow(struct pool *p, struct task *t)
+{
+    char why[160];
+    snprintf(why, sizeof why, "queue of pool '%s' is full (%ld tasks)",
+             p->cfg.name, p->cfg.max_queue);
+    if (p->cfg.overflow == OVERFLOW_BLOCK)
+        return TH_EBUSY;
+    if (p->cfg.overflow == OVERFLOW_REJECT) {
+        reject_later(p, t, TH_EFULL, why);
+        return 1;
+    }
+    struct task *old = queue_oldest_lowest(&p->queue);
+    queue_remove(&p->queue, old);
+    loop_timer_stop(loop_of(p), &old->qtimer);
+    char dropped[200];
+    snprintf(dropped, sizeof dropped, "dropped for a newer task: %s", why);
+    reject_later(p, old, TH_EFULL, dropped);
+    return 0;
+}
+
+int pool_submit(struct pool *p, struct task *t)
+{
+    t->pool = p;
+    if (p->failed) {
+        reject_later(p, t, TH_EFAILED, p->fail_reason);
+        return 0;
+    }
+    if (p->draining) {
+        reject_later(p, t, TH_ECLOSED, "the pool is shutting down");
+        return 0;
+    }
+    if (p->cfg.max_queue > 0 && queue_len(&p->queue) >= (size_t)p->cfg.max_queue) {
+        int r = overflow(p, t);
+        if (r != 0)
+            return r < 0 ? r : 0;
+    }
+    t->state = TH_QUEUED;
+    queue_push(&p->queue, t);
+    p->stats.submitted++;
+    if (t->queue_timeout > 0) {
+        t->qtimer.cb = on_queue_timer;
+        loop_timer_at(loop_of(p), &t->qtimer, t->submitted + t->queue_timeout);
+    }
+    host_mark_pool(p->host, p);
+    return 0;
+}
+
+/* Takes every task off a worker that is being killed: the running one is
+ * returned (unanswered ones only), the rest go back to the queue head. */
+static struct task *strip_worker(struct pool *p, struct worker *w)
+{
+    struct task *head = task_list_pop(&w->inflight);
+    struct task *t;
+    while ((t = w->inflight.tail) != NULL) {
+        task_list_remove(&w->inflight, t);
+        t->worker = NULL;
+        if (t->answered) {
+            host_task_release(p->host, t);
+            continue;
+        }
+        t->state = TH_QUEUED;
+        queue_push_front(&p->queue, t);
+    }
+    if (head == NULL)
+        return NULL;
+    head->worker = NULL;
+    if (head->answered) {
+        host_task_release(p->host, head);
+        return NULL;
+    }
+    return head;
+}
+
+/* Kills w (SIGTERM, or SIGKILL), requeues what it had not started, and
+ * returns its running task if still unanswered, for the caller to answer. */
+static struct task *abort_worker(struct pool *p, struct worker *w, int reason,
+                                 int sig)
+{
+    worker_kill(w, reason, sig);
+    struct task *t = strip_worker(p, w);
+    host_mark_pool(p->host, p);
+    return t;
+}
+
+void pool_cancel(struct pool *p, struct task *t)
+{
+    p->stats.finished[TH_STATE_CANCELLED]++;
+    struct worker *w = t->worker;
+    if (w == NULL) {
+        queue_remove(&p->queue, t);
+        loop_timer_stop(loop_of(p), &t->qtimer);
+    } else if (w->inflight.head == t) {
+        log_info("pool %s: task %llu cancelled, stopping worker %d",
+                 p->cfg.name, (unsigned long long)t->id, w->pid);
+        abort_worker(p, w, RETIRE_KILLED, SIGTERM);
+    }
+    /* A task sent but not started stays with its worker: its result will
+     * be dropped, since it is answered now. */
+    host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
+                      "cancelled");
+}
+
+/* ---- timers ---- */
+
+static void on_queue_timer(struct loop_timer *timer)
+{
+    struct task *t = container_of(timer, struct task, qtimer);
+    struct pool *p = t->pool;
+    queue_remove(&p->queue, t);
+    p->stats.finished[TH_STATE_TIMEOUT]++;
+    char msg[128];
+    int n = snprintf(msg, sizeof msg,
+                     "waited longer than queue_timeout (%.3g s) for a worker",
+                     t->queue_timeout);
+    host_answer(p->host, t, TH_STATE_TIMEOUT, TH_ETIMEDOUT, msg, (size_t)n);
+}
+
+static void on_run_timer(struct loop_timer *timer)
+{
+    struct worker *w = container_of(timer, struct worker, run_timer);
+    struct pool *p = w->pool;
+    double limit = w->inflight.head ? w->inflight.head->task_timeout : 0;
+    log_warn("pool %s: task ran longer than %.3g s, stopping worker %d",
+             p->cfg.name, limit, w->pid);
+    struct task *t = abort_worker(p, w, RETIRE_KILLED, SIGTERM);
+    if (t == NULL)
+        return;
+    p->stats.finished[TH_STATE_TIMEOUT]++;
+    hist_add(&p->stats.run, (uint64_t)(limit * 1e6));
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "ran longer than task_timeout (%.3g s)",
+                     limit);
+    host_answer(p->host, t, TH_STATE_TIMEOUT, TH_ETIMEDOUT, msg, (size_t)n);
+}
+
+static void on_idle_timer(struct loop_timer *timer)
+{
+    struct worker *w = container_of(timer, struct worker, idle_timer);
+    struct pool *p = w->pool;
+    /* Only a worker that is still idle leaves: one just handed a task has
+     * left the idle state, and that stopped this timer. */
+    if (w->state != W_IDLE || live_workers(p) <= p->cfg.min_workers)
+        return;
+    log_info("pool %s: worker %d idle for %.3g s, stopping it", p->cfg.name,
+             w->pid, p->cfg.idle_timeout);
+    worker_stop(w, RETIRE_IDLE);
+}
+
+static void on_backoff(struct loop_timer *timer)
+{
+    struct pool *p = container_of(timer, struct pool, backoff);
+    host_mark_pool(p->host, p);
+}
+
+static void kill_for_memory(struct pool *p, struct worker *w, uint32_t rss)
+{
+    log_warn("pool %s: worker %d RSS %.1f MiB above memory_hard_limit "
+             "%.1f MiB, killing it",
+             p->cfg.name, w->pid, mib(rss),
+             (double)p->cfg.memory_hard_limit / 1048576.0);
+    struct task *t = abort_worker(p, w, RETIRE_MEMORY_HARD, SIGKILL);
+    if (t == NULL)
+        return;
+    p->stats.finished[TH_STATE_MEMORY]++;
+    char msg[160];
+    int n = snprintf(msg, sizeof msg,
+                     "worker %d used %.1f MiB, above memory_hard_limit "
+                     "(%.1f MiB)",
+                     w->pid, mib(rss),
+                     (double)p->cfg.memory_hard_limit / 1048576.0);
+    host_answer(p->host, t, TH_STATE_MEMORY, TH_ENOMEM, msg, (size_t)n);
+}
+
+/* Recycles the largest idle worker while the pool's RSS is over budget. */
+static void check_budget(struct pool *p, uint64_t total_kib)
+{
+    if (p->cfg.memory_budget == 0 || total_kib * 1024 <= p->cfg.memory_budget)
+        return;
+    struct worker *big = NULL;
+    for (struct worker *w = p->idle; w != NULL; w = w->inext)
+        if (big == NULL || w->rss_kib > big->rss_kib)
+            big = w;
+    if (big == NULL)
+        return;
+    log_info("pool %s: RSS %.1f MiB above memory_budget, recycling worker "
+             "%d (%.1f MiB)",
+             p->cfg.name, mib(total_kib), big->pid, mib(big->rss_kib));
+    worker_stop(big, RETIRE_MEMORY_BUDGET);
+    host_mark_pool(p->host, p);
+}
+
+static void on_mem_timer(struct loop_timer *timer)
+{
+    struct pool *p = container_of(timer, struct pool, mem_timer);
+    uint64_t total = 0;
+    struct worker *next;
+    for (struct worker *w = p->workers; w != NULL; w = next) {
+        next = w->next;
+        if (w->state != W_BUSY && w->state != W_IDLE)
+            continue;
+        if (w->state == W_BUSY)
+            w->rss_kib = worker_read_rss(w);
+        total += w->rss_kib;
+        if (w->state == W_BUSY && p->cfg.memory_hard_limit > 0 &&
+            (uint64_t)w->rss_kib * 1024 > p->cfg.memory_hard_limit)
+            kill_for_memory(p, w, w->rss_kib);
+    }
+    check_budget(p, total);
+    if (p->nbusy > 0)
+        arm_mem_timer(p);
+}
+
+/* ---- what workers tell ---- */
+
+void pool_worker_ready(struct worker *w, uint32_t rss_kib)
+{
+    struct pool *p = w->pool;
+    w->rss_kib = rss_kib;
+    p->start_failures = 0;
+    uint64_t soft = p->cfg.memory_soft_limit;
+    if (soft > 0 && (uint64_t)rss_kib * 1024 > soft && !p->soft_limit_broken) {
+        /* Recycling would only start another worker just as large. */
+        log_error("pool %s: worker RSS after init (%.1f MiB) is already above "
+                  "memory_soft_limit (%.1f MiB): the limit is ignored; raise it",
+                  p->cfg.name, mib(rss_kib), (double)soft / 1048576.0);
+        p->soft_limit_broken = 1;
+    }
+    pool_worker_set_state(w, W_IDLE);
+    host_mark_pool(p->host, p);
+    if (p->draining && queue_len(&p->queue) == 0)
+        worker_stop(w, RETIRE_SHUTDOWN);
+}
+
+void pool_worker_init_failed(struct worker *w, const char *msg, size_t len)
+{
+    struct pool *p = w->pool;
+    free(p->init_error);
+    p->init_error = strndup(msg, len);
+}
+
+/* Why a worker that finished a task should leave, or RETIRE_NONE. */
+static int recycle_reason(const struct pool *p, const struct worker *w)
+{
+    uint64_t rss = (uint64_t)w->rss_kib * 1024;
+    if (p->cfg.memory_hard_limit > 0 && rss > p->cfg.memory_hard_limit)
+        return RETIRE_MEMORY_HARD;
+    if (p->cfg.memory_soft_limit > 0 && rss > p->cfg.memory_soft_limit &&
+        !p->soft_limit_broken)
+        return RETIRE_MEMORY_SOFT;
+    if (w->max_tasks > 0 && w->tasks_done >= w->max_tasks)
+        return RETIRE_MAX_TASKS;
+    if (too_old(p, w))
+        return RETIRE_MAX_AGE;
+    return RETIRE_NONE;
+}
+
+static void after_result(struct pool *p, struct worker *w, uint32_t rss)
+{
+    if (rss != 0)
+        w->rss_kib = rss;
+    if (w->state == W_STOPPING)
+        return;
+    int reason = recycle_reason(p, w);
+    if (reason != RETIRE_NONE) {
+        log_info("pool %s: recycling worker %d (%s, RSS %.1f MiB, %llu tasks)",
+                 p->cfg.name, w->pid, retire_reason_name(reason),
+                 mib(w->rss_kib), (unsigned long long)w->tasks_done);
+        worker_stop(w, reason);
+    } else if (w->inflight.n == 0) {
+        if (p->draining && queue_len(&p->queue) == 0)
+            worker_stop(w, RETIRE_SHUTDOWN);
+        else
+            pool_worker_set_state(w, W_IDLE);
+    }
+    host_mark_pool(p->host, p);
+}
+
+void pool_worker_result(struct worker *w, const struct frame *f,
+                        const char *payload)
+{
+    struct pool *p = w->pool;
+    struct task *t = w->inflight.head;
+    if (t == NULL || t->id != f->id) {
+        log_error("pool %s: worker %d answered a task it was not running",
+                  p->cfg.name, w->pid);
+        struct task *head = abort_worker(p, w, RETIRE_CRASH, SIGKILL);
+        if (head != NULL)
+            queue_push_front(&p->queue, head);
+        return;
+    }
+    task_list_remove(&w->inflight, t);
+    t->worker = NULL;
+    w->tasks_done++;
+    p->avg_run_us = 0.9 * p->avg_run_us + 0.1 * (double)f->run_us;
+    arm_run_timer(p, w);
+    if (!t->answered) {
+        th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
+        p->stats.finished[st]++;
+        hist_add(&p->stats.run, f->run_us);
+        host_answer(p->host, t, st, f->code, payload, f->len);
+    } else {
+        host_task_release(p->host, t);
+    }
+    /* The callback may have cancelled the next task, killing w. */
+    if (!w->killed)
+        after_result(p, w, f->rss_kib);
+}
+
+static void reject_queue(struct pool *p)
+{
+    struct task *t;
+    while ((t = queue_pop(&p->queue)) != NULL) {
+        loop_timer_stop(loop_of(p), &t->qtimer);
+        p->stats.finished[TH_STATE_REJECTED]++;
+        host_answer(p->host, t, TH_STATE_REJECTED, TH_EFAILED, p->fail_reason,
+                    strlen(p->fail_reason));
+    }
+}
+
+static void fail_pool(struct pool *p, const char *why)
+{
+    char reason[800];
+    snprintf(reason, sizeof reason,
+             "pool '%s' failed: its workers did not start %d times in a row: %s",
+             p->cfg.name, p->start_failures, why);
+    log_error("%s", reason);
+    free(p->fail_reason);
+    p->fail_reason = strdup(reason);
+    p->failed = 1;
+    if (p->fail_reason != NULL)
+        reject_queue(p);
+}
+
+static void back_off(struct pool *p, int failures)
+{
+    double delay = BACKOFF_FIRST * pow(2.0, failures - 1);
+    if (delay > BACKOFF_MAX)
+        delay = BACKOFF_MAX;
+    log_warn("pool %s: %d failed worker starts in a row, waiting %.1f s",
+             p->cfg.name, failures, delay);
+    loop_timer_start(loop_of(p), &p->backoff, delay);
+}
+
+/* Counts a worker that died before READY, or soon after. */
+static void count_failure(struct pool *p, struct worker *w, const char *how)
+{
+    if (w->state == W_STARTING || (w->reason == RETIRE_INIT && w->killed)) {
+        p->start_failures++;
+        char why[600];
+        snprintf(why, sizeof why, "%s",
+                 p->init_error ? p->init_error : how);
+        if (p->start_failures >= START_FAILURES_MAX)
+            fail_pool(p, why);
+        else
+            back_off(p, p->start_failures);
+        return;
+    }
+    double lived = loop_now(loop_of(p)) - w->started;
+    p->early_deaths = lived < EARLY_DEATH ? p->early_deaths + 1 : 0;
+    if (p->early_deaths >= EARLY_DEATHS_FREE)
+        back_off(p, p->early_deaths - EARLY_DEATHS_FREE + 1);
+}
+
+static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
+                           const char *how)
+{
+    p->stats.finished[TH_STATE_CRASHED]++;
+    char msg[160];
+    int n = snprintf(msg, sizeof msg, "worker %d %s while running the task",
+                     w->pid, how);
+    host_answer(p->host, t, TH_STATE_CRASHED, TH_EIO, msg, (size_t)n);
+}
+
+void pool_worker_exited(struct worker *w, const char *how, int crashed)
+{
+    struct pool *p = w->pool;
+    int starting = w->state == W_STARTING;
+    int reason = (crashed && !w->killed) ? RETIRE_CRASH : w->reason;
+    if (starting)
+        reason = RETIRE_INIT;
+    if (crashed && !w->killed)
+        log_error("pool %s: worker %d %s%s", p->cfg.name, w->pid, how,
+                  w->inflight.n ? " mid-task" : "");
+    else
+        log_info("pool %s: worker %d %s (%s)", p->cfg.name, w->pid, how,
+                 retire_reason_name(reason));
+    if ((crashed && !w->killed) || starting || reason == RETIRE_INIT)
+        count_failure(p, w, how);
+    struct task *head = strip_worker(p, w);
+    p->stats.restarts[reason]++;
+    unlink_worker(p, w);
+    host_bury_worker(p->host, w);
+    if (head != NULL)
+        answer_crashed(p, w, head, how);
+    if (p->failed && p->fail_reason != NULL)
+        reject_queue(p); /* tasks requeued from it cannot run either */
+    host_mark_pool(p->host, p);
+}
+
+/* ---- drain, restart ---- */
+
+static void cancel_running(struct pool *p, struct worker *w, int reason)
+{
+    struct task *t = abort_worker(p, w, reason, SIGKILL);
+    if (t == NULL)
+        return;
+    p->stats.finished[TH_STATE_CANCELLED]++;
+    host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
+                      "cancelled: the pool was stopped by force");
+}
+
+static void stop_all(struct pool *p, int force, int reason)
+{
+    struct worker *next;
+    for (struct worker *w = p->workers; w != NULL; w = next) {
+        next = w->next;
+        if (w->state == W_STOPPING)
+            continue;
+        if (force && w->inflight.n > 0)
+            cancel_running(p, w, reason);
+        else
+            worker_stop(w, reason);
+    }
+}
+
+void pool_drain(struct pool *p, int force)
+{
+    p->draining = 1;
+    loop_timer_stop(loop_of(p), &p->backoff);
+    if (force) {
+        struct task *t;
+        while ((t = queue_pop(&p->queue)) != NULL) {
+            loop_timer_stop(loop_of(p), &t->qtimer);
+            p->stats.finished[TH_STATE_CANCELLED]++;
+            host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
+                              "cancelled: the host was shut down");
+        }
+        stop_all(p, 1, RETIRE_SHUTDOWN);
+    } else {
+        /* Idle workers leave now when nothing waits; busy ones once the
+         * queue is empty and their task is done (after_result). */
+        struct worker *next;
+        for (struct worker *w = p->idle; w != NULL; w = next) {
+            next = w->inext;
+            if (queue_len(&p->queue) == 0)
+                worker_stop(w, RETIRE_SHUTDOWN);
+        }
+        for (struct worker *w = p->workers; w != NULL; w = w->next)
+            if (w->state == W_STARTING && queue_len(&p->queue) == 0)
+                worker_stop(w, RETIRE_SHUTDOWN);
+    }
+    host_mark_pool(p->host, p);
+}
+
+void pool_restart(struct pool *p, int force, int reason)
+{
+    p->failed = 0;
+    p->start_failures = 0;
+    p->early_deaths = 0;
+    p->soft_limit_broken = 0;
+    loop_timer_stop(loop_of(p), &p->backoff);
+    log_info("pool %s: %s restart of %d workers", p->cfg.name,
+             force ? "forced" : "rolling", live_workers(p));
+    stop_all(p, force, reason);
+    /* Replacements start at once (maintain), while the old workers finish
+     * their current task: capacity holds. */
+    host_mark_pool(p->host, p);
+}
+
+void pool_retire(struct pool *p)
+{
+    p->draining = 1;
+    loop_timer_stop(loop_of(p), &p->backoff);
+    stop_all(p, 0, RETIRE_RELOAD);
+    host_mark_pool(p->host, p);
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+int pool_needs_restart(const struct pool *p, const struct pool_cfg *c,
+                       const struct plugin *plugin)
+{
+    const struct pool_cfg *o = &p->cfg;
+    return p->plugin != plugin || !str_eq(o->plugin, c->plugin) ||
+           !settings_equal(o->settings, c->settings) ||
+           !str_eq(o->user, c->user) || !str_eq(o->group, c->group) ||
+           o->rlimit_nofile != c->rlimit_nofile ||
+           o->rlimit_core != c->rlimit_core ||
+           o->address_space_limit != c->address_space_limit ||
+           o->memory_soft_limit != c->memory_soft_limit ||
+           o->memory_hard_limit != c->memory_hard_limit ||
+           o->memory_budget != c->memory_budget;
+}
+
+void pool_update(struct pool *p, const struct pool_cfg *c)
+{
+    struct pool_cfg *o = &p->cfg;
+    o->min_workers = c->min_workers;
+    o->max_workers = c->max_workers;
+    o->idle_timeout = c->idle_timeout;
+    o->max_queue = c->max_queue;
+    o->overflow = c->overflow;
+    o->queue_timeout = c->queue_timeout;
+    o->task_timeout = c->task_timeout;
+    o->kill_grace = c->kill_grace;
+    o->memory_check_interval = c->memory_check_interval;
+    o->max_tasks_per_worker = c->max_tasks_per_worker;
+    o->max_worker_age = c->max_worker_age;
+    /* Shrink: idle workers over max leave now, busy ones after their task
+     * (the least recently idle go first). */
+    while (live_workers(p) > o->max_workers && p->idle != NULL) {
+        struct worker *w = p->idle;
+        while (w->inext != NULL)
+            w = w->inext;
+        worker_stop(w, RETIRE_RELOAD);
+    }
+    for (struct worker *w = p->workers; w != NULL; w = w->next)
+        if (live_workers(p) > o->max_workers && w->state == W_BUSY)
+            worker_stop(w, RETIRE_RELOAD);
+    host_mark_pool(p->host, p);
+}
+
+void pool_take_queue(struct pool *to, struct pool *from)
+{
+    struct task *t;
+    while ((t = queue_pop(&from->queue)) != NULL) {
+        const char *name = from->plugin->desc.tasks[t->index].name;
+        int idx = plugin_find_task(to->plugin, name);
+        if (idx < 0) {
+            loop_timer_stop(loop_of(from), &t->qtimer);
+            from->stats.finished[TH_STATE_REJECTED]++;
+            host_answer_later(to->host, t, TH_STATE_REJECTED, TH_ENOENT,
+                              "task '%s' is gone from pool '%s' after reload",
+                              name, to->cfg.name);
+            continue;
+        }
+        t->index = (uint16_t)idx;
+        t->pool = to;
+        queue_push(&to->queue, t);
+        to->stats.submitted++;
+    }
+    host_mark_pool(to->host, to);
+}
+
+int pool_done(const struct pool *p)
+{
+    return p->draining && p->nworkers == 0 && queue_len(&p->queue) == 0;
+}

@@ -1,1 +1,188 @@
-/* task.c */
+/* task.c - task allocation, the id map and task lists. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "task.h"
+
+/* Free list bound: enough to absorb bursts without holding memory forever. */
+#define TASK_FREE_MAX 4096
+
+struct task *task_new(struct task_table *tt, const void *input, size_t len)
+{
+    struct task *t = tt->free;
+    if (t != NULL) {
+        tt->free = t->next;
+        tt->nfree--;
+    } else {
+        t = malloc(sizeof *t);
+        if (t == NULL)
+            return NULL;
+    }
+    memset(t, 0, offsetof(struct task, inline_input));
+    t->input = t->inline_input;
+    if (len > TASK_INLINE) {
+        t->input = malloc(len);
+        if (t->input == NULL) {
+            free(t);
+            return NULL;
+        }
+    }
+    if (len > 0)
+        memcpy(t->input, input, len);
+    t->len = len;
+    return t;
+}
+
+void task_free(struct task_table *tt, struct task *t)
+{
+    if (t->input != t->inline_input)
+        free(t->input);
+    free(t->message);
+    t->message = NULL;
+    if (tt->nfree >= TASK_FREE_MAX) {
+        free(t);
+        return;
+    }
+    t->next = tt->free;
+    tt->free = t;
+    tt->nfree++;
+}
+
+static size_t bucket_of(const struct task_table *tt, uint64_t id)
+{
+    /* Ids are sequential: a multiplicative hash spreads neighbours. */
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 20) & (tt->nbuckets - 1);
+}
+
+static int map_grow(struct task_table *tt)
+{
+    size_t n = tt->nbuckets ? tt->nbuckets * 2 : 1024;
+    struct task **b = calloc(n, sizeof *b);
+    if (b == NULL)
+        return -1;
+    for (size_t i = 0; i < tt->nbuckets; i++) {
+        struct task *t = tt->buckets[i];
+        while (t != NULL) {
+            struct task *next = t->hnext;
+            size_t k = (size_t)((t->id * 0x9E3779B97F4A7C15ull) >> 20) & (n - 1);
+            t->hnext = b[k];
+            b[k] = t;
+            t = next;
+        }
+    }
+    free(tt->buckets);
+    tt->buckets = b;
+    tt->nbuckets = n;
+    return 0;
+}
+
+int task_map_add(struct task_table *tt, struct task *t)
+{
+    if (tt->count >= tt->nbuckets && map_grow(tt) < 0)
+        return TH_ENOMEM;
+    size_t k = bucket_of(tt, t->id);
+    t->hnext = tt->buckets[k];
+    tt->buckets[k] = t;
+    t->mapped = 1;
+    tt->count++;
+    return 0;
+}
+
+void task_map_del(struct task_table *tt, struct task *t)
+{
+    if (!t->mapped)
+        return;
+    struct task **p = &tt->buckets[bucket_of(tt, t->id)];
+    while (*p != NULL && *p != t)
+        p = &(*p)->hnext;
+    if (*p == t)
+        *p = t->hnext;
+    t->mapped = 0;
+    tt->count--;
+}
+
+struct task *task_map_find(const struct task_table *tt, uint64_t id)
+{
+    if (tt->nbuckets == 0)
+        return NULL;
+    struct task *t = tt->buckets[bucket_of(tt, id)];
+    while (t != NULL && t->id != id)
+        t = t->hnext;
+    return t;
+}
+
+void task_table_free(struct task_table *tt)
+{
+    while (tt->free != NULL) {
+        struct task *t = tt->free;
+        tt->free = t->next;
+        free(t);
+    }
+    tt->nfree = 0;
+    free(tt->buckets);
+    tt->buckets = NULL;
+    tt->nbuckets = tt->count = 0;
+}
+
+void task_list_push(struct task_list *l, struct task *t)
+{
+    t->next = NULL;
+    t->prev = l->tail;
+    if (l->tail != NULL)
+        l->tail->next = t;
+    else
+        l->head = t;
+    l->tail = t;
+    l->n++;
+}
+
+void task_list_push_front(struct task_list *l, struct task *t)
+{
+    t->prev = NULL;
+    t->next = l->head;
+    if (l->head != NULL)
+        l->head->prev = t;
+    else
+        l->tail = t;
+    l->head = t;
+    l->n++;
+}
+
+struct task *task_list_pop(struct task_list *l)
+{
+    struct task *t = l->head;
+    if (t != NULL)
+        task_list_remove(l, t);
+    return t;
+}
+
+void task_list_remove(struct task_list *l, struct task *t)
+{
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    else
+        l->tail = t->prev;
+    t->next = t->prev = NULL;
+    l->n--;
+}
+
+void task_list_insert_before(struct task_list *l, struct task *at,
+                             struct task *t)
+{
+    if (at == NULL) {
+        task_list_push(l, t);
+        return;
+    }
+    t->next = at;
+    t->prev = at->prev;
+    if (at->prev != NULL)
+        at->prev->next = t;
+    else
+        l->head = t;
+    at->prev = t;
+    l->n++;
+}

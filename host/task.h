@@ -1,1 +1,89 @@
-/* task.h */
+/* task.h - a task as the host holds it, from submit to its final answer.
+ *
+ * Tasks come from a free list and keep small inputs inline, so the hot
+ * path does not call malloc per task. A task is on at most one list at a
+ * time (a pool's queue, a worker's in-flight list, or the host's list of
+ * answers to deliver), linked through next/prev.
+ */
+#ifndef TH_TASK_H
+#define TH_TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "taskhost_host.h"
+
+#define TASK_INLINE 192
+
+struct pool;
+struct worker;
+
+struct task {
+    uint64_t id;
+    struct task *next, *prev; /* queue, in-flight or answer list */
+    struct task *hnext;       /* id map chain */
+    struct task *anext;       /* host's list of answers to deliver */
+    struct pool *pool;        /* NULL when rejected before a pool */
+    struct worker *worker;    /* while sent to a worker */
+    th_done_fn done;
+    void *arg;
+    uint16_t index;   /* task index in the plugin's table */
+    int8_t priority;
+    uint8_t state;    /* th_state */
+    uint8_t answered; /* final answer given (or queued for delivery); a
+                       * task is freed once answered and off its worker */
+    uint8_t mapped;   /* in the id map */
+    int code;         /* for a deferred answer */
+    char *message;    /* for a deferred answer, malloc'd */
+    double submitted, started;
+    double task_timeout, queue_timeout; /* effective, 0: none */
+    struct loop_timer qtimer;           /* queue_timeout */
+    char *input;
+    size_t len;
+    char inline_input[TASK_INLINE];
+};
+
+/* The table of pending tasks by id, and the free list. */
+struct task_table {
+    struct task **buckets;
+    size_t nbuckets, count;
+    struct task *free;
+    size_t nfree;
+};
+
+/* Takes a task from the free list (or allocates one), copies `len` input
+ * bytes in and gives it a fresh state. Returns NULL when out of memory. */
+struct task *task_new(struct task_table *tt, const void *input, size_t len);
+
+/* Returns a task to the free list, freeing an out-of-line input and
+ * message. It must not be mapped or linked. */
+void task_free(struct task_table *tt, struct task *t);
+
+/* Adds t to the id map. Returns 0 or TH_ENOMEM. */
+int task_map_add(struct task_table *tt, struct task *t);
+
+/* Removes t from the id map (no-op if not mapped). */
+void task_map_del(struct task_table *tt, struct task *t);
+
+/* Finds a mapped task by id, or NULL. */
+struct task *task_map_find(const struct task_table *tt, uint64_t id);
+
+/* Frees the free list and the map's memory (tasks must be gone). */
+void task_table_free(struct task_table *tt);
+
+/* A doubly linked list of tasks. */
+struct task_list {
+    struct task *head, *tail;
+    size_t n;
+};
+
+void task_list_push(struct task_list *l, struct task *t);
+void task_list_push_front(struct task_list *l, struct task *t);
+struct task *task_list_pop(struct task_list *l);
+void task_list_remove(struct task_list *l, struct task *t);
+/* Inserts t before `at` (at NULL: at the tail). */
+void task_list_insert_before(struct task_list *l, struct task *at,
+                             struct task *t);
+
+#endif /* TH_TASK_H */

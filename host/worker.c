@@ -1,1 +1,361 @@
-/* worker.c */
+/* worker.c - forking workers, talking to them, noticing them die.
+ *
+ * Policy lives in pool.c; this file moves frames and tracks the process.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "frame.h"
+#include "host.h"
+#include "log.h"
+#include "plugin.h"
+#include "pool.h"
+#include "worker.h"
+
+#define container_of(p, type, member) \
+    ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Seconds a worker's init() may take before the worker is killed, when
+ * the pool sets no task_timeout. */
+#define INIT_TIMEOUT_DEFAULT 60.0
+
+static void on_sock(struct loop_io *io, uint32_t events);
+static void on_pidfd(struct loop_io *io, uint32_t events);
+static void on_kill_timer(struct loop_timer *t);
+
+static struct loop *loop_of(const struct worker *w)
+{
+    return w->pool->host->loop;
+}
+
+static void fill_params(struct child_params *cp, struct pool *p, int fd)
+{
+    memset(cp, 0, sizeof *cp);
+    cp->fd = fd;
+    cp->plugin = p->plugin;
+    cp->settings = p->cfg.settings;
+    cp->pool = p->cfg.name;
+    cp->measure_rss = p->cfg.memory_soft_limit > 0 ||
+                      p->cfg.memory_hard_limit > 0 || p->cfg.memory_budget > 0;
+    cp->address_space_limit = p->cfg.address_space_limit;
+    cp->rlimit_nofile = p->cfg.rlimit_nofile;
+    cp->rlimit_core = p->cfg.rlimit_core;
+    cp->uid = p->uid;
+    cp->gid = p->gid;
+}
+
+static int watch(struct worker *w, int sock, int pidfd)
+{
+    w->sock.fd = sock;
+    w->sock.cb = on_sock;
+    w->pidfd.fd = pidfd;
+    w->pidfd.cb = on_pidfd;
+    if (loop_add(loop_of(w), &w->sock, EPOLLIN) < 0)
+        return -1;
+    return loop_add(loop_of(w), &w->pidfd, EPOLLIN);
+}
+
+struct worker *worker_spawn(struct pool *p)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    int sv[2];
+    if (w == NULL)
+        return NULL;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
+        log_error("pool %s: socketpair: %s", p->cfg.name, strerror(errno));
+        free(w);
+        return NULL;
+    }
+    struct child_params cp;
+    fill_params(&cp, p, sv[1]);
+    pid_t pid = fork();
+    if (pid == -1) {
+        log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        free(w);
+        return NULL;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        child_main(&cp);
+    }
+    close(sv[1]);
+    w->pool = p;
+    w->pid = pid;
+    w->state = W_STARTING;
+    w->started = loop_now(p->host->loop);
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    if (pidfd == -1 || watch(w, sv[0], pidfd) < 0) {
+        /* Without a pidfd we could not reap it: take it down now. */
+        log_error("pool %s: cannot watch worker %d: %s", p->cfg.name, pid,
+                  strerror(errno));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (pidfd != -1)
+            close(pidfd);
+        loop_del(loop_of(w), &w->sock);
+        close(sv[0]);
+        free(w);
+        return NULL;
+    }
+    w->kill_timer.cb = on_kill_timer;
+    double init_limit = p->cfg.task_timeout > 0 ? p->cfg.task_timeout
+                                                : INIT_TIMEOUT_DEFAULT;
+    loop_timer_start(loop_of(w), &w->kill_timer, init_limit);
+    log_info("pool %s: worker %d started", p->cfg.name, pid);
+    return w;
+}
+
+static void put_frame(struct worker *w, uint16_t type, uint64_t id,
+                      uint16_t aux, const void *data, size_t len)
+{
+    static const char zeros[8];
+    struct frame f = {.id = id, .len = (uint32_t)len, .type = type,
+                      .aux = aux};
+    buf_append(&w->out, &f, sizeof f);
+    buf_append(&w->out, data, len);
+    buf_append(&w->out, zeros, FRAME_PAD(len) - len);
+    host_mark_worker(w->pool->host, w);
+}
+
+void worker_send(struct worker *w, struct task *t)
+{
+    t->worker = w;
+    task_list_push(&w->inflight, t);
+    put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
+}
+
+void worker_flush(struct worker *w)
+{
+    if (w->reaped || w->killed) {
+        buf_free(&w->out);
+        return;
+    }
+    int r = buf_flush(&w->out, w->sock.fd);
+    if (r == -1) {
+        /* The worker is going away; its pidfd will say how. */
+        buf_free(&w->out);
+        r = 0;
+    }
+    loop_mod(loop_of(w), &w->sock, r == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+void worker_stop(struct worker *w, int reason)
+{
+    if (w->state == W_STOPPING)
+        return;
+    pool_worker_set_state(w, W_STOPPING);
+    w->reason = reason;
+    put_frame(w, FRAME_STOP, 0, 0, NULL, 0);
+    /* fini() gets a bounded time; a busy worker first finishes its task,
+     * which its own run timer bounds. */
+    if (w->inflight.n == 0 || w->pool->cfg.task_timeout > 0) {
+        double grace = w->pool->cfg.kill_grace > 2.0 ? w->pool->cfg.kill_grace
+                                                    : 2.0;
+        double busy = w->inflight.n ? w->pool->cfg.task_timeout : 0;
+        loop_timer_start(loop_of(w), &w->kill_timer, busy + grace + 3.0);
+    }
+}
+
+void worker_kill(struct worker *w, int reason, int sig)
+{
+    if (w->state != W_STOPPING)
+        pool_worker_set_state(w, W_STOPPING);
+    if (!w->killed)
+        w->reason = reason;
+    w->killed = 1;
+    buf_free(&w->out);
+    loop_timer_stop(loop_of(w), &w->run_timer);
+    if (w->reaped)
+        return;
+    kill(w->pid, sig);
+    if (sig != SIGKILL)
+        loop_timer_start(loop_of(w), &w->kill_timer, w->pool->cfg.kill_grace);
+    else
+        loop_timer_stop(loop_of(w), &w->kill_timer);
+}
+
+static void on_kill_timer(struct loop_timer *t)
+{
+    struct worker *w = container_of(t, struct worker, kill_timer);
+    if (w->reaped)
+        return;
+    if (w->state == W_STARTING) {
+        log_warn("pool %s: worker %d did not finish init in time", w->pool->cfg.name,
+                 w->pid);
+        worker_kill(w, RETIRE_INIT, SIGKILL);
+        return;
+    }
+    log_warn("pool %s: worker %d did not exit in time, killing it",
+             w->pool->cfg.name, w->pid);
+    worker_kill(w, w->reason, SIGKILL);
+}
+
+uint32_t worker_read_rss(const struct worker *w)
+{
+    char path[64], text[128];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)w->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    unsigned long size, resident;
+    if (sscanf(text, "%lu %lu", &size, &resident) != 2)
+        return 0;
+    return (uint32_t)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* ---- reading frames ---- */
+
+/* Handles one frame. Returns 0, or -1 when the worker broke the protocol
+ * (it is then killed). */
+static int handle_frame(struct worker *w, const struct frame *f,
+                        const char *payload)
+{
+    switch (f->type) {
+    case FRAME_READY:
+        if (w->state == W_STOPPING)
+            return 0; /* stopped while starting: the STOP frame follows */
+        if (w->state != W_STARTING)
+            return -1;
+        loop_timer_stop(loop_of(w), &w->kill_timer);
+        pool_worker_ready(w, f->rss_kib);
+        return 0;
+    case FRAME_INIT_FAILED:
+        pool_worker_init_failed(w, payload, f->len);
+        return 0;
+    case FRAME_RESULT:
+        pool_worker_result(w, f, payload);
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Parses every complete frame in w->in. Returns the bytes the next frame
+ * still needs (at least 1 when a frame is partial), 0 when none, or -1 on
+ * a protocol error. */
+static long parse_frames(struct worker *w)
+{
+    while (buf_avail(&w->in) >= sizeof(struct frame)) {
+        struct frame f;
+        memcpy(&f, buf_head(&w->in), sizeof f);
+        if (f.len > FRAME_MAX_PAYLOAD)
+            return -1;
+        size_t total = sizeof f + FRAME_PAD(f.len);
+        if (buf_avail(&w->in) < total)
+            return (long)(total - buf_avail(&w->in));
+        if (!w->killed && handle_frame(w, &f, buf_head(&w->in) + sizeof f) < 0)
+            return -1;
+        buf_consume(&w->in, total);
+    }
+    return 0;
+}
+
+/* Reads what the worker sent, handling frames as they complete. Returns
+ * 1 at EOF or error (stop watching the socket), else 0. */
+static int read_worker(struct worker *w, int rounds)
+{
+    for (int i = 0; i < rounds; i++) {
+        long need = parse_frames(w);
+        if (need < 0) {
+            log_error("pool %s: worker %d sent a malformed frame; killing it",
+                      w->pool->cfg.name, w->pid);
+            worker_kill(w, RETIRE_CRASH, SIGKILL);
+            return 1;
+        }
+        size_t room = need > 65536 ? (size_t)need : 65536;
+        ssize_t n = buf_read(&w->in, w->sock.fd, room);
+        if (n == 0)
+            return 1;
+        if (n == -1)
+            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : 1;
+    }
+    return 0;
+}
+
+static void close_sock(struct worker *w)
+{
+    if (w->sock.fd < 0)
+        return;
+    loop_del(loop_of(w), &w->sock);
+    close(w->sock.fd);
+    w->sock.fd = -1;
+}
+
+static void on_sock(struct loop_io *io, uint32_t events)
+{
+    struct worker *w = container_of(io, struct worker, sock);
+    if ((events & EPOLLOUT) && !w->reaped)
+        worker_flush(w);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (read_worker(w, 4))
+            loop_mod(loop_of(w), &w->sock, 0); /* EOF: the pidfd says how */
+        parse_frames(w);
+    }
+}
+
+/* Describes how the worker ended into buf; returns non-zero when that
+ * counts as a crash (anything but a clean exit after we asked it to). */
+static int describe_exit(const struct worker *w, int status, char *buf,
+                         size_t len)
+{
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        snprintf(buf, len, "killed by signal %d (SIG%s)", sig,
+                 sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+        return 1;
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    snprintf(buf, len, "exited with status %d", code);
+    return code != 0 || w->state != W_STOPPING || w->inflight.n > 0;
+}
+
+static void on_pidfd(struct loop_io *io, uint32_t events)
+{
+    struct worker *w = container_of(io, struct worker, pidfd);
+    int status = 0;
+    pid_t r;
+    do {
+        r = waitpid(w->pid, &status, WNOHANG);
+    } while (r == -1 && errno == EINTR);
+    if (r == 0)
+        return; /* not yet: spurious */
+    /* Results it wrote before dying still count. */
+    if (w->sock.fd >= 0)
+        read_worker(w, 1 << 20);
+    loop_del(loop_of(w), &w->pidfd);
+    close(w->pidfd.fd);
+    w->pidfd.fd = -1;
+    close_sock(w);
+    w->reaped = 1;
+    loop_timer_stop(loop_of(w), &w->kill_timer);
+    loop_timer_stop(loop_of(w), &w->run_timer);
+    loop_timer_stop(loop_of(w), &w->idle_timer);
+    char how[96];
+    int crashed = describe_exit(w, status, how, sizeof how);
+    pool_worker_exited(w, how, crashed);
+}
+
+void worker_free(struct worker *w)
+{
+    buf_free(&w->in);
+    buf_free(&w->out);
+    free(w);
+}

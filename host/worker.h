@@ -1,1 +1,77 @@
-/* worker.h */
+/* worker.h - a worker process as the host sees it.
+ *
+ * The host forks a worker per slot of a pool and talks to it over a
+ * socketpair (frame.h); a pidfd tells when it is gone. The worker state
+ * machine:
+ *
+ *   STARTING --READY--> IDLE <--last result-- BUSY <--task sent-- IDLE
+ *   any --stop/kill--> STOPPING --pidfd--> reaped (freed after the loop
+ *   iteration, since other events of the same iteration may name it)
+ *
+ * A STOPPING worker is never given a task, and counts for nothing in the
+ * pool's capacity; a killed one's results are ignored (its in-flight tasks
+ * were answered or requeued when it was killed).
+ */
+#ifndef TH_WORKER_H
+#define TH_WORKER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buf.h"
+#include "loop.h"
+#include "task.h"
+
+struct pool;
+
+enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_STOPPING };
+
+struct worker {
+    struct pool *pool;
+    pid_t pid;
+    struct loop_io sock;
+    struct loop_io pidfd;
+    int state;             /* enum worker_state */
+    int reason;            /* enum retire_reason, once stopping */
+    int killed;            /* signalled by the host */
+    int reaped;
+    int dirty;             /* on the host's flush list */
+    struct task_list inflight; /* sent, in order; the head is running */
+    struct buf in, out;
+    struct worker *next, *prev;   /* pool's worker list */
+    struct worker *inext, *iprev; /* pool's idle stack */
+    struct worker *dnext;         /* host's flush or graveyard list */
+    double started, idle_since, head_since;
+    uint64_t tasks_done;
+    uint64_t max_tasks;    /* recycle after this many, with jitter; 0 never */
+    uint32_t rss_kib;
+    struct loop_timer idle_timer;  /* idle_timeout */
+    struct loop_timer run_timer;   /* task_timeout of the head task */
+    struct loop_timer kill_timer;  /* SIGKILL after the grace; init timeout */
+};
+
+/* Forks a worker for `pool`. Returns it in STARTING state, or NULL after
+ * logging why. */
+struct worker *worker_spawn(struct pool *pool);
+
+/* Queues task t to the worker (appended to its in-flight list); the bytes
+ * go out when the host flushes. */
+void worker_send(struct worker *w, struct task *t);
+
+/* Writes what is queued for the worker. */
+void worker_flush(struct worker *w);
+
+/* Asks the worker to finish what it holds, run fini() and exit. */
+void worker_stop(struct worker *w, int reason);
+
+/* Signals the worker with `sig` (SIGTERM then SIGKILL after kill_grace,
+ * or SIGKILL at once). Its results stop counting. */
+void worker_kill(struct worker *w, int reason, int sig);
+
+/* Releases a reaped worker's memory; it must be unlinked from its pool. */
+void worker_free(struct worker *w);
+
+/* Reads the worker's RSS from /proc (0 if gone). */
+uint32_t worker_read_rss(const struct worker *w);
+
+#endif /* TH_WORKER_H */
