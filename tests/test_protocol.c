@@ -1,0 +1,307 @@
+/* test_protocol.c - the wire format: round trips, limits, hostile bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "protocol.h"
+
+static struct proto_submit sample_submit(void)
+{
+    struct proto_submit s = {.pool = "default", .pool_len = 7,
+                             .task = "sha256", .task_len = 6,
+                             .input = "abc", .input_len = 3,
+                             .task_timeout_ms = 1500, .queue_timeout_ms = 7,
+                             .priority = -5};
+    return s;
+}
+
+static long decode_all(const struct proto_buf *b, struct proto_frame *f)
+{
+    size_t need = 0;
+
+    return proto_decode(b->data, b->len, PROTO_DEFAULT_MAX, f, &need);
+}
+
+static void submit_round_trips(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit in = sample_submit(), out;
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_submit(&b, 42, PROTO_F_ACK, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    assert_int_equal(f.type, PROTO_SUBMIT);
+    assert_int_equal(f.tag, 42);
+    assert_int_equal(f.flags, PROTO_F_ACK);
+    assert_int_equal(proto_parse_submit(&f, &out), 0);
+    assert_string_equal(out.pool, "default");
+    assert_string_equal(out.task, "sha256");
+    assert_int_equal(out.input_len, 3);
+    assert_memory_equal(out.input, "abc", 3);
+    assert_int_equal(out.task_timeout_ms, 1500);
+    assert_int_equal(out.queue_timeout_ms, 7);
+    assert_int_equal(out.priority, -5);
+    proto_buf_free(&b);
+}
+
+static void result_round_trips(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_result in = {.task_id = 1ull << 40, .state = TH_STATE_CRASHED,
+                              .code = TH_EIO, .wait_us = 12, .run_us = 34,
+                              .data = "killed by SIGSEGV", .len = 17},
+                        out;
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_result(&b, 7, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    assert_int_equal(proto_parse_result(&f, &out), 0);
+    assert_true(out.task_id == 1ull << 40);
+    assert_int_equal(out.state, TH_STATE_CRASHED);
+    assert_int_equal(out.code, TH_EIO);
+    assert_int_equal(out.wait_us, 12);
+    assert_int_equal(out.run_us, 34);
+    assert_int_equal(out.len, 17);
+    assert_memory_equal(out.data, "killed by SIGSEGV", 17);
+    proto_buf_free(&b);
+}
+
+static void control_frames_round_trip(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_frame f;
+    struct proto_control c;
+    struct proto_reply r;
+    long n;
+    size_t pos = 0, need;
+    uint64_t id;
+
+    assert_int_equal(proto_put_stats(&b, 1, TH_STATS_JSON, "hash"), 0);
+    assert_int_equal(proto_put_restart(&b, 2, PROTO_F_FORCE, NULL), 0);
+    assert_int_equal(proto_put_cancel(&b, 3, PROTO_F_TASK_ID, 99), 0);
+    assert_int_equal(proto_put_reply(&b, PROTO_REPLY, 4, TH_ENOENT, "no", 2),
+                     0);
+    assert_int_equal(proto_put_accepted(&b, 5, 77), 0);
+
+    n = proto_decode(b.data, b.len, 1024, &f, &need);
+    assert_true(n > 0);
+    assert_int_equal(proto_parse_control(&f, &c), 0);
+    assert_int_equal(c.format, TH_STATS_JSON);
+    assert_string_equal(c.pool, "hash");
+    pos += (size_t)n;
+
+    n = proto_decode(b.data + pos, b.len - pos, 1024, &f, &need);
+    assert_int_equal(proto_parse_control(&f, &c), 0);
+    assert_int_equal(f.flags, PROTO_F_FORCE);
+    assert_int_equal(c.pool_len, 0);
+    pos += (size_t)n;
+
+    n = proto_decode(b.data + pos, b.len - pos, 1024, &f, &need);
+    assert_int_equal(proto_parse_control(&f, &c), 0);
+    assert_int_equal(c.target, 99);
+    pos += (size_t)n;
+
+    n = proto_decode(b.data + pos, b.len - pos, 1024, &f, &need);
+    assert_int_equal(proto_parse_reply(&f, &r), 0);
+    assert_int_equal(r.code, TH_ENOENT);
+    assert_int_equal(r.len, 2);
+    pos += (size_t)n;
+
+    n = proto_decode(b.data + pos, b.len - pos, 1024, &f, &need);
+    assert_int_equal(proto_parse_accepted(&f, &id), 0);
+    assert_int_equal(id, 77);
+    pos += (size_t)n;
+    assert_int_equal(pos, b.len);
+    proto_buf_free(&b);
+}
+
+static void header_is_little_endian(void **state)
+{
+    struct proto_buf b = {0};
+    static const uint8_t want[16] = {4, 0, 0, 0, PROTO_VERSION, PROTO_REPLY,
+                                     0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0};
+
+    assert_int_equal(proto_put_reply(&b, PROTO_REPLY, 0x0102, 0, NULL, 0), 0);
+    assert_int_equal(b.len, 20);
+    assert_memory_equal(b.data, want, 16);
+    proto_buf_free(&b);
+}
+
+static void partial_frame_asks_for_more(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit s = sample_submit();
+    struct proto_frame f;
+    size_t need = 0;
+
+    assert_int_equal(proto_put_submit(&b, 1, 0, &s), 0);
+    assert_int_equal(proto_decode(b.data, 5, 1024, &f, &need), 0);
+    assert_int_equal(need, PROTO_HEADER_SIZE);
+    assert_int_equal(proto_decode(b.data, b.len - 1, 1024, &f, &need), 0);
+    assert_int_equal(need, b.len);
+    proto_buf_free(&b);
+}
+
+static void oversized_frame_is_refused_from_its_header(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_frame f;
+    size_t need = 0;
+
+    assert_int_equal(proto_put_reply(&b, PROTO_REPLY, 9, 0, "0123456789", 10),
+                     0);
+    /* only the header is there: the length alone decides */
+    assert_int_equal(proto_decode(b.data, PROTO_HEADER_SIZE, 13, &f, &need),
+                     TH_ETOOBIG);
+    assert_int_equal(f.tag, 9);
+    proto_buf_free(&b);
+}
+
+static void other_version_is_refused(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_frame f;
+    size_t need;
+
+    assert_int_equal(proto_put_empty(&b, PROTO_PING, 1, 0), 0);
+    b.data[4] = 2;
+    assert_int_equal(proto_decode(b.data, b.len, 1024, &f, &need),
+                     TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void submit_without_nul_is_malformed(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit s = sample_submit();
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_submit(&b, 1, 0, &s), 0);
+    b.data[PROTO_HEADER_SIZE + 12 + 7] = 'x'; /* the pool's NUL */
+    assert_true(decode_all(&b, &f) > 0);
+    assert_int_equal(proto_parse_submit(&f, &s), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void submit_names_past_the_body_are_malformed(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit s = sample_submit();
+    struct proto_frame f;
+
+    s.input_len = 0;
+    assert_int_equal(proto_put_submit(&b, 1, 0, &s), 0);
+    b.data[PROTO_HEADER_SIZE + 10] = 200; /* task_len beyond the body */
+    assert_true(decode_all(&b, &f) > 0);
+    assert_int_equal(proto_parse_submit(&f, &s), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void result_with_transient_state_is_malformed(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_result r = {.state = TH_STATE_OK};
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_result(&b, 1, &r), 0);
+    b.data[PROTO_HEADER_SIZE + 8] = TH_RUNNING;
+    assert_true(decode_all(&b, &f) > 0);
+    assert_int_equal(proto_parse_result(&f, &r), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void long_names_are_refused_by_the_encoder(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit s = sample_submit();
+    char name[300];
+
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    s.pool = name;
+    s.pool_len = strlen(name);
+    assert_int_equal(proto_put_submit(&b, 1, 0, &s), TH_EINVAL);
+    assert_int_equal(proto_put_stats(&b, 1, 0, name), TH_EINVAL);
+    assert_int_equal(b.len, 0);
+    proto_buf_free(&b);
+}
+
+/* Every parser on every frame decoded out of random bytes: none may read
+ * outside the buffer (ASan watches) or crash. */
+static void random_bytes_never_crash_the_decoder(void **state)
+{
+    struct proto_frame f;
+    struct proto_submit s;
+    struct proto_result r;
+    struct proto_control c;
+    struct proto_reply rep;
+    uint64_t id;
+    size_t need;
+    int decoded = 0;
+
+    srand(12345);
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (size_t)(rand() % 64);
+        uint8_t *buf = malloc(len ? len : 1);
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)rand();
+        if (len >= PROTO_HEADER_SIZE) {
+            buf[4] = PROTO_VERSION; /* get past the header often */
+            buf[0] = (uint8_t)(len - PROTO_HEADER_SIZE - (rand() % 3 == 0));
+            buf[1] = buf[2] = buf[3] = 0;
+        }
+        if (proto_decode(buf, len, 1 << 20, &f, &need) > 0) {
+            decoded++;
+            if (proto_parse_submit(&f, &s) == 0) {
+                assert_ptr_equal((const uint8_t *)s.input + s.input_len,
+                                 f.body + f.len);
+                assert_int_equal(strlen(s.pool), s.pool_len);
+            }
+            proto_parse_result(&f, &r);
+            proto_parse_control(&f, &c);
+            proto_parse_reply(&f, &rep);
+            proto_parse_accepted(&f, &id);
+        }
+        free(buf);
+    }
+    assert_true(decoded > 1000); /* the bytes did reach the parsers */
+}
+
+static void consume_keeps_the_rest(void **state)
+{
+    struct proto_buf b = {0};
+
+    memcpy(proto_buf_reserve(&b, 6), "abcdef", 6);
+    b.len = 6;
+    proto_buf_consume(&b, 2);
+    assert_int_equal(b.len, 4);
+    assert_memory_equal(b.data, "cdef", 4);
+    proto_buf_consume(&b, 10);
+    assert_int_equal(b.len, 0);
+    proto_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(submit_round_trips),
+        cmocka_unit_test(result_round_trips),
+        cmocka_unit_test(control_frames_round_trip),
+        cmocka_unit_test(header_is_little_endian),
+        cmocka_unit_test(partial_frame_asks_for_more),
+        cmocka_unit_test(oversized_frame_is_refused_from_its_header),
+        cmocka_unit_test(other_version_is_refused),
+        cmocka_unit_test(submit_without_nul_is_malformed),
+        cmocka_unit_test(submit_names_past_the_body_are_malformed),
+        cmocka_unit_test(result_with_transient_state_is_malformed),
+        cmocka_unit_test(long_names_are_refused_by_the_encoder),
+        cmocka_unit_test(random_bytes_never_crash_the_decoder),
+        cmocka_unit_test(consume_keeps_the_rest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
