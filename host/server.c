@@ -1,0 +1,1005 @@
+/* server.c - the listening socket and the client connections of taskhostd.
+ *
+ * Hot path: a readable connection is read in one large chunk, every whole
+ * frame in it is decoded in place and submitted to the engine; answers are
+ * encoded into the connection's output buffer as the engine calls back, and
+ * server_flush() sends each buffer once per loop iteration. Nothing on that
+ * path allocates per task: buffers grow and are reused, and the per-task
+ * records (struct slot) come from slabs with a free list.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "protocol.h"
+#include "taskhost_version.h"
+
+#define READ_CHUNK (256u << 10)   /* bytes asked of each read() */
+#define OUT_HIGH (8u << 20)       /* stop reading a client above this */
+#define OUT_LOW (1u << 20)        /* and resume below this */
+#define BUF_KEEP (1u << 20)       /* idle buffers above this are freed */
+#define SLAB_SLOTS 1024
+#define ACCEPT_BURST 64
+
+struct conn;
+
+/* One task in flight for a connection; conn is NULL once it left. */
+struct slot {
+    struct server *srv;
+    struct conn *conn;
+    uint64_t tag;
+    uint64_t id;
+    struct slot *prev, *next;
+};
+
+struct slab {
+    struct slab *next;
+    struct slot slots[SLAB_SLOTS];
+};
+
+struct conn {
+    struct watch w;
+    struct server *srv;
+    int fd;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    int admin;
+    int closing;     /* an error frame was queued: flush, then close */
+    int dirty;       /* on the server's dirty list */
+    uint32_t events; /* the epoll mask registered now */
+    struct proto_buf in, out;
+    struct slot tasks; /* list head of the tasks in flight */
+    size_t ntasks;
+    struct conn *prev, *next;  /* all connections */
+    struct conn *next_dirty;
+};
+
+struct server {
+    struct watch w;
+    th_host *host;
+    struct server_ops ops;
+    int epfd;
+    int fd;
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    int stopping;
+    uint64_t max_payload;
+    struct id_list submit_uids, submit_gids, admin_uids, admin_gids;
+    struct conn *conns;
+    struct conn *dirty;
+    struct slab *slabs;
+    struct slot *free_slots;
+    struct server_counts counts;
+};
+
+static void conn_close(struct conn *c);
+static int conn_flush(struct conn *c);
+
+/* ---- per-task slots ---- */
+
+static struct slot *slot_get(struct server *s)
+{
+    struct slot *sl = s->free_slots;
+
+    if (sl == NULL) {
+        struct slab *sb = malloc(sizeof *sb);
+        if (sb == NULL)
+            return NULL;
+        sb->next = s->slabs;
+        s->slabs = sb;
+        for (size_t i = 0; i < SLAB_SLOTS; i++) {
+            sb->slots[i].next = s->free_slots;
+            s->free_slots = &sb->slots[i];
+        }
+        sl = s->free_slots;
+    }
+    s->free_slots = sl->next;
+    sl->srv = s;
+    return sl;
+}
+
+static void slot_put(struct server *s, struct slot *sl)
+{
+    sl->conn = NULL;
+    sl->next = s->free_slots;
+    s->free_slots = sl;
+}
+
+static void slot_link(struct conn *c, struct slot *sl)
+{
+    sl->conn = c;
+    sl->next = c->tasks.next;
+    sl->prev = &c->tasks;
+    c->tasks.next->prev = sl;
+    c->tasks.next = sl;
+    c->ntasks++;
+}
+
+static void slot_unlink(struct slot *sl)
+{
+    sl->prev->next = sl->next;
+    sl->next->prev = sl->prev;
+    sl->conn->ntasks--;
+}
+
+/* ---- permissions ---- */
+
+static int id_in(const struct id_list *l, unsigned id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->ids[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Whether the peer is in the uid/gid lists; empty lists mean the daemon's
+ * own uid and root. */
+static int peer_allowed(const struct id_list *uids, const struct id_list *gids,
+                        uid_t uid, gid_t gid)
+{
+    if (uids->n == 0 && gids->n == 0)
+        return uid == 0 || uid == geteuid();
+    return id_in(uids, uid) || id_in(gids, gid);
+}
+
+static int id_list_copy(struct id_list *dst, const struct id_list *src)
+{
+    unsigned *ids = NULL;
+
+    if (src->n) {
+        ids = malloc(src->n * sizeof *ids);
+        if (ids == NULL)
+            return TH_ENOMEM;
+        memcpy(ids, src->ids, src->n * sizeof *ids);
+    }
+    free(dst->ids);
+    dst->ids = ids;
+    dst->n = src->n;
+    return 0;
+}
+
+int server_configure(struct server *s, const struct host_cfg *cfg)
+{
+    struct id_list l[4] = {{0}};
+    const struct id_list *src[4] = {&cfg->submit_uids, &cfg->submit_gids,
+                                    &cfg->admin_uids, &cfg->admin_gids};
+    struct id_list *dst[4] = {&s->submit_uids, &s->submit_gids,
+                              &s->admin_uids, &s->admin_gids};
+
+    for (int i = 0; i < 4; i++) {
+        if (id_list_copy(&l[i], src[i]) < 0) {
+            while (i-- > 0)
+                free(l[i].ids);
+            return TH_ENOMEM;
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        free(dst[i]->ids);
+        *dst[i] = l[i];
+    }
+    s->max_payload = cfg->max_payload ? cfg->max_payload : PROTO_DEFAULT_MAX;
+    if (s->max_payload > UINT32_MAX)
+        s->max_payload = UINT32_MAX;
+    return 0;
+}
+
+/* ---- output ---- */
+
+static void conn_events(struct conn *c, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = &c->w};
+
+    if (events == c->events)
+        return;
+    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) == -1) {
+        log_warn("epoll_ctl(client pid %d): %s", (int)c->pid,
+                 strerror(errno));
+        return;
+    }
+    c->events = events;
+}
+
+static void conn_mark(struct conn *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    c->next_dirty = c->srv->dirty;
+    c->srv->dirty = c;
+}
+
+/* Queues an ERROR frame, logs why and closes the connection once the
+ * frame is sent. Reading stops at once. */
+static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
+static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
+                      ...)
+{
+    char msg[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
+    log_warn("client pid %d uid %u: %s; closing the connection", (int)c->pid,
+             (unsigned)c->uid, msg);
+    c->srv->counts.faults++;
+    proto_put_reply(&c->out, PROTO_ERROR, tag, code, msg, (size_t)n);
+    c->closing = 1;
+    conn_events(c, EPOLLOUT);
+    conn_mark(c);
+}
+
+static void reply(struct conn *c, uint64_t tag, int code, const char *text)
+{
+    size_t n = text ? strlen(text) : 0;
+
+    if (proto_put_reply(&c->out, PROTO_REPLY, tag, code, text, n) < 0)
+        log_error("out of memory answering client pid %d", (int)c->pid);
+    conn_mark(c);
+}
+
+/* Answers a task the engine never took. */
+static void answer_local(struct conn *c, uint64_t tag, th_state state,
+                         int code, const char *text)
+{
+    struct proto_result r = {.state = state, .code = code, .data = text,
+                             .len = strlen(text)};
+
+    if (proto_put_result(&c->out, tag, &r) < 0)
+        log_error("out of memory answering client pid %d", (int)c->pid);
+    conn_mark(c);
+}
+
+static uint64_t to_us(double seconds)
+{
+    return seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0;
+}
+
+/* The engine's callback: the final answer of one task. */
+static void on_done(const th_result *res, void *arg)
+{
+    struct slot *sl = arg;
+    struct conn *c = sl->conn;
+    struct server *s = sl->srv;
+    struct proto_result r;
+
+    if (c == NULL) { /* its client left */
+        if (res->state != TH_STATE_CANCELLED)
+            s->counts.discarded++;
+        slot_put(s, sl);
+        return;
+    }
+    slot_unlink(sl);
+    r.task_id = res->id;
+    r.state = res->state;
+    r.code = res->code;
+    r.wait_us = to_us(res->wait_time);
+    r.run_us = to_us(res->run_time);
+    r.data = res->data;
+    r.len = res->len;
+    if (proto_put_result(&c->out, sl->tag, &r) < 0)
+        log_error("out of memory answering client pid %d", (int)c->pid);
+    conn_mark(c);
+    slot_put(s, sl);
+}
+
+/* ---- requests ---- */
+
+static void do_submit(struct conn *c, const struct proto_frame *f)
+{
+    struct server *s = c->srv;
+    struct proto_submit sub;
+    th_submit_opts opts = {0};
+    struct slot *sl;
+    int rc;
+
+    if (proto_parse_submit(f, &sub) < 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed submit frame");
+        return;
+    }
+    if (s->stopping) {
+        answer_local(c, f->tag, TH_STATE_REJECTED, TH_ECLOSED,
+                     "shutting down");
+        return;
+    }
+    sl = slot_get(s);
+    if (sl == NULL) {
+        answer_local(c, f->tag, TH_STATE_REJECTED, TH_ENOMEM,
+                     "out of memory");
+        return;
+    }
+    opts.task_timeout = sub.task_timeout_ms / 1000.0;
+    opts.queue_timeout = sub.queue_timeout_ms / 1000.0;
+    opts.priority = sub.priority;
+    sl->tag = f->tag;
+    rc = th_host_submit(s->host, sub.pool, sub.task, sub.input, sub.input_len,
+                        &opts, on_done, sl, &sl->id);
+    if (rc < 0) {
+        slot_put(s, sl);
+        answer_local(c, f->tag, TH_STATE_REJECTED, rc,
+                     rc == TH_ECLOSED ? "shutting down" : th_strerror(rc));
+        return;
+    }
+    slot_link(c, sl);
+    s->counts.submitted++;
+    if (f->flags & PROTO_F_ACK) {
+        proto_put_accepted(&c->out, f->tag, sl->id);
+        conn_mark(c);
+    }
+}
+
+/* Finds the slot of task `id` among every connection's tasks. */
+static struct slot *slot_find(struct server *s, uint64_t id)
+{
+    for (struct conn *c = s->conns; c; c = c->next)
+        for (struct slot *sl = c->tasks.next; sl != &c->tasks; sl = sl->next)
+            if (sl->id == id)
+                return sl;
+    return NULL;
+}
+
+static void do_cancel(struct conn *c, const struct proto_frame *f)
+{
+    struct proto_control ctl;
+    struct slot *sl = NULL;
+
+    if (proto_parse_control(f, &ctl) < 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed cancel frame");
+        return;
+    }
+    if (f->flags & PROTO_F_TASK_ID) {
+        sl = slot_find(c->srv, ctl.target);
+        if (sl && !c->admin && sl->conn->uid != c->uid) {
+            reply(c, f->tag, TH_EPERM, "task belongs to another user");
+            return;
+        }
+    } else {
+        for (sl = c->tasks.next; sl != &c->tasks; sl = sl->next)
+            if (sl->tag == ctl.target)
+                break;
+        if (sl == &c->tasks)
+            sl = NULL;
+    }
+    if (sl == NULL || th_host_cancel(c->srv->host, sl->id) < 0) {
+        reply(c, f->tag, TH_ENOENT, "no such task pending");
+        return;
+    }
+    reply(c, f->tag, 0, NULL);
+}
+
+static void do_stats(struct conn *c, const struct proto_frame *f)
+{
+    struct proto_control ctl;
+    char *text = NULL;
+    int rc;
+
+    if (proto_parse_control(f, &ctl) < 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed stats frame");
+        return;
+    }
+    rc = th_host_stats(c->srv->host, ctl.pool_len ? ctl.pool : NULL,
+                       ctl.format, &text);
+    if (rc < 0) {
+        reply(c, f->tag, rc,
+              rc == TH_ENOENT ? "no such pool" : th_strerror(rc));
+        return;
+    }
+    reply(c, f->tag, 0, text);
+    free(text);
+}
+
+static int need_admin(struct conn *c, const struct proto_frame *f)
+{
+    if (c->admin)
+        return 1;
+    log_warn("client pid %d uid %u: %s refused: not an admin", (int)c->pid,
+             (unsigned)c->uid, proto_type_name(f->type));
+    reply(c, f->tag, TH_EPERM, "permission denied: not an admin");
+    return 0;
+}
+
+static void do_restart(struct conn *c, const struct proto_frame *f)
+{
+    struct proto_control ctl;
+    int rc;
+
+    if (proto_parse_control(f, &ctl) < 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed restart frame");
+        return;
+    }
+    if (!need_admin(c, f))
+        return;
+    rc = th_host_restart(c->srv->host, ctl.pool_len ? ctl.pool : NULL,
+                         (f->flags & PROTO_F_FORCE) != 0);
+    if (rc == 0)
+        log_info("restart of %s requested by uid %u%s",
+                 ctl.pool_len ? ctl.pool : "every pool", (unsigned)c->uid,
+                 (f->flags & PROTO_F_FORCE) ? " (forced)" : "");
+    reply(c, f->tag, rc,
+          rc == 0 ? NULL : rc == TH_ENOENT ? "no such pool" : th_strerror(rc));
+}
+
+static void do_reload(struct conn *c, const struct proto_frame *f)
+{
+    char err[512] = "";
+    int rc;
+
+    if (f->len != 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed reload frame");
+        return;
+    }
+    if (!need_admin(c, f))
+        return;
+    rc = c->srv->ops.reload(c->srv->ops.arg, err, sizeof err);
+    reply(c, f->tag, rc, rc == 0 ? NULL : err[0] ? err : th_strerror(rc));
+}
+
+static void do_shutdown(struct conn *c, const struct proto_frame *f)
+{
+    if (f->len != 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed shutdown frame");
+        return;
+    }
+    if (!need_admin(c, f))
+        return;
+    log_info("shutdown requested by uid %u pid %d", (unsigned)c->uid,
+             (int)c->pid);
+    reply(c, f->tag, 0, NULL);
+    c->srv->ops.shutdown(c->srv->ops.arg, (f->flags & PROTO_F_FORCE)
+                                              ? TH_CLOSE_FORCE
+                                              : TH_CLOSE_GRACEFUL);
+}
+
+/* The flag bits each request type may carry. */
+static int flags_ok(const struct proto_frame *f)
+{
+    switch (f->type) {
+    case PROTO_SUBMIT: return (f->flags & ~PROTO_F_ACK) == 0;
+    case PROTO_CANCEL: return (f->flags & ~PROTO_F_TASK_ID) == 0;
+    case PROTO_RESTART:
+    case PROTO_SHUTDOWN: return (f->flags & ~PROTO_F_FORCE) == 0;
+    default: return f->flags == 0;
+    }
+}
+
+static void conn_frame(struct conn *c, const struct proto_frame *f)
+{
+    if (!flags_ok(f)) {
+        conn_fail(c, f->tag, TH_EPROTO, "unknown flags 0x%x on a %s frame",
+                  f->flags, proto_type_name(f->type));
+        return;
+    }
+    switch (f->type) {
+    case PROTO_SUBMIT: do_submit(c, f); return;
+    case PROTO_CANCEL: do_cancel(c, f); return;
+    case PROTO_STATS: do_stats(c, f); return;
+    case PROTO_RESTART: do_restart(c, f); return;
+    case PROTO_RELOAD: do_reload(c, f); return;
+    case PROTO_SHUTDOWN: do_shutdown(c, f); return;
+    case PROTO_PING:
+        if (f->len != 0) {
+            conn_fail(c, f->tag, TH_EPROTO, "malformed ping frame");
+            return;
+        }
+        reply(c, f->tag, 0, "taskhostd " TH_VERSION_STRING);
+        return;
+    default:
+        conn_fail(c, f->tag, TH_EPROTO, "unknown frame type 0x%02x",
+                  f->type);
+    }
+}
+
+/* ---- input ---- */
+
+/* Decodes and handles every whole frame in c->in. Returns -1 once the
+ * connection failed. */
+static int conn_parse(struct conn *c)
+{
+    struct server *s = c->srv;
+    struct proto_frame f;
+    size_t pos = 0, need = 0;
+    long n;
+
+    while (!c->closing) {
+        n = proto_decode(c->in.data + pos, c->in.len - pos, s->max_payload,
+                         &f, &need);
+        if (n == 0)
+            break;
+        if (n == TH_ETOOBIG) {
+            conn_fail(c, f.tag, TH_ETOOBIG,
+                      "frame of %u bytes over max_payload (%llu)", f.len,
+                      (unsigned long long)s->max_payload);
+            return -1;
+        }
+        if (n < 0) {
+            conn_fail(c, f.tag, TH_EPROTO,
+                      "unsupported protocol version %u (this daemon speaks "
+                      "%d)", f.version, PROTO_VERSION);
+            return -1;
+        }
+        conn_frame(c, &f);
+        pos += (size_t)n;
+    }
+    proto_buf_consume(&c->in, pos);
+    if (c->in.len == 0 && c->in.cap > BUF_KEEP)
+        proto_buf_free(&c->in);
+    if (!c->closing && need > c->in.len &&
+        proto_buf_reserve(&c->in, need - c->in.len) == NULL) {
+        conn_fail(c, 0, TH_ENOMEM, "out of memory for a %zu-byte frame", need);
+        return -1;
+    }
+    return c->closing ? -1 : 0;
+}
+
+static void conn_read(struct conn *c)
+{
+    uint8_t *p;
+    ssize_t n;
+    size_t room;
+
+    if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL) {
+        conn_fail(c, 0, TH_ENOMEM, "out of memory reading");
+        return;
+    }
+    p = c->in.data + c->in.len;
+    room = c->in.cap - c->in.len;
+    n = read(c->fd, p, room);
+    if (n == -1) {
+        if (errno == EAGAIN || errno == EINTR)
+            return;
+        log_debug("client pid %d: read: %s", (int)c->pid, strerror(errno));
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        conn_close(c);
+        return;
+    }
+    c->in.len += (size_t)n;
+    conn_parse(c);
+}
+
+static void conn_event(struct watch *w, uint32_t events)
+{
+    struct conn *c = (struct conn *)w;
+
+    if ((events & EPOLLOUT) && conn_flush(c) < 0)
+        return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (c->closing) {
+            if (events & (EPOLLHUP | EPOLLERR))
+                conn_close(c);
+            return;
+        }
+        conn_read(c);
+    }
+}
+
+/* The epoll mask a connection needs: no reading while closing, nor while
+ * its client lets answers pile up (resumed below OUT_LOW). */
+static uint32_t conn_want(const struct conn *c)
+{
+    uint32_t want = EPOLLIN;
+
+    if (c->closing || c->out.len >= OUT_HIGH ||
+        (!(c->events & EPOLLIN) && c->out.len > OUT_LOW))
+        want = 0;
+    return c->out.len ? want | EPOLLOUT : want;
+}
+
+/* Sends what is buffered, once; then sets the epoll mask to match.
+ * Returns -1 when the connection was closed (and freed). */
+static int conn_flush(struct conn *c)
+{
+    ssize_t n;
+
+    if (c->out.len) {
+        n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n == -1 && errno != EAGAIN && errno != EINTR) {
+            log_debug("client pid %d: send: %s", (int)c->pid,
+                      strerror(errno));
+            conn_close(c);
+            return -1;
+        }
+        if (n > 0)
+            proto_buf_consume(&c->out, (size_t)n);
+    }
+    if (c->out.len == 0 && c->out.cap > BUF_KEEP)
+        proto_buf_free(&c->out);
+    if (c->closing && c->out.len == 0) {
+        conn_close(c);
+        return -1;
+    }
+    conn_events(c, conn_want(c));
+    return 0;
+}
+
+/* Leaves the connection's tasks to the server: queued ones are cancelled,
+ * running ones finish and their answers are dropped in on_done(). */
+static void conn_orphan_tasks(struct conn *c)
+{
+    struct server *s = c->srv;
+    size_t queued = 0, running = 0;
+
+    while (c->tasks.next != &c->tasks) {
+        struct slot *sl = c->tasks.next;
+        slot_unlink(sl);
+        sl->conn = NULL;
+        if (th_host_task_state(s->host, sl->id) == TH_QUEUED &&
+            th_host_cancel(s->host, sl->id) == 0) {
+            queued++;
+            continue;
+        }
+        running++;
+    }
+    s->counts.dropped += queued;
+    if (queued || running)
+        log_info("client pid %d uid %u left with %zu tasks in flight: %zu "
+                 "queued dropped, %zu running discarded",
+                 (int)c->pid, (unsigned)c->uid, queued + running, queued,
+                 running);
+}
+
+static void conn_unlist(struct conn *c)
+{
+    struct server *s = c->srv;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (!c->dirty)
+        return;
+    for (struct conn **p = &s->dirty; *p; p = &(*p)->next_dirty) {
+        if (*p == c) {
+            *p = c->next_dirty;
+            break;
+        }
+    }
+}
+
+/* Closes the connection and frees it; its tasks are orphaned. */
+static void conn_close(struct conn *c)
+{
+    conn_orphan_tasks(c);
+    conn_unlist(c);
+    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL) == -1)
+        log_debug("epoll_ctl(DEL): %s", strerror(errno));
+    close(c->fd);
+    c->fd = -1;
+    proto_buf_free(&c->in);
+    proto_buf_free(&c->out);
+    log_debug("client pid %d uid %u disconnected", (int)c->pid,
+              (unsigned)c->uid);
+    free(c);
+}
+
+/* ---- accepting ---- */
+
+static struct conn *conn_new(struct server *s, int fd)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+
+    if (c == NULL)
+        return NULL;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
+        log_warn("SO_PEERCRED: %s", strerror(errno));
+        free(c);
+        return NULL;
+    }
+    c->w.fn = conn_event;
+    c->srv = s;
+    c->fd = fd;
+    c->uid = cred.uid;
+    c->gid = cred.gid;
+    c->pid = cred.pid;
+    c->tasks.next = c->tasks.prev = &c->tasks;
+    c->admin = peer_allowed(&s->admin_uids, &s->admin_gids, c->uid, c->gid);
+    return c;
+}
+
+static int conn_register(struct server *s, struct conn *c)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->w};
+
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) == -1) {
+        log_warn("epoll_ctl(ADD): %s", strerror(errno));
+        return -1;
+    }
+    c->events = EPOLLIN;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    return 0;
+}
+
+static void accept_one(struct server *s, int fd)
+{
+    struct conn *c = conn_new(s, fd);
+
+    if (c == NULL || conn_register(s, c) < 0) {
+        free(c);
+        close(fd);
+        return;
+    }
+    s->counts.accepted++;
+    if (c->admin ||
+        peer_allowed(&s->submit_uids, &s->submit_gids, c->uid, c->gid)) {
+        log_debug("client pid %d uid %u connected%s", (int)c->pid,
+                  (unsigned)c->uid, c->admin ? " (admin)" : "");
+        return;
+    }
+    s->counts.refused++;
+    conn_fail(c, 0, TH_EPERM, "permission denied: uid %u gid %u may not use "
+              "this daemon", (unsigned)c->uid, (unsigned)c->gid);
+}
+
+static void server_event(struct watch *w, uint32_t events)
+{
+    struct server *s = (struct server *)w;
+
+    for (int i = 0; i < ACCEPT_BURST; i++) {
+        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_warn("accept on %s: %s", s->path, strerror(errno));
+            return;
+        }
+        accept_one(s, fd);
+    }
+}
+
+/* ---- the socket ---- */
+
+static int fill_addr(struct sockaddr_un *sa, const char *path, char *err,
+                     size_t errlen)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path) {
+        snprintf(err, errlen, "%s: socket path too long (max %zu bytes)",
+                 path, sizeof sa->sun_path - 1);
+        return TH_EINVAL;
+    }
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+/* Removes a socket file that no daemon answers on; refuses a live one. */
+static int clear_stale(const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd, rc;
+
+    if (lstat(sa->sun_path, &st) == -1)
+        return errno == ENOENT ? 0 : TH_EIO;
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s: exists and is not a socket", sa->sun_path);
+        return TH_EINVAL;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return TH_EIO;
+    rc = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
+    close(fd);
+    if (rc == 0) {
+        snprintf(err, errlen, "%s: another taskhostd is listening there",
+                 sa->sun_path);
+        return TH_EBUSY;
+    }
+    if (errno != ECONNREFUSED) {
+        snprintf(err, errlen, "%s: %s", sa->sun_path, strerror(errno));
+        return TH_EIO;
+    }
+    if (unlink(sa->sun_path) == -1 && errno != ENOENT) {
+        snprintf(err, errlen, "%s: cannot remove stale socket: %s",
+                 sa->sun_path, strerror(errno));
+        return TH_EIO;
+    }
+    log_info("removed stale socket %s", sa->sun_path);
+    return 0;
+}
+
+static int socket_perms(struct server *s, const struct host_cfg *cfg,
+                        char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (chmod(s->path, cfg->socket_mode) == -1) {
+        snprintf(err, errlen, "%s: chmod: %s", s->path, strerror(errno));
+        return TH_EIO;
+    }
+    if (cfg->socket_group) {
+        struct group *g = getgrnam(cfg->socket_group);
+        if (g == NULL || chown(s->path, (uid_t)-1, g->gr_gid) == -1) {
+            snprintf(err, errlen, "%s: cannot give it to group '%s': %s",
+                     s->path, cfg->socket_group,
+                     g ? strerror(errno) : "no such group");
+            return TH_EIO;
+        }
+    }
+    if (stat(s->path, &st) == -1) {
+        snprintf(err, errlen, "%s: %s", s->path, strerror(errno));
+        return TH_EIO;
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    return 0;
+}
+
+static int socket_bind(struct server *s, const struct host_cfg *cfg,
+                       char *err, size_t errlen)
+{
+    struct sockaddr_un sa;
+    mode_t old;
+    int rc;
+
+    if ((rc = fill_addr(&sa, cfg->socket, err, errlen)) < 0 ||
+        (rc = clear_stale(&sa, err, errlen)) < 0)
+        return rc;
+    s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd == -1) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return TH_EIO;
+    }
+    old = umask(0177); /* nobody can connect before the chmod below */
+    rc = bind(s->fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc == -1) {
+        snprintf(err, errlen, "%s: bind: %s", cfg->socket, strerror(errno));
+        return TH_EIO;
+    }
+    s->path = strdup(cfg->socket);
+    if (s->path == NULL)
+        return TH_ENOMEM;
+    if ((rc = socket_perms(s, cfg, err, errlen)) < 0)
+        return rc;
+    if (listen(s->fd, SOMAXCONN) == -1) {
+        snprintf(err, errlen, "%s: listen: %s", cfg->socket, strerror(errno));
+        return TH_EIO;
+    }
+    return 0;
+}
+
+static int socket_register(struct server *s, char *err, size_t errlen)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->w};
+
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->fd, &ev) == -1) {
+        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+        return TH_EIO;
+    }
+    return 0;
+}
+
+int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
+                th_host *host, const struct server_ops *ops, char *err,
+                size_t errlen)
+{
+    struct server *s = calloc(1, sizeof *s);
+    int rc;
+
+    *out = NULL;
+    if (s == NULL)
+        return TH_ENOMEM;
+    s->w.fn = server_event;
+    s->host = host;
+    s->ops = *ops;
+    s->epfd = epfd;
+    s->fd = -1;
+    if ((rc = server_configure(s, cfg)) < 0 ||
+        (rc = socket_bind(s, cfg, err, errlen)) < 0 ||
+        (rc = socket_register(s, err, errlen)) < 0) {
+        server_close(s);
+        return rc;
+    }
+    log_info("listening on %s (mode %04o)", s->path, cfg->socket_mode);
+    *out = s;
+    return 0;
+}
+
+void server_stop_accepting(struct server *s)
+{
+    s->stopping = 1;
+}
+
+void server_flush(struct server *s)
+{
+    while (s->dirty) {
+        struct conn *c = s->dirty;
+        s->dirty = c->next_dirty;
+        c->dirty = 0;
+        conn_flush(c);
+    }
+}
+
+void server_drain(struct server *s, int ms)
+{
+    struct epoll_event ev[64];
+
+    server_flush(s);
+    for (int left = ms; left > 0; left -= 10) {
+        int busy = 0;
+        for (struct conn *c = s->conns; c; c = c->next)
+            busy |= c->out.len > 0;
+        if (!busy)
+            return;
+        /* only EPOLLOUT matters now; other events are dropped harmlessly
+         * as level-triggered ones come back */
+        int n = epoll_wait(s->epfd, ev, 64, 10);
+        for (int i = 0; i < n; i++) {
+            struct watch *w = ev[i].data.ptr;
+            if (w->fn == conn_event && (ev[i].events & EPOLLOUT))
+                conn_flush((struct conn *)w);
+        }
+    }
+}
+
+const struct server_counts *server_counts(const struct server *s)
+{
+    return &s->counts;
+}
+
+/* Removes the socket file if it is still the one this server bound. */
+static void socket_remove(struct server *s)
+{
+    struct stat st;
+
+    if (s->path == NULL || s->fd == -1)
+        return;
+    if (lstat(s->path, &st) == 0 && st.st_dev == s->dev &&
+        st.st_ino == s->ino && unlink(s->path) == -1)
+        log_warn("%s: unlink: %s", s->path, strerror(errno));
+}
+
+void server_close(struct server *s)
+{
+    if (s == NULL)
+        return;
+    while (s->conns) {
+        struct conn *c = s->conns;
+        if (c->out.len) /* last words, if the socket takes them now */
+            (void)!send(c->fd, c->out.data, c->out.len,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+        conn_close(c);
+    }
+    socket_remove(s);
+    if (s->fd != -1)
+        close(s->fd);
+    while (s->slabs) {
+        struct slab *sb = s->slabs;
+        s->slabs = sb->next;
+        free(sb);
+    }
+    free(s->submit_uids.ids);
+    free(s->submit_gids.ids);
+    free(s->admin_uids.ids);
+    free(s->admin_gids.ids);
+    free(s->path);
+    free(s);
+}

@@ -1,0 +1,499 @@
+/* taskhostd.c - the daemon: the engine, a local socket, signals, systemd.
+ *
+ * One epoll set drives everything: the signalfd of the signals we handle,
+ * the engine's own loop (th_host_fd(), stepped when readable), the
+ * listening socket and every client connection (server.c). The signals are
+ * blocked before the engine starts, so no worker is ever forked with them
+ * deliverable to a handler of ours, and nothing runs in signal context.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "host.h"
+#include "log.h"
+#include "plugin.h"
+#include "server.h"
+#include "taskhost_version.h"
+
+struct daemon {
+    char *config;   /* absolute path */
+    char *pidfile;  /* absolute path, or NULL */
+    int foreground;
+    int check_only;
+    int ready_fd;   /* pipe to the waiting parent, or -1 */
+    char *notify;   /* $NOTIFY_SOCKET, or NULL */
+    int epfd;
+    int sigfd;
+    struct watch sig_w, host_w;
+    th_host *host;
+    struct server *srv;
+    int stopping;   /* 0, or 1 + TH_CLOSE_* */
+    int pid_written;
+};
+
+static struct daemon d = {.ready_fd = -1, .epfd = -1, .sigfd = -1};
+
+static const int handled[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT,
+                              SIGQUIT};
+
+/* ---- options ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: taskhostd -c FILE [options]\n"
+            "Runs the pools of taskhost.conf FILE and serves tasks on its "
+            "socket.\n\n"
+            "  -c, --config FILE   the config file (required)\n"
+            "  -f, --foreground    do not detach; log to stderr if so "
+            "configured\n"
+            "      --check-config  validate FILE and its plugins, then exit "
+            "0 or 1\n"
+            "      --pidfile F     write the daemon's pid to F\n"
+            "      --version       print the version and exit\n"
+            "  -h, --help          print this help and exit\n\n"
+            "Signals: HUP reload, USR1 rolling restart, USR2 reopen the log,\n"
+            "TERM/INT graceful shutdown, QUIT fast shutdown.\n");
+}
+
+static char *abs_path(const char *path)
+{
+    char cwd[PATH_MAX], *out;
+
+    if (path[0] == '/')
+        return strdup(path);
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        return NULL;
+    out = malloc(strlen(cwd) + strlen(path) + 2);
+    if (out)
+        sprintf(out, "%s/%s", cwd, path);
+    return out;
+}
+
+/* Parses argv into d. Returns -1 to exit 0 (help, version), 1 to exit 1,
+ * 0 to run. */
+static int parse_args(int argc, char **argv)
+{
+    enum { OPT_CHECK = 256, OPT_PIDFILE, OPT_VERSION };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"foreground", no_argument, NULL, 'f'},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+        {"pidfile", required_argument, NULL, OPT_PIDFILE},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *config = NULL, *pidfile = NULL;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:fh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'f': d.foreground = 1; break;
+        case OPT_CHECK: d.check_only = 1; break;
+        case OPT_PIDFILE: pidfile = optarg; break;
+        case OPT_VERSION: printf("taskhostd %s\n", TH_VERSION_STRING); return -1;
+        case 'h': usage(stdout); return -1;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (config == NULL || optind != argc) {
+        fprintf(stderr, "taskhostd: %s\n", config ? "unexpected argument"
+                                                  : "-c FILE is required");
+        usage(stderr);
+        return 1;
+    }
+    d.config = abs_path(config);
+    d.pidfile = pidfile ? abs_path(pidfile) : NULL;
+    if (d.config == NULL || (pidfile && d.pidfile == NULL)) {
+        fprintf(stderr, "taskhostd: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- --check-config ---- */
+
+/* Loads the config and every plugin it names, as a start would, and
+ * reports the first fault. Returns the exit status. */
+static int check_config(void)
+{
+    struct config *cfg;
+    char err[512];
+
+    if (config_load(d.config, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        const struct plugin_cfg *pc = &cfg->plugins[i];
+        struct plugin *p;
+        if (plugin_load(pc->name, pc->path, cfg->host.strict_permissions, &p,
+                        err, sizeof err) < 0) {
+            fprintf(stderr, "%s:%d: plugins[%zu].path: %s\n", cfg->path,
+                    pc->line, i, err);
+            config_free(cfg);
+            return 1;
+        }
+        plugin_unref(p);
+    }
+    printf("%s: ok (%zu plugins, %zu pools)\n", d.config, cfg->nplugins,
+           cfg->npools);
+    config_free(cfg);
+    return 0;
+}
+
+/* ---- systemd notification and the pidfile ---- */
+
+/* Sends one state line to $NOTIFY_SOCKET, if systemd gave one. A leading
+ * '@' names an abstract socket. Failures are only logged: the daemon
+ * serves on regardless. */
+static void notify(const char *state)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n;
+    int fd;
+
+    if (d.notify == NULL)
+        return;
+    n = strlen(d.notify);
+    if (n >= sizeof sa.sun_path)
+        return;
+    memcpy(sa.sun_path, d.notify, n);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return;
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+               (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) == -1)
+        log_warn("notify %s: %s", d.notify, strerror(errno));
+    close(fd);
+}
+
+static int pidfile_write(void)
+{
+    char buf[32];
+    int fd, n;
+
+    if (d.pidfile == NULL)
+        return 0;
+    fd = open(d.pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        log_error("%s: %s", d.pidfile, strerror(errno));
+        return -1;
+    }
+    n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+    if (write(fd, buf, (size_t)n) != n) {
+        log_error("%s: write: %s", d.pidfile, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    d.pid_written = 1;
+    return 0;
+}
+
+/* ---- detaching ---- */
+
+/* Forks into the background. The parent waits on a pipe until the child
+ * reports ready (exit 0) or fails (exit 1, the reason already on stderr). */
+static int detach(void)
+{
+    int fds[2];
+    pid_t pid;
+    char c;
+
+    if (pipe2(fds, O_CLOEXEC) == -1)
+        return -1;
+    pid = fork();
+    if (pid == -1)
+        return -1;
+    if (pid > 0) {
+        close(fds[1]);
+        while (read(fds[0], &c, 1) == -1 && errno == EINTR)
+            ;
+        _exit(c == 'R' ? 0 : 1);
+    }
+    close(fds[0]);
+    d.ready_fd = fds[1];
+    if (setsid() == -1)
+        return -1;
+    pid = fork(); /* not a session leader: can never regain a terminal */
+    if (pid == -1)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    return chdir("/") == -1 ? -1 : 0;
+}
+
+/* Tells the waiting parent we serve, and lets go of the terminal. */
+static void detach_done(void)
+{
+    int null;
+
+    if (d.ready_fd == -1)
+        return;
+    (void)!write(d.ready_fd, "R", 1);
+    close(d.ready_fd);
+    d.ready_fd = -1;
+    null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null == -1)
+        return;
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    close(null);
+}
+
+/* ---- signals and control ---- */
+
+static void begin_shutdown(int how)
+{
+    if (d.stopping && (how == TH_CLOSE_GRACEFUL || d.stopping == 1 + how))
+        return;
+    log_info("%s shutdown", how == TH_CLOSE_FORCE ? "fast" : "graceful");
+    if (!d.stopping)
+        notify("STOPPING=1");
+    d.stopping = 1 + how;
+    server_stop_accepting(d.srv);
+    th_host_shutdown(d.host, how);
+    th_host_step(d.host, 0);
+}
+
+/* Reloads the config; the socket stays where it is. Returns 0 or a code
+ * with the reason in err (also logged). */
+static int do_reload(char *err, size_t errlen)
+{
+    const struct config *cfg;
+    int rc;
+
+    notify("RELOADING=1");
+    rc = th_host_reload(d.host, NULL, err, errlen);
+    if (rc < 0) {
+        log_error("reload refused, the running config stays: %s", err);
+    } else {
+        cfg = host_config(d.host);
+        if (cfg) {
+            server_configure(d.srv, &cfg->host);
+            log_set_level(cfg->host.log_level);
+        }
+        log_info("config %s reloaded", d.config);
+    }
+    notify("READY=1");
+    return rc;
+}
+
+static int ops_reload(void *arg, char *err, size_t errlen)
+{
+    return do_reload(err, errlen);
+}
+
+static void ops_shutdown(void *arg, int how)
+{
+    begin_shutdown(how);
+}
+
+static void on_signal(int sig)
+{
+    char err[512] = "";
+
+    switch (sig) {
+    case SIGHUP: do_reload(err, sizeof err); break;
+    case SIGUSR1:
+        log_info("rolling restart of every pool");
+        th_host_restart(d.host, NULL, 0);
+        break;
+    case SIGUSR2:
+        if (log_reopen() < 0)
+            log_error("cannot reopen the log");
+        break;
+    case SIGTERM:
+    case SIGINT: begin_shutdown(TH_CLOSE_GRACEFUL); break;
+    case SIGQUIT: begin_shutdown(TH_CLOSE_FORCE); break;
+    }
+}
+
+static void sig_event(struct watch *w, uint32_t events)
+{
+    struct signalfd_siginfo si[8];
+    ssize_t n;
+
+    n = read(d.sigfd, si, sizeof si);
+    if (n == -1) {
+        if (errno != EAGAIN && errno != EINTR)
+            log_error("signalfd: %s", strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < (size_t)n / sizeof si[0]; i++)
+        on_signal((int)si[i].ssi_signo);
+}
+
+static void host_event(struct watch *w, uint32_t events)
+{
+    int rc = th_host_step(d.host, 0);
+
+    if (rc < 0)
+        log_error("engine: %s", th_strerror(rc));
+}
+
+/* ---- start and stop ---- */
+
+static int block_signals(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++)
+        sigaddset(&set, handled[i]);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    d.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return d.sigfd == -1 ? -1 : 0;
+}
+
+static int watch_add(int fd, struct watch *w)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+
+    return epoll_ctl(d.epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* Takes $NOTIFY_SOCKET for ourselves, so that workers do not inherit it. */
+static void take_notify_socket(void)
+{
+    const char *s = getenv("NOTIFY_SOCKET");
+
+    if (s && *s)
+        d.notify = strdup(s);
+    unsetenv("NOTIFY_SOCKET");
+}
+
+/* Opens the engine, the log, the socket. Returns 0 or -1 (reported). */
+static int start(void)
+{
+    static const struct server_ops ops = {ops_reload, ops_shutdown, NULL};
+    const struct config *cfg;
+    char err[512];
+
+    if (th_host_open(&d.host, d.config, err, sizeof err) < 0) {
+        fprintf(stderr, "taskhostd: %s\n", err);
+        return -1;
+    }
+    cfg = host_config(d.host);
+    if (log_open(cfg->host.log, cfg->host.log_level, err, sizeof err) < 0) {
+        fprintf(stderr, "taskhostd: %s\n", err);
+        return -1;
+    }
+    d.epfd = epoll_create1(EPOLL_CLOEXEC);
+    d.sig_w.fn = sig_event;
+    d.host_w.fn = host_event;
+    if (d.epfd == -1 || watch_add(d.sigfd, &d.sig_w) == -1 ||
+        watch_add(th_host_fd(d.host), &d.host_w) == -1) {
+        log_error("epoll: %s", strerror(errno));
+        return -1;
+    }
+    if (server_open(&d.srv, &cfg->host, d.epfd, d.host, &ops, err,
+                    sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    return pidfile_write();
+}
+
+static int run(void)
+{
+    struct epoll_event ev[64];
+    int n;
+
+    while (!(d.stopping && th_host_stopped(d.host))) {
+        n = epoll_wait(d.epfd, ev, 64, -1);
+        if (n == -1) {
+            if (errno == EINTR)
+                continue;
+            log_error("epoll_wait: %s", strerror(errno));
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            struct watch *w = ev[i].data.ptr;
+            w->fn(w, ev[i].events);
+        }
+        server_flush(d.srv);
+    }
+    return 0;
+}
+
+static void stop(void)
+{
+    const struct server_counts *sc;
+
+    if (d.srv) {
+        server_drain(d.srv, 1000);
+        sc = server_counts(d.srv);
+        log_info("served %llu connections, %llu tasks (%llu dropped, "
+                 "%llu discarded with their clients)",
+                 (unsigned long long)sc->accepted,
+                 (unsigned long long)sc->submitted,
+                 (unsigned long long)sc->dropped,
+                 (unsigned long long)sc->discarded);
+    }
+    if (d.host)
+        th_host_close(d.host, d.stopping ? d.stopping - 1 : TH_CLOSE_FORCE);
+    server_close(d.srv);
+    if (d.pid_written && unlink(d.pidfile) == -1)
+        log_warn("%s: %s", d.pidfile, strerror(errno));
+    if (d.epfd != -1)
+        close(d.epfd);
+    if (d.sigfd != -1)
+        close(d.sigfd);
+    free(d.config);
+    free(d.pidfile);
+    free(d.notify);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = parse_args(argc, argv);
+
+    if (rc)
+        return rc < 0 ? 0 : 1;
+    if (d.check_only) {
+        rc = check_config();
+        free(d.config);
+        free(d.pidfile);
+        return rc;
+    }
+    if (block_signals() == -1 || (!d.foreground && detach() == -1)) {
+        fprintf(stderr, "taskhostd: %s\n", strerror(errno));
+        return 1;
+    }
+    take_notify_socket();
+    if (start() < 0) {
+        stop();
+        return 1;
+    }
+    log_info("taskhostd %s ready (pid %d)", TH_VERSION_STRING, (int)getpid());
+    notify("READY=1");
+    detach_done();
+    rc = run();
+    stop();
+    log_info("taskhostd stopped");
+    log_close();
+    return rc < 0 ? 1 : 0;
+}
