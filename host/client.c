@@ -1,0 +1,687 @@
+/* client.c - the client library of taskhostd (taskhost_client.h).
+ *
+ * Requests are encoded into one output buffer and written when the loop
+ * runs; answers are read in large chunks and decoded in place. Waiting
+ * requests are found by tag in an open-addressing table (tags are
+ * sequential, so the identity hash spreads them evenly); removal shifts
+ * the following entries back, so the table needs no tombstones. Nothing
+ * here allocates per task once the buffers and the table have grown.
+ */
+#include "taskhost_client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "protocol.h"
+
+#define READ_CHUNK (256u << 10)
+#define TABLE_MIN 256
+
+/* A control request waiting for its REPLY. */
+struct ctl_wait {
+    int done;
+    int code;
+    char *text; /* malloc'd, NUL-terminated */
+    size_t len;
+};
+
+struct pend {
+    uint64_t tag; /* 0: empty */
+    th_done_fn done;
+    void *arg;
+    struct ctl_wait *ctl; /* for control requests, else NULL */
+};
+
+struct th_client {
+    int fd;
+    int dead;
+    int dispatching;
+    uint64_t next_tag;
+    struct proto_buf in, out;
+    struct pend *table;
+    size_t mask; /* table size - 1 */
+    size_t used; /* entries in the table */
+    size_t ntasks; /* of which tasks */
+    th_accept_fn accept;
+    void *accept_arg;
+    char err[256];
+};
+
+const char *th_client_default_socket(void)
+{
+    const char *s = getenv("TASKHOST_SOCKET");
+
+    return s && *s ? s : "taskhost.sock";
+}
+
+/* ---- the table of waiting requests ---- */
+
+static struct pend *table_find(th_client *c, uint64_t tag)
+{
+    for (size_t i = tag & c->mask;; i = (i + 1) & c->mask) {
+        if (c->table[i].tag == tag)
+            return &c->table[i];
+        if (c->table[i].tag == 0)
+            return NULL;
+    }
+}
+
+static int table_grow(th_client *c)
+{
+    size_t n = c->table ? (c->mask + 1) * 2 : TABLE_MIN;
+    struct pend *old = c->table, *t = calloc(n, sizeof *t);
+    size_t oldn = c->table ? c->mask + 1 : 0;
+
+    if (t == NULL)
+        return TH_ENOMEM;
+    c->table = t;
+    c->mask = n - 1;
+    for (size_t i = 0; i < oldn; i++) {
+        if (old[i].tag == 0)
+            continue;
+        size_t j = old[i].tag & c->mask;
+        while (t[j].tag)
+            j = (j + 1) & c->mask;
+        t[j] = old[i];
+    }
+    free(old);
+    return 0;
+}
+
+static struct pend *table_add(th_client *c, uint64_t tag)
+{
+    size_t i;
+
+    if ((c->used + 1) * 2 > (c->table ? c->mask + 1 : 0) && table_grow(c) < 0)
+        return NULL;
+    for (i = tag & c->mask; c->table[i].tag; i = (i + 1) & c->mask)
+        ;
+    c->table[i].tag = tag;
+    c->used++;
+    return &c->table[i];
+}
+
+/* Removes entry p, shifting back the entries of its probe run. */
+static void table_del(th_client *c, struct pend *p)
+{
+    size_t i = (size_t)(p - c->table), j = i;
+
+    c->used--;
+    for (;;) {
+        c->table[i].tag = 0;
+        for (;;) {
+            j = (j + 1) & c->mask;
+            if (c->table[j].tag == 0)
+                return;
+            size_t home = c->table[j].tag & c->mask;
+            /* j's entry may move to i unless its home lies in (i, j] */
+            if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+                continue;
+            break;
+        }
+        c->table[i] = c->table[j];
+        i = j;
+    }
+}
+
+/* ---- connection ---- */
+
+static int set_err(char *err, size_t errlen, int code, const char *fmt,
+                   const char *a, const char *b)
+{
+    if (err && errlen)
+        snprintf(err, errlen, fmt, a, b);
+    return code;
+}
+
+int th_client_connect(th_client **out, const char *path, char *err,
+                      size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    th_client *c;
+    int fd, e;
+
+    *out = NULL;
+    if (path == NULL)
+        path = th_client_default_socket();
+    if (strlen(path) >= sizeof sa.sun_path)
+        return set_err(err, errlen, TH_EINVAL, "%s: %s", path,
+                       "socket path too long");
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return set_err(err, errlen, TH_EIO, "socket: %s%s", strerror(errno),
+                       "");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
+        e = errno;
+        close(fd);
+        return set_err(err, errlen,
+                       e == ENOENT || e == ECONNREFUSED ? TH_ENOENT
+                       : e == EACCES                    ? TH_EPERM
+                                                        : TH_EIO,
+                       "%s: %s", path, strerror(e));
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL || table_grow(c) < 0) {
+        free(c);
+        close(fd);
+        return set_err(err, errlen, TH_ENOMEM, "%s%s", "out of memory", "");
+    }
+    c->fd = fd;
+    c->next_tag = 1;
+    *out = c;
+    return 0;
+}
+
+void th_client_close(th_client *c)
+{
+    if (c == NULL)
+        return;
+    close(c->fd);
+    proto_buf_free(&c->in);
+    proto_buf_free(&c->out);
+    free(c->table);
+    free(c);
+}
+
+int th_client_fd(const th_client *c)
+{
+    return c->fd;
+}
+
+int th_client_want_write(const th_client *c)
+{
+    return c->out.len > 0;
+}
+
+size_t th_client_pending(const th_client *c)
+{
+    return c->ntasks;
+}
+
+const char *th_client_error(const th_client *c)
+{
+    return c->err;
+}
+
+/* Answers every waiting request after the connection was lost. */
+static void fail_all(th_client *c, const char *why)
+{
+    th_result r = {.state = TH_STATE_CANCELLED, .code = TH_EIO};
+    char msg[320];
+
+    c->dead = 1;
+    if (c->err[0] == '\0')
+        snprintf(c->err, sizeof c->err, "%s", why);
+    snprintf(msg, sizeof msg, "connection to taskhostd lost: %s", c->err);
+    r.data = msg;
+    r.len = strlen(msg);
+    for (size_t i = 0; i <= c->mask; i++) {
+        struct pend p = c->table[i];
+        if (p.tag == 0)
+            continue;
+        c->table[i].tag = 0;
+        if (p.ctl) {
+            p.ctl->done = 1;
+            p.ctl->code = TH_EIO;
+            continue;
+        }
+        r.id = p.tag;
+        if (p.done)
+            p.done(&r, p.arg);
+    }
+    c->used = c->ntasks = 0;
+}
+
+/* ---- answers ---- */
+
+static void on_result(th_client *c, const struct proto_frame *f)
+{
+    struct proto_result pr;
+    struct pend *p, copy;
+    th_result r;
+
+    if (proto_parse_result(f, &pr) < 0 ||
+        (p = table_find(c, f->tag)) == NULL || p->ctl)
+        return;
+    copy = *p;
+    table_del(c, p);
+    c->ntasks--;
+    r.id = f->tag;
+    r.state = (th_state)pr.state;
+    r.code = pr.code;
+    r.data = pr.data;
+    r.len = pr.len;
+    r.wait_time = pr.wait_us / 1e6;
+    r.run_time = pr.run_us / 1e6;
+    if (copy.done)
+        copy.done(&r, copy.arg);
+}
+
+static void on_reply(th_client *c, const struct proto_frame *f)
+{
+    struct proto_reply pr;
+    struct pend *p;
+    struct ctl_wait *w;
+
+    if (proto_parse_reply(f, &pr) < 0)
+        return;
+    if (f->type == PROTO_ERROR || pr.code < 0)
+        snprintf(c->err, sizeof c->err, "%.*s", (int)pr.len, pr.text);
+    p = table_find(c, f->tag);
+    if (p == NULL || p->ctl == NULL)
+        return;
+    w = p->ctl;
+    table_del(c, p);
+    w->done = 1;
+    w->code = pr.code;
+    w->text = malloc(pr.len + 1);
+    if (w->text) {
+        memcpy(w->text, pr.text, pr.len);
+        w->text[pr.len] = '\0';
+        w->len = pr.len;
+    }
+}
+
+static void on_frame(th_client *c, const struct proto_frame *f)
+{
+    uint64_t id;
+
+    switch (f->type) {
+    case PROTO_RESULT: on_result(c, f); break;
+    case PROTO_REPLY:
+    case PROTO_ERROR: on_reply(c, f); break;
+    case PROTO_ACCEPTED:
+        if (c->accept && proto_parse_accepted(f, &id) == 0)
+            c->accept(f->tag, id, c->accept_arg);
+        break;
+    default: break;
+    }
+}
+
+/* Decodes every whole frame read so far. */
+static int dispatch(th_client *c)
+{
+    struct proto_frame f;
+    size_t pos = 0, need = 0;
+    long n;
+
+    c->dispatching = 1;
+    while ((n = proto_decode(c->in.data + pos, c->in.len - pos, UINT32_MAX,
+                             &f, &need)) > 0) {
+        on_frame(c, &f);
+        pos += (size_t)n;
+    }
+    c->dispatching = 0;
+    proto_buf_consume(&c->in, pos);
+    if (n < 0) {
+        fail_all(c, "malformed answer from the daemon");
+        return TH_EIO;
+    }
+    if (need > c->in.len && proto_buf_reserve(&c->in, need - c->in.len) == NULL) {
+        fail_all(c, "out of memory");
+        return TH_EIO;
+    }
+    return 0;
+}
+
+static int do_write(th_client *c)
+{
+    ssize_t n;
+
+    if (c->out.len == 0)
+        return 0;
+    n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == -1) {
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        fail_all(c, strerror(errno));
+        return TH_EIO;
+    }
+    proto_buf_consume(&c->out, (size_t)n);
+    return 0;
+}
+
+static int do_read(th_client *c)
+{
+    ssize_t n;
+
+    if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL) {
+        fail_all(c, "out of memory");
+        return TH_EIO;
+    }
+    n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
+             MSG_DONTWAIT);
+    if (n == -1) {
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        fail_all(c, strerror(errno));
+        return TH_EIO;
+    }
+    if (n == 0) {
+        fail_all(c, "closed by the daemon");
+        return TH_EIO;
+    }
+    c->in.len += (size_t)n;
+    return dispatch(c);
+}
+
+int th_client_step(th_client *c, int timeout_ms)
+{
+    struct pollfd p = {.fd = c->fd};
+    int rc;
+
+    if (c->dispatching)
+        return TH_EBUSY;
+    if (c->dead)
+        return TH_EIO;
+    if ((rc = do_write(c)) < 0)
+        return rc;
+    p.events = POLLIN | (c->out.len ? POLLOUT : 0);
+    rc = poll(&p, 1, timeout_ms);
+    if (rc == -1)
+        return errno == EINTR ? 0 : TH_EIO;
+    if ((p.revents & POLLOUT) && (rc = do_write(c)) < 0)
+        return rc;
+    if (p.revents & (POLLIN | POLLHUP | POLLERR))
+        return do_read(c);
+    return 0;
+}
+
+/* ---- requests ---- */
+
+static uint32_t to_ms(double seconds)
+{
+    if (!(seconds > 0))
+        return 0;
+    if (seconds > UINT32_MAX / 1000.0)
+        return UINT32_MAX;
+    double ms = seconds * 1000.0;
+    return ms < 1 ? 1 : (uint32_t)(ms + 0.5);
+}
+
+int th_client_submit(th_client *c, const char *pool, const char *task,
+                     const void *input, size_t len, const th_submit_opts *opts,
+                     th_done_fn done, void *arg, uint64_t *tag)
+{
+    struct proto_submit s = {.pool = pool, .task = task, .input = input,
+                             .input_len = len};
+    struct pend *p;
+    size_t before;
+    uint64_t t;
+    int rc;
+
+    if (pool == NULL || task == NULL || (input == NULL && len))
+        return TH_EINVAL;
+    if (c->dead)
+        return TH_EIO;
+    if (len > UINT32_MAX - 600)
+        return TH_ETOOBIG;
+    s.pool_len = strlen(pool);
+    s.task_len = strlen(task);
+    if (opts) {
+        s.task_timeout_ms = to_ms(opts->task_timeout);
+        s.queue_timeout_ms = to_ms(opts->queue_timeout);
+        s.priority = opts->priority;
+    }
+    t = c->next_tag;
+    before = c->out.len;
+    rc = proto_put_submit(&c->out, t, c->accept ? PROTO_F_ACK : 0, &s);
+    if (rc < 0)
+        return rc;
+    if ((p = table_add(c, t)) == NULL) {
+        c->out.len = before; /* take the frame back */
+        return TH_ENOMEM;
+    }
+    c->next_tag++;
+    p->done = done;
+    p->arg = arg;
+    p->ctl = NULL;
+    c->ntasks++;
+    if (tag)
+        *tag = t;
+    return 0;
+}
+
+void th_client_on_accept(th_client *c, th_accept_fn fn, void *arg)
+{
+    c->accept = fn;
+    c->accept_arg = arg;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int th_client_wait(th_client *c, double timeout)
+{
+    double end = timeout >= 0 ? now() + timeout : 0;
+    int rc, ms = -1;
+
+    if (c->dispatching)
+        return TH_EBUSY;
+    while (c->ntasks) {
+        if (timeout >= 0) {
+            double left = end - now();
+            if (left <= 0)
+                return TH_ETIMEDOUT;
+            ms = (int)(left * 1000) + 1;
+        }
+        if ((rc = th_client_step(c, ms)) < 0)
+            return c->ntasks ? rc : 0;
+    }
+    return 0;
+}
+
+struct call_wait {
+    int done;
+    th_result *result;
+};
+
+static void call_done(const th_result *r, void *arg)
+{
+    struct call_wait *w = arg;
+    char *copy = malloc(r->len + 1);
+
+    w->done = 1;
+    *w->result = *r;
+    w->result->data = copy;
+    if (copy == NULL) {
+        w->result->len = 0;
+        return;
+    }
+    if (r->len)
+        memcpy(copy, r->data, r->len);
+    copy[r->len] = '\0';
+}
+
+int th_client_call(th_client *c, const char *pool, const char *task,
+                   const void *input, size_t len, const th_submit_opts *opts,
+                   th_result *result)
+{
+    struct call_wait w = {0, result};
+    int rc;
+
+    memset(result, 0, sizeof *result);
+    if (c->dispatching)
+        return TH_EBUSY;
+    rc = th_client_submit(c, pool, task, input, len, opts, call_done, &w,
+                          NULL);
+    while (rc == 0 && !w.done)
+        rc = th_client_step(c, -1);
+    return w.done ? 0 : rc;
+}
+
+void th_client_result_free(th_result *r)
+{
+    free((void *)r->data);
+    r->data = NULL;
+    r->len = 0;
+}
+
+/* Sends a control request already encoded under tag t, and runs the loop
+ * until its reply. On success *w holds the code and text. */
+static int ctl_run(th_client *c, uint64_t t, struct ctl_wait *w)
+{
+    struct pend *p;
+    int rc = 0;
+
+    memset(w, 0, sizeof *w);
+    if ((p = table_add(c, t)) == NULL)
+        return TH_ENOMEM;
+    p->done = NULL;
+    p->arg = NULL;
+    p->ctl = w;
+    while (!w->done && rc == 0)
+        rc = th_client_step(c, -1);
+    if (!w->done) {
+        p = table_find(c, t);
+        if (p)
+            table_del(c, p);
+        return rc;
+    }
+    return w->code;
+}
+
+/* Starts a control request: checks the state, takes a tag. */
+static int ctl_begin(th_client *c, uint64_t *t)
+{
+    if (c->dispatching)
+        return TH_EBUSY;
+    if (c->dead)
+        return TH_EIO;
+    c->err[0] = '\0';
+    *t = c->next_tag++;
+    return 0;
+}
+
+/* Runs a control request and keeps only its code. */
+static int ctl_simple(th_client *c, uint64_t t, int rc)
+{
+    struct ctl_wait w;
+
+    if (rc < 0)
+        return rc;
+    rc = ctl_run(c, t, &w);
+    free(w.text);
+    return rc;
+}
+
+int th_client_cancel(th_client *c, uint64_t tag)
+{
+    uint64_t t;
+    int rc = ctl_begin(c, &t);
+
+    if (rc < 0)
+        return rc;
+    return ctl_simple(c, t, proto_put_cancel(&c->out, t, 0, tag));
+}
+
+int th_client_cancel_task(th_client *c, uint64_t task_id)
+{
+    uint64_t t;
+    int rc = ctl_begin(c, &t);
+
+    if (rc < 0)
+        return rc;
+    return ctl_simple(c, t,
+                      proto_put_cancel(&c->out, t, PROTO_F_TASK_ID, task_id));
+}
+
+int th_client_restart(th_client *c, const char *pool, int force)
+{
+    uint64_t t;
+    int rc = ctl_begin(c, &t);
+
+    if (rc < 0)
+        return rc;
+    return ctl_simple(c, t, proto_put_restart(&c->out, t,
+                                              force ? PROTO_F_FORCE : 0, pool));
+}
+
+int th_client_shutdown(th_client *c, int how)
+{
+    uint64_t t;
+    int rc = ctl_begin(c, &t);
+
+    if (rc < 0)
+        return rc;
+    return ctl_simple(c, t, proto_put_empty(&c->out, PROTO_SHUTDOWN, t,
+                                            how == TH_CLOSE_FORCE
+                                                ? PROTO_F_FORCE
+                                                : 0));
+}
+
+/* Runs a control request and hands back its text too. */
+static int ctl_text(th_client *c, uint64_t t, int rc, char **text)
+{
+    struct ctl_wait w;
+
+    *text = NULL;
+    if (rc < 0)
+        return rc;
+    rc = ctl_run(c, t, &w);
+    *text = w.text;
+    if (rc == 0 && w.text == NULL)
+        return TH_ENOMEM;
+    return rc;
+}
+
+int th_client_stats(th_client *c, const char *pool, int format, char **out)
+{
+    uint64_t t;
+    int rc = ctl_begin(c, &t);
+
+    *out = NULL;
+    if (rc < 0)
+        return rc;
+    rc = ctl_text(c, t, proto_put_stats(&c->out, t, format, pool), out);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int text_out(int rc, char *text, char *buf, size_t len)
+{
+    if (buf && len)
+        snprintf(buf, len, "%s", text ? text : "");
+    free(text);
+    return rc;
+}
+
+int th_client_reload(th_client *c, char *err, size_t errlen)
+{
+    uint64_t t;
+    char *text;
+    int rc = ctl_begin(c, &t);
+
+    if (rc < 0)
+        return rc;
+    rc = ctl_text(c, t, proto_put_empty(&c->out, PROTO_RELOAD, t, 0), &text);
+    return text_out(rc, text, err, errlen);
+}
+
+int th_client_ping(th_client *c, char *buf, size_t len)
+{
+    uint64_t t;
+    char *text;
+    int rc = ctl_begin(c, &t);
+
+    if (rc < 0)
+        return rc;
+    rc = ctl_text(c, t, proto_put_empty(&c->out, PROTO_PING, t, 0), &text);
+    return text_out(rc, text, buf, len);
+}
