@@ -1,0 +1,1092 @@
+/* test_daemon.c - taskhostd end to end: the real daemon binary on a
+ * temporary config, driven through the client library, taskhostctl, raw
+ * frames and signals. Readiness and every wait are polled with a deadline;
+ * nothing sleeps to synchronise.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "protocol.h"
+#include "taskhost_client.h"
+
+#define DAEMON TOP_BUILDDIR "/host/taskhostd"
+#define CTL TOP_BUILDDIR "/host/taskhostctl"
+#define PLUGINS TOP_BUILDDIR "/plugins"
+#define ECHO2 TOP_BUILDDIR "/tests/plugins/.libs/echo2.so"
+#define DEADLINE 20.0 /* seconds any single wait may take */
+
+struct td {
+    char dir[64];
+    char conf[128];
+    char sock[128];
+    char log[128];
+    pid_t pid;
+};
+
+static const char default_pools[] =
+    "pools = (\n"
+    "  { name = \"echo\"; plugin = \"echo\"; min_workers = 2; max_workers = 2;"
+    "    max_queue = 100000; },\n"
+    "  { name = \"sleep\"; plugin = \"sleep\"; min_workers = 1;"
+    "    max_workers = 1; max_queue = 100; task_timeout = 0.0; }\n"
+    ");\n";
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void pause_ms(int ms)
+{
+    poll(NULL, 0, ms);
+}
+
+/* Writes t->conf: a host group with `host_extra`, the example plugins and
+ * `pools` (default_pools when NULL). */
+static void write_conf(struct td *t, const char *host_extra, const char *pools,
+                       const char *echo_path)
+{
+    FILE *f = fopen(t->conf, "w");
+
+    assert_non_null(f);
+    fprintf(f,
+            "host: { socket = \"%s\"; log = \"%s\"; log_level = \"info\";\n"
+            "        shutdown_timeout = 10.0; %s };\n"
+            "plugins = (\n"
+            "  { name = \"echo\"; path = \"%s\"; },\n"
+            "  { name = \"sleep\"; path = \"" PLUGINS "/sleep.so\"; }\n"
+            ");\n%s",
+            t->sock, t->log, host_extra ? host_extra : "",
+            echo_path ? echo_path : PLUGINS "/echo.so",
+            pools ? pools : default_pools);
+    fclose(f);
+}
+
+static void td_init(struct td *t)
+{
+    memset(t, 0, sizeof *t);
+    strcpy(t->dir, "/tmp/test_daemon.XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->conf, sizeof t->conf, "%s/taskhost.conf", t->dir);
+    snprintf(t->sock, sizeof t->sock, "%s/taskhost.sock", t->dir);
+    snprintf(t->log, sizeof t->log, "%s/taskhost.log", t->dir);
+}
+
+/* Runs argv with stdin from `in` (NULL: /dev/null), stdout and stderr
+ * into files of t->dir; returns the child's pid. */
+static pid_t spawn(struct td *t, char *const argv[], const char *in,
+                   const char *out, const char *err, char *const env[])
+{
+    pid_t pid = fork();
+
+    assert_true(pid != -1);
+    if (pid == 0) {
+        int fi = open(in ? in : "/dev/null", O_RDONLY);
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fi == -1 || fo == -1 || fe == -1)
+            _exit(126);
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        if (env)
+            execve(argv[0], argv, env);
+        else
+            execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for pid to exit within DEADLINE; returns its wait status. */
+static int wait_exit(pid_t pid)
+{
+    double end = now() + DEADLINE;
+    int status;
+    pid_t r;
+
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now() < end)
+        pause_ms(5);
+    if (r == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("process %d did not exit in time", (int)pid);
+    }
+    return status;
+}
+
+static void show_log(const struct td *t)
+{
+    char line[512];
+    FILE *f = fopen(t->log, "r");
+
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof line, f))
+        fprintf(stderr, "  log: %s", line);
+    fclose(f);
+}
+
+/* Tries to connect and ping once. */
+static int td_ping(const struct td *t)
+{
+    th_client *c;
+    char v[64];
+    int rc;
+
+    if (th_client_connect(&c, t->sock, NULL, 0) < 0)
+        return -1;
+    rc = th_client_ping(c, v, sizeof v);
+    th_client_close(c);
+    return rc;
+}
+
+/* Starts the daemon with extra environment `env` (NULL: ours) and polls
+ * until it answers a ping. */
+static void td_start_env(struct td *t, char *const env[])
+{
+    char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
+    char out[160];
+    double end = now() + DEADLINE;
+    int status;
+
+    snprintf(out, sizeof out, "%s/daemon.out", t->dir);
+    t->pid = spawn(t, argv, NULL, out, t->log, env);
+    while (td_ping(t) != 0) {
+        if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
+            show_log(t);
+            t->pid = 0;
+            fail_msg("taskhostd exited before it was ready");
+        }
+        if (now() > end) {
+            show_log(t);
+            fail_msg("taskhostd not ready in time");
+        }
+        pause_ms(5);
+    }
+}
+
+static void td_start(struct td *t)
+{
+    td_start_env(t, NULL);
+}
+
+/* Signals the daemon and returns its exit status (-1 if it died of a
+ * signal). */
+static int td_stop(struct td *t, int sig)
+{
+    int status;
+
+    if (t->pid <= 0)
+        return -1;
+    kill(t->pid, sig);
+    status = wait_exit(t->pid);
+    t->pid = 0;
+    if (!WIFEXITED(status)) {
+        show_log(t);
+        return -1;
+    }
+    return WEXITSTATUS(status);
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[160];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    (void)!system(cmd);
+}
+
+static int setup(void **state)
+{
+    struct td *t = malloc(sizeof *t);
+
+    td_init(t);
+    write_conf(t, NULL, NULL, NULL);
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct td *t = *state;
+
+    if (t->pid > 0 && td_stop(t, SIGQUIT) != 0)
+        fprintf(stderr, "taskhostd did not exit cleanly\n");
+    rm_rf(t->dir);
+    free(t);
+    return 0;
+}
+
+static int file_contains(const char *path, const char *needle)
+{
+    char buf[65536];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* Polls until the daemon's log holds `needle`. */
+static void wait_log(const struct td *t, const char *needle)
+{
+    double end = now() + DEADLINE;
+
+    while (!file_contains(t->log, needle)) {
+        if (now() > end) {
+            show_log(t);
+            fail_msg("no '%s' in the log", needle);
+        }
+        pause_ms(5);
+    }
+}
+
+static th_client *td_connect(const struct td *t)
+{
+    th_client *c;
+    char err[256];
+
+    if (th_client_connect(&c, t->sock, err, sizeof err) < 0)
+        fail_msg("connect: %s", err);
+    return c;
+}
+
+/* ---- --check-config ---- */
+
+static int run_check(struct td *t)
+{
+    char *argv[] = {DAEMON, "--check-config", "-c", t->conf, NULL};
+    char out[160];
+    int status;
+
+    snprintf(out, sizeof out, "%s/check.out", t->dir);
+    status = wait_exit(spawn(t, argv, NULL, out, t->log, NULL));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void check_config_accepts_a_good_config(void **state)
+{
+    struct td *t = *state;
+
+    assert_int_equal(run_check(t), 0);
+    assert_false(access(t->sock, F_OK) == 0); /* nothing was started */
+}
+
+static void check_config_refuses_an_unknown_key(void **state)
+{
+    struct td *t = *state;
+
+    write_conf(t, "no_such_key = 1;", NULL, NULL);
+    assert_int_equal(run_check(t), 1);
+    assert_true(file_contains(t->log, "no_such_key"));
+}
+
+static void check_config_refuses_a_plugin_without_the_symbol(void **state)
+{
+    struct td *t = *state;
+
+    write_conf(t, NULL, NULL, TOP_BUILDDIR "/tests/plugins/.libs/nosym.so");
+    assert_int_equal(run_check(t), 1);
+    assert_true(file_contains(t->log, "nosym.so"));
+}
+
+/* ---- submitting ---- */
+
+static void library_call_returns_the_output(void **state)
+{
+    struct td *t = *state;
+    th_client *c;
+    th_result r;
+
+    td_start(t);
+    c = td_connect(t);
+    assert_int_equal(th_client_call(c, "echo", "echo", "hello", 5, NULL, &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_int_equal(r.len, 5);
+    assert_memory_equal(r.data, "hello", 5);
+    th_client_result_free(&r);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* Runs taskhostctl with args; stdin from `in`; returns its exit status
+ * and leaves its stdout and stderr in t->dir/ctl.out and ctl.err. */
+static int run_ctl(struct td *t, const char *in, const char *a1,
+                   const char *a2, const char *a3, const char *a4)
+{
+    char *argv[] = {CTL, "-s", t->sock, (char *)a1, (char *)a2, (char *)a3,
+                    (char *)a4, NULL};
+    char out[160], err[160];
+    int status;
+
+    snprintf(out, sizeof out, "%s/ctl.out", t->dir);
+    snprintf(err, sizeof err, "%s/ctl.err", t->dir);
+    unlink(err);
+    status = wait_exit(spawn(t, argv, in, out, err, NULL));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static char *dir_file(const struct td *t, const char *name)
+{
+    static char path[160];
+
+    snprintf(path, sizeof path, "%s/%s", t->dir, name);
+    return path;
+}
+
+static void taskhostctl_submit_prints_the_output(void **state)
+{
+    struct td *t = *state;
+    char in[160];
+    FILE *f;
+
+    snprintf(in, sizeof in, "%s/in.txt", t->dir);
+    f = fopen(in, "w");
+    fputs("payload 123", f);
+    fclose(f);
+    td_start(t);
+    assert_int_equal(run_ctl(t, in, "submit", "echo", "echo", NULL), 0);
+    assert_true(file_contains(dir_file(t, "ctl.out"), "payload 123"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void taskhostctl_names_the_state_of_a_failed_task(void **state)
+{
+    struct td *t = *state;
+
+    td_start(t);
+    assert_int_equal(run_ctl(t, NULL, "submit", "nosuchpool", "echo", NULL),
+                     6);
+    assert_true(file_contains(dir_file(t, "ctl.err"), "rejected"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void taskhostctl_stats_prints_every_format(void **state)
+{
+    struct td *t = *state;
+
+    td_start(t);
+    assert_int_equal(run_ctl(t, NULL, "stats", NULL, NULL, NULL), 0);
+    assert_true(file_contains(dir_file(t, "ctl.out"), "echo"));
+    assert_int_equal(run_ctl(t, NULL, "stats", "echo", "--json", NULL), 0);
+    assert_true(file_contains(dir_file(t, "ctl.out"), "{"));
+    assert_int_equal(run_ctl(t, NULL, "stats", "--prometheus", NULL, NULL),
+                     0);
+    assert_true(file_contains(dir_file(t, "ctl.out"), "taskhost_"));
+    assert_int_equal(run_ctl(t, NULL, "stats", "nosuchpool", NULL, NULL), 1);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void taskhostctl_help_works_for_every_command(void **state)
+{
+    struct td *t = *state;
+    const char *cmds[] = {"submit", "stats", "restart", "reload", "cancel",
+                          "shutdown"};
+
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        assert_int_equal(run_ctl(t, NULL, cmds[i], "--help", NULL, NULL), 0);
+        assert_true(file_contains(dir_file(t, "ctl.out"), "Usage:"));
+    }
+    assert_int_equal(run_ctl(t, NULL, "--version", NULL, NULL, NULL), 0);
+    assert_int_equal(run_ctl(t, NULL, "frobnicate", NULL, NULL, NULL), 2);
+}
+
+/* ---- many clients ---- */
+
+#define NCLIENTS 64
+#define NTASKS 1000
+
+/* Inputs are "client:tag": each answer must carry its own request's. */
+struct client_state {
+    int index;
+    int answered;
+    int wrong;
+};
+
+static void on_echo(const th_result *r, void *arg)
+{
+    struct client_state *cs = arg;
+    char want[32];
+    int n = snprintf(want, sizeof want, "%d:%llu", cs->index,
+                     (unsigned long long)r->id);
+
+    cs->answered++;
+    if (r->state != TH_STATE_OK || r->len != (size_t)n ||
+        memcmp(r->data, want, (size_t)n) != 0)
+        cs->wrong++;
+}
+
+static void many_clients_get_every_answer_matched(void **state)
+{
+    struct td *t = *state;
+    static th_client *cl[NCLIENTS];
+    static struct client_state cs[NCLIENTS];
+    struct pollfd pf[NCLIENTS];
+    double end;
+    int total = 0;
+
+    td_start(t);
+    for (int i = 0; i < NCLIENTS; i++) {
+        cl[i] = td_connect(t);
+        cs[i] = (struct client_state){.index = i};
+        for (int k = 1; k <= NTASKS; k++) {
+            char in[32];
+            int n = snprintf(in, sizeof in, "%d:%d", i, k);
+            uint64_t tag;
+            assert_int_equal(th_client_submit(cl[i], "echo", "echo", in,
+                                              (size_t)n, NULL, on_echo,
+                                              &cs[i], &tag),
+                             0);
+            assert_int_equal(tag, (uint64_t)k);
+        }
+    }
+    end = now() + DEADLINE * 3;
+    while (total < NCLIENTS * NTASKS && now() < end) {
+        for (int i = 0; i < NCLIENTS; i++) {
+            pf[i].fd = th_client_fd(cl[i]);
+            pf[i].events = POLLIN | (th_client_want_write(cl[i]) ? POLLOUT : 0);
+        }
+        poll(pf, NCLIENTS, 100);
+        total = 0;
+        for (int i = 0; i < NCLIENTS; i++) {
+            if (pf[i].revents || th_client_want_write(cl[i]))
+                assert_int_equal(th_client_step(cl[i], 0), 0);
+            total += cs[i].answered;
+        }
+    }
+    for (int i = 0; i < NCLIENTS; i++) {
+        assert_int_equal(cs[i].answered, NTASKS);
+        assert_int_equal(cs[i].wrong, 0);
+        assert_int_equal(th_client_pending(cl[i]), 0);
+        th_client_close(cl[i]);
+    }
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* ---- reload ---- */
+
+/* Polls the text stats of `pool` until they hold `needle`. */
+static void wait_stats(const struct td *t, const char *pool,
+                       const char *needle)
+{
+    double end = now() + DEADLINE;
+    th_client *c = td_connect(t);
+    char *text = NULL;
+
+    for (;;) {
+        assert_int_equal(th_client_stats(c, pool, TH_STATS_TEXT, &text), 0);
+        if (strstr(text, needle))
+            break;
+        if (now() > end)
+            fail_msg("stats never showed '%s':\n%s", needle, text);
+        free(text);
+        pause_ms(10);
+    }
+    free(text);
+    th_client_close(c);
+}
+
+static const char pools_min3[] =
+    "pools = (\n"
+    "  { name = \"echo\"; plugin = \"echo\"; min_workers = 3; max_workers = 3;"
+    "    max_queue = 100000; },\n"
+    "  { name = \"sleep\"; plugin = \"sleep\"; min_workers = 1;"
+    "    max_workers = 1; max_queue = 100; task_timeout = 0.0; }\n"
+    ");\n";
+
+static void sighup_resizes_a_pool(void **state)
+{
+    struct td *t = *state;
+
+    td_start(t);
+    wait_stats(t, "echo", "min 2, max 2");
+    write_conf(t, NULL, pools_min3, NULL);
+    kill(t->pid, SIGHUP);
+    wait_stats(t, "echo", "min 3, max 3");
+    wait_stats(t, "echo", "3 total");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char tmp[200], buf[65536];
+    FILE *in = fopen(from, "rb"), *out;
+    size_t n;
+
+    assert_non_null(in);
+    snprintf(tmp, sizeof tmp, "%s.new", to);
+    out = fopen(tmp, "wb");
+    assert_non_null(out);
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+    assert_int_equal(rename(tmp, to), 0); /* a new inode, as an install */
+}
+
+static th_state call_state(const struct td *t, const char *pool,
+                           const char *task, const char *in, char *out,
+                           size_t outlen)
+{
+    th_client *c = td_connect(t);
+    th_result r;
+    th_state s;
+
+    assert_int_equal(th_client_call(c, pool, task, in, strlen(in), NULL, &r),
+                     0);
+    s = r.state;
+    if (out)
+        snprintf(out, outlen, "%.*s", (int)r.len, (const char *)r.data);
+    th_client_result_free(&r);
+    th_client_close(c);
+    return s;
+}
+
+static void sighup_serves_a_rebuilt_plugin(void **state)
+{
+    struct td *t = *state;
+    char so[160], out[64] = "";
+    double end = now() + DEADLINE;
+
+    snprintf(so, sizeof so, "%s/echo.so", t->dir);
+    copy_file(PLUGINS "/echo.so", so);
+    write_conf(t, NULL, NULL, so);
+    td_start(t);
+    assert_int_equal(call_state(t, "echo", "version", "", NULL, 0),
+                     TH_STATE_REJECTED); /* 1.0 has no such task */
+    copy_file(ECHO2, so);
+    kill(t->pid, SIGHUP);
+    while (call_state(t, "echo", "version", "", out, sizeof out) !=
+           TH_STATE_OK) {
+        if (now() > end)
+            fail_msg("the rebuilt plugin never served");
+        pause_ms(10);
+    }
+    assert_string_equal(out, "2.0");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void sighup_with_a_broken_config_keeps_serving(void **state)
+{
+    struct td *t = *state;
+    FILE *f;
+
+    td_start(t);
+    f = fopen(t->conf, "w");
+    fputs("host: { socket = ; this is not a config\n", f);
+    fclose(f);
+    kill(t->pid, SIGHUP);
+    wait_log(t, "reload refused");
+    assert_int_equal(call_state(t, "echo", "echo", "still", NULL, 0),
+                     TH_STATE_OK);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void reload_request_reports_why_it_was_refused(void **state)
+{
+    struct td *t = *state;
+    th_client *c;
+    char err[512] = "";
+    FILE *f;
+
+    td_start(t);
+    f = fopen(t->conf, "w");
+    fputs("bogus = 1;\n", f);
+    fclose(f);
+    c = td_connect(t);
+    assert_true(th_client_reload(c, err, sizeof err) < 0);
+    assert_true(strlen(err) > 0);
+    th_client_close(c);
+    assert_int_equal(call_state(t, "echo", "echo", "x", NULL, 0), TH_STATE_OK);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* ---- restarts and shutdowns under load ---- */
+
+struct tally {
+    int answered;
+    int by_state[TH_STATE_COUNT];
+    int accepted;
+    uint64_t last_id; /* the daemon's id of the last accepted task */
+};
+
+static void on_tally(const th_result *r, void *arg)
+{
+    struct tally *ty = arg;
+
+    ty->answered++;
+    if ((unsigned)r->state < TH_STATE_COUNT)
+        ty->by_state[r->state]++;
+}
+
+static void on_accepted(uint64_t tag, uint64_t id, void *arg)
+{
+    ((struct tally *)arg)->accepted++;
+    ((struct tally *)arg)->last_id = id;
+}
+
+/* Steps c until `cond` holds or the deadline passes. */
+#define STEP_UNTIL(c, cond)                                                 \
+    do {                                                                    \
+        double end_ = now() + DEADLINE;                                     \
+        while (!(cond) && now() < end_)                                     \
+            if (th_client_step((c), 50) < 0)                                \
+                break;                                                      \
+        assert_true(cond);                                                  \
+    } while (0)
+
+static void sigusr1_during_load_loses_no_task(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    th_client *c;
+    int n = 20000;
+
+    td_start(t);
+    c = td_connect(t);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(th_client_submit(c, "echo", "echo", "x", 1, NULL,
+                                          on_tally, &ty, NULL),
+                         0);
+    STEP_UNTIL(c, ty.answered >= 100);
+    kill(t->pid, SIGUSR1);
+    STEP_UNTIL(c, ty.answered == n);
+    assert_int_equal(ty.by_state[TH_STATE_OK], n);
+    th_client_close(c);
+    wait_log(t, "restart");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* Submits k sleep tasks of ms each and steps until all were accepted. */
+static th_client *queue_sleeps(const struct td *t, struct tally *ty, int k,
+                               const char *ms)
+{
+    th_client *c = td_connect(t);
+
+    th_client_on_accept(c, on_accepted, ty);
+    for (int i = 0; i < k; i++)
+        assert_int_equal(th_client_submit(c, "sleep", "sleep", ms, strlen(ms),
+                                          NULL, on_tally, ty, NULL),
+                         0);
+    STEP_UNTIL(c, ty->accepted == k);
+    return c;
+}
+
+static void sigterm_answers_every_queued_task(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    th_client *c;
+
+    td_start(t);
+    c = queue_sleeps(t, &ty, 5, "50");
+    kill(t->pid, SIGTERM);
+    STEP_UNTIL(c, ty.answered == 5);
+    assert_int_equal(ty.by_state[TH_STATE_OK], 5);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    assert_int_not_equal(access(t->sock, F_OK), 0); /* socket removed */
+}
+
+static void sigterm_rejects_new_submits(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    th_client *c;
+    th_result r;
+
+    td_start(t);
+    c = queue_sleeps(t, &ty, 1, "500");
+    kill(t->pid, SIGTERM);
+    wait_log(t, "graceful shutdown");
+    assert_int_equal(th_client_call(c, "echo", "echo", "late", 4, NULL, &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    assert_string_equal(r.data, "shutting down");
+    th_client_result_free(&r);
+    STEP_UNTIL(c, ty.answered == 1);
+    assert_int_equal(ty.by_state[TH_STATE_OK], 1);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void sigquit_cancels_queued_tasks(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    th_client *c;
+
+    td_start(t);
+    c = queue_sleeps(t, &ty, 5, "10000");
+    kill(t->pid, SIGQUIT);
+    STEP_UNTIL(c, ty.answered == 5);
+    assert_int_equal(ty.by_state[TH_STATE_CANCELLED], 5);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGQUIT), 0);
+}
+
+static void killed_client_has_its_queued_tasks_dropped(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    char out[32];
+    pid_t pid;
+    int status;
+
+    td_start(t);
+    pid = fork();
+    assert_true(pid != -1);
+    if (pid == 0) { /* no cmocka asserts in the child */
+        th_client *c;
+        double end = now() + DEADLINE;
+        if (th_client_connect(&c, t->sock, NULL, 0) < 0)
+            _exit(2);
+        th_client_on_accept(c, on_accepted, &ty);
+        for (int i = 0; i < 20; i++)
+            th_client_submit(c, "sleep", "sleep", "1000", 4, NULL, on_tally,
+                             &ty, NULL);
+        while (ty.accepted < 20 && now() < end && th_client_step(c, 50) == 0)
+            ;
+        _exit(ty.accepted == 20 ? 0 : 1); /* leaves without closing */
+    }
+    status = wait_exit(pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    wait_log(t, "queued dropped");
+    /* the one worker is free again well before 20 x 1 s */
+    assert_int_equal(call_state(t, "sleep", "sleep", "1", out, sizeof out),
+                     TH_STATE_OK);
+    assert_string_equal(out, "slept 1");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* ---- faults on the wire ---- */
+
+static int raw_connect(const struct td *t)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    strcpy(sa.sun_path, t->sock);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Sends bytes on a fresh connection and returns the code of the ERROR
+ * frame the daemon answers before it closes. */
+static int send_fault(const struct td *t, const void *bytes, size_t len)
+{
+    uint8_t buf[4096];
+    size_t got = 0, need;
+    struct proto_frame f;
+    struct proto_reply r;
+    ssize_t n;
+    int fd = raw_connect(t);
+
+    assert_int_equal(send(fd, bytes, len, MSG_NOSIGNAL), (ssize_t)len);
+    while ((n = read(fd, buf + got, sizeof buf - got)) > 0)
+        got += (size_t)n;
+    close(fd); /* reaching here means the daemon closed its end */
+    assert_true(proto_decode(buf, got, sizeof buf, &f, &need) > 0);
+    assert_int_equal(f.type, PROTO_ERROR);
+    assert_int_equal(proto_parse_reply(&f, &r), 0);
+    return r.code;
+}
+
+static void malformed_frames_get_an_error_and_others_are_served(void **state)
+{
+    struct td *t = *state;
+    struct proto_buf b = {0};
+    th_client *other;
+    th_result r;
+    uint8_t garbage[64];
+
+    write_conf(t, "max_payload = \"1K\";", NULL, NULL);
+    td_start(t);
+    other = td_connect(t);
+
+    /* truncated: a whole frame whose submit body is cut short */
+    proto_put_empty(&b, PROTO_SUBMIT, 1, 0);
+    assert_int_equal(send_fault(t, b.data, b.len), TH_EPROTO);
+    /* oversized: a header announcing more than max_payload */
+    b.len = 0;
+    proto_put_empty(&b, PROTO_PING, 2, 0);
+    b.data[1] = 0x10; /* len 4096 > 1K */
+    assert_int_equal(send_fault(t, b.data, b.len), TH_ETOOBIG);
+    /* unknown type */
+    b.len = 0;
+    proto_put_empty(&b, 0x42, 3, 0);
+    assert_int_equal(send_fault(t, b.data, b.len), TH_EPROTO);
+    /* garbage */
+    for (size_t i = 0; i < sizeof garbage; i++)
+        garbage[i] = (uint8_t)(i * 37 + 11);
+    assert_int_equal(send_fault(t, garbage, sizeof garbage), TH_EPROTO);
+    proto_buf_free(&b);
+
+    assert_int_equal(th_client_call(other, "echo", "echo", "ok", 2, NULL, &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    th_client_result_free(&r);
+    th_client_close(other);
+    wait_log(t, "closing the connection");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void oversized_submit_from_the_library_is_refused(void **state)
+{
+    struct td *t = *state;
+    static char big[4096];
+    th_client *c;
+    th_result r;
+
+    write_conf(t, "max_payload = \"1K\";", NULL, NULL);
+    td_start(t);
+    c = td_connect(t);
+    assert_int_equal(th_client_call(c, "echo", "echo", big, sizeof big, NULL,
+                                    &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_CANCELLED);
+    assert_int_equal(r.code, TH_EIO);
+    assert_non_null(strstr(r.data, "max_payload"));
+    th_client_result_free(&r);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* ---- permissions, socket, pidfile, systemd ---- */
+
+static void refused_peer_uid_gets_permission_denied(void **state)
+{
+    struct td *t = *state;
+    struct passwd *pw = getpwnam("nobody");
+    pid_t pid;
+    int status;
+
+    if (geteuid() != 0 || pw == NULL) {
+        skip(); /* needs root to run a client under another uid */
+        return;
+    }
+    write_conf(t, "socket_mode = \"0666\";", NULL, NULL);
+    chmod(t->dir, 0755);
+    td_start(t);
+    pid = fork();
+    assert_true(pid != -1);
+    if (pid == 0) {
+        th_client *c;
+        char v[64];
+        if (setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1)
+            _exit(2);
+        if (th_client_connect(&c, t->sock, NULL, 0) < 0)
+            _exit(3);
+        int rc = th_client_ping(c, v, sizeof v);
+        _exit(rc == TH_EIO && strstr(th_client_error(c), "permission")
+                  ? 0
+                  : 1);
+    }
+    status = wait_exit(pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    wait_log(t, "permission denied");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void stale_socket_file_is_replaced(void **state)
+{
+    struct td *t = *state;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+    strcpy(sa.sun_path, t->sock);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    close(fd); /* the file stays, nobody listens */
+    td_start(t);
+    wait_log(t, "removed stale socket");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void live_socket_is_refused(void **state)
+{
+    struct td *t = *state;
+    char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
+    char err[160];
+    int status;
+
+    td_start(t);
+    snprintf(err, sizeof err, "%s/second.err", t->dir);
+    status = wait_exit(spawn(t, argv, NULL, dir_file(t, "second.out"), err,
+                             NULL));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_true(file_contains(t->log, "another taskhostd"));
+    assert_int_equal(td_ping(t), 0); /* the first one still serves */
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void pidfile_is_written_and_removed(void **state)
+{
+    struct td *t = *state;
+    char pidfile[160], *argv[] = {DAEMON, "-c", t->conf, "-f", "--pidfile",
+                                  pidfile, NULL};
+    char want[32];
+    double end = now() + DEADLINE;
+
+    snprintf(pidfile, sizeof pidfile, "%s/taskhostd.pid", t->dir);
+    t->pid = spawn(t, argv, NULL, dir_file(t, "daemon.out"), t->log, NULL);
+    while (td_ping(t) != 0 && now() < end)
+        pause_ms(5);
+    snprintf(want, sizeof want, "%d\n", (int)t->pid);
+    assert_true(file_contains(pidfile, want));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    assert_int_not_equal(access(pidfile, F_OK), 0);
+}
+
+/* Reads one datagram from fd within the deadline into buf. */
+static void read_notify(int fd, char *buf, size_t len)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ssize_t n;
+
+    assert_int_equal(poll(&p, 1, (int)(DEADLINE * 1000)), 1);
+    n = recv(fd, buf, len - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+}
+
+static void notify_socket(struct td *t, int abstract)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char path[128], env[160], buf[256];
+    char *envp[] = {env, NULL};
+    socklen_t len;
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+
+    snprintf(path, sizeof path, "%s/notify", t->dir);
+    if (abstract) {
+        snprintf(sa.sun_path + 1, sizeof sa.sun_path - 1, "td-%d-notify",
+                 (int)getpid());
+        snprintf(env, sizeof env, "NOTIFY_SOCKET=@%s", sa.sun_path + 1);
+        len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                          strlen(sa.sun_path + 1));
+    } else {
+        strcpy(sa.sun_path, path);
+        snprintf(env, sizeof env, "NOTIFY_SOCKET=%s", path);
+        len = sizeof sa;
+    }
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, len), 0);
+    td_start_env(t, envp);
+    read_notify(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "READY=1"));
+    kill(t->pid, SIGHUP);
+    read_notify(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "RELOADING=1"));
+    read_notify(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "READY=1"));
+    kill(t->pid, SIGTERM);
+    read_notify(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "STOPPING=1"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    close(fd);
+}
+
+static void systemd_is_notified_on_a_path_socket(void **state)
+{
+    notify_socket(*state, 0);
+}
+
+static void systemd_is_notified_on_an_abstract_socket(void **state)
+{
+    notify_socket(*state, 1);
+}
+
+static void shutdown_request_stops_the_daemon(void **state)
+{
+    struct td *t = *state;
+
+    td_start(t);
+    assert_int_equal(run_ctl(t, NULL, "shutdown", NULL, NULL, NULL), 0);
+    assert_int_equal(wait_exit(t->pid), 0);
+    t->pid = 0;
+    assert_int_not_equal(access(t->sock, F_OK), 0);
+}
+
+static void cancel_by_task_id_cancels_a_running_task(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    th_client *c, *admin;
+
+    td_start(t);
+    c = queue_sleeps(t, &ty, 1, "10000");
+    admin = td_connect(t);
+    assert_int_equal(th_client_cancel_task(admin, ty.last_id), 0);
+    assert_int_equal(th_client_cancel_task(admin, 999999), TH_ENOENT);
+    STEP_UNTIL(c, ty.answered == 1);
+    assert_int_equal(ty.by_state[TH_STATE_CANCELLED], 1);
+    th_client_close(admin);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(check_config_accepts_a_good_config),
+        T(check_config_refuses_an_unknown_key),
+        T(check_config_refuses_a_plugin_without_the_symbol),
+        T(library_call_returns_the_output),
+        T(taskhostctl_submit_prints_the_output),
+        T(taskhostctl_names_the_state_of_a_failed_task),
+        T(taskhostctl_stats_prints_every_format),
+        T(taskhostctl_help_works_for_every_command),
+        T(many_clients_get_every_answer_matched),
+        T(sighup_resizes_a_pool),
+        T(sighup_serves_a_rebuilt_plugin),
+        T(sighup_with_a_broken_config_keeps_serving),
+        T(reload_request_reports_why_it_was_refused),
+        T(sigusr1_during_load_loses_no_task),
+        T(sigterm_answers_every_queued_task),
+        T(sigterm_rejects_new_submits),
+        T(sigquit_cancels_queued_tasks),
+        T(killed_client_has_its_queued_tasks_dropped),
+        T(malformed_frames_get_an_error_and_others_are_served),
+        T(oversized_submit_from_the_library_is_refused),
+        T(refused_peer_uid_gets_permission_denied),
+        T(stale_socket_file_is_replaced),
+        T(live_socket_is_refused),
+        T(pidfile_is_written_and_removed),
+        T(systemd_is_notified_on_a_path_socket),
+        T(systemd_is_notified_on_an_abstract_socket),
+        T(shutdown_request_stops_the_daemon),
+        T(cancel_by_task_id_cancels_a_running_task),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
