@@ -6,8 +6,6 @@
  * field and copied into a zeroed struct, so that a plugin built against an
  * older, shorter th_plugin reads as if its missing fields were NULL.
  */
-#include <config.h>
-
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -19,6 +17,26 @@
 #include <unistd.h>
 
 #include "plugin.h"
+
+/* Plugins resolve the SDK functions against the host process when they are
+ * dlopen()ed. Naming them here makes every program that loads plugins
+ * carry them, also when it links the engine as a static archive. */
+static const struct {
+    int (*write)(th_task *, const void *, size_t);
+    int (*fail)(th_task *, int, const char *, ...);
+    int (*cancelled)(const th_task *);
+    const char *(*name)(const th_task *);
+    void (*log)(int, const char *, ...);
+    const char *(*string)(const th_settings *, const char *, const char *);
+    int64_t (*integer)(const th_settings *, const char *, int64_t);
+    double (*real)(const th_settings *, const char *, double);
+    int (*boolean)(const th_settings *, const char *, int);
+    const char *(*strerror)(int);
+} sdk_functions __attribute__((used)) = {
+    th_task_write,    th_task_fail,      th_task_cancelled, th_task_name,
+    th_log,           th_setting_string, th_setting_int,    th_setting_float,
+    th_setting_bool,  th_strerror,
+};
 
 /* A task table longer than this is taken for one missing its terminator. */
 #define PLUGIN_MAX_TASKS 4096

@@ -1,0 +1,490 @@
+/* test_host.c - the embedding API: round trips of every example plugin,
+ * many tasks in flight, crash isolation, init failures, closing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "taskhost_host.h"
+
+#define PLUGIN(name) TOP_BUILDDIR "/plugins/.libs/" name ".so"
+#define TEST_PLUGIN(name) TOP_BUILDDIR "/tests/plugins/.libs/" name ".so"
+
+/* A host with plugin `plugin` from `path` and one pool "p" on it. */
+static th_host *host_with(const char *plugin, const char *path, int min,
+                          int max, const char *settings)
+{
+    th_host *h;
+    char err[512] = "";
+    assert_int_equal(th_host_new(&h), 0);
+    int r = th_host_add_plugin(h, plugin, path, err, sizeof err);
+    if (r < 0)
+        fail_msg("add_plugin: %s", err);
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    o.name = "p";
+    o.plugin = plugin;
+    o.min_workers = min;
+    o.max_workers = max;
+    o.max_queue = 0; /* unbounded */
+    o.settings = settings;
+    r = th_host_add_pool(h, &o, err, sizeof err);
+    if (r < 0)
+        fail_msg("add_pool: %s", err);
+    return h;
+}
+
+/* Runs one task synchronously; returns the state, output in out. */
+static th_state call(th_host *h, const char *task, const char *input,
+                     char *out, size_t outlen)
+{
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", task, input, strlen(input), NULL, &r),
+                     0);
+    snprintf(out, outlen, "%.*s", (int)r.len, (const char *)r.data);
+    th_state st = r.state;
+    th_result_free(&r);
+    return st;
+}
+
+static void test_echo_returns_its_input(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    char out[64];
+    assert_int_equal(call(h, "echo", "hello world", out, sizeof out),
+                     TH_STATE_OK);
+    assert_string_equal(out, "hello world");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_echo_of_empty_input_is_empty(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    char out[64] = "x";
+    assert_int_equal(call(h, "echo", "", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_large_input_round_trips_intact(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    size_t n = 3 * 1024 * 1024 + 5;
+    char *in = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (char)(i * 7 + 3);
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "echo", in, n, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_int_equal(r.len, n);
+    assert_memory_equal(r.data, in, n);
+    th_result_free(&r);
+    free(in);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_hash_gives_sha256_hex(void **state)
+{
+    th_host *h = host_with("hash", PLUGIN("hash"), 1, 1, NULL);
+    char out[128];
+    assert_int_equal(call(h, "sha256", "abc", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(
+        out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_hash_rounds_setting_rehashes_the_digest(void **state)
+{
+    th_host *h = host_with("hash", PLUGIN("hash"), 1, 1, "rounds = 2;");
+    char out[128];
+    assert_int_equal(call(h, "sha256", "abc", out, sizeof out), TH_STATE_OK);
+    /* sha256 of the 32 raw bytes of sha256("abc") */
+    assert_string_equal(
+        out, "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_sleep_reports_the_time_slept(void **state)
+{
+    th_host *h = host_with("sleep", PLUGIN("sleep"), 1, 1, NULL);
+    char out[64];
+    assert_int_equal(call(h, "sleep", "20", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "slept 20");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_sleep_refuses_a_non_number_as_error(void **state)
+{
+    th_host *h = host_with("sleep", PLUGIN("sleep"), 1, 1, NULL);
+    char out[256];
+    assert_int_equal(call(h, "sleep", "soon", out, sizeof out), TH_STATE_ERROR);
+    assert_true(strlen(out) > 0);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_leak_reports_its_pid_and_a_grown_rss(void **state)
+{
+    th_host *h = host_with("leak", PLUGIN("leak"), 1, 1, NULL);
+    char out[64];
+    assert_int_equal(call(h, "leak", "0", out, sizeof out), TH_STATE_OK);
+    long pid0, rss0, pid1, rss1;
+    assert_int_equal(sscanf(out, "%ld %ld", &pid0, &rss0), 2);
+    assert_int_equal(call(h, "leak", "16", out, sizeof out), TH_STATE_OK);
+    assert_int_equal(sscanf(out, "%ld %ld", &pid1, &rss1), 2);
+    assert_int_equal(pid0, pid1);
+    assert_true(pid0 != getpid());
+    assert_true(rss1 >= rss0 + 15 * 1024);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* ---- many tasks ---- */
+
+struct tally {
+    unsigned char *seen; /* per task: answers received */
+    uint64_t *ids;       /* per task: the id submit gave */
+    size_t n, answered, wrong;
+};
+
+struct slot {
+    struct tally *tally;
+    size_t index;
+};
+
+static void tally_done(const th_result *r, void *arg)
+{
+    struct slot *s = arg;
+    struct tally *t = s->tally;
+    char expect[32];
+    int n = snprintf(expect, sizeof expect, "task-%zu", s->index);
+    if (r->state != TH_STATE_OK || r->len != (size_t)n ||
+        memcmp(r->data, expect, (size_t)n) != 0 || r->id != t->ids[s->index])
+        t->wrong++;
+    t->seen[s->index]++;
+    t->answered++;
+}
+
+static void test_ten_thousand_tasks_on_two_workers_each_answered_once(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 2, 2, NULL);
+    struct tally t = {.n = 10000};
+    t.seen = calloc(t.n, 1);
+    t.ids = calloc(t.n, sizeof *t.ids);
+    struct slot *slots = calloc(t.n, sizeof *slots);
+    for (size_t i = 0; i < t.n; i++) {
+        char in[32];
+        int len = snprintf(in, sizeof in, "task-%zu", i);
+        slots[i] = (struct slot){&t, i};
+        assert_int_equal(th_host_submit(h, "p", "echo", in, (size_t)len, NULL,
+                                        tally_done, &slots[i], &t.ids[i]),
+                         0);
+    }
+    assert_int_equal(th_host_pending(h), t.n);
+    assert_int_equal(th_host_wait(h, 60.0), 0);
+    assert_int_equal(t.answered, t.n);
+    assert_int_equal(t.wrong, 0);
+    for (size_t i = 0; i < t.n; i++)
+        assert_int_equal(t.seen[i], 1);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    free(t.seen);
+    free(t.ids);
+    free(slots);
+}
+
+/* ---- rejections ---- */
+
+static void test_unknown_pool_is_answered_rejected(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    th_result r;
+    assert_int_equal(th_host_call(h, "nope", "echo", "x", 1, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    assert_non_null(strstr(r.data, "nope"));
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_unknown_task_is_answered_rejected(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "reverse", "x", 1, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    assert_non_null(strstr(r.data, "reverse"));
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_submit_after_close_began_is_refused(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    th_host_shutdown(h, TH_CLOSE_GRACEFUL);
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "echo", "x", 1, NULL, &r),
+                     TH_ECLOSED);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* ---- crash isolation ---- */
+
+static void expect_crash(const char *task, const char *named)
+{
+    th_host *h = host_with("crash", PLUGIN("crash"), 1, 1, NULL);
+    char err[512];
+    assert_int_equal(th_host_add_plugin(h, "echo", PLUGIN("echo"), err,
+                                        sizeof err),
+                     0);
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    o.name = "e";
+    o.plugin = "echo";
+    o.min_workers = o.max_workers = 1;
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), 0);
+
+    /* An echo task in flight on another pool is untouched by the crash. */
+    th_result other, r;
+    assert_int_equal(th_host_call(h, "p", task, "", 0, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_CRASHED);
+    assert_non_null(strstr(r.data, named));
+    th_result_free(&r);
+    assert_int_equal(th_host_call(h, "e", "echo", "still", 5, NULL, &other), 0);
+    assert_int_equal(other.state, TH_STATE_OK);
+    th_result_free(&other);
+    /* A replacement serves the next task of the crashed pool. */
+    assert_int_equal(th_host_call(h, "p", "nosuch", "", 0, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    th_result_free(&r);
+    assert_int_equal(th_host_call(h, "p", task, "", 0, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_CRASHED);
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_segv_is_answered_crashed_naming_sigsegv(void **state)
+{
+    expect_crash("segv", "SIGSEGV");
+}
+
+static void test_abort_is_answered_crashed_naming_sigabrt(void **state)
+{
+    expect_crash("abort", "SIGABRT");
+}
+
+static void test_exit_is_answered_crashed_naming_the_status(void **state)
+{
+    expect_crash("exit", "status 3");
+}
+
+
+struct states {
+    size_t by[TH_STATE_COUNT];
+    size_t total;
+};
+
+static void states_done(const th_result *r, void *arg)
+{
+    struct states *s = arg;
+    s->by[r->state]++;
+    s->total++;
+}
+
+static void test_crash_leaves_other_tasks_of_the_pool_answered_ok(void **state)
+{
+    th_host *h = host_with("crash", PLUGIN("crash"), 2, 2, NULL);
+    char err[512];
+    assert_int_equal(th_host_add_plugin(h, "sleep", PLUGIN("sleep"), err,
+                                        sizeof err),
+                     0);
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    o.name = "s";
+    o.plugin = "sleep";
+    o.min_workers = o.max_workers = 2;
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), 0);
+    struct states s = {{0}, 0};
+    for (int i = 0; i < 20; i++)
+        th_host_submit(h, "s", "sleep", "5", 1, NULL, states_done, &s, NULL);
+    for (int i = 0; i < 3; i++)
+        th_host_submit(h, "p", "segv", "", 0, NULL, states_done, &s, NULL);
+    assert_int_equal(th_host_wait(h, 30.0), 0);
+    assert_int_equal(s.total, 23);
+    assert_int_equal(s.by[TH_STATE_OK], 20);
+    assert_int_equal(s.by[TH_STATE_CRASHED], 3);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* ---- init failures ---- */
+
+static void test_failing_init_marks_the_pool_failed_with_the_reason(void **state)
+{
+    th_host *h = host_with("badinit", TEST_PLUGIN("badinit"), 1, 1, NULL);
+    th_result r;
+    /* The task waits while starts fail with back-off, then is rejected. */
+    assert_int_equal(th_host_call(h, "p", "echo", "x", 1, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    assert_non_null(strstr(r.data, "failed"));
+    assert_non_null(strstr(r.data, "init"));
+    th_result_free(&r);
+    /* Later tasks are rejected at once, with the same reason. */
+    assert_int_equal(th_host_call(h, "p", "echo", "x", 1, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    assert_non_null(strstr(r.data, "init"));
+    th_result_free(&r);
+    char *json;
+    assert_int_equal(th_host_stats(h, "p", TH_STATS_JSON, &json), 0);
+    assert_non_null(strstr(json, "\"state\":\"failed\""));
+    /* Five starts, no more: no fork loop. */
+    assert_non_null(strstr(json, "\"spawned\":5,"));
+    free(json);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* ---- closing ---- */
+
+static void test_graceful_close_finishes_queued_and_running_tasks(void **state)
+{
+    th_host *h = host_with("sleep", PLUGIN("sleep"), 2, 2, NULL);
+    struct states s = {{0}, 0};
+    for (int i = 0; i < 10; i++)
+        th_host_submit(h, "p", "sleep", "20", 2, NULL, states_done, &s, NULL);
+    th_host_step(h, 0);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    assert_int_equal(s.total, 10);
+    assert_int_equal(s.by[TH_STATE_OK], 10);
+}
+
+static void test_forced_close_cancels_queued_and_kills_running(void **state)
+{
+    th_host *h = host_with("sleep", PLUGIN("sleep"), 2, 2, NULL);
+    struct states s = {{0}, 0};
+    for (int i = 0; i < 10; i++)
+        th_host_submit(h, "p", "sleep", "10000", 5, NULL, states_done, &s,
+                       NULL);
+    /* Wait until both workers run a task. */
+    for (int i = 0; i < 500; i++) {
+        char *json;
+        th_host_step(h, 10);
+        th_host_stats(h, "p", TH_STATS_JSON, &json);
+        int busy = strstr(json, "\"busy\":2,") != NULL;
+        free(json);
+        if (busy)
+            break;
+    }
+    th_host_close(h, TH_CLOSE_FORCE);
+    assert_int_equal(s.total, 10);
+    assert_int_equal(s.by[TH_STATE_CANCELLED], 10);
+}
+
+static void test_close_with_no_task_stops_every_worker(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 3, 3, NULL);
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "echo", "x", 1, NULL, &r), 0);
+    th_result_free(&r);
+    th_host_shutdown(h, TH_CLOSE_GRACEFUL);
+    while (!th_host_stopped(h))
+        assert_int_equal(th_host_step(h, 100), 0);
+    char *json;
+    assert_int_equal(th_host_stats(h, NULL, TH_STATS_JSON, &json), 0);
+    assert_non_null(strstr(json, "\"total\":0,"));
+    assert_non_null(strstr(json, "\"shutdown\":3"));
+    free(json);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* ---- the caller's own loop ---- */
+
+static void test_host_fd_becomes_readable_when_an_answer_is_due(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    struct states s = {{0}, 0};
+    th_host_submit(h, "p", "echo", "x", 1, NULL, states_done, &s, NULL);
+    int fd = th_host_fd(h);
+    for (int i = 0; i < 1000 && s.total == 0; i++) {
+        fd_set rd;
+        FD_ZERO(&rd);
+        FD_SET(fd, &rd);
+        struct timeval tv = {5, 0};
+        assert_true(select(fd + 1, &rd, NULL, NULL, &tv) > 0);
+        th_host_step(h, 0);
+    }
+    assert_int_equal(s.by[TH_STATE_OK], 1);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* ---- config ---- */
+
+static void test_open_reports_a_missing_plugin_with_file_and_line(void **state)
+{
+    char dir[] = "/tmp/th-host-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/t.conf", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "plugins = (\n  { name = \"x\"; path = \"nosuch.so\"; }\n);\n");
+    fclose(f);
+    th_host *h = NULL;
+    char err[512] = "";
+    assert_true(th_host_open(&h, path, err, sizeof err) < 0);
+    assert_null(h);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, ":2:"));
+    assert_non_null(strstr(err, "path"));
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_open_refuses_a_plugin_of_another_abi(void **state)
+{
+    char dir[] = "/tmp/th-host-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/t.conf", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "plugins = ( { name = \"x\"; path = \"%s\"; } );\n",
+            TEST_PLUGIN("badabi"));
+    fclose(f);
+    th_host *h = NULL;
+    char err[512] = "";
+    assert_int_equal(th_host_open(&h, path, err, sizeof err), TH_EABI);
+    assert_non_null(strstr(err, "999"));
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    log_set_level(TH_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_echo_returns_its_input),
+        cmocka_unit_test(test_echo_of_empty_input_is_empty),
+        cmocka_unit_test(test_large_input_round_trips_intact),
+        cmocka_unit_test(test_hash_gives_sha256_hex),
+        cmocka_unit_test(test_hash_rounds_setting_rehashes_the_digest),
+        cmocka_unit_test(test_sleep_reports_the_time_slept),
+        cmocka_unit_test(test_sleep_refuses_a_non_number_as_error),
+        cmocka_unit_test(test_leak_reports_its_pid_and_a_grown_rss),
+        cmocka_unit_test(test_ten_thousand_tasks_on_two_workers_each_answered_once),
+        cmocka_unit_test(test_unknown_pool_is_answered_rejected),
+        cmocka_unit_test(test_unknown_task_is_answered_rejected),
+        cmocka_unit_test(test_submit_after_close_began_is_refused),
+        cmocka_unit_test(test_segv_is_answered_crashed_naming_sigsegv),
+        cmocka_unit_test(test_abort_is_answered_crashed_naming_sigabrt),
+        cmocka_unit_test(test_exit_is_answered_crashed_naming_the_status),
+        cmocka_unit_test(test_crash_leaves_other_tasks_of_the_pool_answered_ok),
+        cmocka_unit_test(test_failing_init_marks_the_pool_failed_with_the_reason),
+        cmocka_unit_test(test_graceful_close_finishes_queued_and_running_tasks),
+        cmocka_unit_test(test_forced_close_cancels_queued_and_kills_running),
+        cmocka_unit_test(test_close_with_no_task_stops_every_worker),
+        cmocka_unit_test(test_host_fd_becomes_readable_when_an_answer_is_due),
+        cmocka_unit_test(test_open_reports_a_missing_plugin_with_file_and_line),
+        cmocka_unit_test(test_open_refuses_a_plugin_of_another_abi),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
