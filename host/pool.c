@@ -752,6 +752,7 @@ static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
                            const char *how)
 {
     p->stats.finished[TH_STATE_CRASHED]++;
+    hist_add(&p->stats.run, (uint64_t)((loop_now(loop_of(p)) - t->started) * 1e6));
     char msg[160];
     int n = snprintf(msg, sizeof msg, "worker %d %s while running the task",
                      w->pid, how);

@@ -78,6 +78,9 @@ struct worker *worker_spawn(struct pool *p)
     }
     struct child_params cp;
     fill_params(&cp, p, sv[1]);
+    /* Otherwise the worker inherits, and one day flushes, a copy of what
+     * the host has buffered for stdout. */
+    fflush(NULL);
     pid_t pid = fork();
     if (pid == -1) {
         log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
