@@ -111,8 +111,12 @@ static void reset_signals(void)
     sa.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &sa, NULL); /* fails harmlessly for KILL/STOP */
+    /* The operator's signals are for the host, also when they reach the
+     * whole process group (Ctrl-C in a terminal, kill -HUP 0). */
     sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
+    const int ignored[] = {SIGPIPE, SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+        sigaction(ignored[i], &sa, NULL);
     /* No SA_RESTART: SIGTERM interrupts a blocking read, and we exit. */
     sa.sa_handler = on_sigterm;
     sigaction(SIGTERM, &sa, NULL);
@@ -349,6 +353,12 @@ void child_main(const struct child_params *p)
 {
     reset_signals();
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != p->host_pid)
+        _exit(0); /* the host died before PDEATHSIG was set */
+    /* A name of its own, so that `pkill taskhostd` means the host only. */
+    char name[16];
+    snprintf(name, sizeof name, "th:%s", p->pool);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
     setup_fds(p->fd);
     log_set_tag(p->pool);
     apply_limits(p);

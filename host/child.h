@@ -24,6 +24,7 @@ struct child_params {
     long rlimit_nofile;                 /* 0: inherit */
     long rlimit_core;                   /* -1: inherit */
     int uid, gid;                       /* -1: keep */
+    int host_pid;                       /* to notice a host gone already */
 };
 
 /* Runs the worker. Never returns. */

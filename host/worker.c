@@ -52,6 +52,7 @@ static void fill_params(struct child_params *cp, struct pool *p, int fd)
     cp->rlimit_core = p->cfg.rlimit_core;
     cp->uid = p->uid;
     cp->gid = p->gid;
+    cp->host_pid = (int)getpid();
 }
 
 static int watch(struct worker *w, int sock, int pidfd)
