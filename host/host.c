@@ -460,10 +460,12 @@ static void reject_unknown(struct th_host *h, struct task *t, const char *pool,
     if (p == NULL)
         host_answer_later(h, t, TH_STATE_REJECTED, TH_ENOENT,
                           "no pool named '%s'", pool);
-    else
+    else {
+        p->stats.finished[TH_STATE_REJECTED]++;
         host_answer_later(h, t, TH_STATE_REJECTED, TH_ENOENT,
                           "plugin '%s' of pool '%s' has no task '%s'",
                           p->plugin->name, pool, task);
+    }
 }
 
 TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
