@@ -332,6 +332,26 @@ static int dispatch(th_client *c)
     return 0;
 }
 
+/* The daemon closed while we were writing: what it said before (an ERROR
+ * frame, answers) may still wait to be read. Take it, then give up. */
+static void fail_after_write(th_client *c, int err)
+{
+    ssize_t n;
+
+    for (;;) {
+        if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL)
+            break;
+        n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
+                 MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        c->in.len += (size_t)n;
+        if (dispatch(c) < 0)
+            return;
+    }
+    fail_all(c, strerror(err));
+}
+
 static int do_write(th_client *c)
 {
     ssize_t n;
@@ -342,7 +362,7 @@ static int do_write(th_client *c)
     if (n == -1) {
         if (errno == EAGAIN || errno == EINTR)
             return 0;
-        fail_all(c, strerror(errno));
+        fail_after_write(c, errno);
         return TH_EIO;
     }
     proto_buf_consume(&c->out, (size_t)n);

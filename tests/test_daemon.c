@@ -1055,7 +1055,8 @@ static void cancel_by_task_id_cancels_a_running_task(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
-int main(void)
+/* An optional argument selects tests by name ("sighup_*"). */
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         T(check_config_accepts_a_good_config),
@@ -1088,5 +1089,7 @@ int main(void)
         T(cancel_by_task_id_cancels_a_running_task),
     };
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
