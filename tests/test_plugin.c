@@ -1,8 +1,6 @@
 /* test_plugin.c - the plugin loader: the example plugins load, bad shared
  * objects are refused with the right code and a message naming the path and
  * the reason, a rebuilt file is noticed, and strict permissions hold. */
-#include <config.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
