@@ -42,6 +42,8 @@ struct daemon {
     th_host *host;
     struct server *srv;
     int stopping;   /* 0, or 1 + TH_CLOSE_* */
+    char socket[108];     /* as bound */
+    char log_target[4096]; /* as opened */
     int pid_written;
 };
 
@@ -276,6 +278,20 @@ static void begin_shutdown(int how)
     th_host_step(d.host, 0);
 }
 
+/* Applies what can change of the host group at a reload: the limits and
+ * uid lists of the socket, the log level. The socket and the log target
+ * stay as they are until a restart. */
+static void reload_host_group(const struct host_cfg *h)
+{
+    if (server_configure(d.srv, h) < 0)
+        log_error("reload: out of memory; socket limits unchanged");
+    log_set_level(h->log_level);
+    if (strcmp(h->socket, d.socket) != 0)
+        log_warn("reload: the socket stays %s until a restart", d.socket);
+    if (strcmp(h->log ? h->log : "stderr", d.log_target) != 0)
+        log_warn("reload: the log stays %s until a restart", d.log_target);
+}
+
 /* Reloads the config; the socket stays where it is. Returns 0 or a code
  * with the reason in err (also logged). */
 static int do_reload(char *err, size_t errlen)
@@ -289,10 +305,8 @@ static int do_reload(char *err, size_t errlen)
         log_error("reload refused, the running config stays: %s", err);
     } else {
         cfg = host_config(d.host);
-        if (cfg) {
-            server_configure(d.srv, &cfg->host);
-            log_set_level(cfg->host.log_level);
-        }
+        if (cfg)
+            reload_host_group(&cfg->host);
         log_info("config %s reloaded", d.config);
     }
     notify("READY=1");
@@ -385,22 +399,37 @@ static void take_notify_socket(void)
     unsetenv("NOTIFY_SOCKET");
 }
 
-/* Opens the engine, the log, the socket. Returns 0 or -1 (reported). */
+/* Opens the log the config names. It must be open before the engine
+ * starts: workers inherit the log as it is when they are forked. */
+static int open_log(char *err, size_t errlen)
+{
+    struct config *cfg;
+    int rc;
+
+    if ((rc = config_load(d.config, &cfg, err, errlen)) < 0)
+        return rc;
+    rc = log_open(cfg->host.log, cfg->host.log_level, err, errlen);
+    snprintf(d.log_target, sizeof d.log_target, "%s",
+             cfg->host.log ? cfg->host.log : "stderr");
+    config_free(cfg);
+    return rc;
+}
+
+/* Opens the log, the engine, the socket. Returns 0 or -1 (reported). */
 static int start(void)
 {
     static const struct server_ops ops = {ops_reload, ops_shutdown, NULL};
     const struct config *cfg;
     char err[512];
 
-    if (th_host_open(&d.host, d.config, err, sizeof err) < 0) {
+    if (open_log(err, sizeof err) < 0 ||
+        th_host_open(&d.host, d.config, err, sizeof err) < 0) {
         fprintf(stderr, "taskhostd: %s\n", err);
+        log_error("%s", err);
         return -1;
     }
     cfg = host_config(d.host);
-    if (log_open(cfg->host.log, cfg->host.log_level, err, sizeof err) < 0) {
-        fprintf(stderr, "taskhostd: %s\n", err);
-        return -1;
-    }
+    snprintf(d.socket, sizeof d.socket, "%s", cfg->host.socket);
     d.epfd = epoll_create1(EPOLL_CLOEXEC);
     d.sig_w.fn = sig_event;
     d.host_w.fn = host_event;
