@@ -816,6 +816,9 @@ void pool_drain(struct pool *p, int force)
     p->draining = 1;
     loop_timer_stop(loop_of(p), &p->backoff);
     if (force) {
+        /* Workers first: what they had not started goes back to the queue,
+         * and is cancelled with the rest of it. */
+        stop_all(p, 1, RETIRE_SHUTDOWN);
         struct task *t;
         while ((t = queue_pop(&p->queue)) != NULL) {
             loop_timer_stop(loop_of(p), &t->qtimer);
@@ -823,7 +826,6 @@ void pool_drain(struct pool *p, int force)
             host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
                               "cancelled: the host was shut down");
         }
-        stop_all(p, 1, RETIRE_SHUTDOWN);
     } else {
         /* Idle workers leave now when nothing waits; busy ones once the
          * queue is empty and their task is done (after_result). */

@@ -306,7 +306,9 @@ static void close_sock(struct worker *w)
 static void on_sock(struct loop_io *io, uint32_t events)
 {
     struct worker *w = container_of(io, struct worker, sock);
-    if ((events & EPOLLOUT) && !w->reaped)
+    if (w->reaped)
+        return; /* reaped earlier in this loop iteration */
+    if (events & EPOLLOUT)
         worker_flush(w);
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         if (read_worker(w, 4))
