@@ -898,8 +898,7 @@ static int socket_register(struct server *s, char *err, size_t errlen)
 }
 
 int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
-                th_host *host, const struct server_ops *ops, char *err,
-                size_t errlen)
+                const struct server_ops *ops, char *err, size_t errlen)
 {
     struct server *s = calloc(1, sizeof *s);
     int rc;
@@ -908,7 +907,6 @@ int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
     if (s == NULL)
         return TH_ENOMEM;
     s->w.fn = server_event;
-    s->host = host;
     s->ops = *ops;
     s->epfd = epfd;
     s->fd = -1;
@@ -921,6 +919,11 @@ int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
     log_info("listening on %s (mode %04o)", s->path, cfg->socket_mode);
     *out = s;
     return 0;
+}
+
+void server_set_host(struct server *s, th_host *host)
+{
+    s->host = host;
 }
 
 void server_stop_accepting(struct server *s)

@@ -49,10 +49,13 @@ struct server_counts {
 /* Binds the socket cfg->socket (mode, group from cfg) and registers it in
  * epfd. A socket file left by a dead daemon is replaced; one a live daemon
  * answers on is refused. Returns 0 and the server in *out, or a negative
- * code with one line in err. The server keeps `host` and `ops`. */
+ * code with one line in err. The server keeps `ops`. Connections wait in
+ * the backlog until the daemon's loop runs, after server_set_host(). */
 int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
-                th_host *host, const struct server_ops *ops, char *err,
-                size_t errlen);
+                const struct server_ops *ops, char *err, size_t errlen);
+
+/* Gives the server the engine its requests go to; before the loop runs. */
+void server_set_host(struct server *s, th_host *host);
 
 /* Takes the limits and uid/gid lists of cfg (after a reload). The socket
  * itself is not moved. Returns 0 or TH_ENOMEM (the old ones then stay). */

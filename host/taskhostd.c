@@ -399,48 +399,60 @@ static void take_notify_socket(void)
     unsetenv("NOTIFY_SOCKET");
 }
 
-/* Opens the log the config names. It must be open before the engine
- * starts: workers inherit the log as it is when they are forked. */
-static int open_log(char *err, size_t errlen)
+/* Logs why the start failed, and tells the user at the terminal too when
+ * the log goes elsewhere. */
+static void report(const char *msg)
 {
-    struct config *cfg;
-    int rc;
-
-    if ((rc = config_load(d.config, &cfg, err, errlen)) < 0)
-        return rc;
-    rc = log_open(cfg->host.log, cfg->host.log_level, err, errlen);
-    snprintf(d.log_target, sizeof d.log_target, "%s",
-             cfg->host.log ? cfg->host.log : "stderr");
-    config_free(cfg);
-    return rc;
+    log_error("%s", msg);
+    if (d.log_target[0] && strcmp(d.log_target, "stderr") != 0)
+        fprintf(stderr, "taskhostd: %s\n", msg);
 }
 
-/* Opens the log, the engine, the socket. Returns 0 or -1 (reported). */
-static int start(void)
+/* Opens the log the config names. It must be open before the engine
+ * starts: workers inherit the log as it is when they are forked. */
+static int open_log(const struct config *cfg, char *err, size_t errlen)
+{
+    snprintf(d.log_target, sizeof d.log_target, "%s",
+             cfg->host.log ? cfg->host.log : "stderr");
+    return log_open(cfg->host.log, cfg->host.log_level, err, errlen);
+}
+
+/* Binds the socket before the engine starts, so that a second daemon on
+ * the same socket is refused before it runs any plugin's init(). */
+static int open_socket(const struct config *cfg, char *err, size_t errlen)
 {
     static const struct server_ops ops = {ops_reload, ops_shutdown, NULL};
-    const struct config *cfg;
-    char err[512];
 
-    if (open_log(err, sizeof err) < 0 ||
-        th_host_open(&d.host, d.config, err, sizeof err) < 0) {
-        fprintf(stderr, "taskhostd: %s\n", err);
-        log_error("%s", err);
-        return -1;
-    }
-    cfg = host_config(d.host);
     snprintf(d.socket, sizeof d.socket, "%s", cfg->host.socket);
     d.epfd = epoll_create1(EPOLL_CLOEXEC);
     d.sig_w.fn = sig_event;
-    d.host_w.fn = host_event;
-    if (d.epfd == -1 || watch_add(d.sigfd, &d.sig_w) == -1 ||
-        watch_add(th_host_fd(d.host), &d.host_w) == -1) {
-        log_error("epoll: %s", strerror(errno));
+    if (d.epfd == -1 || watch_add(d.sigfd, &d.sig_w) == -1) {
+        snprintf(err, errlen, "epoll: %s", strerror(errno));
+        return TH_EIO;
+    }
+    return server_open(&d.srv, &cfg->host, d.epfd, &ops, err, errlen);
+}
+
+/* Opens the log, the socket, the engine. Returns 0 or -1 (reported). */
+static int start(void)
+{
+    struct config *cfg = NULL;
+    char err[512];
+    int rc;
+
+    if ((rc = config_load(d.config, &cfg, err, sizeof err)) == 0 &&
+        (rc = open_log(cfg, err, sizeof err)) == 0 &&
+        (rc = open_socket(cfg, err, sizeof err)) == 0)
+        rc = th_host_open(&d.host, d.config, err, sizeof err);
+    config_free(cfg);
+    if (rc < 0) {
+        report(err);
         return -1;
     }
-    if (server_open(&d.srv, &cfg->host, d.epfd, d.host, &ops, err,
-                    sizeof err) < 0) {
-        log_error("%s", err);
+    server_set_host(d.srv, d.host);
+    d.host_w.fn = host_event;
+    if (watch_add(th_host_fd(d.host), &d.host_w) == -1) {
+        log_error("epoll: %s", strerror(errno));
         return -1;
     }
     return pidfile_write();
