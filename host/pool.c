@@ -675,6 +675,14 @@ void pool_worker_result(struct worker *w, const struct frame *f,
             queue_push_front(&p->queue, head);
         return;
     }
+    if (p->cfg.memory_hard_limit > 0 &&
+        (uint64_t)f->rss_kib * 1024 > p->cfg.memory_hard_limit) {
+        /* It passed the hard limit running this task, even if it ended
+         * before a sample saw it: the task is answered `memory`. */
+        w->rss_kib = f->rss_kib;
+        kill_for_memory(p, w, f->rss_kib);
+        return;
+    }
     task_list_remove(&w->inflight, t);
     t->worker = NULL;
     w->tasks_done++;
