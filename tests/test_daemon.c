@@ -585,8 +585,10 @@ static void sighup_serves_a_rebuilt_plugin(void **state)
     kill(t->pid, SIGHUP);
     while (call_state(t, "echo", "version", "", out, sizeof out) !=
            TH_STATE_OK) {
-        if (now() > end)
+        if (now() > end) {
+            show_log(t);
             fail_msg("the rebuilt plugin never served");
+        }
         pause_ms(10);
     }
     assert_string_equal(out, "2.0");
@@ -1053,6 +1055,52 @@ static void cancel_by_task_id_cancels_a_running_task(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+static void submitter_who_is_not_admin_cannot_restart(void **state)
+{
+    struct td *t = *state;
+    char host[128];
+    th_client *c;
+    th_result r;
+
+    /* we may submit; only uid 4242 (nobody we are) may administer */
+    snprintf(host, sizeof host, "submit_users = [ %u ]; admin_users = [ 4242 ];",
+             (unsigned)geteuid());
+    write_conf(t, host, NULL, NULL);
+    td_start(t);
+    c = td_connect(t);
+    assert_int_equal(th_client_call(c, "echo", "echo", "x", 1, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    th_client_result_free(&r);
+    assert_int_equal(th_client_restart(c, NULL, 0), TH_EPERM);
+    assert_non_null(strstr(th_client_error(c), "admin"));
+    assert_int_equal(th_client_shutdown(c, TH_CLOSE_GRACEFUL), TH_EPERM);
+    th_client_close(c);
+    assert_int_equal(run_ctl(t, NULL, "reload", NULL, NULL, NULL), 1);
+    assert_int_equal(td_ping(t), 0); /* still up */
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void sigusr2_reopens_the_log(void **state)
+{
+    struct td *t = *state;
+    char moved[160];
+    th_client *c;
+
+    td_start(t);
+    snprintf(moved, sizeof moved, "%s.1", t->log);
+    assert_int_equal(rename(t->log, moved), 0); /* as logrotate does */
+    kill(t->pid, SIGUSR2);
+    /* a request the daemon logs, once the reopen was handled */
+    c = td_connect(t);
+    for (double end = now() + DEADLINE; !file_contains(t->log, "restart of");) {
+        assert_int_equal(th_client_restart(c, "echo", 0), 0);
+        assert_true(now() < end);
+        pause_ms(10);
+    }
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 /* An optional argument selects tests by name ("sighup_*"). */
@@ -1087,6 +1135,8 @@ int main(int argc, char **argv)
         T(systemd_is_notified_on_an_abstract_socket),
         T(shutdown_request_stops_the_daemon),
         T(cancel_by_task_id_cancels_a_running_task),
+        T(submitter_who_is_not_admin_cannot_restart),
+        T(sigusr2_reopens_the_log),
     };
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1)
