@@ -1,0 +1,193 @@
+/* cpu.c - CPU-bound scaling: the hash plugin with many rounds.
+ *
+ * The reference is the plugin's own task function called inline in this
+ * process (dlopen + its descriptor), with the output going through
+ * libtaskhost's th_task_write() as in a worker. The rounds are calibrated
+ * so that one task takes about TASK_MS; then 1 and 2 workers each run a
+ * deep queue of such tasks, and the three are interleaved in every run so
+ * that drift on a noisy machine hits them alike.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "buf.h"
+#include "settings.h"
+
+#define TASK_MS 5.0
+#define TASKS_PER_RUN 60
+#define CALIBRATE_ROUNDS 2000
+
+/* The worker-side task handle of the SDK, as host/child.c defines it: the
+ * output is appended to `out` behind a frame header at `header`. Checked
+ * after every call through the output length. */
+struct th_task {
+    struct buf *out;
+    size_t header;
+    int failed;
+    const char *name;
+};
+
+#define FRAME_HEADER 32
+
+struct inline_hash {
+    void *dl;
+    const th_plugin *desc;
+    void *state;
+    struct buf out;
+};
+
+static int hash_init(struct inline_hash *ih, long rounds)
+{
+    struct setting item = {.key = "rounds", .type = SETTING_INT, .i = rounds};
+    struct th_settings s = {&item, 1};
+    if (ih->state != NULL)
+        ih->desc->fini(ih->state);
+    ih->state = NULL;
+    return ih->desc->init(&s, &ih->state);
+}
+
+static int hash_open(struct inline_hash *ih)
+{
+    memset(ih, 0, sizeof *ih);
+    ih->dl = dlopen(plugin_path("hash"), RTLD_NOW | RTLD_LOCAL);
+    if (ih->dl == NULL) {
+        note("dlopen: %s", dlerror());
+        return -1;
+    }
+    ih->desc = dlsym(ih->dl, TH_PLUGIN_SYMBOL);
+    return ih->desc != NULL && ih->desc->init != NULL ? 0 : -1;
+}
+
+static void hash_close(struct inline_hash *ih)
+{
+    if (ih->state != NULL)
+        ih->desc->fini(ih->state);
+    if (ih->dl != NULL)
+        dlclose(ih->dl);
+    free(ih->out.data);
+}
+
+/* Gives `out` room for a result, as a worker's buffer has. */
+static int out_ready(struct buf *out)
+{
+    if (out->data != NULL)
+        return 0;
+    out->data = malloc(4096);
+    out->cap = out->data ? 4096 : 0;
+    return out->data ? 0 : -1;
+}
+
+/* Runs the task `n` times inline; returns seconds per task, or -1. */
+static double hash_inline(struct inline_hash *ih, int n)
+{
+    if (out_ready(&ih->out) < 0)
+        return -1;
+    th_run_fn run = ih->desc->tasks[0].run;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        struct th_task task = {.out = &ih->out, .name = "sha256"};
+        ih->out.off = 0;
+        ih->out.len = FRAME_HEADER;
+        if (run(ih->state, &task, "0123456789abcdef", 16) < 0 ||
+            ih->out.len != FRAME_HEADER + 64)
+            return -1;
+    }
+    return (now_s() - t0) / n;
+}
+
+/* Picks the rounds that make one task last about TASK_MS. */
+static long calibrate(struct inline_hash *ih)
+{
+    if (hash_init(ih, CALIBRATE_ROUNDS) < 0)
+        return -1;
+    hash_inline(ih, 5);
+    double per = hash_inline(ih, 20);
+    if (per <= 0)
+        return -1;
+    long rounds = (long)(CALIBRATE_ROUNDS * (TASK_MS / 1e3) / per);
+    return rounds > 0 ? rounds : 1;
+}
+
+static th_host *hash_host(long rounds)
+{
+    th_host *h;
+    char err[512], settings[64];
+    if (th_host_new(&h) < 0)
+        return NULL;
+    if (th_host_add_plugin(h, "hash", plugin_path("hash"), err, sizeof err) <
+        0) {
+        note("cannot load hash: %s", err);
+        th_host_close(h, TH_CLOSE_FORCE);
+        return NULL;
+    }
+    snprintf(settings, sizeof settings, "rounds = %ld;", rounds);
+    for (int workers = 1; workers <= 2; workers++) {
+        th_pool_opts o;
+        th_pool_opts_init(&o);
+        o.name = workers == 1 ? "hash1" : "hash2";
+        o.plugin = "hash";
+        o.min_workers = o.max_workers = workers;
+        o.settings = settings;
+        if (th_host_add_pool(h, &o, err, sizeof err) < 0) {
+            note("cannot add pool %s: %s", o.name, err);
+            th_host_close(h, TH_CLOSE_FORCE);
+            return NULL;
+        }
+    }
+    return h;
+}
+
+/* A deep queue of `n` tasks on `pool`; returns tasks per second or -1. */
+static double pool_tps(const struct target *t, const char *pool, int n)
+{
+    struct load_result r;
+    if (load_run(t, pool, "sha256", 16, n, n, &r) < 0)
+        return -1;
+    return r.tps;
+}
+
+static int one_run(struct inline_hash *ih, const struct target *t)
+{
+    double per = hash_inline(ih, TASKS_PER_RUN);
+    double one = pool_tps(t, "hash1", TASKS_PER_RUN);
+    double two = pool_tps(t, "hash2", 2 * TASKS_PER_RUN);
+    if (per <= 0 || one <= 0 || two <= 0)
+        return -1;
+    fig_put("cpu_inline_ms", per * 1e3);
+    fig_put("cpu_1w_tps", one);
+    fig_put("cpu_2w_tps", two);
+    fig_put("cpu_scaling_x", two / one);
+    fig_put("cpu_overhead_pct", ((1.0 / one) / per - 1.0) * 100.0);
+    return 0;
+}
+
+void suite_cpu(void)
+{
+    note("cpu-bound: hash, inline vs 1 and 2 workers");
+    struct inline_hash ih;
+    long rounds = hash_open(&ih) == 0 ? calibrate(&ih) : -1;
+    th_host *h = rounds > 0 ? hash_host(rounds) : NULL;
+    if (h == NULL || hash_init(&ih, rounds) < 0) {
+        fig_na("cpu_scaling_x", "hash plugin unusable");
+        hash_close(&ih);
+        th_host_close(h, TH_CLOSE_FORCE);
+        return;
+    }
+    note("hash rounds = %ld (about %.0f ms per task)", rounds, TASK_MS);
+    struct target t = target_host(h);
+    pool_tps(&t, "hash1", 4); /* warm up: workers started */
+    pool_tps(&t, "hash2", 4);
+    for (int i = 0; i < bench_runs; i++)
+        if (one_run(&ih, &t) < 0) {
+            note("cpu-bound run failed");
+            break;
+        }
+    th_host_close(h, TH_CLOSE_FORCE);
+    hash_close(&ih);
+}

@@ -1,0 +1,333 @@
+/* daemon.c - figures of taskhostd through its client library.
+ *
+ * Starts host/taskhostd of the build tree on a config in the scratch
+ * directory, drives it with taskhost_client.h, and stops it. Memory is
+ * measured first, on a freshly started daemon; then echo latency and
+ * throughput (1 in flight, 1 client x 256, 8 client processes x 64) and
+ * payloads.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "taskhost_client.h"
+
+#define ECHO_WARMUP 20000
+#define ECHO_1_COUNT 10000
+#define ECHO_256_COUNT 200000
+#define CLIENTS 8
+#define CLIENT_INFLIGHT 64
+#define CLIENT_COUNT 25000
+#define KIB64_COUNT 3000
+#define MIB1_COUNT 300
+#define PAYLOAD_INFLIGHT 8
+
+static const char *const echo_figs[] = {
+    "daemon_1_tps",     "daemon_1_p50_us",    "daemon_1_p99_us",
+    "daemon_256_tps",   "daemon_256_p50_us",  "daemon_256_p99_us",
+    "daemon_8x64_tps",  "daemon_8x64_p50_us", "daemon_8x64_p99_us",
+    "daemon_64k_mbps",  "daemon_1m_mbps",     "daemon_worker_private_kib",
+    "daemon_rss_0_kib", "daemon_rss_1000_kib", NULL,
+};
+
+static void all_na(const char *why)
+{
+    for (const char *const *k = echo_figs; *k != NULL; k++)
+        fig_na(*k, why);
+}
+
+struct daemon {
+    pid_t pid;
+    char conf[4200], sock[4200];
+};
+
+static int write_config(struct daemon *d)
+{
+    const char *dir = scratch_dir();
+    snprintf(d->conf, sizeof d->conf, "%s/taskhost.conf", dir);
+    snprintf(d->sock, sizeof d->sock, "%s/taskhost.sock", dir);
+    FILE *f = fopen(d->conf, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "host: { socket = \"%s\"; log = \"%s/daemon.log\";\n"
+               "  log_level = \"warn\"; shutdown_timeout = 5.0; };\n",
+            d->sock, dir);
+    fprintf(f, "plugins = ( { name = \"echo\"; path = \"%s\"; },\n",
+            plugin_path("echo"));
+    fprintf(f, "  { name = \"sleep\"; path = \"%s\"; } );\n",
+            plugin_path("sleep"));
+    fprintf(f, "pools = (\n"
+               "  { name = \"echo\"; plugin = \"echo\"; min_workers = 2;\n"
+               "    max_workers = 2; max_queue = 4096; },\n"
+               "  { name = \"idle\"; plugin = \"echo\"; min_workers = 1;\n"
+               "    max_workers = 1; },\n"
+               "  { name = \"sleep\"; plugin = \"sleep\"; min_workers = 1;\n"
+               "    max_workers = 1; max_queue = 4096; task_timeout = 0.0; }"
+               "\n);\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+static int start_daemon(struct daemon *d)
+{
+    const char *exe = build_path("host/taskhostd");
+    if (access(exe, X_OK) != 0 || write_config(d) < 0)
+        return -1;
+    d->pid = fork();
+    if (d->pid == 0) {
+        execl(exe, "taskhostd", "-f", "-c", d->conf, (char *)NULL);
+        _exit(127);
+    }
+    return d->pid > 0 ? 0 : -1;
+}
+
+/* Connects, retrying while the daemon starts. */
+static th_client *connect_to(const struct daemon *d, double limit)
+{
+    double end = now_s() + limit;
+    char err[256] = "";
+    do {
+        th_client *c;
+        if (th_client_connect(&c, d->sock, err, sizeof err) == 0)
+            return c;
+        usleep(2000);
+    } while (now_s() < end && waitpid(d->pid, NULL, WNOHANG) == 0);
+    note("cannot connect to taskhostd at %s: %s", d->sock, err);
+    return NULL;
+}
+
+static void stop_daemon(struct daemon *d, th_client *c)
+{
+    if (c != NULL)
+        th_client_shutdown(c, TH_CLOSE_FORCE);
+    th_client_close(c);
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(d->pid, NULL, WNOHANG) == d->pid)
+            return;
+        usleep(10000);
+    }
+    note("taskhostd did not stop in 5 s: killing it");
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+}
+
+/* ---- the client as a load target ---- */
+
+static int client_submit(void *ctx, const char *pool, const char *task,
+                         const void *input, size_t len, th_done_fn done,
+                         void *arg)
+{
+    return th_client_submit(ctx, pool, task, input, len, NULL, done, arg,
+                            NULL);
+}
+
+static int client_step(void *ctx, int timeout_ms)
+{
+    return th_client_step(ctx, timeout_ms);
+}
+
+static struct target target_client(th_client *c)
+{
+    struct target t = {c, client_submit, client_step};
+    return t;
+}
+
+/* ---- memory ---- */
+
+static void count_answer(const th_result *r, void *arg)
+{
+    (void)r;
+    (*(long *)arg)++;
+}
+
+static long queue_depth(th_client *c, const char *pool)
+{
+    char *json = NULL;
+    if (th_client_stats(c, pool, TH_STATS_JSON, &json) < 0)
+        return -1;
+    long n = stats_queue_depth(json, pool);
+    free(json);
+    return n;
+}
+
+/* RSS of the daemon with 1,000 tasks queued behind a long one. */
+static long rss_1000(const struct daemon *d)
+{
+    th_client *c = connect_to(d, 1.0);
+    long answered = 0, rss = -1;
+    uint64_t blocker;
+    if (c == NULL || th_client_submit(c, "sleep", "sleep", "10000", 5, NULL,
+                                      count_answer, &answered, &blocker) < 0)
+        goto out;
+    for (int i = 0; i < 1000; i++)
+        th_client_submit(c, "sleep", "sleep", "0", 1, NULL, count_answer,
+                         &answered, NULL);
+    double end = now_s() + 5.0;
+    while (queue_depth(c, "sleep") < 1000 && now_s() < end)
+        th_client_step(c, 1);
+    if (queue_depth(c, "sleep") >= 1000)
+        rss = proc_rss_kib(d->pid);
+    th_client_cancel(c, blocker);
+    th_client_wait(c, 10.0);
+out:
+    th_client_close(c);
+    return rss;
+}
+
+static void memory_run(const struct daemon *d, th_client *c)
+{
+    char *json = NULL;
+    if (th_client_stats(c, "idle", TH_STATS_JSON, &json) == 0) {
+        long priv = proc_private_kib(stats_worker_pid(json, "idle"));
+        if (priv > 0)
+            fig_put("daemon_worker_private_kib", (double)priv);
+    }
+    free(json);
+    fig_put("daemon_rss_0_kib", (double)proc_rss_kib(d->pid));
+    long rss = rss_1000(d);
+    if (rss > 0)
+        fig_put("daemon_rss_1000_kib", (double)rss);
+}
+
+/* ---- echo ---- */
+
+static int echo_run(const struct target *t)
+{
+    struct load_result r;
+    if (load_run(t, "echo", "echo", 16, 1, ECHO_1_COUNT, &r) < 0)
+        return -1;
+    fig_put("daemon_1_tps", r.tps);
+    fig_put("daemon_1_p50_us", r.p50_us);
+    fig_put("daemon_1_p99_us", r.p99_us);
+    if (load_run(t, "echo", "echo", 16, 256, ECHO_256_COUNT, &r) < 0)
+        return -1;
+    fig_put("daemon_256_tps", r.tps);
+    fig_put("daemon_256_p50_us", r.p50_us);
+    fig_put("daemon_256_p99_us", r.p99_us);
+    if (load_run(t, "echo", "echo", 64 << 10, PAYLOAD_INFLIGHT, KIB64_COUNT,
+                 &r) < 0)
+        return -1;
+    fig_put("daemon_64k_mbps", r.mbps);
+    if (load_run(t, "echo", "echo", 1 << 20, PAYLOAD_INFLIGHT, MIB1_COUNT,
+                 &r) < 0)
+        return -1;
+    fig_put("daemon_1m_mbps", r.mbps);
+    return 0;
+}
+
+/* ---- 8 clients ---- */
+
+struct shared {
+    struct load_result r[CLIENTS];
+    int ok[CLIENTS];
+    double lat[CLIENTS][CLIENT_COUNT];
+};
+
+/* One client process: connect, say ready, wait for go, run. */
+static void client_proc(const struct daemon *d, struct shared *sh, int i,
+                        int ready, int go)
+{
+    th_client *c = connect_to(d, 1.0);
+    char b = 1;
+    if (write(ready, &b, 1) != 1 || read(go, &b, 1) != 1 || c == NULL)
+        _exit(1);
+    struct target t = target_client(c);
+    sh->ok[i] = load_run_keep(&t, "echo", "echo", 16, CLIENT_INFLIGHT,
+                              CLIENT_COUNT, &sh->r[i], sh->lat[i]) == 0;
+    th_client_close(c);
+    _exit(0);
+}
+
+static void clients_figures(struct shared *sh)
+{
+    double start = 1e300, end = 0;
+    long tasks = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        if (!sh->ok[i]) {
+            note("client %d failed", i);
+            return;
+        }
+        start = sh->r[i].start < start ? sh->r[i].start : start;
+        end = sh->r[i].end > end ? sh->r[i].end : end;
+        tasks += sh->r[i].tasks;
+    }
+    double *all = &sh->lat[0][0];
+    fig_put("daemon_8x64_tps", (double)tasks / (end - start));
+    fig_put("daemon_8x64_p50_us", percentile(all, (size_t)tasks, 0.5) * 1e6);
+    fig_put("daemon_8x64_p99_us", percentile(all, (size_t)tasks, 0.99) * 1e6);
+}
+
+static int clients_run(const struct daemon *d)
+{
+    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int ready[2], go[2];
+    if (sh == MAP_FAILED || pipe(ready) == -1 || pipe(go) == -1)
+        return -1;
+    pid_t pids[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            client_proc(d, sh, i, ready[1], go[0]);
+    }
+    char b[CLIENTS];
+    size_t got = 0;
+    for (ssize_t n; got < CLIENTS && (n = read(ready[0], b, CLIENTS - got)) > 0;)
+        got += (size_t)n;
+    if (write(go[1], b, CLIENTS) != CLIENTS)
+        note("cannot start the clients");
+    for (int i = 0; i < CLIENTS; i++)
+        waitpid(pids[i], NULL, 0);
+    clients_figures(sh);
+    close(ready[0]);
+    close(ready[1]);
+    close(go[0]);
+    close(go[1]);
+    munmap(sh, sizeof *sh);
+    return 0;
+}
+
+/* ---- the suite ---- */
+
+static void warm(th_client *c)
+{
+    struct target t = target_client(c);
+    struct load_result r;
+    load_run(&t, "idle", "echo", 16, 1, 1, &r);
+    load_run(&t, "sleep", "sleep", 1, 1, 1, &r);
+    load_run(&t, "echo", "echo", 16, 64, ECHO_WARMUP, &r);
+}
+
+void suite_daemon(void)
+{
+    note("daemon: memory, echo latency and throughput, payloads");
+    struct daemon d;
+    if (start_daemon(&d) < 0) {
+        all_na("no taskhostd binary");
+        return;
+    }
+    th_client *c = connect_to(&d, 5.0);
+    if (c == NULL) {
+        all_na("taskhostd did not start");
+        stop_daemon(&d, NULL);
+        return;
+    }
+    warm(c);
+    for (int i = 0; i < bench_runs; i++)
+        memory_run(&d, c);
+    struct target t = target_client(c);
+    for (int i = 0; i < bench_runs; i++) {
+        if (echo_run(&t) < 0 || clients_run(&d) < 0) {
+            note("daemon run failed");
+            break;
+        }
+    }
+    stop_daemon(&d, c);
+}
