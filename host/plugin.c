@@ -33,9 +33,9 @@ static const struct {
     int (*boolean)(const th_settings *, const char *, int);
     const char *(*strerror)(int);
 } sdk_functions __attribute__((used)) = {
-    th_task_write,    th_task_fail,      th_task_cancelled, th_task_name,
-    th_log,           th_setting_string, th_setting_int,    th_setting_float,
-    th_setting_bool,  th_strerror,
+    th_task_write,   th_task_fail,      th_task_cancelled, th_task_name,
+    th_log,          th_setting_string, th_setting_int,    th_setting_float,
+    th_setting_bool, th_strerror,
 };
 
 /* A task table longer than this is taken for one missing its terminator. */
@@ -63,8 +63,8 @@ static struct loaded *loaded_list;
 #if defined(__GNUC__)
 __attribute__((format(printf, 5, 6)))
 #endif
-static int fail(char *err, size_t errlen, int code, const char *path,
-                const char *fmt, ...)
+static int
+fail(char *err, size_t errlen, int code, const char *path, const char *fmt, ...)
 {
     va_list ap;
     int n = 0;
@@ -121,8 +121,8 @@ static int check_dir(const char *path, const char *dir, char *err,
     struct stat st;
 
     if (stat(dir, &st) == -1)
-        return fail(err, errlen, TH_EPERM, path, "cannot check directory %s: %s",
-                    dir, strerror(errno));
+        return fail(err, errlen, TH_EPERM, path,
+                    "cannot check directory %s: %s", dir, strerror(errno));
     if (!owner_ok(&st))
         return fail(err, errlen, TH_EPERM, path,
                     "directory %s is owned by uid %ld, not by root or the "
@@ -171,8 +171,8 @@ static int check_perms(const char *path, const struct stat *st, char *err,
 
 /* Looks at the file before it is opened: it exists, is a regular file and,
  * if strict, passes check_perms(). Fills *st. */
-static int check_file(const char *path, int strict, struct stat *st,
-                      char *err, size_t errlen)
+static int check_file(const char *path, int strict, struct stat *st, char *err,
+                      size_t errlen)
 {
     if (stat(path, st) == -1) {
         if (errno == ENOENT || errno == ENOTDIR)
@@ -304,8 +304,8 @@ static int check_tasks(const char *path, const th_plugin *d, size_t *ntasks,
 }
 
 /* Validates the exported descriptor `sym` and copies it into p->desc. */
-static int check_descriptor(struct plugin *p, const th_plugin *sym,
-                            char *err, size_t errlen)
+static int check_descriptor(struct plugin *p, const th_plugin *sym, char *err,
+                            size_t errlen)
 {
     if (sym->abi_version != TH_ABI_VERSION)
         return fail(err, errlen, TH_EABI, p->path,
@@ -315,8 +315,8 @@ static int check_descriptor(struct plugin *p, const th_plugin *sym,
         return fail(err, errlen, TH_EINVAL, p->path,
                     "plugin descriptor is %lu bytes, at least %zu expected",
                     (unsigned long)sym->struct_size, PLUGIN_MIN_SIZE);
-    size_t n = sym->struct_size < sizeof p->desc ? sym->struct_size
-                                                 : sizeof p->desc;
+    size_t n =
+        sym->struct_size < sizeof p->desc ? sym->struct_size : sizeof p->desc;
     memset(&p->desc, 0, sizeof p->desc);
     memcpy(&p->desc, sym, n);
     if (p->desc.name == NULL || p->desc.version == NULL)

@@ -18,8 +18,8 @@
 #if defined(__GNUC__) && (__GNUC__ >= 8 || defined(__clang__))
 __attribute__((no_sanitize("undefined")))
 #endif
-static int crash_segv(void *state, th_task *task, const void *input,
-                      size_t len)
+static int
+crash_segv(void *state, th_task *task, const void *input, size_t len)
 {
     volatile int *volatile p = NULL;
     (void)state, (void)task, (void)input, (void)len;
@@ -36,8 +36,7 @@ static int crash_abort(void *state, th_task *task, const void *input,
     abort();
 }
 
-static int crash_exit(void *state, th_task *task, const void *input,
-                      size_t len)
+static int crash_exit(void *state, th_task *task, const void *input, size_t len)
 {
     (void)state, (void)input, (void)len;
     th_task_write(task, "partial", 7); /* never delivered */

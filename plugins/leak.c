@@ -22,14 +22,13 @@ static void *leaked;
 
 /* Parses decimal text, allowing surrounding white space. Returns 0 and
  * sets *out, or -1 if not a number <= max. */
-static int parse_uint(const char *s, size_t len, long long max,
-                      long long *out)
+static int parse_uint(const char *s, size_t len, long long max, long long *out)
 {
     size_t i = 0;
     long long v = 0;
 
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' ||
-                       s[i] == '\r'))
+    while (i < len &&
+           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
     size_t first = i;
     for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
@@ -39,8 +38,8 @@ static int parse_uint(const char *s, size_t len, long long max,
     }
     if (i == first)
         return -1;
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' ||
-                       s[i] == '\r'))
+    while (i < len &&
+           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
     if (i != len)
         return -1;
@@ -62,8 +61,7 @@ static long long rss_kib(void)
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-static int leak_run(void *state, th_task *task, const void *input,
-                    size_t len)
+static int leak_run(void *state, th_task *task, const void *input, size_t len)
 {
     long long mib;
     (void)state;
@@ -78,8 +76,8 @@ static int leak_run(void *state, th_task *task, const void *input,
         size_t size = (size_t)mib << 20;
         void **block = malloc(size);
         if (block == NULL)
-            return th_task_fail(task, TH_ENOMEM, "leak: cannot allocate %lld MiB",
-                                mib);
+            return th_task_fail(task, TH_ENOMEM,
+                                "leak: cannot allocate %lld MiB", mib);
         memset(block, 0xa5, size);
         block[0] = leaked;
         leaked = block;

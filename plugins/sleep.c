@@ -20,14 +20,13 @@
 
 /* Parses decimal text, allowing surrounding white space (a trailing newline
  * from `echo`). Returns 0 and sets *out, or -1 if not a number <= max. */
-static int parse_uint(const char *s, size_t len, long long max,
-                      long long *out)
+static int parse_uint(const char *s, size_t len, long long max, long long *out)
 {
     size_t i = 0;
     long long v = 0;
 
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' ||
-                       s[i] == '\r'))
+    while (i < len &&
+           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
     size_t first = i;
     for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
@@ -37,8 +36,8 @@ static int parse_uint(const char *s, size_t len, long long max,
     }
     if (i == first)
         return -1;
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' ||
-                       s[i] == '\r'))
+    while (i < len &&
+           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
     if (i != len)
         return -1;
@@ -53,8 +52,7 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int sleep_run(void *state, th_task *task, const void *input,
-                     size_t len)
+static int sleep_run(void *state, th_task *task, const void *input, size_t len)
 {
     long long ms;
     (void)state;

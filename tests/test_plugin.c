@@ -380,8 +380,8 @@ int main(void)
         cmocka_unit_test(faulty_loads),
         cmocka_unit_test(relative_path_is_made_absolute),
         cmocka_unit_test(references_are_counted),
-        cmocka_unit_test_setup_teardown(changed_file_is_noticed,
-                                        scratch_setup, scratch_teardown),
+        cmocka_unit_test_setup_teardown(changed_file_is_noticed, scratch_setup,
+                                        scratch_teardown),
         cmocka_unit_test_setup_teardown(same_file_twice_shares_the_object,
                                         scratch_setup, scratch_teardown),
         cmocka_unit_test_setup_teardown(

@@ -13,8 +13,7 @@ static int echo2_echo(void *state, th_task *task, const void *in, size_t len)
     return th_task_write(task, in, len);
 }
 
-static int echo2_version(void *state, th_task *task, const void *in,
-                         size_t len)
+static int echo2_version(void *state, th_task *task, const void *in, size_t len)
 {
     (void)state, (void)in, (void)len;
     return th_task_write(task, ECHO2_VERSION, strlen(ECHO2_VERSION));

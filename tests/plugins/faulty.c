@@ -34,7 +34,8 @@ static int faulty_block(void *state, th_task *task, const void *in, size_t len)
 static void scribble(int fd, size_t n)
 {
     unsigned char buf[4096];
-    unsigned int seed = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)fd;
+    unsigned int seed =
+        (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)fd;
 
     for (size_t i = 0; i < sizeof buf; i++) {
         seed = seed * 1103515245u + 12345u;
@@ -80,12 +81,9 @@ static int faulty_closefds(void *state, th_task *task, const void *in,
 }
 
 static const th_task_def tasks[] = {
-    {"spin", faulty_spin},
-    {"block", faulty_block},
-    {"garbage", faulty_garbage},
-    {"fork", faulty_fork},
-    {"closefds", faulty_closefds},
-    {NULL, NULL},
+    {"spin", faulty_spin},         {"block", faulty_block},
+    {"garbage", faulty_garbage},   {"fork", faulty_fork},
+    {"closefds", faulty_closefds}, {NULL, NULL},
 };
 
 TH_PLUGIN("faulty", "1.0", NULL, NULL, tasks);
