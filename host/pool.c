@@ -918,6 +918,16 @@ void pool_update(struct pool *p, const struct pool_cfg *c)
     for (struct worker *w = p->workers; w != NULL; w = w->next)
         if (live_workers(p) > o->max_workers && w->state == W_BUSY)
             worker_stop(w, RETIRE_RELOAD);
+    /* An idle timer that fired at the old min_workers was not re-armed:
+     * give every idle worker a fresh one, so spares above a lower min (or
+     * a new idle_timeout) do leave. */
+    for (struct worker *w = p->idle; w != NULL; w = w->inext) {
+        loop_timer_stop(loop_of(p), &w->idle_timer);
+        if (o->idle_timeout > 0) {
+            w->idle_timer.cb = on_idle_timer;
+            loop_timer_start(loop_of(p), &w->idle_timer, o->idle_timeout);
+        }
+    }
     host_mark_pool(p->host, p);
 }
 
