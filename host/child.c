@@ -34,13 +34,81 @@
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_AFTER 0.0005 /* seconds results may wait for a batch */
 
-/* The task handle of the SDK. */
+/* The task handle of the SDK. Output goes to the socket buffer behind the
+ * result's header, or, once it is large, to the arena's output ring. */
 struct th_task {
     struct buf *out;
     size_t header; /* offset of this result's frame header in out */
     int failed;
     const char *name;
+    int in_arena;   /* output is in the ring at apos */
+    int spill_tried;
+    uint64_t apos;  /* ring position of the output */
+    size_t acap;    /* contiguous room there */
+    size_t alen;    /* output bytes there */
 };
+
+/* The worker's side of the arena (frame.h). */
+static struct {
+    char *base;           /* NULL: no arena */
+    uint64_t out_head;    /* next free output position */
+    uint64_t in_touched;  /* high-water offsets: pages the worker has */
+    uint64_t out_touched; /* mapped, not counted as its own memory */
+} arena;
+
+static uint32_t arena_kib(void)
+{
+    if (arena.in_touched == 0 && arena.out_touched == 0)
+        return 0;
+    uint64_t page = 4096;
+    uint64_t bytes = SHM_HEADER + (arena.in_touched + page - 1) / page * page +
+                     (arena.out_touched + page - 1) / page * page;
+    return (uint32_t)(bytes / 1024);
+}
+
+/* Moves the `used` output bytes written so far into the output ring, with
+ * room for at least `want`. Returns 0, or -1 when the ring is too full. */
+static int to_arena(th_task *task, size_t used, size_t want)
+{
+    struct shm_header *h = (struct shm_header *)arena.base;
+    uint64_t consumed =
+        atomic_load_explicit(&h->out_consumed, memory_order_acquire);
+    uint64_t start = arena.out_head;
+    uint64_t off = start % SHM_RING;
+    if (SHM_RING - off < want)
+        start += SHM_RING - off; /* a payload never wraps */
+    if (start - consumed >= SHM_RING)
+        return -1;
+    uint64_t room = SHM_RING - (start - consumed);
+    uint64_t contig = SHM_RING - start % SHM_RING;
+    uint64_t cap = room < contig ? room : contig;
+    if (cap < want)
+        return -1;
+    char *dst = SHM_OUT(arena.base) + start % SHM_RING;
+    memcpy(dst, task->out->data + task->header + sizeof(struct frame), used);
+    task->out->len = task->header + sizeof(struct frame);
+    task->in_arena = 1;
+    task->apos = start;
+    task->acap = (size_t)cap;
+    task->alen = used;
+    return 0;
+}
+
+/* Appends to an output in the ring; falls back to the socket buffer when
+ * the ring has no more room. */
+static int write_arena(th_task *task, const void *data, size_t len)
+{
+    char *at = SHM_OUT(arena.base) + task->apos % SHM_RING;
+    if (len <= task->acap - task->alen) {
+        memcpy(at + task->alen, data, len);
+        task->alen += len;
+        return 0;
+    }
+    task->in_arena = 0;
+    if (buf_append(task->out, at, task->alen) < 0)
+        return TH_ENOMEM;
+    return buf_append(task->out, data, len);
+}
 
 static volatile sig_atomic_t child_term;
 
@@ -56,9 +124,16 @@ TH_EXPORT int th_task_write(th_task *task, const void *data, size_t len)
         return TH_EINVAL;
     if (task->failed)
         return 0;
+    if (task->in_arena)
+        return write_arena(task, data, len);
     size_t used = task->out->len - task->header - sizeof(struct frame);
     if (len > FRAME_MAX_PAYLOAD - used)
         return TH_ETOOBIG;
+    if (arena.base != NULL && !task->spill_tried && used + len >= SHM_MIN) {
+        task->spill_tried = 1;
+        if (to_arena(task, used, used + len) == 0)
+            return write_arena(task, data, len);
+    }
     return buf_append(task->out, data, len);
 }
 
@@ -79,6 +154,7 @@ TH_EXPORT int th_task_fail(th_task *task, int code, const char *fmt, ...)
         n = sizeof msg - 1;
     /* Drop any output written so far: the payload becomes the message. */
     task->out->len = task->header + sizeof(struct frame);
+    task->in_arena = 0;
     buf_append(task->out, msg, (size_t)n);
     task->failed = 1;
     return code;
@@ -241,7 +317,19 @@ static void child_exit(struct child *c)
     _exit(0);
 }
 
-static void run_task(struct child *c, const struct frame *f, const char *input)
+/* Ends an output left in the ring: the frame carries a reference. */
+static void seal_arena(struct child *c, th_task *task)
+{
+    struct frame_shm ref = {.pos = task->apos, .len = task->alen};
+    buf_append(&c->out, &ref, sizeof ref);
+    arena.out_head = SHM_ALIGN(task->apos + task->alen);
+    uint64_t end = task->apos % SHM_RING + task->alen;
+    if (end > arena.out_touched)
+        arena.out_touched = end;
+}
+
+static void run_task(struct child *c, const struct frame *f, const char *input,
+                     size_t len)
 {
     const struct plugin *pl = c->p->plugin;
     size_t header = c->out.len;
@@ -256,16 +344,20 @@ static void run_task(struct child *c, const struct frame *f, const char *input)
     } else {
         const th_task_def *def = &pl->desc.tasks[f->aux];
         task.name = def->name;
-        code = def->run(c->state, &task, input, f->len);
+        code = def->run(c->state, &task, input, len);
         if (code >= 0)
             code = 0;
         else if (!task.failed)
             th_task_fail(&task, code, "%s", th_strerror(code));
     }
     double run = now_s() - start;
+    int shm = task.in_arena;
+    if (shm)
+        seal_arena(c, &task);
     /* The buffer may have moved while the plugin wrote: find it again. */
     hdr = (struct frame *)(c->out.data + header);
     memset(hdr, 0, sizeof *hdr);
+    hdr->aux = shm ? FRAME_F_SHM : 0;
     hdr->id = f->id;
     hdr->type = FRAME_RESULT;
     hdr->code = code;
@@ -284,7 +376,28 @@ static void stamp_rss(struct child *c)
     if (c->statm < 0 || c->last_result == 0)
         return;
     struct frame *hdr = (struct frame *)(c->out.data + c->last_result - 1);
-    hdr->rss_kib = rss_kib(c->statm);
+    uint32_t rss = rss_kib(c->statm), shared = arena_kib();
+    hdr->rss_kib = rss > shared ? rss - shared : 1;
+    hdr->arena_kib = shared;
+}
+
+/* Runs a task whose input is in the frame or, by reference, in the ring. */
+static void start_task(struct child *c, const struct frame *f,
+                       const char *payload)
+{
+    if (!(f->code & FRAME_F_SHM)) {
+        run_task(c, f, payload, f->len);
+        return;
+    }
+    struct frame_shm ref;
+    memcpy(&ref, payload, sizeof ref);
+    uint64_t off = ref.pos % SHM_RING;
+    if (arena.base == NULL || f->len != sizeof ref || ref.len > SHM_RING ||
+        off + ref.len > SHM_RING)
+        _exit(73); /* cannot happen from our host */
+    if (off + ref.len > arena.in_touched)
+        arena.in_touched = off + ref.len;
+    run_task(c, f, SHM_IN(arena.base) + off, (size_t)ref.len);
 }
 
 /* Returns the next complete frame in c->in, or NULL. */
@@ -343,7 +456,7 @@ __attribute__((noreturn)) static void serve(struct child *c)
         if (copy.type == FRAME_STOP)
             child_exit(c);
         if (copy.type == FRAME_TASK)
-            run_task(c, &copy, input);
+            start_task(c, &copy, input);
         buf_consume(&c->in, sizeof copy + FRAME_PAD(copy.len));
         maybe_flush(c);
     }
@@ -363,6 +476,7 @@ void child_main(const struct child_params *p)
     log_set_tag(p->pool);
     apply_limits(p);
     struct child c = {.p = p, .statm = -1};
+    arena.base = p->arena;
     if (p->measure_rss)
         c.statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     int code = 0;

@@ -25,6 +25,7 @@ struct child_params {
     long rlimit_core;                   /* -1: inherit */
     int uid, gid;                       /* -1: keep */
     int host_pid;                       /* to notice a host gone already */
+    char *arena;                        /* shared payload rings, or NULL */
 };
 
 /* Runs the worker. Never returns. */

@@ -20,6 +20,7 @@
 #ifndef TH_FRAME_H
 #define TH_FRAME_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 enum frame_type {
@@ -37,11 +38,43 @@ struct frame {
     uint16_t aux;     /* FRAME_TASK: task index */
     int32_t code;     /* FRAME_RESULT: 0 or a negative code */
     uint32_t run_us;  /* FRAME_RESULT: run time, saturated */
-    uint32_t rss_kib; /* FRAME_RESULT, FRAME_READY: RSS, 0 if not measured */
-    uint32_t reserved;
+    uint32_t rss_kib; /* FRAME_RESULT, FRAME_READY: RSS, 0 if not measured;
+                       * the arena's pages are not counted */
+    uint32_t arena_kib; /* FRAME_RESULT: arena pages the worker touched */
 };
 
 _Static_assert(sizeof(struct frame) == 32, "frame header is 32 bytes");
+
+/* Large payloads do not travel through the socket: each worker shares
+ * an arena (a memfd mapped by both processes before fork) holding two
+ * rings, one for inputs (written by the host, freed when the task's
+ * result arrives) and one for outputs (written by the worker, freed when
+ * the host has delivered the result, which it tells through the arena's
+ * header). A frame whose payload is in a ring carries FRAME_F_SHM (in
+ * `code` for FRAME_TASK, in `aux` for FRAME_RESULT) and, as its payload,
+ * a struct frame_shm. Positions grow without bound; a ring offset is the
+ * position modulo SHM_RING. A payload never wraps: it starts at the ring's
+ * start instead, and the skipped tail counts as used. */
+#define FRAME_F_SHM 1
+#define SHM_MIN (32 * 1024)          /* smaller payloads use the socket */
+#define SHM_RING (16u * 1024 * 1024) /* bytes per ring */
+#define SHM_HEADER 4096
+#define SHM_SIZE (SHM_HEADER + 2 * (size_t)SHM_RING)
+#define SHM_ALIGN(n) (((uint64_t)(n) + 63) & ~(uint64_t)63)
+
+struct frame_shm {
+    uint64_t pos; /* position of the payload's first byte in its ring */
+    uint64_t len;
+};
+
+/* The arena's first page. */
+struct shm_header {
+    _Atomic uint64_t out_consumed; /* host: outputs delivered up to here */
+};
+
+/* Ring bases inside an arena. */
+#define SHM_IN(arena) ((char *)(arena) + SHM_HEADER)
+#define SHM_OUT(arena) ((char *)(arena) + SHM_HEADER + SHM_RING)
 
 /* Payloads are padded to 8 bytes so that every header is aligned. */
 #define FRAME_PAD(len) (((size_t)(len) + 7) & ~(size_t)7)

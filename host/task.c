@@ -6,6 +6,37 @@
 
 /* Free list bound: enough to absorb bursts without holding memory forever. */
 #define TASK_FREE_MAX 4096
+#define TASK_BIG_BYTES (64u * 1024 * 1024) /* cached large buffers, at most */
+
+/* A buffer for `len` input bytes: a cached one that fits without wasting
+ * more than half, or a new one. */
+static char *big_get(struct task_table *tt, size_t len, size_t *cap)
+{
+    for (size_t i = 0; i < tt->nbig; i++) {
+        if (tt->bigcap[i] < len || tt->bigcap[i] / 2 > len)
+            continue;
+        char *b = tt->big[i];
+        *cap = tt->bigcap[i];
+        tt->bigbytes -= *cap;
+        tt->nbig--;
+        tt->big[i] = tt->big[tt->nbig];
+        tt->bigcap[i] = tt->bigcap[tt->nbig];
+        return b;
+    }
+    *cap = len;
+    return malloc(len);
+}
+
+static void big_put(struct task_table *tt, char *b, size_t cap)
+{
+    if (tt->nbig == TASK_BIG_CACHE || tt->bigbytes + cap > TASK_BIG_BYTES) {
+        free(b);
+        return;
+    }
+    tt->big[tt->nbig] = b;
+    tt->bigcap[tt->nbig++] = cap;
+    tt->bigbytes += cap;
+}
 
 struct task *task_new(struct task_table *tt, const void *input, size_t len)
 {
@@ -21,7 +52,7 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
     memset(t, 0, offsetof(struct task, inline_input));
     t->input = t->inline_input;
     if (len > TASK_INLINE) {
-        t->input = malloc(len);
+        t->input = big_get(tt, len, &t->input_cap);
         if (t->input == NULL) {
             free(t);
             return NULL;
@@ -36,7 +67,7 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
 void task_free(struct task_table *tt, struct task *t)
 {
     if (t->input != t->inline_input)
-        free(t->input);
+        big_put(tt, t->input, t->input_cap);
     free(t->message);
     t->message = NULL;
     if (tt->nfree >= TASK_FREE_MAX) {
@@ -119,6 +150,9 @@ void task_table_free(struct task_table *tt)
         free(t);
     }
     tt->nfree = 0;
+    for (size_t i = 0; i < tt->nbig; i++)
+        free(tt->big[i]);
+    tt->nbig = tt->bigbytes = 0;
     free(tt->buckets);
     tt->buckets = NULL;
     tt->nbuckets = tt->count = 0;

@@ -36,20 +36,29 @@ struct task {
     uint8_t mapped;   /* in the id map */
     int code;         /* for a deferred answer */
     char *message;    /* for a deferred answer, malloc'd */
+    uint64_t shm_end; /* end of its input in its worker's arena, 0: none */
     double submitted, started;
     double task_timeout, queue_timeout; /* effective, 0: none */
     struct loop_timer qtimer;           /* queue_timeout */
     char *input;
     size_t len;
+    size_t input_cap; /* size of an out-of-line input buffer */
     char inline_input[TASK_INLINE];
 };
 
-/* The table of pending tasks by id, and the free list. */
+#define TASK_BIG_CACHE 8
+
+/* The table of pending tasks by id, the free list, and a few large input
+ * buffers kept for reuse: large payloads arrive in runs, and a fresh
+ * buffer costs a page fault per page. */
 struct task_table {
     struct task **buckets;
     size_t nbuckets, count;
     struct task *free;
     size_t nfree;
+    char *big[TASK_BIG_CACHE];
+    size_t bigcap[TASK_BIG_CACHE];
+    size_t nbig, bigbytes;
 };
 
 /* Takes a task from the free list (or allocates one), copies `len` input

@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -66,6 +68,21 @@ static int watch(struct worker *w, int sock, int pidfd)
     return loop_add(loop_of(w), &w->pidfd, EPOLLIN);
 }
 
+/* Maps a fresh arena (frame.h) to share with a worker through fork. Its
+ * pages cost nothing until a large payload touches them. NULL on failure:
+ * payloads then all travel through the socket. */
+static char *arena_new(void)
+{
+    int fd = memfd_create("taskhost-arena", MFD_CLOEXEC);
+    if (fd == -1)
+        return NULL;
+    void *a = MAP_FAILED;
+    if (ftruncate(fd, (off_t)SHM_SIZE) == 0)
+        a = mmap(NULL, SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    return a == MAP_FAILED ? NULL : a;
+}
+
 struct worker *worker_spawn(struct pool *p)
 {
     struct worker *w = calloc(1, sizeof *w);
@@ -79,6 +96,8 @@ struct worker *worker_spawn(struct pool *p)
     }
     struct child_params cp;
     fill_params(&cp, p, sv[1]);
+    w->arena = arena_new();
+    cp.arena = w->arena;
     /* Otherwise the worker inherits, and one day flushes, a copy of what
      * the host has buffered for stdout. */
     fflush(NULL);
@@ -87,7 +106,7 @@ struct worker *worker_spawn(struct pool *p)
         log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
         close(sv[0]);
         close(sv[1]);
-        free(w);
+        worker_free(w);
         return NULL;
     }
     if (pid == 0) {
@@ -111,7 +130,7 @@ struct worker *worker_spawn(struct pool *p)
             close(pidfd);
         loop_del(loop_of(w), &w->sock);
         close(sv[0]);
-        free(w);
+        worker_free(w);
         return NULL;
     }
     w->kill_timer.cb = on_kill_timer;
@@ -134,10 +153,47 @@ static void put_frame(struct worker *w, uint16_t type, uint64_t id,
     host_mark_worker(w->pool->host, w);
 }
 
+/* Reserves `len` bytes of a ring whose positions [tail, head) are in use;
+ * returns the position, or UINT64_MAX when it does not fit now. */
+static uint64_t ring_alloc(uint64_t head, uint64_t tail, uint64_t len)
+{
+    uint64_t start = head;
+    uint64_t off = start % SHM_RING;
+    if (off + len > SHM_RING)
+        start += SHM_RING - off; /* no wrapping inside a payload */
+    if (start + len - tail > SHM_RING)
+        return UINT64_MAX;
+    return start;
+}
+
+/* Puts a large input into the worker's input ring. Returns 0, or -1 when
+ * it does not fit (the socket carries it then). */
+static int send_shm(struct worker *w, struct task *t)
+{
+    if (w->arena == NULL || t->len < SHM_MIN)
+        return -1;
+    uint64_t pos = ring_alloc(w->in_head, w->in_tail, t->len);
+    if (pos == UINT64_MAX)
+        return -1;
+    memcpy(SHM_IN(w->arena) + pos % SHM_RING, t->input, t->len);
+    w->in_head = SHM_ALIGN(pos + t->len);
+    t->shm_end = w->in_head;
+    struct frame_shm ref = {.pos = pos, .len = t->len};
+    put_frame(w, FRAME_TASK, t->id, t->index, &ref, sizeof ref);
+    /* put_frame() left code 0; mark the frame as a reference. */
+    struct frame *f = (struct frame *)(w->out.data + w->out.len -
+                                       sizeof ref - sizeof *f);
+    f->code = FRAME_F_SHM;
+    return 0;
+}
+
 void worker_send(struct worker *w, struct task *t)
 {
     t->worker = w;
+    t->shm_end = 0;
     task_list_push(&w->inflight, t);
+    if (send_shm(w, t) == 0)
+        return;
     put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
 }
 
@@ -207,6 +263,8 @@ static void on_kill_timer(struct loop_timer *t)
     worker_kill(w, w->reason, SIGKILL);
 }
 
+/* RSS of the worker from /proc, without the arena pages it has touched
+ * (payload buffers shared with the host, not the worker's own memory). */
 uint32_t worker_read_rss(const struct worker *w)
 {
     char path[64], text[128];
@@ -222,10 +280,40 @@ uint32_t worker_read_rss(const struct worker *w)
     unsigned long size, resident;
     if (sscanf(text, "%lu %lu", &size, &resident) != 2)
         return 0;
-    return (uint32_t)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024);
+    uint64_t kib = resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024;
+    return kib > w->arena_kib ? (uint32_t)(kib - w->arena_kib) : 0;
 }
 
 /* ---- reading frames ---- */
+
+/* Handles a result: frees the task's input in the ring, finds an output
+ * left in the output ring, and releases that once delivered. */
+static int handle_result(struct worker *w, const struct frame *f,
+                         const char *payload)
+{
+    struct task *head = w->inflight.head;
+    if (head != NULL && head->id == f->id && head->shm_end != 0)
+        w->in_tail = head->shm_end;
+    if (f->rss_kib != 0)
+        w->arena_kib = f->arena_kib;
+    if (!(f->aux & FRAME_F_SHM)) {
+        pool_worker_result(w, f, payload);
+        return 0;
+    }
+    struct frame_shm ref;
+    if (w->arena == NULL || f->len != sizeof ref)
+        return -1;
+    memcpy(&ref, payload, sizeof ref);
+    if (ref.len > SHM_RING || ref.pos % SHM_RING + ref.len > SHM_RING)
+        return -1;
+    struct frame copy = *f;
+    copy.len = (uint32_t)ref.len;
+    pool_worker_result(w, &copy, SHM_OUT(w->arena) + ref.pos % SHM_RING);
+    struct shm_header *h = (struct shm_header *)w->arena;
+    atomic_store_explicit(&h->out_consumed, SHM_ALIGN(ref.pos + ref.len),
+                          memory_order_release);
+    return 0;
+}
 
 /* Handles one frame. Returns 0, or -1 when the worker broke the protocol
  * (it is then killed). */
@@ -245,8 +333,7 @@ static int handle_frame(struct worker *w, const struct frame *f,
         pool_worker_init_failed(w, payload, f->len);
         return 0;
     case FRAME_RESULT:
-        pool_worker_result(w, f, payload);
-        return 0;
+        return handle_result(w, f, payload);
     default:
         return -1;
     }
@@ -361,6 +448,8 @@ static void on_pidfd(struct loop_io *io, uint32_t events)
 
 void worker_free(struct worker *w)
 {
+    if (w->arena != NULL)
+        munmap(w->arena, SHM_SIZE);
     buf_free(&w->in);
     buf_free(&w->out);
     free(w);

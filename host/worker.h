@@ -45,6 +45,10 @@ struct worker {
     uint64_t tasks_done;
     uint64_t max_tasks;    /* recycle after this many, with jitter; 0 never */
     uint32_t rss_kib;
+    uint32_t arena_kib;    /* arena pages the worker has touched */
+    char *arena;           /* shared with the worker (frame.h), or NULL */
+    uint64_t in_head;      /* input ring: next free position */
+    uint64_t in_tail;      /* input ring: oldest position still in use */
     struct loop_timer idle_timer;  /* idle_timeout */
     struct loop_timer run_timer;   /* task_timeout of the head task */
     struct loop_timer kill_timer;  /* SIGKILL after the grace; init timeout */

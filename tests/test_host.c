@@ -90,6 +90,64 @@ static void test_large_input_round_trips_intact(void **state)
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
+struct big {
+    size_t len, answered, wrong;
+};
+
+static void big_done(const th_result *r, void *arg)
+{
+    struct big *b = arg;
+    const unsigned char *d = r->data;
+    b->answered++;
+    if (r->state != TH_STATE_OK || r->len != b->len) {
+        b->wrong++;
+        return;
+    }
+    /* Each input is filled with its own first byte. */
+    for (size_t i = 1; i < r->len; i++)
+        if (d[i] != d[0]) {
+            b->wrong++;
+            return;
+        }
+}
+
+static void test_many_large_payloads_wrap_the_shared_rings_intact(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 2, 2, NULL);
+    struct big b = {.len = 200 * 1024};
+    char *in = malloc(b.len);
+    /* 300 x 200 KiB is 60 MiB each way: the 16 MiB rings wrap. */
+    for (int i = 0; i < 300; i++) {
+        memset(in, 'a' + i % 26, b.len);
+        assert_int_equal(th_host_submit(h, "p", "echo", in, b.len, NULL,
+                                        big_done, &b, NULL),
+                         0);
+        if (i % 40 == 39)
+            assert_int_equal(th_host_wait(h, 60.0), 0);
+    }
+    assert_int_equal(th_host_wait(h, 60.0), 0);
+    assert_int_equal(b.answered, 300);
+    assert_int_equal(b.wrong, 0);
+    free(in);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_payload_larger_than_a_ring_travels_by_socket(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    struct big b = {.len = 20 * 1024 * 1024};
+    char *in = malloc(b.len);
+    memset(in, 'q', b.len);
+    assert_int_equal(th_host_submit(h, "p", "echo", in, b.len, NULL, big_done,
+                                    &b, NULL),
+                     0);
+    assert_int_equal(th_host_wait(h, 60.0), 0);
+    assert_int_equal(b.answered, 1);
+    assert_int_equal(b.wrong, 0);
+    free(in);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
 static void test_hash_gives_sha256_hex(void **state)
 {
     th_host *h = host_with("hash", PLUGIN("hash"), 1, 1, NULL);
@@ -465,6 +523,8 @@ int main(void)
         cmocka_unit_test(test_echo_returns_its_input),
         cmocka_unit_test(test_echo_of_empty_input_is_empty),
         cmocka_unit_test(test_large_input_round_trips_intact),
+        cmocka_unit_test(test_many_large_payloads_wrap_the_shared_rings_intact),
+        cmocka_unit_test(test_payload_larger_than_a_ring_travels_by_socket),
         cmocka_unit_test(test_hash_gives_sha256_hex),
         cmocka_unit_test(test_hash_rounds_setting_rehashes_the_digest),
         cmocka_unit_test(test_sleep_reports_the_time_slept),
