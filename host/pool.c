@@ -11,7 +11,9 @@
  *   API calls (cancel, forced restart or close) go through
  *   host_answer_later(), so user callbacks never nest in API calls.
  */
+#include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <math.h>
 #include <pwd.h>
 #include <signal.h>
@@ -91,20 +93,43 @@ static int copy_cfg(struct pool_cfg *dst, const struct pool_cfg *src)
     return (dst->name && dst->settings) ? 0 : TH_ENOMEM;
 }
 
-/* Resolves the pool's user/group; -1 keeps the host's. */
+/* The id a config's user or group string spells in decimal digits (the
+ * config takes ids as well as names), or -1 for a name. */
+static int numeric_id(const char *s)
+{
+    char *end;
+    unsigned long v;
+
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    return errno == 0 && *end == '\0' && v <= INT_MAX ? (int)v : -1;
+}
+
+/* Resolves the pool's user/group; -1 keeps the host's. A user brings its
+ * primary group; a uid without a passwd entry, the group of the same
+ * number, so that a worker never keeps the host's group by accident. */
 static void resolve_ids(struct pool *p)
 {
     p->uid = p->gid = -1;
     if (p->cfg.user != NULL) {
-        struct passwd *pw = getpwnam(p->cfg.user);
+        int id = numeric_id(p->cfg.user);
+        struct passwd *pw =
+            id >= 0 ? getpwuid((uid_t)id) : getpwnam(p->cfg.user);
         if (pw != NULL) {
             p->uid = (int)pw->pw_uid;
             p->gid = (int)pw->pw_gid;
+        } else if (id >= 0) {
+            p->uid = p->gid = id;
         }
     }
     if (p->cfg.group != NULL) {
-        struct group *gr = getgrnam(p->cfg.group);
-        if (gr != NULL)
+        int id = numeric_id(p->cfg.group);
+        struct group *gr = id >= 0 ? NULL : getgrnam(p->cfg.group);
+        if (id >= 0)
+            p->gid = id;
+        else if (gr != NULL)
             p->gid = (int)gr->gr_gid;
     }
     /* Only root can switch; as anyone else the ids stay. */
@@ -563,9 +588,12 @@ static void check_budget(struct pool *p, uint64_t total_kib)
 {
     if (p->cfg.memory_budget == 0 || total_kib * 1024 <= p->cfg.memory_budget)
         return;
+    /* A worker that has run no task is as small as its replacement
+     * would be: recycling it gains nothing, and while a busy worker keeps
+     * the pool over budget it would recycle every fresh one in turn. */
     struct worker *big = NULL;
     for (struct worker *w = p->idle; w != NULL; w = w->inext)
-        if (big == NULL || w->rss_kib > big->rss_kib)
+        if (w->tasks_done > 0 && (big == NULL || w->rss_kib > big->rss_kib))
             big = w;
     if (big == NULL)
         return;
