@@ -910,6 +910,32 @@ static void test_memory_budget_recycles_the_largest_idle_worker(
     assert_int_equal(counter(f, "m", "tasks", "ok"), 1);
 }
 
+static void test_memory_budget_spares_fresh_workers_while_one_is_busy(
+    void **state)
+{
+    struct fix *f = *state;
+    unsigned long base = base_rss(f);
+    char pools[512];
+    snprintf(pools, sizeof pools,
+             "{ name = \"m\"; plugin = \"probe\"; min_workers = 2; "
+             "max_workers = 2; memory_budget = \"%luK\"; "
+             "memory_check_interval = 0.02; }",
+             2 * base + 32 * 1024);
+    open_conf(f, pools);
+    WAIT_FOR(f, counter(f, "m", "workers", "idle") == 2);
+    /* The busy worker keeps the pool over budget; recycling the idle,
+     * fresh one would only start another just like it, again and again. */
+    struct ans *a = submit_started(f, "m", "hold", 64, NULL);
+    double end = now() + 0.3;
+    while (now() < end)
+        th_host_step(f->h, 10);
+    assert_int_equal(a->n, 0);
+    assert_int_equal(counter(f, "m", "restarts", "memory_budget"), 0);
+    assert_int_equal(counter(f, "m", "restarts", "spawned"), 2);
+    assert_int_equal(th_host_cancel(f->h, a->id), 0);
+    WAIT_FOR(f, a->n);
+}
+
 static void test_max_worker_age_recycles_old_workers(void **state)
 {
     struct fix *f = *state;
@@ -1293,6 +1319,7 @@ int main(void)
         T(test_hard_limit_kills_a_running_worker_within_the_interval),
         T(test_soft_limit_below_a_fresh_worker_is_not_a_recycle_loop),
         T(test_memory_budget_recycles_the_largest_idle_worker),
+        T(test_memory_budget_spares_fresh_workers_while_one_is_busy),
         T(test_max_worker_age_recycles_old_workers),
         T(test_reload_lowering_min_workers_lets_spares_idle_out),
         T(test_max_tasks_per_worker_recycles_after_n),
