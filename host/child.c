@@ -255,7 +255,7 @@ static void apply_limits(const struct child_params *p)
 
 /* ---- frames ---- */
 
-static uint32_t rss_kib(int statm)
+uint32_t child_statm_kib(int statm)
 {
     if (statm < 0)
         return 0;
@@ -376,7 +376,7 @@ static void stamp_rss(struct child *c)
     if (c->statm < 0 || c->last_result == 0)
         return;
     struct frame *hdr = (struct frame *)(c->out.data + c->last_result - 1);
-    uint32_t rss = rss_kib(c->statm), shared = arena_kib();
+    uint32_t rss = child_statm_kib(c->statm), shared = arena_kib();
     hdr->rss_kib = rss > shared ? rss - shared : 1;
     hdr->arena_kib = shared;
 }
@@ -492,7 +492,7 @@ void child_main(const struct child_params *p)
         _exit(1);
     }
     int statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    put_frame(&c.out, FRAME_READY, 0, 0, rss_kib(statm), NULL, 0);
+    put_frame(&c.out, FRAME_READY, 0, 0, child_statm_kib(statm), NULL, 0);
     if (statm != c.statm && statm >= 0)
         close(statm);
     flush_all(&c.out, CHILD_FD);

@@ -28,6 +28,10 @@ struct child_params {
     char *arena;                        /* shared payload rings, or NULL */
 };
 
+/* The resident set, in KiB, read from an open /proc/PID/statm (pread at
+ * offset 0, so the fd can be read again); 0 when it cannot be read. */
+uint32_t child_statm_kib(int statm);
+
 /* Runs the worker. Never returns. */
 void child_main(const struct child_params *p) __attribute__((noreturn));
 

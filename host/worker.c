@@ -267,21 +267,14 @@ static void on_kill_timer(struct loop_timer *t)
  * (payload buffers shared with the host, not the worker's own memory). */
 uint32_t worker_read_rss(const struct worker *w)
 {
-    char path[64], text[128];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/statm", (int)w->pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1)
         return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
+    uint32_t kib = child_statm_kib(fd);
     close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = '\0';
-    unsigned long size, resident;
-    if (sscanf(text, "%lu %lu", &size, &resident) != 2)
-        return 0;
-    uint64_t kib = resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024;
-    return kib > w->arena_kib ? (uint32_t)(kib - w->arena_kib) : 0;
+    return kib > w->arena_kib ? kib - w->arena_kib : 0;
 }
 
 /* ---- reading frames ---- */
