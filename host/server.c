@@ -305,6 +305,58 @@ static void on_done(const th_result *res, void *arg)
 
 /* ---- requests ---- */
 
+/* Why a pool or task name from a client cannot be a name, or NULL; *at is
+ * the offset of the first bad byte. Names come back in answers and may
+ * reach the log: bytes that are not UTF-8 (overlong forms and surrogates
+ * included) or control characters would garble them or forge lines. */
+static const char *name_fault(const char *name, size_t n, size_t *at)
+{
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    const unsigned char *p = (const unsigned char *)name;
+
+    for (size_t i = 0; i < n;) {
+        unsigned b = p[i];
+        size_t len = b < 0x80 ? 1 : (b & 0xe0) == 0xc0 ? 2
+                   : (b & 0xf0) == 0xe0 ? 3 : (b & 0xf8) == 0xf0 ? 4 : 0;
+        uint32_t cp = len > 1 ? b & (0x7fu >> len) : b;
+
+        *at = i;
+        if (len == 0 || n - i < len)
+            return "is not valid UTF-8";
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return "is not valid UTF-8";
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        if (cp < least[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return "is not valid UTF-8";
+        if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0))
+            return "holds a control character";
+        i += len;
+    }
+    return NULL;
+}
+
+/* Answers `rejected` when a name of the submit cannot be one; returns
+ * whether the names are fit to look up. */
+static int names_ok(struct conn *c, uint64_t tag, const struct proto_submit *sub)
+{
+    const char *what = "pool", *why;
+    char msg[80];
+    size_t at = 0;
+
+    why = name_fault(sub->pool, sub->pool_len, &at);
+    if (why == NULL) {
+        what = "task";
+        why = name_fault(sub->task, sub->task_len, &at);
+    }
+    if (why == NULL)
+        return 1;
+    snprintf(msg, sizeof msg, "%s name %s (byte %zu)", what, why, at + 1);
+    answer_local(c, tag, TH_STATE_REJECTED, TH_EINVAL, msg);
+    return 0;
+}
+
 static void do_submit(struct conn *c, const struct proto_frame *f)
 {
     struct server *s = c->srv;
@@ -322,6 +374,8 @@ static void do_submit(struct conn *c, const struct proto_frame *f)
                      "shutting down");
         return;
     }
+    if (!names_ok(c, f->tag, &sub))
+        return;
     sl = slot_get(s);
     if (sl == NULL) {
         answer_local(c, f->tag, TH_STATE_REJECTED, TH_ENOMEM,
