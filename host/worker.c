@@ -83,6 +83,43 @@ static char *arena_new(void)
     return a == MAP_FAILED ? NULL : a;
 }
 
+/* Forks the worker process on the socket pair's sv[1]; the child never
+ * returns from here. Returns the pid in the host, or -1. */
+static pid_t fork_child(struct pool *p, struct worker *w, int sv[2])
+{
+    struct child_params cp;
+    fill_params(&cp, p, sv[1]);
+    w->arena = arena_new();
+    cp.arena = w->arena;
+    /* Otherwise the worker inherits, and one day flushes, a copy of what
+     * the host has buffered for stdout. */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        child_main(&cp);
+    }
+    if (pid == -1)
+        log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
+    close(sv[1]);
+    return pid;
+}
+
+/* Takes down a worker the host cannot watch: without a pidfd it could
+ * never be reaped. */
+static void abandon(struct worker *w, int sock, int pidfd)
+{
+    log_error("pool %s: cannot watch worker %d: %s", w->pool->cfg.name,
+              w->pid, strerror(errno));
+    kill(w->pid, SIGKILL);
+    waitpid(w->pid, NULL, 0);
+    if (pidfd != -1)
+        close(pidfd);
+    loop_del(loop_of(w), &w->sock);
+    close(sock);
+    worker_free(w);
+}
+
 struct worker *worker_spawn(struct pool *p)
 {
     struct worker *w = calloc(1, sizeof *w);
@@ -94,50 +131,26 @@ struct worker *worker_spawn(struct pool *p)
         free(w);
         return NULL;
     }
-    struct child_params cp;
-    fill_params(&cp, p, sv[1]);
-    w->arena = arena_new();
-    cp.arena = w->arena;
-    /* Otherwise the worker inherits, and one day flushes, a copy of what
-     * the host has buffered for stdout. */
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == -1) {
-        log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
+    w->pool = p;
+    w->pid = fork_child(p, w, sv);
+    if (w->pid == -1) {
         close(sv[0]);
-        close(sv[1]);
         worker_free(w);
         return NULL;
     }
-    if (pid == 0) {
-        close(sv[0]);
-        child_main(&cp);
-    }
-    close(sv[1]);
-    w->pool = p;
-    w->pid = pid;
     w->state = W_STARTING;
     w->started = loop_now(p->host->loop);
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     if (pidfd == -1 || watch(w, sv[0], pidfd) < 0) {
-        /* Without a pidfd we could not reap it: take it down now. */
-        log_error("pool %s: cannot watch worker %d: %s", p->cfg.name, pid,
-                  strerror(errno));
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        if (pidfd != -1)
-            close(pidfd);
-        loop_del(loop_of(w), &w->sock);
-        close(sv[0]);
-        worker_free(w);
+        abandon(w, sv[0], pidfd);
         return NULL;
     }
     w->kill_timer.cb = on_kill_timer;
     double init_limit = p->cfg.task_timeout > 0 ? p->cfg.task_timeout
                                                 : INIT_TIMEOUT_DEFAULT;
     loop_timer_start(loop_of(w), &w->kill_timer, init_limit);
-    log_info("pool %s: worker %d started", p->cfg.name, pid);
+    log_info("pool %s: worker %d started", p->cfg.name, w->pid);
     return w;
 }
 
