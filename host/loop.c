@@ -19,6 +19,7 @@ struct loop {
     struct loop_io timer_io; /* timerfd: makes due timers visible */
     struct loop_io wake_io;  /* eventfd: loop_wake() */
     int woken;
+    int in_events;           /* handling fds and timers: the hook follows */
     double armed;            /* deadline the timerfd is set to, 0: none */
     struct loop_timer **heap;
     size_t nheap, capheap;
@@ -258,7 +259,10 @@ void loop_set_after(struct loop *l, void (*fn)(void *arg), void *arg)
 
 void loop_wake(struct loop *l)
 {
-    if (l->woken)
+    /* From an fd or timer callback the after-hook runs anyway, later in
+     * this same iteration: a wake-up would only cost a write now and a
+     * spurious iteration (epoll_wait, read) next. */
+    if (l->woken || l->in_events)
         return;
     uint64_t one = 1;
     if (write(l->wake_io.fd, &one, sizeof one) == sizeof one)
@@ -283,11 +287,14 @@ int loop_run_once(struct loop *l, int timeout_ms)
     if (n == -1 && errno != EINTR)
         return TH_EIO;
     l->now = loop_clock();
+    int outer = l->in_events;
+    l->in_events = 1;
     for (int i = 0; i < n; i++) {
         struct loop_io *io = evs[i].data.ptr;
         io->cb(io, evs[i].events);
     }
     run_timers(l);
+    l->in_events = outer;
     if (l->after != NULL)
         l->after(l->after_arg);
     return 0;
