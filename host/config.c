@@ -476,6 +476,35 @@ static const char *file_of(const struct loader *ld, const config_setting_t *s)
     return f ? f : ld->file;
 }
 
+/* Copies `src` into dst[0..n) with control characters written as "\n",
+ * "\t" or "\xNN": values from the file are quoted in messages, which must
+ * stay one line. */
+static void copy_escaped(char *dst, size_t n, const char *src)
+{
+    size_t j = 0;
+
+    for (; *src != '\0' && j + 1 < n; src++) {
+        unsigned char ch = (unsigned char)*src;
+        char esc[8];
+        size_t k;
+
+        if (ch >= 0x20 && ch != 0x7f) {
+            dst[j++] = (char)ch;
+            continue;
+        }
+        if (ch == '\n' || ch == '\t')
+            snprintf(esc, sizeof esc, "\\%c", ch == '\n' ? 'n' : 't');
+        else
+            snprintf(esc, sizeof esc, "\\x%02x", ch);
+        k = strlen(esc);
+        if (j + k + 1 > n)
+            break;
+        memcpy(dst + j, esc, k);
+        j += k;
+    }
+    dst[j] = '\0';
+}
+
 /* Writes "FILE:LINE: KEY: reason" about setting `s`; returns TH_ECONFIG. */
 static int fault(const struct loader *ld, const config_setting_t *s,
                  const char *key, const char *fmt, ...)
@@ -486,6 +515,7 @@ static int fault(const struct loader *ld, const config_setting_t *s,
 {
     va_list ap;
     unsigned line = s ? config_setting_source_line(s) : 0;
+    char why[512];
     int n;
 
     if (ld->err == NULL || ld->errlen == 0)
@@ -494,8 +524,9 @@ static int fault(const struct loader *ld, const config_setting_t *s,
     if (n < 0 || (size_t)n >= ld->errlen)
         return TH_ECONFIG;
     va_start(ap, fmt);
-    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    copy_escaped(ld->err + n, ld->errlen - (size_t)n, why);
     return TH_ECONFIG;
 }
 
