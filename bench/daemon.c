@@ -2,7 +2,8 @@
  *
  * Starts host/taskhostd of the build tree on a config in the scratch
  * directory, drives it with taskhost_client.h, and stops it. Memory is
- * measured first, on a freshly started daemon; then echo latency and
+ * measured on freshly started daemons (one per run: a daemon that served
+ * tasks keeps their buffers); then one daemon serves echo latency and
  * throughput (1 in flight, 1 client x 256, 8 client processes x 64) and
  * payloads.
  */
@@ -170,10 +171,13 @@ static long rss_1000(const struct daemon *d)
         th_client_submit(c, "sleep", "sleep", "0", 1, NULL, count_answer,
                          &answered, NULL);
     double end = now_s() + 5.0;
-    while (queue_depth(c, "sleep") < 1000 && now_s() < end)
+    long depth;
+    while ((depth = queue_depth(c, "sleep")) < 1000 && now_s() < end)
         th_client_step(c, 1);
-    if (queue_depth(c, "sleep") >= 1000)
+    if (depth >= 1000)
         rss = proc_rss_kib(d->pid);
+    else
+        note("daemon: only %ld tasks queued (%ld answered)", depth, answered);
     th_client_cancel(c, blocker);
     th_client_wait(c, 10.0);
 out:
@@ -296,32 +300,49 @@ static int clients_run(const struct daemon *d)
 
 /* ---- the suite ---- */
 
-static void warm(th_client *c)
+/* Every pool has served a task; with `echo_tasks`, the echo pool has
+ * also seen that its tasks are short. */
+static void warm(th_client *c, long echo_tasks)
 {
     struct target t = target_client(c);
     struct load_result r;
     load_run(&t, "idle", "echo", 16, 1, 1, &r);
     load_run(&t, "sleep", "sleep", 1, 1, 1, &r);
-    load_run(&t, "echo", "echo", 16, 64, ECHO_WARMUP, &r);
+    if (echo_tasks > 0)
+        load_run(&t, "echo", "echo", 16, 64, echo_tasks, &r);
+}
+
+/* Starts a daemon and connects to it; NULL (figures marked) on failure. */
+static th_client *open_daemon(struct daemon *d)
+{
+    if (start_daemon(d) < 0) {
+        all_na("no taskhostd binary");
+        return NULL;
+    }
+    th_client *c = connect_to(d, 5.0);
+    if (c == NULL) {
+        all_na("taskhostd did not start");
+        stop_daemon(d, NULL);
+    }
+    return c;
 }
 
 void suite_daemon(void)
 {
-    note("daemon: memory, echo latency and throughput, payloads");
+    note("daemon: memory (a fresh daemon per run)");
     struct daemon d;
-    if (start_daemon(&d) < 0) {
-        all_na("no taskhostd binary");
-        return;
-    }
-    th_client *c = connect_to(&d, 5.0);
-    if (c == NULL) {
-        all_na("taskhostd did not start");
-        stop_daemon(&d, NULL);
-        return;
-    }
-    warm(c);
-    for (int i = 0; i < bench_runs; i++)
+    th_client *c;
+    for (int i = 0; i < bench_runs; i++) {
+        if ((c = open_daemon(&d)) == NULL)
+            return;
+        warm(c, 0);
         memory_run(&d, c);
+        stop_daemon(&d, c);
+    }
+    note("daemon: echo latency and throughput, payloads");
+    if ((c = open_daemon(&d)) == NULL)
+        return;
+    warm(c, ECHO_WARMUP);
     struct target t = target_client(c);
     for (int i = 0; i < bench_runs; i++) {
         if (echo_run(&t) < 0 || clients_run(&d) < 0) {
