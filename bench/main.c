@@ -298,15 +298,17 @@ static void print_machine(FILE *out)
     }
     if (f != NULL)
         fclose(f);
+    double load[3] = {0, 0, 0};
+    getloadavg(load, 3);
     struct utsname u;
     uname(&u);
     char date[64];
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
-    fprintf(out, "Machine: %ld CPUs (%s), Linux %s %s; %s; %d runs per "
-                 "figure.\n\n",
+    fprintf(out, "Machine: %ld CPUs (%s), Linux %s %s; %s; load average "
+                 "%.2f; %d runs per figure.\n\n",
             sysconf(_SC_NPROCESSORS_ONLN), model, u.release, u.machine, date,
-            bench_runs);
+            load[0], bench_runs);
 }
 
 /* ---- the driver ---- */
