@@ -699,7 +699,7 @@ static void conn_orphan_tasks(struct conn *c)
         struct slot *sl = c->tasks.next;
         slot_unlink(sl);
         sl->conn = NULL;
-        if (th_host_task_state(s->host, sl->id) == TH_QUEUED &&
+        if (s->host && th_host_task_state(s->host, sl->id) == TH_QUEUED &&
             th_host_cancel(s->host, sl->id) == 0) {
             queued++;
             continue;
@@ -1038,6 +1038,7 @@ void server_close(struct server *s)
 {
     if (s == NULL)
         return;
+    s->host = NULL; /* closed by now: its tasks were all answered */
     while (s->conns) {
         struct conn *c = s->conns;
         if (c->out.len) /* last words, if the socket takes them now */
