@@ -45,6 +45,8 @@ static void on_run_timer(struct loop_timer *t);
 static void on_queue_timer(struct loop_timer *t);
 static void on_backoff(struct loop_timer *t);
 static void on_mem_timer(struct loop_timer *t);
+static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
+                           const char *how);
 
 static struct loop *loop_of(const struct pool *p)
 {
@@ -699,8 +701,10 @@ void pool_worker_result(struct worker *w, const struct frame *f,
         log_error("pool %s: worker %d answered a task it was not running",
                   p->cfg.name, w->pid);
         struct task *head = abort_worker(p, w, RETIRE_CRASH, SIGKILL);
+        /* Not requeued: the task may be what broke its worker, and would
+         * break every worker it went to. */
         if (head != NULL)
-            queue_push_front(&p->queue, head);
+            answer_crashed(p, w, head, "broke the protocol");
         return;
     }
     if (p->cfg.memory_hard_limit > 0 &&
