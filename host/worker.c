@@ -350,6 +350,12 @@ static int handle_frame(struct worker *w, const struct frame *f,
  * a protocol error. */
 static long parse_frames(struct worker *w)
 {
+    if (w->killed) {
+        /* Its tasks were answered or requeued when it was killed: what it
+         * still sends, frames or garbage, counts for nothing. */
+        buf_consume(&w->in, buf_avail(&w->in));
+        return 0;
+    }
     while (buf_avail(&w->in) >= sizeof(struct frame)) {
         struct frame f;
         memcpy(&f, buf_head(&w->in), sizeof f);
