@@ -375,6 +375,7 @@ static long parse_frames(struct worker *w)
  * 1 at EOF or error (stop watching the socket), else 0. */
 static int read_worker(struct worker *w, int rounds)
 {
+    int drained = 0;
     for (int i = 0; i < rounds; i++) {
         long need = parse_frames(w);
         if (need < 0) {
@@ -383,12 +384,17 @@ static int read_worker(struct worker *w, int rounds)
             worker_kill(w, RETIRE_CRASH, SIGKILL);
             return 1;
         }
+        if (drained)
+            return 0;
         size_t room = need > 65536 ? (size_t)need : 65536;
         ssize_t n = buf_read(&w->in, w->sock.fd, room);
         if (n == 0)
             return 1;
         if (n == -1)
             return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : 1;
+        /* A read that left room in the buffer took all there was: one
+         * more would only fail with EAGAIN. */
+        drained = w->in.len < w->in.cap;
     }
     return 0;
 }
