@@ -97,8 +97,11 @@ static pid_t fork_child(struct pool *p, struct worker *w, int sv[2])
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
+        setpgid(0, 0); /* a group of its own, for on_pidfd() to kill */
         child_main(&cp);
     }
+    if (pid > 0)
+        setpgid(pid, pid); /* whichever of the two runs first */
     if (pid == -1)
         log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
     close(sv[1]);
@@ -443,6 +446,12 @@ static void on_pidfd(struct loop_io *io, uint32_t events)
     struct worker *w = container_of(io, struct worker, pidfd);
     int status = 0;
     pid_t r;
+    siginfo_t si = {0};
+    /* Dead but not reaped yet, its pid still names its process group:
+     * what it forked and left behind goes with it. */
+    if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        si.si_pid == w->pid)
+        kill(-w->pid, SIGKILL);
     do {
         r = waitpid(w->pid, &status, WNOHANG);
     } while (r == -1 && errno == EINTR);
