@@ -499,7 +499,7 @@ int th_client_wait(th_client *c, double timeout)
             ms = (int)(left * 1000) + 1;
         }
         if ((rc = th_client_step(c, ms)) < 0)
-            return c->ntasks ? rc : 0;
+            return rc; /* lost: every task was answered cancelled */
     }
     return 0;
 }

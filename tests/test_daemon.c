@@ -821,36 +821,17 @@ static int send_fault(const struct td *t, const void *bytes, size_t len)
     return r.code;
 }
 
-static void malformed_frames_get_an_error_and_others_are_served(void **state)
+/* Sends `bytes` on one connection while another is open: the first gets
+ * an ERROR frame with `code` and is closed, the other is still served. */
+static void fault_case(struct td *t, const void *bytes, size_t len, int code)
 {
-    struct td *t = *state;
-    struct proto_buf b = {0};
     th_client *other;
     th_result r;
-    uint8_t garbage[64];
 
     write_conf(t, "max_payload = \"1K\";", NULL, NULL);
     td_start(t);
     other = td_connect(t);
-
-    /* truncated: a whole frame whose submit body is cut short */
-    proto_put_empty(&b, PROTO_SUBMIT, 1, 0);
-    assert_int_equal(send_fault(t, b.data, b.len), TH_EPROTO);
-    /* oversized: a header announcing more than max_payload */
-    b.len = 0;
-    proto_put_empty(&b, PROTO_PING, 2, 0);
-    b.data[1] = 0x10; /* len 4096 > 1K */
-    assert_int_equal(send_fault(t, b.data, b.len), TH_ETOOBIG);
-    /* unknown type */
-    b.len = 0;
-    proto_put_empty(&b, 0x42, 3, 0);
-    assert_int_equal(send_fault(t, b.data, b.len), TH_EPROTO);
-    /* garbage */
-    for (size_t i = 0; i < sizeof garbage; i++)
-        garbage[i] = (uint8_t)(i * 37 + 11);
-    assert_int_equal(send_fault(t, garbage, sizeof garbage), TH_EPROTO);
-    proto_buf_free(&b);
-
+    assert_int_equal(send_fault(t, bytes, len), code);
     assert_int_equal(th_client_call(other, "echo", "echo", "ok", 2, NULL, &r),
                      0);
     assert_int_equal(r.state, TH_STATE_OK);
@@ -858,6 +839,44 @@ static void malformed_frames_get_an_error_and_others_are_served(void **state)
     th_client_close(other);
     wait_log(t, "closing the connection");
     assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void truncated_frame_gets_an_error(void **state)
+{
+    struct proto_buf b = {0};
+
+    /* a whole frame whose submit body is cut short */
+    proto_put_empty(&b, PROTO_SUBMIT, 1, 0);
+    fault_case(*state, b.data, b.len, TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void oversized_frame_gets_an_error(void **state)
+{
+    struct proto_buf b = {0};
+
+    proto_put_empty(&b, PROTO_PING, 2, 0);
+    b.data[1] = 0x10; /* a header announcing 4096 bytes, over 1K */
+    fault_case(*state, b.data, b.len, TH_ETOOBIG);
+    proto_buf_free(&b);
+}
+
+static void unknown_frame_type_gets_an_error(void **state)
+{
+    struct proto_buf b = {0};
+
+    proto_put_empty(&b, 0x42, 3, 0);
+    fault_case(*state, b.data, b.len, TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void garbage_bytes_get_an_error(void **state)
+{
+    uint8_t garbage[64];
+
+    for (size_t i = 0; i < sizeof garbage; i++)
+        garbage[i] = (uint8_t)(i * 37 + 11);
+    fault_case(*state, garbage, sizeof garbage, TH_EPROTO);
 }
 
 static void oversized_submit_from_the_library_is_refused(void **state)
@@ -1125,7 +1144,10 @@ int main(int argc, char **argv)
         T(sigterm_rejects_new_submits),
         T(sigquit_cancels_queued_tasks),
         T(killed_client_has_its_queued_tasks_dropped),
-        T(malformed_frames_get_an_error_and_others_are_served),
+        T(truncated_frame_gets_an_error),
+        T(oversized_frame_gets_an_error),
+        T(unknown_frame_type_gets_an_error),
+        T(garbage_bytes_get_an_error),
         T(oversized_submit_from_the_library_is_refused),
         T(refused_peer_uid_gets_permission_denied),
         T(stale_socket_file_is_replaced),
