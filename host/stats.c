@@ -55,6 +55,7 @@ void hist_add(struct hist *h, uint64_t us)
         b = HIST_BUCKETS - 1;
     h->buckets[b]++;
     h->count++;
+    h->sum += us;
 }
 
 uint64_t hist_percentile(const struct hist *h, double q)
@@ -202,38 +203,76 @@ static void text_pool(FILE *f, const struct pool *p, double now)
                 (unsigned long long)w->tasks_done, now - w->started);
 }
 
+/* Writes a label value escaped as the exposition format wants. */
+static void prom_label(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fprintf(f, "\\%c", *s);
+        else if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+/* name{pool="P"<extra>} — the start of a sample line. */
+static void prom_start(FILE *f, const char *metric, const char *pool)
+{
+    fprintf(f, "%s{pool=\"", metric);
+    prom_label(f, pool);
+    fputc('"', f);
+}
+
+static void prom_summary(FILE *f, const char *metric, const char *pool,
+                         const struct hist *h)
+{
+    const double qs[] = {0.5, 0.9, 0.99};
+    for (int i = 0; i < 3; i++) {
+        prom_start(f, metric, pool);
+        fprintf(f, ",quantile=\"%g\"} %.6f\n", qs[i],
+                (double)hist_percentile(h, qs[i]) / 1e6);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "%s_sum", metric);
+    prom_start(f, name, pool);
+    fprintf(f, "} %.6f\n", (double)h->sum / 1e6);
+    snprintf(name, sizeof name, "%s_count", metric);
+    prom_start(f, name, pool);
+    fprintf(f, "} %llu\n", (unsigned long long)h->count);
+}
+
 static void prom_pool(FILE *f, const struct pool *p)
 {
     const struct pool_stats *s = &p->stats;
     const char *n = p->cfg.name;
     const char *states[] = {"busy", "idle", "starting", "stopping"};
     int counts[] = {p->nbusy, p->nidle, p->nstarting, p->nstopping};
-    for (int i = 0; i < 4; i++)
-        fprintf(f, "taskhost_workers{pool=\"%s\",state=\"%s\"} %d\n", n,
-                states[i], counts[i]);
-    fprintf(f, "taskhost_queue_depth{pool=\"%s\"} %zu\n", n,
-            queue_len(&p->queue));
-    fprintf(f, "taskhost_queue_limit{pool=\"%s\"} %ld\n", n, p->cfg.max_queue);
-    for (int st = TH_STATE_OK; st < TH_STATE_COUNT; st++)
-        fprintf(f, "taskhost_tasks_total{pool=\"%s\",state=\"%s\"} %llu\n", n,
-                th_state_name((th_state)st),
-                (unsigned long long)s->finished[st]);
-    for (int r = 1; r < RETIRE_COUNT; r++)
-        fprintf(f, "taskhost_worker_restarts_total{pool=\"%s\",reason=\"%s\"} "
-                   "%llu\n",
-                n, reason_names[r], (unsigned long long)s->restarts[r]);
-    const double qs[] = {0.5, 0.9, 0.99};
-    for (int i = 0; i < 3; i++) {
-        fprintf(f, "taskhost_task_wait_seconds{pool=\"%s\",quantile=\"%g\"} "
-                   "%.6f\n",
-                n, qs[i], (double)hist_percentile(&s->wait, qs[i]) / 1e6);
-        fprintf(f, "taskhost_task_run_seconds{pool=\"%s\",quantile=\"%g\"} "
-                   "%.6f\n",
-                n, qs[i], (double)hist_percentile(&s->run, qs[i]) / 1e6);
+    for (int i = 0; i < 4; i++) {
+        prom_start(f, "taskhost_workers", n);
+        fprintf(f, ",state=\"%s\"} %d\n", states[i], counts[i]);
     }
-    for (const struct worker *w = p->workers; w != NULL; w = w->next)
-        fprintf(f, "taskhost_worker_rss_bytes{pool=\"%s\",pid=\"%d\"} %llu\n",
-                n, (int)w->pid, (unsigned long long)w->rss_kib * 1024);
+    prom_start(f, "taskhost_queue_depth", n);
+    fprintf(f, "} %zu\n", queue_len(&p->queue));
+    prom_start(f, "taskhost_queue_limit", n);
+    fprintf(f, "} %ld\n", p->cfg.max_queue);
+    for (int st = TH_STATE_OK; st < TH_STATE_COUNT; st++) {
+        prom_start(f, "taskhost_tasks_total", n);
+        fprintf(f, ",state=\"%s\"} %llu\n", th_state_name((th_state)st),
+                (unsigned long long)s->finished[st]);
+    }
+    for (int r = 1; r < RETIRE_COUNT; r++) {
+        prom_start(f, "taskhost_worker_restarts_total", n);
+        fprintf(f, ",reason=\"%s\"} %llu\n", reason_names[r],
+                (unsigned long long)s->restarts[r]);
+    }
+    prom_summary(f, "taskhost_task_wait_seconds", n, &s->wait);
+    prom_summary(f, "taskhost_task_run_seconds", n, &s->run);
+    for (const struct worker *w = p->workers; w != NULL; w = w->next) {
+        prom_start(f, "taskhost_worker_rss_bytes", n);
+        fprintf(f, ",pid=\"%d\"} %llu\n", (int)w->pid,
+                (unsigned long long)w->rss_kib * 1024);
+    }
 }
 
 static void prom_header(FILE *f)

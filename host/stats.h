@@ -17,6 +17,7 @@
 
 struct hist {
     uint64_t count;
+    uint64_t sum; /* microseconds */
     uint64_t buckets[HIST_BUCKETS];
 };
 
