@@ -265,6 +265,22 @@ static void on_result(th_client *c, const struct proto_frame *f)
         copy.done(&r, copy.arg);
 }
 
+/* Answers task p `rejected` with the daemon's reason (an oversized or
+ * malformed submit, which also costs the connection). */
+static void reject_task(th_client *c, struct pend *p,
+                        const struct proto_reply *pr)
+{
+    struct pend copy = *p;
+    th_result r = {.id = p->tag, .state = TH_STATE_REJECTED,
+                   .code = pr->code, .data = c->err,
+                   .len = strlen(c->err)};
+
+    table_del(c, p);
+    c->ntasks--;
+    if (copy.done)
+        copy.done(&r, copy.arg);
+}
+
 static void on_reply(th_client *c, const struct proto_frame *f)
 {
     struct proto_reply pr;
@@ -276,8 +292,13 @@ static void on_reply(th_client *c, const struct proto_frame *f)
     if (f->type == PROTO_ERROR || pr.code < 0)
         snprintf(c->err, sizeof c->err, "%.*s", (int)pr.len, pr.text);
     p = table_find(c, f->tag);
-    if (p == NULL || p->ctl == NULL)
+    if (p == NULL)
         return;
+    if (p->ctl == NULL) {
+        if (f->type == PROTO_ERROR) /* the daemon refused this very task */
+            reject_task(c, p, &pr);
+        return;
+    }
     w = p->ctl;
     table_del(c, p);
     w->done = 1;

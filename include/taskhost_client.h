@@ -21,9 +21,11 @@
  * loop, wait for th_client_fd() to be readable (and writable while
  * th_client_want_write() is true) and call th_client_step(c, 0).
  *
- * Every submitted task gets exactly one answer. If the connection is lost,
- * the tasks still waiting are answered TH_STATE_CANCELLED with code TH_EIO
- * and the reason as message. Results carry, in `id`, the tag that
+ * Every submitted task gets exactly one answer. A task the daemon refuses
+ * to read (its input is over the daemon's max_payload) is answered
+ * TH_STATE_REJECTED with code TH_ETOOBIG; the daemon then closes the
+ * connection. If the connection is lost, the tasks still waiting are
+ * answered TH_STATE_CANCELLED with code TH_EIO and the reason as message. Results carry, in `id`, the tag that
  * th_client_submit() returned, not the daemon's task id.
  *
  * Functions return 0 or a negative TH_E* code (see th_strerror()).

@@ -892,8 +892,8 @@ static void oversized_submit_from_the_library_is_refused(void **state)
     assert_int_equal(th_client_call(c, "echo", "echo", big, sizeof big, NULL,
                                     &r),
                      0);
-    assert_int_equal(r.state, TH_STATE_CANCELLED);
-    assert_int_equal(r.code, TH_EIO);
+    assert_int_equal(r.state, TH_STATE_REJECTED);
+    assert_int_equal(r.code, TH_ETOOBIG);
     assert_non_null(strstr(r.data, "max_payload"));
     th_client_result_free(&r);
     th_client_close(c);
