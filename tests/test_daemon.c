@@ -388,6 +388,26 @@ static void taskhostctl_names_the_state_of_a_failed_task(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+static void taskhostctl_timeout_caps_the_run_time(void **state)
+{
+    struct td *t = *state;
+    char in[160];
+    FILE *f;
+
+    snprintf(in, sizeof in, "%s/in.txt", t->dir);
+    f = fopen(in, "w");
+    fputs("10000", f); /* ms */
+    fclose(f);
+    td_start(t);
+    assert_int_equal(run_ctl(t, in, "submit", "sleep", "sleep", "--timeout"),
+                     2); /* --timeout wants its value */
+    assert_int_equal(run_ctl(t, in, "submit", "sleep", "sleep",
+                             "--timeout=0.2"),
+                     4);
+    assert_true(file_contains(dir_file(t, "ctl.err"), "timeout"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 static void taskhostctl_stats_prints_every_format(void **state)
 {
     struct td *t = *state;
@@ -1132,6 +1152,7 @@ int main(int argc, char **argv)
         T(library_call_returns_the_output),
         T(taskhostctl_submit_prints_the_output),
         T(taskhostctl_names_the_state_of_a_failed_task),
+        T(taskhostctl_timeout_caps_the_run_time),
         T(taskhostctl_stats_prints_every_format),
         T(taskhostctl_help_works_for_every_command),
         T(many_clients_get_every_answer_matched),
