@@ -59,10 +59,12 @@ static void on_timerfd(struct loop_io *io, uint32_t events)
     l->armed = 0;
 }
 
+/* The eventfd is edge-triggered: each write is one event, so its count
+ * need not be read back (loop_wake() drains it in the unlikely case that
+ * it fills up). */
 static void on_wake(struct loop_io *io, uint32_t events)
 {
     struct loop *l = (struct loop *)((char *)io - offsetof(struct loop, wake_io));
-    drain_fd(io->fd);
     l->woken = 0;
 }
 
@@ -78,7 +80,7 @@ int loop_new(struct loop **out)
     l->wake_io.cb = on_wake;
     if (l->epfd == -1 || l->timer_io.fd == -1 || l->wake_io.fd == -1 ||
         loop_add(l, &l->timer_io, EPOLLIN) < 0 ||
-        loop_add(l, &l->wake_io, EPOLLIN) < 0) {
+        loop_add(l, &l->wake_io, EPOLLIN | EPOLLET) < 0) {
         loop_free(l);
         return TH_EIO;
     }
@@ -265,8 +267,12 @@ void loop_wake(struct loop *l)
     if (l->woken || l->in_events)
         return;
     uint64_t one = 1;
-    if (write(l->wake_io.fd, &one, sizeof one) == sizeof one)
-        l->woken = 1;
+    if (write(l->wake_io.fd, &one, sizeof one) != sizeof one) {
+        drain_fd(l->wake_io.fd); /* the count is full: empty it */
+        if (write(l->wake_io.fd, &one, sizeof one) != sizeof one)
+            return;
+    }
+    l->woken = 1;
 }
 
 static int wait_ms(struct loop *l, int timeout_ms)
