@@ -461,6 +461,7 @@ static int start(void)
 static int run(void)
 {
     struct epoll_event ev[64];
+    uint64_t submitted;
     int n;
 
     while (!(d.stopping && th_host_stopped(d.host))) {
@@ -471,10 +472,14 @@ static int run(void)
             log_error("epoll_wait: %s", strerror(errno));
             return -1;
         }
+        submitted = server_counts(d.srv)->submitted;
         for (int i = 0; i < n; i++) {
             struct watch *w = ev[i].data.ptr;
             w->fn(w, ev[i].events);
         }
+        /* hand new tasks to workers now rather than one wakeup later */
+        if (server_counts(d.srv)->submitted != submitted)
+            th_host_step(d.host, 0);
         server_flush(d.srv);
     }
     return 0;
