@@ -1,6 +1,7 @@
 /* taskhost_client.h - talk to a running taskhostd over its local socket.
  *
- * Link with -ltaskhost-client (pkg-config taskhost). One th_client is one
+ * Build with $(pkg-config --cflags taskhost) and link with
+ * -ltaskhost-client -ltaskhost. One th_client is one
  * connection; it is single-threaded: use it from one thread at a time.
  *
  *   th_client *c;
