@@ -26,6 +26,7 @@ struct run {
     char *input;
     size_t len;
     long ntasks, sent, answered, failed;
+    int echo; /* the answer must equal the input */
     int error;
     double *lat;
 };
@@ -47,6 +48,16 @@ static int submit_one(struct run *run, struct slot *s)
     return 0;
 }
 
+/* An echo must give back the input: its length and both ends are
+ * compared (all of it would put a second copy into the figures). */
+static int same_ends(const struct run *run, const th_result *r)
+{
+    size_t n = r->len < 16 ? r->len : 16;
+    const char *out = r->data;
+    return r->len == run->len && memcmp(out, run->input, n) == 0 &&
+           memcmp(out + r->len - n, run->input + r->len - n, n) == 0;
+}
+
 static void on_done(const th_result *r, void *arg)
 {
     struct slot *s = arg;
@@ -56,6 +67,10 @@ static void on_done(const th_result *r, void *arg)
         if (run->failed++ == 0)
             note("%s/%s answered %s: %.*s", run->pool, run->task,
                  th_state_name(r->state), (int)r->len, (const char *)r->data);
+    } else if (run->echo && !same_ends(run, r)) {
+        if (run->failed++ == 0)
+            note("%s/%s: the echo differs from the input (%zu bytes of %zu)",
+                 run->pool, run->task, r->len, run->len);
     } else {
         run->lat[run->answered - run->failed] = t - s->t0;
     }
@@ -129,7 +144,8 @@ int load_run_keep(const struct target *t, const char *pool, const char *task,
                   struct load_result *out, double *lat)
 {
     struct run run = {.t = t, .pool = pool, .task = task, .len = len,
-                      .ntasks = ntasks, .lat = lat};
+                      .ntasks = ntasks, .lat = lat,
+                      .echo = strcmp(task, "echo") == 0};
     struct slot *slots = calloc((size_t)inflight, sizeof *slots);
     run.input = make_input(len);
     int rc = -1;
