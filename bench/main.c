@@ -337,7 +337,26 @@ static void redirect_log(void)
         dup2(fd, 2);
         close(fd);
     }
-    fprintf(term, "th-bench: engine log in %s\n", path);
+}
+
+/* Removes the scratch directory, unless a figure could not be measured:
+ * then its logs are kept for a look. */
+static void clean_scratch(void)
+{
+    const char *names[] = {"engine.log", "daemon.log", "taskhost.conf",
+                           "taskhost.sock"};
+    for (size_t i = 0; i < NFIGS; i++) {
+        if (meas[i].na[0] != '\0') {
+            fprintf(term, "th-bench: logs kept in %s\n", scratch_dir());
+            return;
+        }
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", scratch_dir(), names[i]);
+        unlink(path);
+    }
+    rmdir(scratch_dir());
 }
 
 static void write_table(const char *path)
@@ -390,5 +409,6 @@ int main(int argc, char **argv)
     fprintf(term, "th-bench: %.0f s\n", now_s() - t0);
     if (outfile != NULL)
         write_table(outfile);
+    clean_scratch();
     return 0;
 }
