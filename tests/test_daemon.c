@@ -920,6 +920,60 @@ static void oversized_submit_from_the_library_is_refused(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+/* A client that submits without ever reading its answers is no longer
+ * read from once its answers pile up: what it can push into the daemon
+ * stays bounded, and other clients are served meanwhile. */
+static void client_that_never_reads_is_throttled(void **state)
+{
+    struct td *t = *state;
+    static char input[4096];
+    struct proto_submit sub = {.pool = "echo", .pool_len = 4, .task = "echo",
+                               .task_len = 4, .input = input,
+                               .input_len = sizeof input};
+    struct proto_buf b = {0};
+    size_t sent = 0, off = 0, limit = 256u << 20;
+    double end = now() + DEADLINE;
+    int fd;
+
+    td_start(t);
+    fd = raw_connect(t);
+    for (int i = 0; i < 64; i++) /* a 256 KiB burst to send over and over */
+        assert_int_equal(proto_put_submit(&b, (uint64_t)i + 1, 0, &sub), 0);
+    while (sent < limit && now() < end) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        /* the stream is the burst over and over, so frames stay whole */
+        ssize_t n = send(fd, b.data + off, b.len - off,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+            off = (off + (size_t)n) % b.len;
+            continue;
+        }
+        if (poll(&p, 1, 300) == 0)
+            break; /* the daemon stopped reading us */
+    }
+    assert_true(sent < limit);
+    assert_true(now() < end);
+    assert_int_equal(call_state(t, "echo", "echo", "served", NULL, 0),
+                     TH_STATE_OK);
+    close(fd);
+    proto_buf_free(&b);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void socket_gets_the_configured_mode(void **state)
+{
+    struct td *t = *state;
+    struct stat st;
+
+    write_conf(t, "socket_mode = \"0600\";", NULL, NULL);
+    td_start(t);
+    assert_int_equal(stat(t->sock, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 /* ---- permissions, socket, pidfile, systemd ---- */
 
 static void refused_peer_uid_gets_permission_denied(void **state)
@@ -1170,6 +1224,8 @@ int main(int argc, char **argv)
         T(unknown_frame_type_gets_an_error),
         T(garbage_bytes_get_an_error),
         T(oversized_submit_from_the_library_is_refused),
+        T(client_that_never_reads_is_throttled),
+        T(socket_gets_the_configured_mode),
         T(refused_peer_uid_gets_permission_denied),
         T(stale_socket_file_is_replaced),
         T(live_socket_is_refused),
