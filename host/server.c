@@ -58,6 +58,8 @@ struct conn {
     pid_t pid;
     int admin;
     int closing;     /* an error frame was queued: flush, then close */
+    int eof;         /* the client shut down its writing side: answer what
+                        it asked, then close */
     int dirty;       /* on the server's dirty list */
     uint32_t events; /* the epoll mask registered now */
     struct proto_buf in, out;
@@ -88,6 +90,7 @@ struct server {
 
 static void conn_close(struct conn *c);
 static int conn_flush(struct conn *c);
+static uint32_t conn_want(const struct conn *c);
 
 /* ---- per-task slots ---- */
 
@@ -605,7 +608,19 @@ static int conn_parse(struct conn *c)
     return c->closing ? -1 : 0;
 }
 
-static void conn_read(struct conn *c)
+/* The client will send no more (shutdown(SHUT_WR)) but may still read:
+ * its tasks are answered, then the connection closes. */
+static void conn_half_closed(struct conn *c)
+{
+    c->eof = 1;
+    if (c->ntasks == 0 && c->out.len == 0) {
+        conn_close(c);
+        return;
+    }
+    conn_events(c, conn_want(c));
+}
+
+static void conn_read(struct conn *c, uint32_t events)
 {
     uint8_t *p;
     ssize_t n;
@@ -626,7 +641,10 @@ static void conn_read(struct conn *c)
         return;
     }
     if (n == 0) {
-        conn_close(c);
+        if (events & (EPOLLHUP | EPOLLERR))
+            conn_close(c); /* gone both ways */
+        else
+            conn_half_closed(c);
         return;
     }
     c->in.len += (size_t)n;
@@ -639,14 +657,12 @@ static void conn_event(struct watch *w, uint32_t events)
 
     if ((events & EPOLLOUT) && conn_flush(c) < 0)
         return;
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (c->closing) {
-            if (events & (EPOLLHUP | EPOLLERR))
-                conn_close(c);
-            return;
-        }
-        conn_read(c);
+    if ((c->closing || c->eof) && (events & (EPOLLHUP | EPOLLERR))) {
+        conn_close(c); /* nobody left to answer */
+        return;
     }
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof)
+        conn_read(c, events);
 }
 
 /* The epoll mask a connection needs: no reading while closing, nor while
@@ -655,7 +671,7 @@ static uint32_t conn_want(const struct conn *c)
 {
     uint32_t want = EPOLLIN;
 
-    if (c->closing || c->out.len >= OUT_HIGH ||
+    if (c->closing || c->eof || c->out.len >= OUT_HIGH ||
         (!(c->events & EPOLLIN) && c->out.len > OUT_LOW))
         want = 0;
     return c->out.len ? want | EPOLLOUT : want;
@@ -680,7 +696,7 @@ static int conn_flush(struct conn *c)
     }
     if (c->out.len == 0 && c->out.cap > BUF_KEEP)
         proto_buf_free(&c->out);
-    if (c->closing && c->out.len == 0) {
+    if ((c->closing || (c->eof && c->ntasks == 0)) && c->out.len == 0) {
         conn_close(c);
         return -1;
     }

@@ -961,6 +961,44 @@ static void client_that_never_reads_is_throttled(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+/* A client may send its requests, shut down its writing side, and read
+ * the answers: that is not a disconnect. */
+static void half_closed_client_still_gets_its_answers(void **state)
+{
+    struct td *t = *state;
+    struct proto_submit sub = {.pool = "sleep", .pool_len = 5,
+                               .task = "sleep", .task_len = 5, .input = "20",
+                               .input_len = 2};
+    struct proto_buf b = {0};
+    struct proto_frame f;
+    struct proto_result r;
+    uint8_t buf[4096];
+    size_t got = 0, pos = 0, need;
+    ssize_t n;
+    long k;
+    int fd, answers = 0;
+
+    td_start(t);
+    fd = raw_connect(t);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(proto_put_submit(&b, (uint64_t)i, 0, &sub), 0);
+    assert_int_equal(send(fd, b.data, b.len, MSG_NOSIGNAL), (ssize_t)b.len);
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    while ((n = read(fd, buf + got, sizeof buf - got)) > 0)
+        got += (size_t)n;
+    while ((k = proto_decode(buf + pos, got - pos, sizeof buf, &f, &need)) >
+           0) {
+        assert_int_equal(proto_parse_result(&f, &r), 0);
+        assert_int_equal(r.state, TH_STATE_OK);
+        answers++;
+        pos += (size_t)k;
+    }
+    assert_int_equal(answers, 3);
+    close(fd);
+    proto_buf_free(&b);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 static void socket_gets_the_configured_mode(void **state)
 {
     struct td *t = *state;
@@ -1225,6 +1263,7 @@ int main(int argc, char **argv)
         T(garbage_bytes_get_an_error),
         T(oversized_submit_from_the_library_is_refused),
         T(client_that_never_reads_is_throttled),
+        T(half_closed_client_still_gets_its_answers),
         T(socket_gets_the_configured_mode),
         T(refused_peer_uid_gets_permission_denied),
         T(stale_socket_file_is_replaced),
