@@ -424,6 +424,24 @@ static void taskhostctl_stats_prints_every_format(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+static void taskhostctl_control_commands_report_success_and_failure(
+    void **state)
+{
+    struct td *t = *state;
+
+    td_start(t);
+    assert_int_equal(run_ctl(t, NULL, "restart", "echo", NULL, NULL), 0);
+    assert_int_equal(run_ctl(t, NULL, "restart", "--all", "--force", NULL),
+                     0);
+    assert_int_equal(run_ctl(t, NULL, "restart", "nosuchpool", NULL, NULL), 1);
+    assert_true(file_contains(dir_file(t, "ctl.err"), "no such pool"));
+    assert_int_equal(run_ctl(t, NULL, "reload", NULL, NULL, NULL), 0);
+    assert_int_equal(run_ctl(t, NULL, "cancel", "123456", NULL, NULL), 1);
+    assert_true(file_contains(dir_file(t, "ctl.err"), "cancel failed"));
+    assert_int_equal(run_ctl(t, NULL, "cancel", "abc", NULL, NULL), 2);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 static void taskhostctl_help_works_for_every_command(void **state)
 {
     struct td *t = *state;
@@ -1246,6 +1264,7 @@ int main(int argc, char **argv)
         T(taskhostctl_names_the_state_of_a_failed_task),
         T(taskhostctl_timeout_caps_the_run_time),
         T(taskhostctl_stats_prints_every_format),
+        T(taskhostctl_control_commands_report_success_and_failure),
         T(taskhostctl_help_works_for_every_command),
         T(many_clients_get_every_answer_matched),
         T(sighup_resizes_a_pool),
