@@ -35,8 +35,8 @@ static const char main_help[] =
     "  cancel TASK_ID       cancel a task (ids are shown by submit -v)\n"
     "  shutdown [--force]   stop the daemon (gracefully by default)\n\n"
     "Options:\n"
-    "  -s, --socket SOCKET  the daemon's socket (default: $TASKHOST_SOCKET,\n"
-    "                       else ./taskhost.sock)\n"
+    "  -s, --socket SOCKET  the daemon's socket, before or after the command\n"
+    "                       (default: $TASKHOST_SOCKET, else ./taskhost.sock)\n"
     "  -h, --help           this help (also after a command)\n"
     "      --version        print the version\n\n"
     "Exit status: 0 success (submit: the task's answer is ok); 1 the daemon\n"
@@ -82,8 +82,10 @@ static int fail(th_client *c, const char *what, int rc)
 static int next_opt(int argc, char **argv, const char *shortopts,
                     const struct option *opts, const char *help)
 {
-    int c = getopt_long(argc, argv, shortopts, opts, NULL);
+    int c;
 
+    while ((c = getopt_long(argc, argv, shortopts, opts, NULL)) == 's')
+        socket_path = optarg; /* -s is taken after the command too */
     if (c == 'h') {
         fputs(help, stdout);
         return -2;
@@ -98,7 +100,8 @@ static int next_opt(int argc, char **argv, const char *shortopts,
 }
 
 #define COMMON_OPTS                                                         \
-    {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}
+    {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'},  \
+        {"socket", required_argument, NULL, 's'}
 
 /* ---- submit ---- */
 
@@ -188,7 +191,7 @@ static int cmd_submit(int argc, char **argv)
     char *in, *end;
     size_t len;
 
-    while ((c = next_opt(argc, argv, "hi:v", opts, help)) >= 0) {
+    while ((c = next_opt(argc, argv, "hs:i:v", opts, help)) >= 0) {
         if (c == 'i')
             file = optarg;
         else if (c == 'v')
@@ -236,7 +239,7 @@ static int cmd_stats(int argc, char **argv)
     th_client *cl;
     char *text;
 
-    while ((c = next_opt(argc, argv, "h", opts, help)) >= 0)
+    while ((c = next_opt(argc, argv, "hs:", opts, help)) >= 0)
         format = c == 'j' ? TH_STATS_JSON : TH_STATS_PROMETHEUS;
     if (c == -2)
         return 0;
@@ -272,7 +275,7 @@ static int cmd_restart(int argc, char **argv)
     int c, all = 0, force = 0, rc;
     th_client *cl;
 
-    while ((c = next_opt(argc, argv, "h", opts, help)) >= 0) {
+    while ((c = next_opt(argc, argv, "hs:", opts, help)) >= 0) {
         if (c == 'a')
             all = 1;
         else
@@ -298,7 +301,7 @@ static int simple_args(int argc, char **argv, const char *cmd,
         COMMON_OPTS, {"force", no_argument, NULL, 'f'}, {NULL, 0, NULL, 0}};
     int c;
 
-    while ((c = next_opt(argc, argv, "h", opts, help)) >= 0) {
+    while ((c = next_opt(argc, argv, "hs:", opts, help)) >= 0) {
         if (force == NULL)
             return usage_error(cmd, "takes no --force");
         *force = 1;
@@ -389,12 +392,11 @@ static const struct {
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'}, COMMON_OPTS,
-        {NULL, 0, NULL, 0}};
+        COMMON_OPTS, {NULL, 0, NULL, 0}};
     int c;
 
     while ((c = next_opt(argc, argv, "+s:h", opts, main_help)) >= 0)
-        socket_path = optarg;
+        ;
     if (c == -2)
         return 0;
     if (c == -3)
