@@ -171,7 +171,14 @@ static int show_result(const th_result *r)
     return EXIT_STATE_BASE + (int)r->state - TH_STATE_ERROR;
 }
 
-static int cmd_submit(int argc, char **argv)
+struct submit_args {
+    th_submit_opts opts;
+    const char *file;
+    int verbose;
+};
+
+/* Parses submit's options. Returns -1 to go on, else the exit status. */
+static int submit_parse(int argc, char **argv, struct submit_args *a)
 {
     static const char help[] =
         "Usage: taskhostctl submit POOL TASK [-i FILE] [--timeout S] [-v]\n"
@@ -183,22 +190,17 @@ static int cmd_submit(int argc, char **argv)
         COMMON_OPTS, {"input", required_argument, NULL, 'i'},
         {"timeout", required_argument, NULL, 't'},
         {"verbose", no_argument, NULL, 'v'}, {NULL, 0, NULL, 0}};
-    th_submit_opts so = {0};
-    const char *file = NULL;
-    int c, verbose = 0, rc;
-    th_client *cl;
-    th_result r;
-    char *in, *end;
-    size_t len;
+    char *end;
+    int c;
 
     while ((c = next_opt(argc, argv, "hs:i:v", opts, help)) >= 0) {
         if (c == 'i')
-            file = optarg;
+            a->file = optarg;
         else if (c == 'v')
-            verbose = 1;
+            a->verbose = 1;
         else if (c == 't') {
-            so.task_timeout = strtod(optarg, &end);
-            if (*end || !(so.task_timeout > 0))
+            a->opts.task_timeout = strtod(optarg, &end);
+            if (*end || !(a->opts.task_timeout > 0))
                 return usage_error("submit", "--timeout wants seconds > 0");
         }
     }
@@ -207,12 +209,27 @@ static int cmd_submit(int argc, char **argv)
     if (c == -3 || argc - optind != 2)
         return usage_error("submit", c == -3 ? "bad option"
                                              : "wants POOL and TASK");
-    if ((in = read_input(file, &len)) == NULL)
+    return -1;
+}
+
+static int cmd_submit(int argc, char **argv)
+{
+    struct submit_args a = {{0}, NULL, 0};
+    int rc = submit_parse(argc, argv, &a);
+    th_client *cl;
+    th_result r;
+    size_t len;
+    char *in;
+
+    if (rc >= 0)
+        return rc;
+    if ((in = read_input(a.file, &len)) == NULL)
         return EXIT_FAIL;
     cl = connect_or_die();
-    if (verbose)
+    if (a.verbose)
         th_client_on_accept(cl, show_accept, NULL);
-    rc = th_client_call(cl, argv[optind], argv[optind + 1], in, len, &so, &r);
+    rc = th_client_call(cl, argv[optind], argv[optind + 1], in, len, &a.opts,
+                        &r);
     free(in);
     if (rc < 0) {
         rc = fail(cl, "submit", rc);
