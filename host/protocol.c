@@ -179,21 +179,30 @@ int proto_parse_accepted(const struct proto_frame *f, uint64_t *task_id)
 
 uint8_t *proto_buf_reserve(struct proto_buf *b, size_t n)
 {
-    size_t cap;
-    uint8_t *d;
-
     if (b->cap - b->len >= n)
         return b->data + b->len;
-    cap = b->cap ? b->cap : 4096;
+    size_t front = (size_t)(b->data - b->base);
+    /* Slide back only when what moves is no more than what was consumed:
+     * a large buffer sent in small pieces is not moved again and again. */
+    if (front >= b->len && front + b->cap - b->len >= n) {
+        memmove(b->base, b->data, b->len);
+        b->data = b->base;
+        b->cap += front;
+        return b->data + b->len;
+    }
+    size_t cap = (front + b->cap) ? 2 * (front + b->cap) : 4096;
     while (cap - b->len < n) {
         if (cap > SIZE_MAX / 2)
             return NULL;
         cap *= 2;
     }
-    d = realloc(b->data, cap);
+    uint8_t *d = malloc(cap);
     if (d == NULL)
         return NULL;
-    b->data = d;
+    if (b->len > 0)
+        memcpy(d, b->data, b->len);
+    free(b->base);
+    b->base = b->data = d;
     b->cap = cap;
     return b->data + b->len;
 }
@@ -201,17 +210,21 @@ uint8_t *proto_buf_reserve(struct proto_buf *b, size_t n)
 void proto_buf_consume(struct proto_buf *b, size_t n)
 {
     if (n >= b->len) {
+        /* Empty: start over at the front. */
+        b->cap += (size_t)(b->data - b->base);
+        b->data = b->base;
         b->len = 0;
         return;
     }
-    memmove(b->data, b->data + n, b->len - n);
+    b->data += n;
     b->len -= n;
+    b->cap -= n;
 }
 
 void proto_buf_free(struct proto_buf *b)
 {
-    free(b->data);
-    b->data = NULL;
+    free(b->base);
+    b->base = b->data = NULL;
     b->len = b->cap = 0;
 }
 

@@ -116,10 +116,14 @@ int proto_parse_reply(const struct proto_frame *f, struct proto_reply *r);
 int proto_parse_accepted(const struct proto_frame *f, uint64_t *task_id);
 
 /* A growable output buffer. Zero-initialise; free with proto_buf_free(). */
+/* `data` is the first unconsumed byte and `cap` the room from there;
+ * consumed bytes are reclaimed lazily, so consuming is O(1) and appending
+ * costs amortized O(1) per byte however the writes are split. */
 struct proto_buf {
     uint8_t *data;
     size_t len;
     size_t cap;
+    uint8_t *base; /* the allocation; data - base bytes are consumed */
 };
 
 /* Makes room for n more bytes and returns where they go (data + len),
