@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_headers.sh - interface checks of the public headers and the plugins.
 #
-# 1. include/taskhost.h and include/taskhost_host.h each compile alone, as
+# 1. include/taskhost.h, taskhost_host.h and taskhost_client.h each compile alone, as
 #    strict C99 and as C++, and a plugin written in C++ compiles too.
 # 2. Each example plugin exports exactly one dynamic symbol, taskhost_plugin
 #    (they are built with -fvisibility=hidden; a leak would let plugins
@@ -35,7 +35,7 @@ check_compile() {
     fi
 }
 
-for h in taskhost.h taskhost_host.h; do
+for h in taskhost.h taskhost_host.h taskhost_client.h; do
     printf '#include <%s>\n' "$h" >"$tmp/alone.c"
     check_compile "$h alone, C99" $CC -std=c99 -pedantic -Wall -Wextra \
         -Werror -fsyntax-only $INC "$tmp/alone.c"
