@@ -606,24 +606,37 @@ static void check_budget(struct pool *p, uint64_t total_kib)
     host_mark_pool(p->host, p);
 }
 
+/* Whether w runs a task, so that its memory may grow: a busy worker, or
+ * one stopping gracefully once its current task is done. */
+static int runs_task(const struct worker *w)
+{
+    return w->state == W_BUSY ||
+           (w->state == W_STOPPING && !w->killed && w->inflight.n > 0);
+}
+
 static void on_mem_timer(struct loop_timer *timer)
 {
     struct pool *p = container_of(timer, struct pool, mem_timer);
     uint64_t total = 0;
+    int running = 0;
     struct worker *next;
     for (struct worker *w = p->workers; w != NULL; w = next) {
         next = w->next;
-        if (w->state != W_BUSY && w->state != W_IDLE)
+        int runs = runs_task(w);
+        if (!runs && w->state != W_IDLE)
             continue;
-        if (w->state == W_BUSY)
+        if (runs) {
             w->rss_kib = worker_read_rss(w);
-        total += w->rss_kib;
-        if (w->state == W_BUSY && p->cfg.memory_hard_limit > 0 &&
+            running = 1;
+        }
+        if (w->state != W_STOPPING)
+            total += w->rss_kib;
+        if (runs && p->cfg.memory_hard_limit > 0 &&
             (uint64_t)w->rss_kib * 1024 > p->cfg.memory_hard_limit)
             kill_for_memory(p, w, w->rss_kib);
     }
     check_budget(p, total);
-    if (p->nbusy > 0)
+    if (running)
         arm_mem_timer(p);
 }
 
