@@ -6,13 +6,19 @@
  *   garbage   writes random bytes to fd 1 and 2, then returns "ok"
  *   fork      forks a child that sleeps 30 s, then returns "ok"
  *   closefds  closes fds 0 to 1023, then returns "ok"
+ *   scribble  writes on its parent socket an answer to a task it was never
+ *             given, then random bytes, then returns "ok"
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <taskhost.h>
+
+#include "frame.h"
 
 static int faulty_spin(void *state, th_task *task, const void *in, size_t len)
 {
@@ -80,10 +86,43 @@ static int faulty_closefds(void *state, th_task *task, const void *in,
     return th_task_write(task, "ok", 2);
 }
 
+/* The worker's socket to its host: the one socket among its fds. */
+static int parent_socket(void)
+{
+    struct stat st;
+
+    for (int fd = 3; fd < 1024; fd++)
+        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+            return fd;
+    return -1;
+}
+
+static int faulty_scribble(void *state, th_task *task, const void *in,
+                           size_t len)
+{
+    struct frame f;
+    int fd = parent_socket();
+    (void)state, (void)in, (void)len;
+
+    if (fd < 0)
+        return th_task_fail(task, TH_EIO, "no parent socket");
+    memset(&f, 0, sizeof f);
+    f.id = ~(uint64_t)0; /* no task has this id */
+    f.type = FRAME_RESULT;
+    if (write(fd, &f, sizeof f) != (ssize_t)sizeof f)
+        return th_task_fail(task, TH_EIO, "write failed");
+    scribble(fd, 4096);
+    return th_task_write(task, "ok", 2);
+}
+
 static const th_task_def tasks[] = {
-    {"spin", faulty_spin},         {"block", faulty_block},
-    {"garbage", faulty_garbage},   {"fork", faulty_fork},
-    {"closefds", faulty_closefds}, {NULL, NULL},
+    {"spin", faulty_spin},
+    {"block", faulty_block},
+    {"garbage", faulty_garbage},
+    {"fork", faulty_fork},
+    {"closefds", faulty_closefds},
+    {"scribble", faulty_scribble},
+    {NULL, NULL},
 };
 
 TH_PLUGIN("faulty", "1.0", NULL, NULL, tasks);
