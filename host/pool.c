@@ -134,9 +134,16 @@ static void resolve_ids(struct pool *p)
         else if (gr != NULL)
             p->gid = (int)gr->gr_gid;
     }
-    /* Only root can switch; as anyone else the ids stay. */
-    if (geteuid() != 0)
-        p->uid = p->gid = -1;
+    /* Only root can switch; as anyone else the ids stay, and the operator
+     * is told that the workers do not run as the config says. */
+    if (geteuid() == 0)
+        return;
+    if ((p->uid >= 0 && (uid_t)p->uid != geteuid()) ||
+        (p->gid >= 0 && (gid_t)p->gid != getegid()))
+        log_warn("pool %s: workers run as uid %u gid %u, not as the "
+                 "configured user/group: taskhostd is not root",
+                 p->cfg.name, (unsigned)geteuid(), (unsigned)getegid());
+    p->uid = p->gid = -1;
 }
 
 struct pool *pool_new(struct th_host *host, const struct pool_cfg *cfg,
