@@ -7,6 +7,7 @@
 #define TH_TESTS_DAEMON_UTIL_H
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -78,15 +79,18 @@ static inline void td_write_conf(const struct td *t, const char *host_extra,
     fclose(f);
 }
 
-/* Runs argv with stdin from /dev/null, stdout into `out` and stderr
- * appended to `err`; returns the child's pid. */
-static inline pid_t td_spawn(char *const argv[], const char *out,
-                             const char *err)
+/* Runs argv as uid/gid (-1: as we are) with stdin from /dev/null, stdout
+ * into `out` and stderr appended to `err`; returns the child's pid. */
+static inline pid_t td_spawn_as(char *const argv[], const char *out,
+                                const char *err, uid_t uid, gid_t gid)
 {
     pid_t pid = fork();
 
     assert_true(pid != -1);
     if (pid == 0) {
+        if (uid != (uid_t)-1 && (setgroups(0, NULL) == -1 ||
+                                 setgid(gid) == -1 || setuid(uid) == -1))
+            _exit(125);
         int fi = open("/dev/null", O_RDONLY);
         int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int fe = open(err, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -99,6 +103,12 @@ static inline pid_t td_spawn(char *const argv[], const char *out,
         _exit(127);
     }
     return pid;
+}
+
+static inline pid_t td_spawn(char *const argv[], const char *out,
+                             const char *err)
+{
+    return td_spawn_as(argv, out, err, (uid_t)-1, (gid_t)-1);
 }
 
 /* Waits up to `limit` seconds for pid to exit; returns its wait status. */
@@ -156,14 +166,15 @@ static inline int td_ping(const struct td *t)
     return rc;
 }
 
-/* Starts the daemon on t->conf and polls until it answers a ping. */
-static inline void td_start(struct td *t)
+/* Starts the daemon on t->conf as uid/gid (-1: as we are) and polls
+ * until it answers a ping. */
+static inline void td_start_as(struct td *t, uid_t uid, gid_t gid)
 {
     char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
     double end = td_now() + DEADLINE;
     int status;
 
-    t->pid = td_spawn(argv, t->out, t->log);
+    t->pid = td_spawn_as(argv, t->out, t->log, uid, gid);
     while (td_ping(t) != 0) {
         if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
             td_show_log(t);
@@ -176,6 +187,11 @@ static inline void td_start(struct td *t)
         }
         td_pause_ms(5);
     }
+}
+
+static inline void td_start(struct td *t)
+{
+    td_start_as(t, (uid_t)-1, (gid_t)-1);
 }
 
 /* Signals the daemon; returns its exit status, -1 if it died of a signal. */

@@ -189,6 +189,26 @@ static void workers_run_as_the_pool_group(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+static void pool_user_is_ignored_with_a_warning_when_not_root(void **state)
+{
+    struct td *t = *state;
+    const struct passwd *pw;
+    char want[64];
+
+    NEED_ROOT();
+    pw = other_user();
+    /* the daemon runs as the second user, in a directory of its own */
+    assert_int_equal(chown(t->dir, pw->pw_uid, pw->pw_gid), 0);
+    write_whoami_conf(t, NULL, WHOAMI, "user = \"root\"; group = \"root\";");
+    td_start_as(t, pw->pw_uid, pw->pw_gid);
+    snprintf(want, sizeof want, "%u %u 1 0", (unsigned)pw->pw_uid,
+             (unsigned)pw->pw_gid);
+    assert_string_equal(ask(t, "id"), want);
+    td_wait_log(t, "pool who: workers run as uid");
+    assert_non_null(strstr(td_read_file(t->log), "taskhostd is not root"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 static void workers_have_no_new_privs(void **state)
 {
     struct td *t = *state;
@@ -662,6 +682,7 @@ int main(void)
         T(workers_run_as_the_pool_user),
         T(workers_run_as_a_user_given_by_number),
         T(workers_run_as_the_pool_group),
+        T(pool_user_is_ignored_with_a_warning_when_not_root),
         T(workers_have_no_new_privs),
         T(workers_hold_only_their_socket_and_the_log),
         T(workers_hold_only_their_socket_without_a_log_file),
