@@ -112,6 +112,19 @@ static int numeric_id(const char *s)
 /* Resolves the pool's user/group; -1 keeps the host's. A user brings its
  * primary group; a uid without a passwd entry, the group of the same
  * number, so that a worker never keeps the host's group by accident. */
+/* A user or group that vanished since the config was checked: the pool
+ * must not run its workers as the host's (often root) instead. */
+static void fail_closed(struct pool *p, const char *what, const char *name)
+{
+    char why[256];
+    snprintf(why, sizeof why, "pool '%s' failed: its %s '%s' does not exist",
+             p->cfg.name, what, name);
+    log_error("%s", why);
+    free(p->fail_reason);
+    p->fail_reason = strdup(why);
+    p->failed = 1;
+}
+
 static void resolve_ids(struct pool *p)
 {
     p->uid = p->gid = -1;
@@ -124,6 +137,8 @@ static void resolve_ids(struct pool *p)
             p->gid = (int)pw->pw_gid;
         } else if (id >= 0) {
             p->uid = p->gid = id;
+        } else {
+            fail_closed(p, "user", p->cfg.user);
         }
     }
     if (p->cfg.group != NULL) {
@@ -133,6 +148,8 @@ static void resolve_ids(struct pool *p)
             p->gid = id;
         else if (gr != NULL)
             p->gid = (int)gr->gr_gid;
+        else
+            fail_closed(p, "group", p->cfg.group);
     }
     /* Only root can switch; as anyone else the ids stay, and the operator
      * is told that the workers do not run as the config says. */
