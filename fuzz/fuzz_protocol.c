@@ -41,8 +41,10 @@ static void resubmit(const struct proto_frame *f, const struct proto_submit *s)
     check(proto_parse_submit(&g, &t) == 0);
     check(t.pool_len == s->pool_len && t.task_len == s->task_len);
     check(strcmp(t.pool, s->pool) == 0 && strcmp(t.task, s->task) == 0);
-    check(t.input_len == s->input_len &&
-          memcmp(t.input, s->input, s->input_len) == 0);
+    check(t.input_len == s->input_len);
+    check((f->flags & PROTO_F_IN_FD) ? t.input == NULL
+                                     : memcmp(t.input, s->input,
+                                              s->input_len) == 0);
     check(t.priority == s->priority &&
           t.task_timeout_ms == s->task_timeout_ms &&
           t.queue_timeout_ms == s->queue_timeout_ms);
@@ -61,13 +63,18 @@ static void parse_frame(const struct proto_frame *f)
     if (proto_parse_submit(f, &s) == 0) {
         touch_name(s.pool, s.pool_len);
         touch_name(s.task, s.task_len);
-        check((const uint8_t *)s.input + s.input_len == f->body + f->len);
+        /* an input in a memfd is only its announced length */
+        check((f->flags & PROTO_F_IN_FD)
+                  ? s.input == NULL
+                  : (const uint8_t *)s.input + s.input_len ==
+                        f->body + f->len);
         resubmit(f, &s);
     }
     if (proto_parse_control(f, &c) == 0)
         touch_name(c.pool, c.pool_len);
     if (proto_parse_result(f, &r) == 0)
-        check((const uint8_t *)r.data + r.len == f->body + f->len);
+        check(r.flags ? r.data == NULL
+                      : (const uint8_t *)r.data + r.len == f->body + f->len);
     if (proto_parse_reply(f, &rep) == 0)
         check((const uint8_t *)rep.text + rep.len == f->body + f->len);
     (void)proto_parse_accepted(f, &id);

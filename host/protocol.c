@@ -14,6 +14,7 @@
 #define RESULT_FIXED 32
 #define CONTROL_FIXED 4
 #define REPLY_FIXED 4
+#define FD_LEN 8 /* a payload in a memfd: its u64 length in the body */
 
 static uint16_t get16(const uint8_t *p)
 {
@@ -105,6 +106,13 @@ int proto_parse_submit(const struct proto_frame *f, struct proto_submit *s)
         return TH_EPROTO;
     s->task = (const char *)p;
     p += s->task_len + 1;
+    if (f->flags & PROTO_F_IN_FD) {
+        if (end - p != FD_LEN || get64(p) > UINT32_MAX)
+            return TH_EPROTO;
+        s->input = NULL;
+        s->input_len = (size_t)get64(p);
+        return 0;
+    }
     s->input = p;
     s->input_len = (size_t)(end - p);
     return 0;
@@ -124,8 +132,18 @@ int proto_parse_result(const struct proto_frame *f, struct proto_result *r)
     r->code = (int32_t)get32(p + 12);
     r->wait_us = get64(p + 16);
     r->run_us = get64(p + 24);
-    r->data = p + RESULT_FIXED;
-    r->len = f->len - RESULT_FIXED;
+    r->flags = f->flags;
+    if (f->flags == 0) {
+        r->data = p + RESULT_FIXED;
+        r->len = f->len - RESULT_FIXED;
+        return 0;
+    }
+    if ((f->flags != PROTO_F_RES_FD && f->flags != PROTO_F_RES_IN_FD) ||
+        f->len != RESULT_FIXED + FD_LEN ||
+        get64(p + RESULT_FIXED) > UINT32_MAX)
+        return TH_EPROTO;
+    r->data = NULL;
+    r->len = (size_t)get64(p + RESULT_FIXED);
     return 0;
 }
 
@@ -266,7 +284,8 @@ int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
         s->task_len == 0 || s->task_len > PROTO_NAME_MAX ||
         s->priority < -128 || s->priority > 127)
         return TH_EINVAL;
-    body = SUBMIT_FIXED + s->pool_len + 1 + s->task_len + 1 + s->input_len;
+    body = SUBMIT_FIXED + s->pool_len + 1 + s->task_len + 1 +
+           ((flags & PROTO_F_IN_FD) ? FD_LEN : s->input_len);
     if (body > UINT32_MAX)
         return TH_EINVAL;
     p = frame_start(b, PROTO_SUBMIT, tag, flags, body);
@@ -280,7 +299,9 @@ int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
     p[11] = 0;
     p = put_name(p + SUBMIT_FIXED, s->pool, s->pool_len);
     p = put_name(p, s->task, s->task_len);
-    if (s->input_len)
+    if (flags & PROTO_F_IN_FD)
+        put64(p, s->input_len);
+    else if (s->input_len)
         memcpy(p, s->input, s->input_len);
     return 0;
 }
@@ -288,11 +309,12 @@ int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
 int proto_put_result(struct proto_buf *b, uint64_t tag,
                      const struct proto_result *r)
 {
+    size_t body = RESULT_FIXED + (r->flags ? FD_LEN : r->len);
     uint8_t *p;
 
-    if (r->len > UINT32_MAX - RESULT_FIXED)
+    if (!r->flags && r->len > UINT32_MAX - RESULT_FIXED)
         return TH_EINVAL;
-    p = frame_start(b, PROTO_RESULT, tag, 0, RESULT_FIXED + r->len);
+    p = frame_start(b, PROTO_RESULT, tag, r->flags, body);
     if (p == NULL)
         return TH_ENOMEM;
     put64(p, r->task_id);
@@ -301,7 +323,9 @@ int proto_put_result(struct proto_buf *b, uint64_t tag,
     put32(p + 12, (uint32_t)r->code);
     put64(p + 16, r->wait_us);
     put64(p + 24, r->run_us);
-    if (r->len)
+    if (r->flags)
+        put64(p + RESULT_FIXED, r->len);
+    else if (r->len)
         memcpy(p + RESULT_FIXED, r->data, r->len);
     return 0;
 }
@@ -366,11 +390,18 @@ int proto_put_empty(struct proto_buf *b, uint8_t type, uint64_t tag,
 int proto_put_reply(struct proto_buf *b, uint8_t type, uint64_t tag,
                     int32_t code, const void *text, size_t len)
 {
+    return proto_put_reply_flags(b, type, tag, 0, code, text, len);
+}
+
+int proto_put_reply_flags(struct proto_buf *b, uint8_t type, uint64_t tag,
+                          uint16_t flags, int32_t code, const void *text,
+                          size_t len)
+{
     uint8_t *p;
 
     if (len > UINT32_MAX - REPLY_FIXED)
         return TH_EINVAL;
-    p = frame_start(b, type, tag, 0, REPLY_FIXED + len);
+    p = frame_start(b, type, tag, flags, REPLY_FIXED + len);
     if (p == NULL)
         return TH_ENOMEM;
     put32(p, (uint32_t)code);

@@ -43,8 +43,14 @@ enum proto_type {
 /* Flag bits, meaningful per type; undefined bits must be zero. */
 enum {
     PROTO_F_ACK = 0x1,     /* SUBMIT: answer ACCEPTED with the task id */
+    PROTO_F_IN_FD = 0x2,   /* SUBMIT: the input is in the attached memfd */
+    PROTO_F_OUT_FD = 0x4,  /* SUBMIT: the output may come in a memfd */
     PROTO_F_TASK_ID = 0x1, /* CANCEL: target is a task id, not a tag */
-    PROTO_F_FORCE = 0x1    /* RESTART, SHUTDOWN: forced */
+    PROTO_F_FORCE = 0x1,   /* RESTART, SHUTDOWN: forced */
+    PROTO_F_FD_OK = 0x1,   /* REPLY to PING: the daemon speaks memfds */
+    PROTO_F_RES_FD = 0x1,  /* RESULT: the output is in the attached memfd */
+    PROTO_F_RES_IN_FD = 0x2 /* RESULT: the output is in the submit's own
+                               input memfd, nothing attached */
 };
 
 /* A decoded header; body points into the decoded buffer. */
@@ -58,7 +64,8 @@ struct proto_frame {
 };
 
 /* SUBMIT body, as sent or as parsed. Times are milliseconds, 0 meaning
- * the pool's own value. */
+ * the pool's own value. With PROTO_F_IN_FD the input is not in the body:
+ * input is NULL and input_len is the length announced for the memfd. */
 struct proto_submit {
     const char *pool;
     size_t pool_len;
@@ -71,8 +78,11 @@ struct proto_submit {
     int priority; /* -128..127 */
 };
 
-/* RESULT body, as sent or as parsed. Times are microseconds. */
+/* RESULT body, as sent or as parsed. Times are microseconds. flags is 0
+ * or one of PROTO_F_RES_FD, PROTO_F_RES_IN_FD: the output is then in a
+ * memfd, data is NULL and len is its length. */
 struct proto_result {
+    uint16_t flags;
     uint64_t task_id;
     int state; /* a final th_state */
     int32_t code;
@@ -155,6 +165,10 @@ int proto_put_empty(struct proto_buf *b, uint8_t type, uint64_t tag,
 /* REPLY or ERROR. */
 int proto_put_reply(struct proto_buf *b, uint8_t type, uint64_t tag,
                     int32_t code, const void *text, size_t len);
+/* The same with flag bits (PROTO_F_FD_OK). */
+int proto_put_reply_flags(struct proto_buf *b, uint8_t type, uint64_t tag,
+                          uint16_t flags, int32_t code, const void *text,
+                          size_t len);
 
 /* A short name of a frame type for messages ("submit"), or NULL. */
 const char *proto_type_name(int type);

@@ -286,11 +286,122 @@ static void consume_keeps_the_rest(void **state)
     proto_buf_free(&b);
 }
 
+static void submit_with_input_fd_carries_only_the_length(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit in = sample_submit(), out;
+    struct proto_frame f;
+
+    in.input = NULL;
+    in.input_len = 1u << 20;
+    assert_int_equal(
+        proto_put_submit(&b, 3, PROTO_F_IN_FD | PROTO_F_OUT_FD, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    assert_int_equal(f.len, 12 + 8 + 7 + 8); /* fixed, names, u64 length */
+    assert_int_equal(f.flags, PROTO_F_IN_FD | PROTO_F_OUT_FD);
+    assert_int_equal(proto_parse_submit(&f, &out), 0);
+    assert_null(out.input);
+    assert_int_equal(out.input_len, 1u << 20);
+    assert_string_equal(out.task, "sha256");
+    proto_buf_free(&b);
+}
+
+static void submit_with_input_fd_and_a_wrong_tail_is_malformed(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_submit in = sample_submit(), out;
+    struct proto_frame f;
+
+    /* "abc" inline is 3 bytes where the length of the memfd takes 8 */
+    assert_int_equal(proto_put_submit(&b, 3, 0, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    f.flags = PROTO_F_IN_FD;
+    assert_int_equal(proto_parse_submit(&f, &out), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void result_in_a_memfd_round_trips_its_length(void **state)
+{
+    static const uint16_t flags[] = {PROTO_F_RES_FD, PROTO_F_RES_IN_FD};
+
+    for (size_t i = 0; i < 2; i++) {
+        struct proto_buf b = {0};
+        struct proto_result in = {.task_id = 9, .state = TH_STATE_OK,
+                                  .flags = flags[i], .len = 5u << 20},
+                            out;
+        struct proto_frame f;
+
+        assert_int_equal(proto_put_result(&b, 4, &in), 0);
+        assert_int_equal(decode_all(&b, &f), (long)b.len);
+        assert_int_equal(f.flags, flags[i]);
+        assert_int_equal(f.len, 32 + 8);
+        assert_int_equal(proto_parse_result(&f, &out), 0);
+        assert_int_equal(out.flags, flags[i]);
+        assert_null(out.data);
+        assert_int_equal(out.len, 5u << 20);
+        proto_buf_free(&b);
+    }
+}
+
+static void result_with_both_memfd_flags_is_malformed(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_result in = {.state = TH_STATE_OK, .flags = PROTO_F_RES_FD,
+                              .len = 100000},
+                        out;
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_result(&b, 4, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    f.flags = PROTO_F_RES_FD | PROTO_F_RES_IN_FD;
+    assert_int_equal(proto_parse_result(&f, &out), TH_EPROTO);
+    f.flags = 0x8;
+    assert_int_equal(proto_parse_result(&f, &out), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void result_in_a_memfd_with_a_text_body_is_malformed(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_result in = {.state = TH_STATE_OK, .data = "0123456789",
+                              .len = 10},
+                        out;
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_result(&b, 4, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    f.flags = PROTO_F_RES_FD; /* 10 bytes where a u64 length belongs */
+    assert_int_equal(proto_parse_result(&f, &out), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
+static void reply_carries_its_flags(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_reply out;
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_reply_flags(&b, PROTO_REPLY, 2, PROTO_F_FD_OK,
+                                           0, "taskhostd", 9),
+                     0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    assert_int_equal(f.flags, PROTO_F_FD_OK);
+    assert_int_equal(proto_parse_reply(&f, &out), 0);
+    assert_int_equal(out.len, 9);
+    proto_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(submit_round_trips),
         cmocka_unit_test(result_round_trips),
+        cmocka_unit_test(submit_with_input_fd_carries_only_the_length),
+        cmocka_unit_test(submit_with_input_fd_and_a_wrong_tail_is_malformed),
+        cmocka_unit_test(result_in_a_memfd_round_trips_its_length),
+        cmocka_unit_test(result_with_both_memfd_flags_is_malformed),
+        cmocka_unit_test(result_in_a_memfd_with_a_text_body_is_malformed),
+        cmocka_unit_test(reply_carries_its_flags),
         cmocka_unit_test(control_frames_round_trip),
         cmocka_unit_test(header_is_little_endian),
         cmocka_unit_test(partial_frame_asks_for_more),
