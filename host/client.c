@@ -6,23 +6,50 @@
  * sequential, so the identity hash spreads them evenly); removal shifts
  * the following entries back, so the table needs no tombstones. Nothing
  * here allocates per task once the buffers and the table have grown.
+ *
+ * Inputs of FDPASS_MIN bytes and more go in memfds once a ping showed
+ * that the daemon takes them (fdpass.h): each connection keeps a few
+ * memfds mapped for good, copies an input into one and sends its
+ * descriptor with the frame; the daemon writes the output back into the
+ * same memfd, where the callback reads it. A memfd returns to the pool
+ * when its task's answer was handed out, so its pages are faulted in once.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "taskhost_client.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fdpass.h"
 #include "protocol.h"
 
 #define READ_CHUNK (256u << 10)
 #define TABLE_MIN 256
+#define MFD_MAX 64            /* input memfds of one connection */
+#define MFD_KEEP (64u << 20)  /* bytes of them kept for reuse */
+
+/* What the daemon said about payloads in memfds. */
+enum { FD_UNKNOWN, FD_PROBING, FD_YES, FD_NO };
+
+/* An input memfd, mapped read-write for as long as it lives. */
+struct mfd {
+    int fd;
+    uint8_t *map;
+    size_t size;
+    struct mfd *next; /* on the free list */
+};
 
 /* A control request waiting for its REPLY. */
 struct ctl_wait {
@@ -37,6 +64,8 @@ struct pend {
     th_done_fn done;
     void *arg;
     struct ctl_wait *ctl; /* for control requests, else NULL */
+    struct mfd *m;        /* the task's input memfd, else NULL */
+    int probe;            /* the ping that asks about memfds */
 };
 
 struct th_client {
@@ -51,6 +80,15 @@ struct th_client {
     size_t ntasks; /* of which tasks */
     th_accept_fn accept;
     void *accept_arg;
+    uint64_t in_pos, out_pos;       /* stream bytes received, sent */
+    uint64_t frame_pos;             /* stream offset of the frame at hand */
+    struct fdpass_queue rfds, sfds; /* descriptors received, to send */
+    int fd_mode;                    /* FD_* */
+    int broken;                     /* an answer broke the protocol */
+    struct mfd *mfds[MFD_MAX];      /* every input memfd */
+    size_t nmfd;
+    size_t mfd_bytes;               /* their sizes */
+    struct mfd *mfd_free;
     char err[256];
 };
 
@@ -103,7 +141,7 @@ static struct pend *table_add(th_client *c, uint64_t tag)
         return NULL;
     for (i = tag & c->mask; c->table[i].tag; i = (i + 1) & c->mask)
         ;
-    c->table[i].tag = tag;
+    c->table[i] = (struct pend){.tag = tag};
     c->used++;
     return &c->table[i];
 }
@@ -129,6 +167,93 @@ static void table_del(th_client *c, struct pend *p)
         c->table[i] = c->table[j];
         i = j;
     }
+}
+
+/* ---- input memfds ---- */
+
+/* Maps m at `size` bytes at least (rounded up), creating the memfd first
+ * and growing it when `grow`, else failing when it is shorter (an output
+ * the daemon wrote into it cannot be). Returns 0 or -1. */
+static int mfd_map(th_client *c, struct mfd *m, size_t size, int grow)
+{
+    struct stat st;
+    void *p;
+
+    if (m->fd == -1) {
+        m->fd = memfd_create("taskhost-input", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (m->fd == -1 || fcntl(m->fd, F_ADD_SEALS, F_SEAL_SHRINK) == -1)
+            return -1;
+    }
+    if (fstat(m->fd, &st) == -1)
+        return -1;
+    if ((size_t)st.st_size < size) {
+        size = (size + FDPASS_MIN - 1) / FDPASS_MIN * FDPASS_MIN;
+        if (!grow || ftruncate(m->fd, (off_t)size) == -1)
+            return -1;
+    } else {
+        size = (size_t)st.st_size;
+    }
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+             m->fd, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    if (m->map)
+        munmap(m->map, m->size);
+    c->mfd_bytes += size - m->size;
+    m->map = p;
+    m->size = size;
+    return 0;
+}
+
+static void mfd_destroy(th_client *c, struct mfd *m)
+{
+    for (size_t i = 0; i < c->nmfd; i++) {
+        if (c->mfds[i] == m) {
+            c->mfds[i] = c->mfds[--c->nmfd];
+            break;
+        }
+    }
+    c->mfd_bytes -= m->size;
+    if (m->map)
+        munmap(m->map, m->size);
+    if (m->fd != -1)
+        close(m->fd);
+    free(m);
+}
+
+/* Gives m back to the pool, or frees it when the pool holds enough. */
+static void mfd_put(th_client *c, struct mfd *m)
+{
+    if (m == NULL)
+        return;
+    if (c->mfd_bytes > MFD_KEEP || m->map == NULL) {
+        mfd_destroy(c, m);
+        return;
+    }
+    m->next = c->mfd_free;
+    c->mfd_free = m;
+}
+
+/* A mapped memfd holding a copy of input[0..len), or NULL: the input
+ * then travels in the frame. */
+static struct mfd *mfd_get(th_client *c, const void *input, size_t len)
+{
+    struct mfd *m = c->mfd_free;
+
+    if (m != NULL) {
+        c->mfd_free = m->next;
+    } else {
+        if (c->nmfd == MFD_MAX || (m = calloc(1, sizeof *m)) == NULL)
+            return NULL;
+        m->fd = -1;
+        c->mfds[c->nmfd++] = m;
+    }
+    if (m->size < len && mfd_map(c, m, len, 1) < 0) {
+        mfd_destroy(c, m);
+        return NULL;
+    }
+    memcpy(m->map, input, len);
+    return m;
 }
 
 /* ---- connection ---- */
@@ -185,6 +310,10 @@ void th_client_close(th_client *c)
     if (c == NULL)
         return;
     close(c->fd);
+    while (c->nmfd)
+        mfd_destroy(c, c->mfds[0]);
+    fdpass_clear(&c->rfds);
+    fdpass_clear(&c->sfds);
     proto_buf_free(&c->in);
     proto_buf_free(&c->out);
     free(c->table);
@@ -223,11 +352,13 @@ static void fail_all(th_client *c, const char *why)
     snprintf(msg, sizeof msg, "connection to taskhostd lost: %s", c->err);
     r.data = msg;
     r.len = strlen(msg);
+    fdpass_clear(&c->sfds); /* nothing more is sent */
     for (size_t i = 0; i <= c->mask; i++) {
         struct pend p = c->table[i];
         if (p.tag == 0)
             continue;
         c->table[i].tag = 0;
+        mfd_put(c, p.m);
         if (p.ctl) {
             p.ctl->done = 1;
             p.ctl->code = TH_EIO;
@@ -242,18 +373,65 @@ static void fail_all(th_client *c, const char *why)
 
 /* ---- answers ---- */
 
+/* Points pr->data at an output that came in a memfd: the task's own
+ * input memfd m, or fd attached to the frame, mapped into *map. Returns
+ * 0, or -1 when the daemon's answer cannot be right. */
+static int output_map(th_client *c, struct mfd *m, int fd,
+                      struct proto_result *pr, void **map)
+{
+    char why[96];
+
+    *map = NULL;
+    if (pr->flags == PROTO_F_RES_IN_FD) {
+        if (m == NULL || (pr->len > m->size && mfd_map(c, m, pr->len, 0) < 0))
+            return -1;
+        pr->data = m->map;
+        return 0;
+    }
+    if (fdpass_check(fd, pr->len, why, sizeof why) != NULL)
+        return -1;
+    if (pr->len == 0)
+        return 0;
+    *map = mmap(NULL, pr->len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (*map == MAP_FAILED) {
+        *map = NULL;
+        return -1;
+    }
+    pr->data = *map;
+    return 0;
+}
+
 static void on_result(th_client *c, const struct proto_frame *f)
 {
     struct proto_result pr;
     struct pend *p, copy;
     th_result r;
+    void *map = NULL;
+    int fd = -1;
 
-    if (proto_parse_result(f, &pr) < 0 ||
-        (p = table_find(c, f->tag)) == NULL || p->ctl)
+    if (proto_parse_result(f, &pr) < 0)
         return;
+    if (pr.flags == PROTO_F_RES_FD &&
+        (fd = fdpass_take(&c->rfds, c->frame_pos)) == -1) {
+        c->broken = 1;
+        return;
+    }
+    p = table_find(c, f->tag);
+    if (p == NULL || p->ctl || p->probe) {
+        if (fd != -1)
+            close(fd);
+        return;
+    }
     copy = *p;
     table_del(c, p);
     c->ntasks--;
+    if (pr.flags && output_map(c, copy.m, fd, &pr, &map) < 0) {
+        c->broken = 1;
+        pr.state = TH_STATE_CANCELLED; /* as every task of a lost link */
+        pr.code = TH_EIO;
+        pr.data = "connection to taskhostd lost: bad output memfd";
+        pr.len = strlen(pr.data);
+    }
     r.id = f->tag;
     r.state = (th_state)pr.state;
     r.code = pr.code;
@@ -263,6 +441,11 @@ static void on_result(th_client *c, const struct proto_frame *f)
     r.run_time = pr.run_us / 1e6;
     if (copy.done)
         copy.done(&r, copy.arg);
+    if (map)
+        munmap(map, pr.len);
+    if (fd != -1)
+        close(fd);
+    mfd_put(c, copy.m);
 }
 
 /* Answers task p `rejected` with the daemon's reason (an oversized or
@@ -279,6 +462,7 @@ static void reject_task(th_client *c, struct pend *p,
     c->ntasks--;
     if (copy.done)
         copy.done(&r, copy.arg);
+    mfd_put(c, copy.m);
 }
 
 static void on_reply(th_client *c, const struct proto_frame *f)
@@ -294,6 +478,13 @@ static void on_reply(th_client *c, const struct proto_frame *f)
     p = table_find(c, f->tag);
     if (p == NULL)
         return;
+    if (p->probe) {
+        c->fd_mode = f->type == PROTO_REPLY && (f->flags & PROTO_F_FD_OK)
+                         ? FD_YES
+                         : FD_NO;
+        table_del(c, p);
+        return;
+    }
     if (p->ctl == NULL) {
         if (f->type == PROTO_ERROR) /* the daemon refused this very task */
             reject_task(c, p, &pr);
@@ -332,17 +523,24 @@ static int dispatch(th_client *c)
 {
     struct proto_frame f;
     size_t pos = 0, need = 0;
+    uint64_t base = c->in_pos - c->in.len; /* stream offset of in.data */
     long n;
 
     c->dispatching = 1;
     while ((n = proto_decode(c->in.data + pos, c->in.len - pos, UINT32_MAX,
                              &f, &need)) > 0) {
-        on_frame(c, &f);
+        c->frame_pos = base + pos;
+        if (fdpass_stray(&c->rfds, c->frame_pos))
+            c->broken = 1;
+        else
+            on_frame(c, &f);
         pos += (size_t)n;
+        if (c->broken)
+            break;
     }
     c->dispatching = 0;
     proto_buf_consume(&c->in, pos);
-    if (n < 0) {
+    if (n < 0 || c->broken) {
         fail_all(c, "malformed answer from the daemon");
         return TH_EIO;
     }
@@ -362,11 +560,12 @@ static void fail_after_write(th_client *c, int err)
     for (;;) {
         if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL)
             break;
-        n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
-                 MSG_DONTWAIT);
+        n = fdpass_recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
+                        &c->rfds, c->in_pos);
         if (n <= 0)
             break;
         c->in.len += (size_t)n;
+        c->in_pos += (uint64_t)n;
         if (dispatch(c) < 0)
             return;
     }
@@ -379,14 +578,13 @@ static int do_write(th_client *c)
 
     if (c->out.len == 0)
         return 0;
-    n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = fdpass_send(c->fd, c->out.data, c->out.len, &c->sfds, c->out_pos);
     if (n == -1) {
-        if (errno == EAGAIN || errno == EINTR)
-            return 0;
         fail_after_write(c, errno);
         return TH_EIO;
     }
     proto_buf_consume(&c->out, (size_t)n);
+    c->out_pos += (uint64_t)n;
     return 0;
 }
 
@@ -398,12 +596,13 @@ static int do_read(th_client *c)
         fail_all(c, "out of memory");
         return TH_EIO;
     }
-    n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
-             MSG_DONTWAIT);
+    n = fdpass_recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
+                    &c->rfds, c->in_pos);
     if (n == -1) {
         if (errno == EAGAIN || errno == EINTR)
             return 0;
-        fail_all(c, strerror(errno));
+        fail_all(c, errno == EPROTO ? "descriptors from the daemon lost"
+                                    : strerror(errno));
         return TH_EIO;
     }
     if (n == 0) {
@@ -411,6 +610,7 @@ static int do_read(th_client *c)
         return TH_EIO;
     }
     c->in.len += (size_t)n;
+    c->in_pos += (uint64_t)n;
     return dispatch(c);
 }
 
@@ -448,6 +648,52 @@ static uint32_t to_ms(double seconds)
     return ms < 1 ? 1 : (uint32_t)(ms + 0.5);
 }
 
+/* Queues a ping whose reply tells whether the daemon takes memfds. */
+static void probe_fds(th_client *c)
+{
+    uint64_t t = c->next_tag;
+    size_t before = c->out.len;
+    struct pend *p;
+
+    if (proto_put_empty(&c->out, PROTO_PING, t, 0) < 0)
+        return;
+    if ((p = table_add(c, t)) == NULL) {
+        c->out.len = before;
+        return;
+    }
+    p->probe = 1;
+    c->next_tag++;
+    c->fd_mode = FD_PROBING;
+}
+
+/* The flags of a submit of len input bytes, and its input memfd (*m, or
+ * NULL): large inputs go in one once the daemon is known to take them. */
+static uint16_t submit_flags(th_client *c, const void *input, size_t len,
+                             struct mfd **m)
+{
+    uint16_t flags = c->accept ? PROTO_F_ACK : 0;
+
+    *m = NULL;
+    if (c->fd_mode == FD_UNKNOWN && len >= FDPASS_MIN)
+        probe_fds(c);
+    if (c->fd_mode != FD_YES)
+        return flags;
+    flags |= PROTO_F_OUT_FD;
+    if (len >= FDPASS_MIN && (*m = mfd_get(c, input, len)) != NULL)
+        flags |= PROTO_F_IN_FD;
+    return flags;
+}
+
+/* Takes back the last frame of c->out, begun at `before`, and its memfd. */
+static void take_back(th_client *c, size_t before, struct mfd *m)
+{
+    c->out.len = before;
+    if (m == NULL)
+        return;
+    fdpass_unpush(&c->sfds);
+    mfd_put(c, m);
+}
+
 int th_client_submit(th_client *c, const char *pool, const char *task,
                      const void *input, size_t len, const th_submit_opts *opts,
                      th_done_fn done, void *arg, uint64_t *tag)
@@ -455,7 +701,9 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
     struct proto_submit s = {.pool = pool, .task = task, .input = input,
                              .input_len = len};
     struct pend *p;
+    struct mfd *m;
     size_t before;
+    uint16_t flags;
     uint64_t t;
     int rc;
 
@@ -472,19 +720,27 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
         s.queue_timeout_ms = to_ms(opts->queue_timeout);
         s.priority = opts->priority;
     }
+    flags = submit_flags(c, input, len, &m);
     t = c->next_tag;
     before = c->out.len;
-    rc = proto_put_submit(&c->out, t, c->accept ? PROTO_F_ACK : 0, &s);
-    if (rc < 0)
+    if (m && fdpass_push(&c->sfds, m->fd, 0, c->out_pos + before, 0) < 0) {
+        mfd_put(c, m); /* too many waiting to be sent: in the frame then */
+        m = NULL;
+        flags &= (uint16_t)~PROTO_F_IN_FD;
+    }
+    rc = proto_put_submit(&c->out, t, flags, &s);
+    if (rc < 0) {
+        take_back(c, before, m);
         return rc;
+    }
     if ((p = table_add(c, t)) == NULL) {
-        c->out.len = before; /* take the frame back */
+        take_back(c, before, m);
         return TH_ENOMEM;
     }
     c->next_tag++;
     p->done = done;
     p->arg = arg;
-    p->ctl = NULL;
+    p->m = m;
     c->ntasks++;
     if (tag)
         *tag = t;

@@ -6,6 +6,12 @@
  * server_flush() sends each buffer once per loop iteration. Nothing on that
  * path allocates per task: buffers grow and are reused, and the per-task
  * records (struct slot) come from slabs with a free list.
+ *
+ * Large payloads may travel in memfds instead (fdpass.h): an input memfd
+ * is mapped (once: the client sends the same few again and again) and
+ * handed to the engine, which copies it; the task's output is written back
+ * into it, where the client finds it in the mapping it wrote the input
+ * through.
  */
 #include "server.h"
 
@@ -22,6 +28,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fdpass.h"
 #include "log.h"
 #include "protocol.h"
 #include "taskhost_version.h"
@@ -41,6 +48,8 @@ struct slot {
     struct conn *conn;
     uint64_t tag;
     uint64_t id;
+    struct fdpass_map *map; /* the input memfd, for the output too */
+    int out_fd;             /* the client takes an output in a memfd */
     struct slot *prev, *next;
 };
 
@@ -63,6 +72,11 @@ struct conn {
     int dirty;       /* on the server's dirty list */
     uint32_t events; /* the epoll mask registered now */
     struct proto_buf in, out;
+    uint64_t in_pos;   /* stream bytes received */
+    uint64_t out_pos;  /* stream bytes sent */
+    struct fdpass_queue rfds, sfds; /* descriptors received, to send */
+    struct fdpass_maps maps; /* the client's input memfds, mapped */
+    uint64_t frame_pos; /* stream offset of the frame being handled */
     struct slot tasks; /* list head of the tasks in flight */
     size_t ntasks;
     struct conn *prev, *next;  /* all connections */
@@ -112,6 +126,8 @@ static struct slot *slot_get(struct server *s)
     }
     s->free_slots = sl->next;
     sl->srv = s;
+    sl->map = NULL;
+    sl->out_fd = 0;
     return sl;
 }
 
@@ -137,6 +153,15 @@ static void slot_unlink(struct slot *sl)
     sl->prev->next = sl->next;
     sl->next->prev = sl->prev;
     sl->conn->ntasks--;
+}
+
+/* Ends the task's use of its input memfd, if any. */
+static void slot_drop_fd(struct conn *c, struct slot *sl)
+{
+    if (sl->map == NULL)
+        return;
+    fdpass_map_put(&c->maps, sl->map);
+    sl->map = NULL;
 }
 
 /* ---- permissions ---- */
@@ -278,6 +303,34 @@ static uint64_t to_us(double seconds)
     return seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0;
 }
 
+/* Moves a large output of a client that takes outputs in memfds out of
+ * the frame: into the task's own input memfd when it kept one (the client
+ * has it mapped already), else into a new memfd queued to travel with the
+ * frame. Sets r->flags, or leaves r alone to answer inline. */
+static void output_to_fd(struct conn *c, struct slot *sl,
+                         struct proto_result *r)
+{
+    int fd;
+
+    if (!sl->out_fd || r->state != TH_STATE_OK || r->len < FDPASS_MIN)
+        return;
+    if (sl->map && fdpass_map_write(sl->map, r->data, r->len) == 0) {
+        r->flags = PROTO_F_RES_IN_FD;
+        return;
+    }
+    fd = fdpass_memfd(r->data, r->len);
+    if (fd == -1) {
+        log_debug("client pid %d: output memfd: %s", (int)c->pid,
+                  strerror(errno));
+        return;
+    }
+    if (fdpass_push(&c->sfds, fd, 1, c->out_pos + c->out.len, 0) < 0) {
+        close(fd);
+        return;
+    }
+    r->flags = PROTO_F_RES_FD;
+}
+
 /* The engine's callback: the final answer of one task. */
 static void on_done(const th_result *res, void *arg)
 {
@@ -300,8 +353,14 @@ static void on_done(const th_result *res, void *arg)
     r.run_us = to_us(res->run_time);
     r.data = res->data;
     r.len = res->len;
-    if (proto_put_result(&c->out, sl->tag, &r) < 0)
+    r.flags = 0;
+    output_to_fd(c, sl, &r);
+    if (proto_put_result(&c->out, sl->tag, &r) < 0) {
         log_error("out of memory answering client pid %d", (int)c->pid);
+        if (r.flags == PROTO_F_RES_FD)
+            close(fdpass_unpush(&c->sfds));
+    }
+    slot_drop_fd(c, sl);
     conn_mark(c);
     slot_put(s, sl);
 }
@@ -360,42 +419,71 @@ static int names_ok(struct conn *c, uint64_t tag, const struct proto_submit *sub
     return 0;
 }
 
-static void do_submit(struct conn *c, const struct proto_frame *f)
+/* Maps the input memfd of a PROTO_F_IN_FD submit into *map and points
+ * sub->input at it. Returns 0, or -1 once the connection failed. */
+static int input_map(struct conn *c, const struct proto_frame *f,
+                     struct proto_submit *sub, struct fdpass_map **map)
+{
+    char why[96];
+    int fd = fdpass_take(&c->rfds, c->frame_pos);
+
+    if (fd == -1) {
+        conn_fail(c, f->tag, TH_EPROTO,
+                  "submit with its input in a memfd came without one");
+        return -1;
+    }
+    if (sub->input_len > c->srv->max_payload) {
+        close(fd);
+        conn_fail(c, f->tag, TH_ETOOBIG,
+                  "input memfd of %zu bytes over max_payload (%llu)",
+                  sub->input_len, (unsigned long long)c->srv->max_payload);
+        return -1;
+    }
+    *map = fdpass_map_get(&c->maps, fd, sub->input_len, why, sizeof why);
+    if (*map == NULL) {
+        close(fd);
+        conn_fail(c, f->tag, TH_EPROTO, "input descriptor %s", why);
+        return -1;
+    }
+    sub->input = sub->input_len ? (const void *)(*map)->map : "";
+    return 0;
+}
+
+/* Hands a parsed submit to the engine; returns its slot, or NULL when it
+ * was answered at once. */
+static struct slot *submit_task(struct conn *c, const struct proto_frame *f,
+                                const struct proto_submit *sub)
 {
     struct server *s = c->srv;
-    struct proto_submit sub;
     th_submit_opts opts = {0};
     struct slot *sl;
     int rc;
 
-    if (proto_parse_submit(f, &sub) < 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed submit frame");
-        return;
-    }
     if (s->stopping) {
         answer_local(c, f->tag, TH_STATE_REJECTED, TH_ECLOSED,
                      "shutting down");
-        return;
+        return NULL;
     }
-    if (!names_ok(c, f->tag, &sub))
-        return;
+    if (!names_ok(c, f->tag, sub))
+        return NULL;
     sl = slot_get(s);
     if (sl == NULL) {
         answer_local(c, f->tag, TH_STATE_REJECTED, TH_ENOMEM,
                      "out of memory");
-        return;
+        return NULL;
     }
-    opts.task_timeout = sub.task_timeout_ms / 1000.0;
-    opts.queue_timeout = sub.queue_timeout_ms / 1000.0;
-    opts.priority = sub.priority;
+    opts.task_timeout = sub->task_timeout_ms / 1000.0;
+    opts.queue_timeout = sub->queue_timeout_ms / 1000.0;
+    opts.priority = sub->priority;
     sl->tag = f->tag;
-    rc = th_host_submit(s->host, sub.pool, sub.task, sub.input, sub.input_len,
-                        &opts, on_done, sl, &sl->id);
+    sl->out_fd = (f->flags & PROTO_F_OUT_FD) != 0;
+    rc = th_host_submit(s->host, sub->pool, sub->task, sub->input,
+                        sub->input_len, &opts, on_done, sl, &sl->id);
     if (rc < 0) {
         slot_put(s, sl);
         answer_local(c, f->tag, TH_STATE_REJECTED, rc,
                      rc == TH_ECLOSED ? "shutting down" : th_strerror(rc));
-        return;
+        return NULL;
     }
     slot_link(c, sl);
     s->counts.submitted++;
@@ -403,6 +491,29 @@ static void do_submit(struct conn *c, const struct proto_frame *f)
         proto_put_accepted(&c->out, f->tag, sl->id);
         conn_mark(c);
     }
+    return sl;
+}
+
+static void do_submit(struct conn *c, const struct proto_frame *f)
+{
+    struct proto_submit sub;
+    struct fdpass_map *map = NULL;
+    struct slot *sl;
+
+    if (proto_parse_submit(f, &sub) < 0) {
+        conn_fail(c, f->tag, TH_EPROTO, "malformed submit frame");
+        return;
+    }
+    if ((f->flags & PROTO_F_IN_FD) && input_map(c, f, &sub, &map) < 0)
+        return;
+    sl = submit_task(c, f, &sub); /* the engine copied the input */
+    if (map == NULL)
+        return;
+    if (sl != NULL && sl->out_fd) {
+        sl->map = map; /* the output goes back in it */
+        return;
+    }
+    fdpass_map_put(&c->maps, map);
 }
 
 /* Finds the slot of task `id` among every connection's tasks. */
@@ -531,7 +642,9 @@ static void do_shutdown(struct conn *c, const struct proto_frame *f)
 static int flags_ok(const struct proto_frame *f)
 {
     switch (f->type) {
-    case PROTO_SUBMIT: return (f->flags & ~PROTO_F_ACK) == 0;
+    case PROTO_SUBMIT:
+        return (f->flags & ~(PROTO_F_ACK | PROTO_F_IN_FD | PROTO_F_OUT_FD)) ==
+               0;
     case PROTO_CANCEL: return (f->flags & ~PROTO_F_TASK_ID) == 0;
     case PROTO_RESTART:
     case PROTO_SHUTDOWN: return (f->flags & ~PROTO_F_FORCE) == 0;
@@ -558,7 +671,10 @@ static void conn_frame(struct conn *c, const struct proto_frame *f)
             conn_fail(c, f->tag, TH_EPROTO, "malformed ping frame");
             return;
         }
-        reply(c, f->tag, 0, "taskhostd " TH_VERSION_STRING);
+        proto_put_reply_flags(&c->out, PROTO_REPLY, f->tag, PROTO_F_FD_OK, 0,
+                              "taskhostd " TH_VERSION_STRING,
+                              strlen("taskhostd " TH_VERSION_STRING));
+        conn_mark(c);
         return;
     default:
         conn_fail(c, f->tag, TH_EPROTO, "unknown frame type 0x%02x",
@@ -575,6 +691,7 @@ static int conn_parse(struct conn *c)
     struct server *s = c->srv;
     struct proto_frame f;
     size_t pos = 0, need = 0;
+    uint64_t base = c->in_pos - c->in.len; /* stream offset of in.data */
     long n;
 
     while (!c->closing) {
@@ -594,6 +711,12 @@ static int conn_parse(struct conn *c)
                       "%d)", f.version, PROTO_VERSION);
             return -1;
         }
+        if (fdpass_stray(&c->rfds, base + pos)) {
+            conn_fail(c, f.tag, TH_EPROTO,
+                      "a descriptor came with no frame to carry it");
+            return -1;
+        }
+        c->frame_pos = base + pos;
         conn_frame(c, &f);
         pos += (size_t)n;
     }
@@ -632,10 +755,16 @@ static void conn_read(struct conn *c, uint32_t events)
     }
     p = c->in.data + c->in.len;
     room = c->in.cap - c->in.len;
-    n = read(c->fd, p, room);
+    n = fdpass_recv(c->fd, p, room, &c->rfds, c->in_pos);
     if (n == -1) {
         if (errno == EAGAIN || errno == EINTR)
             return;
+        if (errno == EPROTO) {
+            conn_fail(c, 0, TH_EPROTO, "descriptors lost: more than %d "
+                      "waiting, or none left to this daemon",
+                      FDPASS_QUEUE_MAX);
+            return;
+        }
         log_debug("client pid %d: read: %s", (int)c->pid, strerror(errno));
         conn_close(c);
         return;
@@ -648,6 +777,7 @@ static void conn_read(struct conn *c, uint32_t events)
         return;
     }
     c->in.len += (size_t)n;
+    c->in_pos += (uint64_t)n;
     conn_parse(c);
 }
 
@@ -684,15 +814,18 @@ static int conn_flush(struct conn *c)
     ssize_t n;
 
     if (c->out.len) {
-        n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n == -1 && errno != EAGAIN && errno != EINTR) {
+        n = fdpass_send(c->fd, c->out.data, c->out.len, &c->sfds,
+                        c->out_pos);
+        if (n == -1) {
             log_debug("client pid %d: send: %s", (int)c->pid,
                       strerror(errno));
             conn_close(c);
             return -1;
         }
-        if (n > 0)
+        if (n > 0) {
             proto_buf_consume(&c->out, (size_t)n);
+            c->out_pos += (uint64_t)n;
+        }
     }
     if (c->out.len == 0 && c->out.cap > BUF_KEEP)
         proto_buf_free(&c->out);
@@ -713,6 +846,7 @@ static void conn_orphan_tasks(struct conn *c)
 
     while (c->tasks.next != &c->tasks) {
         struct slot *sl = c->tasks.next;
+        slot_drop_fd(c, sl);
         slot_unlink(sl);
         sl->conn = NULL;
         if (s->host && th_host_task_state(s->host, sl->id) == TH_QUEUED &&
@@ -761,6 +895,9 @@ static void conn_close(struct conn *c)
     c->fd = -1;
     proto_buf_free(&c->in);
     proto_buf_free(&c->out);
+    fdpass_clear(&c->rfds);
+    fdpass_clear(&c->sfds);
+    fdpass_maps_clear(&c->maps); /* its tasks let go in conn_orphan_tasks */
     log_debug("client pid %d uid %u disconnected", (int)c->pid,
               (unsigned)c->uid);
     free(c);
@@ -1058,8 +1195,8 @@ void server_close(struct server *s)
     while (s->conns) {
         struct conn *c = s->conns;
         if (c->out.len) /* last words, if the socket takes them now */
-            (void)!send(c->fd, c->out.data, c->out.len,
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)!fdpass_send(c->fd, c->out.data, c->out.len, &c->sfds,
+                               c->out_pos);
         conn_close(c);
     }
     socket_remove(s);

@@ -29,6 +29,11 @@
  * answered TH_STATE_CANCELLED with code TH_EIO and the reason as message. Results carry, in `id`, the tag that
  * th_client_submit() returned, not the daemon's task id.
  *
+ * Inputs of 64 KiB and more travel in memfds passed over the socket, not
+ * through it, once the daemon said it takes them (docs/protocol.md); a
+ * connection keeps up to 64 of them (64 MiB) mapped for reuse, and large
+ * outputs come back through the same memfds.
+ *
  * Functions return 0 or a negative TH_E* code (see th_strerror()).
  */
 #ifndef TASKHOST_CLIENT_H

@@ -1,0 +1,467 @@
+/* test_memfd.c - large payloads in memfds between taskhostd and its
+ * clients (docs/protocol.md, "Payloads in memfds"): round trips through the
+ * client library, malformed descriptors from a raw socket, and the
+ * daemon's descriptors after many large tasks.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+#include <cmocka.h>
+
+#include "daemon_util.h"
+#include "fdpass.h"
+
+static const char pools[] =
+    "plugins = ( { name = \"echo\"; path = \"" PLUGINS "/echo.so\"; } );\n"
+    "pools = ( { name = \"echo\"; plugin = \"echo\"; min_workers = 2;\n"
+    "            max_workers = 2; max_queue = 4096; } );\n";
+
+static int setup(void **state)
+{
+    struct td *t = calloc(1, sizeof *t);
+
+    td_init(t, "th-memfd");
+    td_write_conf(t, "max_payload = 4194304;", pools);
+    td_start(t);
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct td *t = *state;
+
+    td_cleanup(t);
+    free(t);
+    return 0;
+}
+
+/* Bytes that differ per task and per offset. */
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(i * 31 + seed * 7 + (i >> 12));
+}
+
+/* Descriptors of process pid, or only those whose link holds `name`. */
+static int count_fds(pid_t pid, const char *name)
+{
+    char dir[64], path[400], link[256];
+    struct dirent *e;
+    int n = 0;
+    DIR *d;
+
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    d = opendir(dir);
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        if (k < 0)
+            continue;
+        link[k] = '\0';
+        if (name == NULL || strstr(link, name))
+            n++;
+    }
+    closedir(d);
+    return n - (name == NULL); /* not the directory's own */
+}
+
+static void echo_call(th_client *c, size_t len, unsigned seed)
+{
+    uint8_t *in = malloc(len);
+    th_result r;
+
+    assert_non_null(in);
+    fill(in, len, seed);
+    assert_int_equal(th_client_call(c, "echo", "echo", in, len, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_int_equal(r.len, len);
+    assert_memory_equal(r.data, in, len);
+    th_client_result_free(&r);
+    free(in);
+}
+
+static void payloads_around_the_threshold_come_back_whole(void **state)
+{
+    const size_t sizes[] = {FDPASS_MIN - 1, FDPASS_MIN, FDPASS_MIN + 1,
+                            1u << 20, 3 * (1u << 20) + 5, 100, 200000};
+    th_client *c = td_connect(*state);
+
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        echo_call(c, sizes[i], (unsigned)i);
+    /* the large ones went through the library's memfds */
+    assert_true(count_fds(getpid(), "memfd:taskhost-input") > 0);
+    th_client_close(c);
+    assert_int_equal(count_fds(getpid(), "memfd:taskhost"), 0);
+}
+
+static void input_that_grows_past_its_memfd_comes_back_whole(void **state)
+{
+    th_client *c = td_connect(*state);
+
+    /* one memfd is reused, and grows, for each of these in turn */
+    echo_call(c, FDPASS_MIN, 1);
+    echo_call(c, 2u << 20, 2);
+    echo_call(c, FDPASS_MIN + 7, 3);
+    echo_call(c, 4u << 20, 4);
+    th_client_close(c);
+}
+
+struct many {
+    uint8_t **inputs;
+    size_t len;
+    uint64_t first; /* tag of inputs[0] */
+    int done, good;
+};
+
+static void on_many(const th_result *r, void *arg)
+{
+    struct many *m = arg;
+
+    m->done++;
+    if (r->state == TH_STATE_OK && r->len == m->len &&
+        memcmp(r->data, m->inputs[r->id - m->first], m->len) == 0)
+        m->good++;
+}
+
+static void many_pipelined_large_tasks_are_all_answered_right(void **state)
+{
+    enum { N = 150 };
+    struct many m = {.len = 256u << 10, .first = 2};
+    th_client *c = td_connect(*state);
+    uint64_t tag;
+
+    /* tag 1 is the ping that asks about memfds, the tasks are 2.. */
+    m.inputs = calloc(N, sizeof *m.inputs);
+    for (int i = 0; i < N; i++) {
+        m.inputs[i] = malloc(m.len);
+        fill(m.inputs[i], m.len, (unsigned)i + 100);
+        /* more than the library's memfds: the rest go in frames */
+        assert_int_equal(th_client_submit(c, "echo", "echo", m.inputs[i],
+                                          m.len, NULL, on_many, &m, &tag),
+                         0);
+        assert_int_equal(tag, (uint64_t)i + 2);
+    }
+    assert_int_equal(th_client_wait(c, DEADLINE), 0);
+    assert_int_equal(m.done, N);
+    assert_int_equal(m.good, N);
+    /* and again, now that the library knows the daemon takes memfds */
+    m.done = m.good = 0;
+    m.first = N + 2;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(th_client_submit(c, "echo", "echo", m.inputs[i],
+                                          m.len, NULL, on_many, &m, &tag),
+                         0);
+        assert_int_equal(tag, m.first + (uint64_t)i);
+    }
+    assert_int_equal(th_client_wait(c, DEADLINE), 0);
+    assert_int_equal(m.good, N);
+    for (int i = 0; i < N; i++)
+        free(m.inputs[i]);
+    free(m.inputs);
+    th_client_close(c);
+}
+
+/* ---- raw frames ---- */
+
+/* Sends the frames in b, with fd attached to the first when fd >= 0. */
+static void send_frame(int sock, const struct proto_buf *b, int fd)
+{
+    struct fdpass_queue q = {0};
+    size_t done = 0;
+
+    if (fd >= 0)
+        assert_int_equal(fdpass_push(&q, fd, 0, 0, 0), 0);
+    while (done < b->len) {
+        struct pollfd p = {.fd = sock, .events = POLLOUT};
+        ssize_t n = fdpass_send(sock, b->data + done, b->len - done, &q, done);
+        assert_true(n >= 0);
+        done += (size_t)n;
+        if (done < b->len)
+            assert_int_equal(poll(&p, 1, (int)(DEADLINE * 1000)), 1);
+    }
+    assert_int_equal(fdpass_len(&q), 0);
+    fdpass_clear(&q);
+}
+
+static void put_fd_submit(struct proto_buf *b, uint64_t len, uint16_t flags)
+{
+    struct proto_submit s = {.pool = "echo", .pool_len = 4, .task = "echo",
+                             .task_len = 4, .input_len = len};
+
+    assert_int_equal(proto_put_submit(b, 5, PROTO_F_IN_FD | flags, &s), 0);
+}
+
+/* A memfd of `size` bytes (sealed against shrinking when `seal`). */
+static int make_memfd(size_t size, int seal)
+{
+    int fd = memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)size), 0);
+    if (seal)
+        assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+    return fd;
+}
+
+/* Sends a frame (and fd), expects an ERROR with `code` whose text holds
+ * `why`, then end of file; and that other clients are still served. */
+static void expect_error(struct td *t, const struct proto_buf *b, int fd,
+                         int code, const char *why)
+{
+    static uint8_t buf[4096];
+    struct proto_frame f;
+    struct proto_reply r;
+    int sock = td_raw_connect(t);
+
+    send_frame(sock, b, fd);
+    assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    assert_int_equal(f.type, PROTO_ERROR);
+    assert_int_equal(proto_parse_reply(&f, &r), 0);
+    assert_int_equal(r.code, code);
+    if (memmem(r.text, r.len, why, strlen(why)) == NULL)
+        fail_msg("error '%.*s' does not say '%s'", (int)r.len, r.text, why);
+    assert_int_equal(read(sock, buf, sizeof buf), 0); /* closed */
+    close(sock);
+    assert_int_equal(td_ping(t), 0);
+}
+
+static void submit_flagged_with_an_fd_but_without_one_gets_an_error(
+    void **state)
+{
+    struct proto_buf b = {0};
+
+    put_fd_submit(&b, 100000, 0);
+    expect_error(*state, &b, -1, TH_EPROTO, "came without one");
+    proto_buf_free(&b);
+}
+
+static void memfd_shorter_than_announced_gets_an_error(void **state)
+{
+    struct proto_buf b = {0};
+    int fd = make_memfd(1000, 1);
+
+    put_fd_submit(&b, 100000, 0);
+    expect_error(*state, &b, fd, TH_EPROTO, "fewer than the 100000");
+    close(fd);
+    proto_buf_free(&b);
+}
+
+static void pipe_instead_of_a_memfd_gets_an_error(void **state)
+{
+    struct proto_buf b = {0};
+    int p[2];
+
+    assert_int_equal(pipe(p), 0);
+    put_fd_submit(&b, 100000, 0);
+    expect_error(*state, &b, p[0], TH_EPROTO, "is not a memfd");
+    close(p[0]);
+    close(p[1]);
+    proto_buf_free(&b);
+}
+
+static void memfd_not_sealed_against_shrinking_gets_an_error(void **state)
+{
+    struct proto_buf b = {0};
+    int fd = make_memfd(100000, 0);
+
+    put_fd_submit(&b, 100000, 0);
+    expect_error(*state, &b, fd, TH_EPROTO, "not sealed against shrinking");
+    close(fd);
+    proto_buf_free(&b);
+}
+
+static void memfd_over_max_payload_gets_too_big(void **state)
+{
+    struct proto_buf b = {0};
+    int fd = make_memfd(5u << 20, 1); /* max_payload is 4 MiB */
+
+    put_fd_submit(&b, 5u << 20, 0);
+    expect_error(*state, &b, fd, TH_ETOOBIG, "over max_payload");
+    close(fd);
+    proto_buf_free(&b);
+}
+
+static void descriptor_on_a_frame_that_takes_none_gets_an_error(void **state)
+{
+    struct proto_buf b = {0}, b2 = {0};
+    uint8_t buf[256];
+    struct proto_frame f;
+    int fd = make_memfd(100, 1), sock = td_raw_connect(*state);
+
+    /* a ping carrying a descriptor is answered (the daemon cannot tell
+     * yet that no later frame of the same send takes it); the next
+     * frame, sent apart, finds it stray */
+    assert_int_equal(proto_put_empty(&b, PROTO_PING, 1, 0), 0);
+    assert_int_equal(proto_put_empty(&b2, PROTO_PING, 2, 0), 0);
+    send_frame(sock, &b, fd);
+    send_frame(sock, &b2, -1);
+    assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    assert_int_equal(f.type, PROTO_REPLY);
+    assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    assert_int_equal(f.type, PROTO_ERROR);
+    assert_int_equal(f.tag, 2);
+    assert_int_equal(read(sock, buf, sizeof buf), 0); /* closed */
+    close(sock);
+    assert_int_equal(td_ping(*state), 0);
+    close(fd);
+    proto_buf_free(&b);
+    proto_buf_free(&b2);
+}
+
+/* Reads frames until the one tagged `tag`, collecting descriptors. */
+static long read_result(int sock, uint8_t *buf, size_t cap,
+                        struct fdpass_queue *q, uint64_t *pos,
+                        struct proto_frame *f)
+{
+    size_t got = 0, need = PROTO_HEADER_SIZE;
+    long n;
+
+    while ((n = proto_decode(buf, got, cap, f, &need)) == 0) {
+        assert_true(need <= cap);
+        ssize_t r = fdpass_recv(sock, buf + got, need - got, q, *pos);
+        if (r == -1 && errno == EAGAIN) {
+            struct pollfd p = {.fd = sock, .events = POLLIN};
+            assert_int_equal(poll(&p, 1, (int)(DEADLINE * 1000)), 1);
+            continue;
+        }
+        assert_true(r > 0);
+        got += (size_t)r;
+        *pos += (uint64_t)r;
+    }
+    return n;
+}
+
+static void large_output_of_an_inline_input_comes_in_an_attached_memfd(
+    void **state)
+{
+    enum { N = 3, LEN = 300000 };
+    struct proto_buf b = {0};
+    struct fdpass_queue q = {0};
+    uint8_t *in = malloc(LEN), hdr[4096];
+    uint64_t pos = 0;
+    int sock = td_raw_connect(*state);
+
+    fill(in, LEN, 9);
+    for (int i = 0; i < N; i++) {
+        struct proto_submit s = {.pool = "echo", .pool_len = 4,
+                                 .task = "echo", .task_len = 4,
+                                 .input = in, .input_len = LEN};
+        assert_int_equal(proto_put_submit(&b, (uint64_t)i + 1, PROTO_F_OUT_FD,
+                                          &s),
+                         0);
+    }
+    send_frame(sock, &b, -1);
+    for (int i = 0; i < N; i++) {
+        struct proto_frame f;
+        struct proto_result r;
+        uint64_t at = pos;
+        assert_true(read_result(sock, hdr, sizeof hdr, &q, &pos, &f) > 0);
+        assert_int_equal(proto_parse_result(&f, &r), 0);
+        assert_int_equal(r.state, TH_STATE_OK);
+        assert_int_equal(r.flags, PROTO_F_RES_FD);
+        assert_int_equal(r.len, LEN);
+        int fd = fdpass_take(&q, at);
+        assert_true(fd >= 0);
+        uint8_t *m = mmap(NULL, LEN, PROT_READ, MAP_SHARED, fd, 0);
+        assert_true(m != MAP_FAILED);
+        assert_memory_equal(m, in, LEN);
+        munmap(m, LEN);
+        close(fd);
+    }
+    assert_int_equal(fdpass_len(&q), 0); /* one descriptor per result */
+    close(sock);
+    fdpass_clear(&q);
+    proto_buf_free(&b);
+    free(in);
+}
+
+/* Descriptors of the daemon that are not sockets: its log, epoll,
+ * arenas, workers; they change only when payload memfds leak. */
+static int daemon_files(const struct td *t)
+{
+    return count_fds(t->pid, NULL) - count_fds(t->pid, "socket:");
+}
+
+/* Polls until count(t) is `want` (the daemon lets go of a connection
+ * after the client closed it); returns the last count. */
+static int wait_count(const struct td *t, int (*count)(const struct td *),
+                      int want)
+{
+    double end = td_now() + DEADLINE;
+    int n;
+
+    while ((n = count(t)) != want && td_now() < end)
+        td_pause_ms(5);
+    return n;
+}
+
+static int daemon_sockets(const struct td *t)
+{
+    return count_fds(t->pid, "socket:");
+}
+
+/* A client that sends a large task and leaves before its answer. */
+static void leave_with_a_task_in_flight(struct td *t)
+{
+    struct proto_buf b = {0};
+    int fd = make_memfd(1u << 20, 1), sock = td_raw_connect(t);
+
+    put_fd_submit(&b, 1u << 20, PROTO_F_OUT_FD);
+    send_frame(sock, &b, fd);
+    close(fd);
+    close(sock);
+    proto_buf_free(&b);
+}
+
+static void daemon_leaks_no_descriptor_after_many_large_tasks(void **state)
+{
+    struct td *t = *state;
+    int files = daemon_files(t);
+
+    for (int k = 0; k < 3; k++) {
+        th_client *c = td_connect(t);
+        for (int i = 0; i < 20; i++)
+            echo_call(c, i % 2 ? 1u << 20 : 100000, (unsigned)i);
+        th_client_close(c);
+        leave_with_a_task_in_flight(t);
+    }
+    many_pipelined_large_tasks_are_all_answered_right(state);
+    large_output_of_an_inline_input_comes_in_an_attached_memfd(state);
+    pipe_instead_of_a_memfd_gets_an_error(state);
+    /* the listening socket and one socketpair end per worker (2) */
+    assert_int_equal(wait_count(t, daemon_sockets, 3), 3);
+    assert_int_equal(wait_count(t, daemon_files, files), files);
+    assert_int_equal(count_fds(t->pid, "memfd:taskhost-input"), 0);
+    assert_int_equal(count_fds(t->pid, "memfd:taskhost-payload"), 0);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(payloads_around_the_threshold_come_back_whole),
+        T(input_that_grows_past_its_memfd_comes_back_whole),
+        T(many_pipelined_large_tasks_are_all_answered_right),
+        T(submit_flagged_with_an_fd_but_without_one_gets_an_error),
+        T(memfd_shorter_than_announced_gets_an_error),
+        T(pipe_instead_of_a_memfd_gets_an_error),
+        T(memfd_not_sealed_against_shrinking_gets_an_error),
+        T(memfd_over_max_payload_gets_too_big),
+        T(descriptor_on_a_frame_that_takes_none_gets_an_error),
+        T(large_output_of_an_inline_input_comes_in_an_attached_memfd),
+        T(daemon_leaks_no_descriptor_after_many_large_tasks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
