@@ -201,6 +201,22 @@ static void expect_log_between(struct fx *f, const char *needle, int lo, int hi)
     }
 }
 
+/* Polls until the log holds at least n lines with both needles (also
+ * may be NULL): the daemon has then seen what was done to it. */
+static void wait_log(struct fx *f, const char *needle, const char *also, int n)
+{
+    double end = hx_now() + LOAD_DEADLINE;
+
+    while ((also ? hx_log_count2(&f->h, needle, also)
+                 : hx_log_count(&f->h, needle)) < n) {
+        if (hx_now() > end) {
+            hx_show_log(&f->h, 60);
+            fail_msg("the log never had %d lines with '%s'", n, needle);
+        }
+        hx_pause_ms(10);
+    }
+}
+
 /* Tasks of kind k answered in state s. */
 static long answered(const struct fx *f, int k, th_state s)
 {
@@ -295,6 +311,8 @@ static void worker_sigkill_from_outside(void **state)
     nkilled = 0;
     start(f, NULL, kinds, 1);
     inject_during_load(f, 100, KILLS, kill_echo_worker);
+    /* a fresh task must not go to a worker not yet known dead */
+    wait_log(f, "killed by signal 9 (SIGKILL)", NULL, KILLS);
     finish(f, "worker_sigkill_from_outside");
     /* only a worker killed mid-task takes a task with it */
     assert_true(answered(f, 0, TH_STATE_CRASHED) <= KILLS);
@@ -848,12 +866,13 @@ static void slow_reader_does_not_block_others(void **state)
 static int mixed_injector(struct fx *f, int step)
 {
     /* 100 SIGUSR1 over a second; a SIGHUP every tenth; a worker killed
-     * every 25th; a client vanishing at the 50th */
+     * every 25th (the step waits for one to kill); a client vanishing at
+     * the 50th */
+    if (step % 25 == 0 && !kill_a_worker(f, "echo"))
+        return 0;
     kill(f->h.pid, SIGUSR1);
     if (step % 10 == 5)
         kill(f->h.pid, SIGHUP);
-    if (step % 25 == 0 && !kill_a_worker(f, "echo"))
-        return 0;
     if (step == 50)
         vanish(f, step);
     return 1;
@@ -887,6 +906,7 @@ static void mixed_faults_at_once(void **state)
              crash_pool, faulty_pool, leak_pool, sleep_pool);
     start(f, pools, kinds, n);
     inject_during_load(f, 10, 100, mixed_injector);
+    wait_log(f, "pool echo: worker", "killed by signal 9 (SIGKILL)", 4);
     finish(f, "mixed_faults_at_once");
     for (int k = 1; k < n; k++) {
         long got = 0;
