@@ -5,9 +5,9 @@
  * going through libtaskhost's th_task_write() as in a worker; a fork, so
  * that a task handle that no longer matches the engine's cannot take the
  * whole suite down. The rounds are calibrated
- * so that one task takes about TASK_MS; then 1 and 2 workers each run a
- * deep queue of such tasks, and the three are interleaved in every run so
- * that drift on a noisy machine hits them alike.
+ * so that one task takes about TASK_MS; then 1 and 2 workers each run
+ * queues of such tasks, and the three take turns in short chunks so that
+ * drift on a noisy machine hits them alike.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -25,6 +25,8 @@
 
 #define TASK_MS 5.0
 #define TASKS_PER_RUN 60
+#define CHUNK_TASKS 20
+#define SPIN_ITERS 100000000UL
 #define CALIBRATE_ROUNDS 2000
 
 /* The worker-side task handle of the SDK, as host/child.c defines it: the
@@ -183,14 +185,66 @@ static double pool_tps(const struct target *t, const char *pool, int n)
     return r.tps;
 }
 
+/* One run: inline, 1 worker and 2 workers take turns in chunks of
+ * CHUNK_TASKS, so that the machine's drift (other processes, frequency)
+ * weighs on the three alike. Seconds per task inline, tasks/s of each
+ * pool. Returns 0 or -1. */
+static int interleaved(struct inline_hash *ih, long rounds,
+                       const struct target *t, double v[3])
+{
+    double secs[3] = {0, 0, 0};
+    for (int k = 0; k < TASKS_PER_RUN / CHUNK_TASKS; k++) {
+        double per = hash_inline(ih, rounds, CHUNK_TASKS);
+        double one = pool_tps(t, "hash1", CHUNK_TASKS);
+        double two = pool_tps(t, "hash2", 2 * CHUNK_TASKS);
+        if (per <= 0 || one <= 0 || two <= 0)
+            return -1;
+        secs[0] += per * CHUNK_TASKS;
+        secs[1] += CHUNK_TASKS / one;
+        secs[2] += 2 * CHUNK_TASKS / two;
+    }
+    v[0] = secs[0] / TASKS_PER_RUN;
+    v[1] = TASKS_PER_RUN / secs[1];
+    v[2] = 2 * TASKS_PER_RUN / secs[2];
+    return 0;
+}
+
+static void spin(void)
+{
+    volatile unsigned long x = 0;
+    for (unsigned long i = 0; i < SPIN_ITERS; i++)
+        x += i * i;
+}
+
+/* What the machine gives: a pure CPU loop in 2 processes at once vs 1
+ * (1.0 when the second CPU is busy elsewhere), or -1. */
+static double spin_scaling(void)
+{
+    double t0 = now_s();
+    spin();
+    double one = now_s() - t0;
+    t0 = now_s();
+    pid_t pid = fork();
+    if (pid == 0) {
+        spin();
+        _exit(0);
+    }
+    spin();
+    if (pid == -1 || waitpid(pid, NULL, 0) != pid)
+        return -1;
+    return 2 * one / (now_s() - t0);
+}
+
 static int one_run(struct inline_hash *ih, long rounds,
                    const struct target *t)
 {
-    double per = hash_inline(ih, rounds, TASKS_PER_RUN);
-    double one = pool_tps(t, "hash1", TASKS_PER_RUN);
-    double two = pool_tps(t, "hash2", 2 * TASKS_PER_RUN);
-    if (per <= 0 || one <= 0 || two <= 0)
+    double spun = spin_scaling();
+    if (spun > 0)
+        fig_put("cpu_machine_x", spun);
+    double v[3];
+    if (interleaved(ih, rounds, t, v) < 0)
         return -1;
+    double per = v[0], one = v[1], two = v[2];
     fig_put("cpu_inline_ms", per * 1e3);
     fig_put("cpu_1w_tps", one);
     fig_put("cpu_2w_tps", two);
