@@ -409,8 +409,11 @@ static void on_result(th_client *c, const struct proto_frame *f)
     void *map = NULL;
     int fd = -1;
 
-    if (proto_parse_result(f, &pr) < 0)
+    if (proto_parse_result(f, &pr) < 0) {
+        /* Dropping it would leave its task unanswered for ever. */
+        c->broken = 1;
         return;
+    }
     if (pr.flags == PROTO_F_RES_FD &&
         (fd = fdpass_take(&c->rfds, c->frame_pos)) == -1) {
         c->broken = 1;
