@@ -188,9 +188,12 @@ static void reset_signals(void)
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &sa, NULL); /* fails harmlessly for KILL/STOP */
     /* The operator's signals are for the host, also when they reach the
-     * whole process group (Ctrl-C in a terminal, kill -HUP 0). */
+     * whole process group (Ctrl-C in a terminal, kill -HUP 0); and a worker,
+     * in a process group of its own, must not be stopped for writing to
+     * the host's terminal. */
     sa.sa_handler = SIG_IGN;
-    const int ignored[] = {SIGPIPE, SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2};
+    const int ignored[] = {SIGPIPE, SIGHUP,  SIGINT,  SIGQUIT,
+                           SIGUSR1, SIGUSR2, SIGTTOU, SIGTTIN};
     for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
         sigaction(ignored[i], &sa, NULL);
     /* No SA_RESTART: SIGTERM interrupts a blocking read, and we exit. */

@@ -306,6 +306,7 @@ void pool_cfg_defaults(struct pool_cfg *p)
     p->overflow = OVERFLOW_REJECT;
     p->task_timeout = 10;
     p->kill_grace = 1;
+    p->init_timeout = 30;
     p->memory_check_interval = 1;
     p->rlimit_core = -1;
     p->settings = settings_new();
@@ -344,6 +345,7 @@ static const struct {
     {"queue_timeout", offsetof(struct pool_cfg, queue_timeout)},
     {"task_timeout", offsetof(struct pool_cfg, task_timeout)},
     {"kill_grace", offsetof(struct pool_cfg, kill_grace)},
+    {"init_timeout", offsetof(struct pool_cfg, init_timeout)},
     {"max_worker_age", offsetof(struct pool_cfg, max_worker_age)},
 };
 
@@ -952,6 +954,7 @@ static const struct field pool_fields[] = {
     POOL(queue_timeout, K_DURATION),
     POOL(task_timeout, K_DURATION),
     POOL(kill_grace, K_DURATION),
+    POOL(init_timeout, K_DURATION),
     POOL(memory_soft_limit, K_SIZE),
     POOL(memory_hard_limit, K_SIZE),
     POOL(memory_budget, K_SIZE),

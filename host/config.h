@@ -55,6 +55,7 @@ struct pool_cfg {
     double queue_timeout;         /* 0: none */
     double task_timeout;          /* default 10 s, 0: none */
     double kill_grace;            /* default 1 s */
+    double init_timeout;          /* default 30 s: a worker's init() */
     uint64_t memory_soft_limit;   /* bytes, 0: none */
     uint64_t memory_hard_limit;   /* bytes, 0: none */
     uint64_t memory_budget;       /* bytes, sum of RSS, 0: none */

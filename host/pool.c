@@ -973,6 +973,7 @@ void pool_update(struct pool *p, const struct pool_cfg *c)
     o->queue_timeout = c->queue_timeout;
     o->task_timeout = c->task_timeout;
     o->kill_grace = c->kill_grace;
+    o->init_timeout = c->init_timeout;
     o->memory_check_interval = c->memory_check_interval;
     o->max_tasks_per_worker = c->max_tasks_per_worker;
     o->max_worker_age = c->max_worker_age;

@@ -28,8 +28,8 @@
     ((type *)((char *)(p) - offsetof(type, member)))
 
 /* Seconds a worker's init() may take before the worker is killed, when
- * the pool sets no task_timeout. */
-#define INIT_TIMEOUT_DEFAULT 60.0
+ * the pool's init_timeout is 0. */
+#define INIT_TIMEOUT_DEFAULT 30.0
 
 static void on_sock(struct loop_io *io, uint32_t events);
 static void on_pidfd(struct loop_io *io, uint32_t events);
@@ -150,7 +150,7 @@ struct worker *worker_spawn(struct pool *p)
         return NULL;
     }
     w->kill_timer.cb = on_kill_timer;
-    double init_limit = p->cfg.task_timeout > 0 ? p->cfg.task_timeout
+    double init_limit = p->cfg.init_timeout > 0 ? p->cfg.init_timeout
                                                 : INIT_TIMEOUT_DEFAULT;
     loop_timer_start(loop_of(w), &w->kill_timer, init_limit);
     log_info("pool %s: worker %d started", p->cfg.name, w->pid);

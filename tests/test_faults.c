@@ -470,7 +470,7 @@ static void init_scenario(void **state, const char *pool, const char *needle,
 
     snprintf(text, sizeof text,
              "  { name = \"%s\"; plugin = \"%s\"; min_workers = 1;"
-             " max_workers = 1; task_timeout = 0.3; }",
+             " max_workers = 1; init_timeout = 0.3; }",
              pool, pool);
     start(f, text, kinds, 2);
     finish(f, name);

@@ -403,6 +403,35 @@ static void test_failing_init_marks_the_pool_failed_with_the_reason(void **state
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
+static void test_slow_init_within_init_timeout_survives_a_short_task_timeout(
+    void **state)
+{
+    char dir[] = "/tmp/th-host-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/t.conf", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f,
+            "plugins = ( { name = \"slow\"; path = \"%s\"; } );\n"
+            "pools = ( { name = \"p\"; plugin = \"slow\"; min_workers = 1;\n"
+            "  max_workers = 1; task_timeout = 0.1; init_timeout = 10.0;\n"
+            "  settings = { init_ms = 400; }; } );\n",
+            TEST_PLUGIN("inithang"));
+    fclose(f);
+    th_host *h;
+    char err[512] = "";
+    if (th_host_open(&h, path, err, sizeof err) < 0)
+        fail_msg("%s", err);
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "echo", "up", 2, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_true(r.wait_time >= 0.3); /* it did wait for the slow init */
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ---- closing ---- */
 
 static void test_graceful_close_finishes_queued_and_running_tasks(void **state)
@@ -539,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_exit_is_answered_crashed_naming_the_status),
         cmocka_unit_test(test_crash_leaves_other_tasks_of_the_pool_answered_ok),
         cmocka_unit_test(test_failing_init_marks_the_pool_failed_with_the_reason),
+        cmocka_unit_test(test_slow_init_within_init_timeout_survives_a_short_task_timeout),
         cmocka_unit_test(test_graceful_close_finishes_queued_and_running_tasks),
         cmocka_unit_test(test_forced_close_cancels_queued_and_kills_running),
         cmocka_unit_test(test_close_with_no_task_stops_every_worker),
