@@ -92,7 +92,7 @@ static struct figure figs[] = {
     {"cpu_1w_tps", "cpu: hash pool, 1 worker", "tasks/s", R_NONE, G_NONE, 0},
     {"cpu_2w_tps", "cpu: hash pool, 2 workers", "tasks/s", R_NONE, G_NONE, 0},
     {"cpu_scaling_x", "cpu: 2 workers vs 1", "×", R_NONE, G_MIN, 1.95},
-    {"cpu_machine_x", "cpu: a bare CPU loop, 2 processes vs 1 (ceiling)",
+    {"cpu_machine_x", "cpu: bare integer loop, 2 processes vs 1 (machine)",
      "×", R_NONE, G_NONE, 0},
     {"cpu_overhead_pct", "cpu: 1 worker vs inline, overhead", "%", R_NONE,
      G_MAX, 2},
