@@ -918,7 +918,7 @@ static struct conn *conn_new(struct server *s, int fd)
         free(c);
         return NULL;
     }
-    c->w.fn = conn_event;
+    watch_init(&c->w, fd, conn_event);
     c->srv = s;
     c->fd = fd;
     c->uid = cred.uid;
@@ -1113,7 +1113,7 @@ int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
     *out = NULL;
     if (s == NULL)
         return TH_ENOMEM;
-    s->w.fn = server_event;
+    watch_init(&s->w, -1, server_event);
     s->ops = *ops;
     s->epfd = epfd;
     s->fd = -1;
@@ -1128,9 +1128,30 @@ int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
     return 0;
 }
 
-void server_set_host(struct server *s, th_host *host)
+static void watch_dispatch(struct loop_io *io, uint32_t events)
 {
+    struct watch *w = (struct watch *)io;
+    w->fn(w, events);
+}
+
+void watch_init(struct watch *w, int fd,
+                void (*fn)(struct watch *w, uint32_t events))
+{
+    w->io.fd = fd;
+    w->io.cb = watch_dispatch;
+    w->fn = fn;
+}
+
+int server_set_host(struct server *s, th_host *host)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->w};
+
     s->host = host;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->fd, NULL) == -1)
+        return -1;
+    s->epfd = th_host_fd(host);
+    s->w.io.fd = s->fd;
+    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->fd, &ev);
 }
 
 void server_stop_accepting(struct server *s)
@@ -1159,8 +1180,13 @@ void server_drain(struct server *s, int ms)
             busy |= c->out.len > 0;
         if (!busy)
             return;
-        /* only EPOLLOUT matters now; other events are dropped harmlessly
-         * as level-triggered ones come back */
+        /* The engine's loop serves the connections' EPOLLOUT (and takes
+         * any last requests, which a stopped engine refuses). */
+        if (s->host != NULL) {
+            th_host_step(s->host, 10);
+            server_flush(s);
+            continue;
+        }
         int n = epoll_wait(s->epfd, ev, 64, 10);
         for (int i = 0; i < n; i++) {
             struct watch *w = ev[i].data.ptr;

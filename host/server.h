@@ -17,15 +17,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loop.h"
 #include "taskhost_host.h"
 
 struct host_cfg;
 struct server;
 
-/* One registered descriptor: epoll's data.ptr points at it. */
+/* One registered descriptor. The daemon's descriptors live in the
+ * engine's own epoll set, so a watch starts with the engine loop's
+ * struct loop_io (epoll's data.ptr points at it) and the loop calls `fn`
+ * through watch_init()'s dispatcher. */
 struct watch {
+    struct loop_io io;
     void (*fn)(struct watch *w, uint32_t events);
 };
+
+/* Sets w up to call fn for the events of descriptor fd. */
+void watch_init(struct watch *w, int fd,
+                void (*fn)(struct watch *w, uint32_t events));
 
 /* What the server asks of the daemon. */
 struct server_ops {
@@ -54,8 +63,11 @@ struct server_counts {
 int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
                 const struct server_ops *ops, char *err, size_t errlen);
 
-/* Gives the server the engine its requests go to; before the loop runs. */
-void server_set_host(struct server *s, th_host *host);
+/* Gives the server the engine its requests go to, before the loop runs,
+ * and moves the listening socket from the epoll set server_open() was
+ * given into the engine's own (th_host_fd()), where all of the daemon's
+ * descriptors are served by th_host_step(). Returns 0 or -1 (errno). */
+int server_set_host(struct server *s, th_host *host);
 
 /* Takes the limits and uid/gid lists of cfg (after a reload). The socket
  * itself is not moved. Returns 0 or TH_ENOMEM (the old ones then stay). */

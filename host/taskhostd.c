@@ -38,7 +38,7 @@ struct daemon {
     char *notify;   /* $NOTIFY_SOCKET, or NULL */
     int epfd;
     int sigfd;
-    struct watch sig_w, host_w;
+    struct watch sig_w;
     th_host *host;
     struct server *srv;
     int stopping;   /* 0, or 1 + TH_CLOSE_* */
@@ -358,13 +358,6 @@ static void sig_event(struct watch *w, uint32_t events)
         on_signal((int)si[i].ssi_signo);
 }
 
-static void host_event(struct watch *w, uint32_t events)
-{
-    int rc = th_host_step(d.host, 0);
-
-    if (rc < 0)
-        log_error("engine: %s", th_strerror(rc));
-}
 
 /* ---- start and stop ---- */
 
@@ -387,6 +380,19 @@ static int watch_add(int fd, struct watch *w)
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
 
     return epoll_ctl(d.epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* Moves the signalfd into the engine's epoll set, where the daemon's
+ * descriptors live once the engine runs; the start-up set is closed. */
+static int move_signals(void)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &d.sig_w};
+
+    if (epoll_ctl(th_host_fd(d.host), EPOLL_CTL_ADD, d.sigfd, &ev) == -1)
+        return -1;
+    close(d.epfd);
+    d.epfd = -1;
+    return 0;
 }
 
 /* Takes $NOTIFY_SOCKET for ourselves, so that workers do not inherit it. */
@@ -425,7 +431,7 @@ static int open_socket(const struct config *cfg, char *err, size_t errlen)
 
     snprintf(d.socket, sizeof d.socket, "%s", cfg->host.socket);
     d.epfd = epoll_create1(EPOLL_CLOEXEC);
-    d.sig_w.fn = sig_event;
+    watch_init(&d.sig_w, d.sigfd, sig_event);
     if (d.epfd == -1 || watch_add(d.sigfd, &d.sig_w) == -1) {
         snprintf(err, errlen, "epoll: %s", strerror(errno));
         return TH_EIO;
@@ -449,37 +455,24 @@ static int start(void)
         report(err);
         return -1;
     }
-    server_set_host(d.srv, d.host);
-    d.host_w.fn = host_event;
-    if (watch_add(th_host_fd(d.host), &d.host_w) == -1) {
+    if (server_set_host(d.srv, d.host) == -1 || move_signals() == -1) {
         log_error("epoll: %s", strerror(errno));
         return -1;
     }
     return pidfile_write();
 }
 
+/* One loop for everything: the engine's. Each step reads clients and
+ * workers, hands new tasks to workers in the same pass, and then the
+ * answers go out, one send per client. */
 static int run(void)
 {
-    struct epoll_event ev[64];
-    uint64_t submitted;
-    int n;
-
     while (!(d.stopping && th_host_stopped(d.host))) {
-        n = epoll_wait(d.epfd, ev, 64, -1);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            log_error("epoll_wait: %s", strerror(errno));
+        int rc = th_host_step(d.host, -1);
+        if (rc < 0) {
+            log_error("engine: %s", th_strerror(rc));
             return -1;
         }
-        submitted = server_counts(d.srv)->submitted;
-        for (int i = 0; i < n; i++) {
-            struct watch *w = ev[i].data.ptr;
-            w->fn(w, ev[i].events);
-        }
-        /* hand new tasks to workers now rather than one wakeup later */
-        if (server_counts(d.srv)->submitted != submitted)
-            th_host_step(d.host, 0);
         server_flush(d.srv);
     }
     return 0;
