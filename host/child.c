@@ -331,6 +331,18 @@ static void seal_arena(struct child *c, th_task *task)
         arena.out_touched = end;
 }
 
+/* Whether the host cancelled task `id` before it started. */
+static int skipped(uint64_t id)
+{
+    if (arena.base == NULL)
+        return 0;
+    struct shm_header *h = (struct shm_header *)arena.base;
+    for (int i = 0; i < SHM_CANCEL_SLOTS; i++)
+        if (atomic_load_explicit(&h->cancelled[i], memory_order_acquire) == id)
+            return 1;
+    return 0;
+}
+
 static void run_task(struct child *c, const struct frame *f, const char *input,
                      size_t len)
 {
@@ -344,6 +356,8 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     double start = now_s();
     if (f->aux >= pl->ntasks) {
         code = th_task_fail(&task, TH_ENOENT, "no task number %u", f->aux);
+    } else if (skipped(f->id)) {
+        code = th_task_fail(&task, TH_ECANCELED, "cancelled before it started");
     } else {
         const th_task_def *def = &pl->desc.tasks[f->aux];
         task.name = def->name;

@@ -67,9 +67,16 @@ struct frame_shm {
     uint64_t len;
 };
 
+#define SHM_CANCEL_SLOTS 64
+
 /* The arena's first page. */
 struct shm_header {
     _Atomic uint64_t out_consumed; /* host: outputs delivered up to here */
+    /* Ids of tasks cancelled after they were sent but before they ran:
+     * written by the host round-robin, looked up by the worker before it
+     * starts each task, which it then skips. */
+    _Atomic uint64_t cancelled[SHM_CANCEL_SLOTS];
+    uint32_t cancel_next; /* host only */
 };
 
 /* Ring bases inside an arena. */

@@ -531,9 +531,12 @@ void pool_cancel(struct pool *p, struct task *t)
         log_info("pool %s: task %llu cancelled, stopping worker %d",
                  p->cfg.name, (unsigned long long)t->id, w->pid);
         abort_worker(p, w, RETIRE_KILLED, SIGTERM);
+    } else {
+        worker_skip(w, t->id);
     }
-    /* A task sent but not started stays with its worker: its result will
-     * be dropped, since it is answered now. */
+    /* A task sent but not started stays with its worker, which skips it
+     * if it has not started it yet; its result is dropped either way,
+     * since it is answered now. */
     host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
                       "cancelled");
 }

@@ -473,6 +473,15 @@ static void on_pidfd(struct loop_io *io, uint32_t events)
     pool_worker_exited(w, how, crashed);
 }
 
+void worker_skip(struct worker *w, uint64_t id)
+{
+    if (w->arena == NULL)
+        return;
+    struct shm_header *h = (struct shm_header *)w->arena;
+    uint32_t slot = h->cancel_next++ % SHM_CANCEL_SLOTS;
+    atomic_store_explicit(&h->cancelled[slot], id, memory_order_release);
+}
+
 void worker_free(struct worker *w)
 {
     if (w->arena != NULL)

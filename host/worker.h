@@ -72,6 +72,10 @@ void worker_stop(struct worker *w, int reason);
  * or SIGKILL at once). Its results stop counting. */
 void worker_kill(struct worker *w, int reason, int sig);
 
+/* Tells the worker to skip task `id`, sent to it but perhaps not started
+ * (it was cancelled): best effort, through the arena. */
+void worker_skip(struct worker *w, uint64_t id);
+
 /* Releases a reaped worker's memory; it must be unlinked from its pool. */
 void worker_free(struct worker *w);
 

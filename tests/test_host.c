@@ -432,6 +432,35 @@ static void test_slow_init_within_init_timeout_survives_a_short_task_timeout(
     rmdir(dir);
 }
 
+static void test_cancelled_task_sent_behind_a_running_one_never_runs(
+    void **state)
+{
+    th_host *h = host_with("probe", TEST_PLUGIN("probe"), 1, 1, NULL);
+    /* Short tasks first, so that the pool pipelines several to a worker. */
+    struct states s = {{0}, 0};
+    for (int i = 0; i < 200; i++)
+        th_host_submit(h, "p", "pid", "", 0, NULL, states_done, &s, NULL);
+    assert_int_equal(th_host_wait(h, 30.0), 0);
+    char marker[] = "/tmp/th-host-mark-XXXXXX";
+    int fd = mkstemp(marker);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(marker);
+    uint64_t nap, mark, after;
+    th_host_submit(h, "p", "nap", "300", 3, NULL, states_done, &s, &nap);
+    th_host_submit(h, "p", "mark", marker, strlen(marker), NULL, states_done,
+                   &s, &mark);
+    th_host_step(h, 0); /* both go to the one worker */
+    assert_int_equal(th_host_task_state(h, mark), TH_RUNNING);
+    assert_int_equal(th_host_cancel(h, mark), 0);
+    th_host_submit(h, "p", "pid", "", 0, NULL, states_done, &s, &after);
+    assert_int_equal(th_host_wait(h, 30.0), 0);
+    assert_int_equal(s.by[TH_STATE_CANCELLED], 1);
+    assert_int_equal(s.by[TH_STATE_OK], 202); /* the nap and the last pid */
+    assert_int_equal(access(marker, F_OK), -1);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
 /* ---- closing ---- */
 
 static void test_graceful_close_finishes_queued_and_running_tasks(void **state)
@@ -569,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_crash_leaves_other_tasks_of_the_pool_answered_ok),
         cmocka_unit_test(test_failing_init_marks_the_pool_failed_with_the_reason),
         cmocka_unit_test(test_slow_init_within_init_timeout_survives_a_short_task_timeout),
+        cmocka_unit_test(test_cancelled_task_sent_behind_a_running_one_never_runs),
         cmocka_unit_test(test_graceful_close_finishes_queued_and_running_tasks),
         cmocka_unit_test(test_forced_close_cancels_queued_and_kills_running),
         cmocka_unit_test(test_close_with_no_task_stops_every_worker),

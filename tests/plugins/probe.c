@@ -8,6 +8,8 @@
  *         cancelled (at most 30 s); returns "PID RSS_KIB"
  *   spin  busy loop forever, never checking for cancel: only SIGKILL ends it
  *   die   abort()s mid-task
+ *   nap   sleeps N milliseconds, then returns "napped"
+ *   mark  creates the file named by its input: proof that it ran
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -120,11 +122,40 @@ static int probe_die(void *state, th_task *task, const void *in, size_t len)
     abort();
 }
 
+static int probe_nap(void *state, th_task *task, const void *in, size_t len)
+{
+    (void)state;
+    struct args a;
+    if (parse(in, len, &a) < 0)
+        return th_task_fail(task, TH_EINVAL, "nap: want a number");
+    struct timespec ts = {a.n / 1000, (a.n % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && !th_task_cancelled(task))
+        ;
+    return th_task_write(task, "napped", 6);
+}
+
+static int probe_mark(void *state, th_task *task, const void *in, size_t len)
+{
+    (void)state;
+    char path[256];
+    if (len == 0 || len >= sizeof path)
+        return th_task_fail(task, TH_EINVAL, "mark: want a path");
+    memcpy(path, in, len);
+    path[len] = '\0';
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd == -1)
+        return th_task_fail(task, TH_EIO, "mark: cannot create %s", path);
+    close(fd);
+    return th_task_write(task, "marked", 6);
+}
+
 static const th_task_def tasks[] = {
     {"pid", probe_pid},
     {"hold", probe_hold},
     {"spin", probe_spin},
     {"die", probe_die},
+    {"nap", probe_nap},
+    {"mark", probe_mark},
     {NULL, NULL},
 };
 
