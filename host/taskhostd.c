@@ -274,8 +274,9 @@ static void begin_shutdown(int how)
         notify("STOPPING=1");
     d.stopping = 1 + how;
     server_stop_accepting(d.srv);
+    /* Called from inside the engine's loop (a signal, a client's request):
+     * the same iteration goes on to drain, so the loop is not re-entered. */
     th_host_shutdown(d.host, how);
-    th_host_step(d.host, 0);
 }
 
 /* Applies what can change of the host group at a reload: the limits and
