@@ -336,6 +336,11 @@ TH_EXPORT void th_pool_opts_init(th_pool_opts *o)
     o->memory_soft_limit = c.memory_soft_limit;
     o->memory_hard_limit = c.memory_hard_limit;
     o->max_tasks_per_worker = c.max_tasks_per_worker;
+    o->init_timeout = c.init_timeout;
+    o->memory_budget = c.memory_budget;
+    o->memory_check_interval = c.memory_check_interval;
+    o->address_space_limit = c.address_space_limit;
+    o->max_worker_age = c.max_worker_age;
     pool_cfg_clear(&c);
 }
 
@@ -354,6 +359,11 @@ static int cfg_from_opts(struct pool_cfg *c, const th_pool_opts *o, char *err,
     c->memory_soft_limit = o->memory_soft_limit;
     c->memory_hard_limit = o->memory_hard_limit;
     c->max_tasks_per_worker = o->max_tasks_per_worker;
+    c->init_timeout = o->init_timeout;
+    c->memory_budget = o->memory_budget;
+    c->memory_check_interval = o->memory_check_interval;
+    c->address_space_limit = o->address_space_limit;
+    c->max_worker_age = o->max_worker_age;
     c->name = strdup(o->name);
     c->plugin = strdup(o->plugin);
     if (c->name == NULL || c->plugin == NULL)

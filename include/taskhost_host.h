@@ -104,6 +104,11 @@ typedef struct th_pool_opts {
     uint64_t memory_hard_limit; /* bytes, 0: none */
     long max_tasks_per_worker; /* 0: never */
     const char *settings;      /* libconfig text, e.g. "rounds = 3;" */
+    double init_timeout;       /* seconds a worker's init() may take */
+    uint64_t memory_budget;    /* bytes, sum of the workers' RSS, 0: none */
+    double memory_check_interval; /* seconds between RSS samples */
+    uint64_t address_space_limit; /* RLIMIT_AS of workers, 0: none */
+    double max_worker_age;     /* seconds, 0: never */
 } th_pool_opts;
 
 /* Fills `opts` with the defaults the config file uses. */

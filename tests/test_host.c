@@ -202,6 +202,43 @@ static void test_leak_reports_its_pid_and_a_grown_rss(void **state)
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
+static void test_pool_opts_init_gives_the_config_defaults(void **state)
+{
+    th_pool_opts o;
+    memset(&o, 0xff, sizeof o);
+    th_pool_opts_init(&o);
+    assert_int_equal(o.min_workers, 1);
+    assert_true(o.max_workers >= 1);
+    assert_int_equal(o.max_queue, 1024);
+    assert_string_equal(o.overflow, "reject");
+    assert_true(o.task_timeout == 10.0);
+    assert_true(o.kill_grace == 1.0);
+    assert_true(o.init_timeout == 30.0);
+    assert_true(o.memory_check_interval == 1.0);
+    assert_int_equal(o.memory_soft_limit, 0);
+    assert_int_equal(o.memory_budget, 0);
+    assert_true(o.max_worker_age == 0.0);
+    assert_null(o.settings);
+}
+
+static void test_pool_built_in_code_takes_every_policy(void **state)
+{
+    th_host *h;
+    char err[512] = "";
+    assert_int_equal(th_host_new(&h), 0);
+    assert_int_equal(th_host_add_plugin(h, "echo", PLUGIN("echo"), err,
+                                        sizeof err),
+                     0);
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    o.name = "p";
+    o.plugin = "echo";
+    o.memory_check_interval = -1; /* impossible: refused by name */
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), TH_ECONFIG);
+    assert_non_null(strstr(err, "memory_check_interval"));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
 /* ---- many tasks ---- */
 
 struct tally {
@@ -578,6 +615,8 @@ int main(void)
 {
     log_set_level(TH_LOG_WARN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_opts_init_gives_the_config_defaults),
+        cmocka_unit_test(test_pool_built_in_code_takes_every_policy),
         cmocka_unit_test(test_echo_returns_its_input),
         cmocka_unit_test(test_echo_of_empty_input_is_empty),
         cmocka_unit_test(test_large_input_round_trips_intact),
