@@ -24,22 +24,9 @@
 
 #include <cmocka.h>
 
-#include "protocol.h"
-#include "taskhost_client.h"
+#include "daemon_util.h"
 
-#define DAEMON TOP_BUILDDIR "/host/taskhostd"
-#define CTL TOP_BUILDDIR "/host/taskhostctl"
-#define PLUGINS TOP_BUILDDIR "/plugins"
 #define ECHO2 TOP_BUILDDIR "/tests/plugins/.libs/echo2.so"
-#define DEADLINE 20.0 /* seconds any single wait may take */
-
-struct td {
-    char dir[64];
-    char conf[128];
-    char sock[128];
-    char log[128];
-    pid_t pid;
-};
 
 static const char default_pools[] =
     "pools = (\n"
@@ -48,19 +35,6 @@ static const char default_pools[] =
     "  { name = \"sleep\"; plugin = \"sleep\"; min_workers = 1;"
     "    max_workers = 1; max_queue = 100; task_timeout = 0.0; }\n"
     ");\n";
-
-static double now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void pause_ms(int ms)
-{
-    poll(NULL, 0, ms);
-}
 
 /* Writes t->conf: a host group with `host_extra`, the example plugins and
  * `pools` (default_pools when NULL). */
@@ -81,16 +55,6 @@ static void write_conf(struct td *t, const char *host_extra, const char *pools,
             echo_path ? echo_path : PLUGINS "/echo.so",
             pools ? pools : default_pools);
     fclose(f);
-}
-
-static void td_init(struct td *t)
-{
-    memset(t, 0, sizeof *t);
-    strcpy(t->dir, "/tmp/test_daemon.XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
-    snprintf(t->conf, sizeof t->conf, "%s/taskhost.conf", t->dir);
-    snprintf(t->sock, sizeof t->sock, "%s/taskhost.sock", t->dir);
-    snprintf(t->log, sizeof t->log, "%s/taskhost.log", t->dir);
 }
 
 /* Runs argv with stdin from `in` (NULL: /dev/null), stdout and stderr
@@ -119,110 +83,36 @@ static pid_t spawn(struct td *t, char *const argv[], const char *in,
     return pid;
 }
 
-/* Waits for pid to exit within DEADLINE; returns its wait status. */
-static int wait_exit(pid_t pid)
-{
-    double end = now() + DEADLINE;
-    int status;
-    pid_t r;
-
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now() < end)
-        pause_ms(5);
-    if (r == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        fail_msg("process %d did not exit in time", (int)pid);
-    }
-    return status;
-}
-
-static void show_log(const struct td *t)
-{
-    char line[512];
-    FILE *f = fopen(t->log, "r");
-
-    if (f == NULL)
-        return;
-    while (fgets(line, sizeof line, f))
-        fprintf(stderr, "  log: %s", line);
-    fclose(f);
-}
-
-/* Tries to connect and ping once. */
-static int td_ping(const struct td *t)
-{
-    th_client *c;
-    char v[64];
-    int rc;
-
-    if (th_client_connect(&c, t->sock, NULL, 0) < 0)
-        return -1;
-    rc = th_client_ping(c, v, sizeof v);
-    th_client_close(c);
-    return rc;
-}
-
 /* Starts the daemon with extra environment `env` (NULL: ours) and polls
  * until it answers a ping. */
 static void td_start_env(struct td *t, char *const env[])
 {
     char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
     char out[160];
-    double end = now() + DEADLINE;
+    double end = td_now() + DEADLINE;
     int status;
 
     snprintf(out, sizeof out, "%s/daemon.out", t->dir);
     t->pid = spawn(t, argv, NULL, out, t->log, env);
     while (td_ping(t) != 0) {
         if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
-            show_log(t);
+            td_show_log(t);
             t->pid = 0;
             fail_msg("taskhostd exited before it was ready");
         }
-        if (now() > end) {
-            show_log(t);
+        if (td_now() > end) {
+            td_show_log(t);
             fail_msg("taskhostd not ready in time");
         }
-        pause_ms(5);
+        td_pause_ms(5);
     }
-}
-
-static void td_start(struct td *t)
-{
-    td_start_env(t, NULL);
-}
-
-/* Signals the daemon and returns its exit status (-1 if it died of a
- * signal). */
-static int td_stop(struct td *t, int sig)
-{
-    int status;
-
-    if (t->pid <= 0)
-        return -1;
-    kill(t->pid, sig);
-    status = wait_exit(t->pid);
-    t->pid = 0;
-    if (!WIFEXITED(status)) {
-        show_log(t);
-        return -1;
-    }
-    return WEXITSTATUS(status);
-}
-
-static void rm_rf(const char *dir)
-{
-    char cmd[160];
-
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    (void)!system(cmd);
 }
 
 static int setup(void **state)
 {
     struct td *t = malloc(sizeof *t);
 
-    td_init(t);
+    td_init(t, "test_daemon");
     write_conf(t, NULL, NULL, NULL);
     *state = t;
     return 0;
@@ -232,49 +122,14 @@ static int teardown(void **state)
 {
     struct td *t = *state;
 
-    if (t->pid > 0 && td_stop(t, SIGQUIT) != 0)
-        fprintf(stderr, "taskhostd did not exit cleanly\n");
-    rm_rf(t->dir);
+    td_cleanup(t);
     free(t);
     return 0;
 }
 
 static int file_contains(const char *path, const char *needle)
 {
-    char buf[65536];
-    FILE *f = fopen(path, "r");
-    size_t n;
-
-    if (f == NULL)
-        return 0;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
-}
-
-/* Polls until the daemon's log holds `needle`. */
-static void wait_log(const struct td *t, const char *needle)
-{
-    double end = now() + DEADLINE;
-
-    while (!file_contains(t->log, needle)) {
-        if (now() > end) {
-            show_log(t);
-            fail_msg("no '%s' in the log", needle);
-        }
-        pause_ms(5);
-    }
-}
-
-static th_client *td_connect(const struct td *t)
-{
-    th_client *c;
-    char err[256];
-
-    if (th_client_connect(&c, t->sock, err, sizeof err) < 0)
-        fail_msg("connect: %s", err);
-    return c;
+    return strstr(td_read_file(path), needle) != NULL;
 }
 
 /* ---- --check-config ---- */
@@ -286,7 +141,7 @@ static int run_check(struct td *t)
     int status;
 
     snprintf(out, sizeof out, "%s/check.out", t->dir);
-    status = wait_exit(spawn(t, argv, NULL, out, t->log, NULL));
+    status = td_wait_exit(spawn(t, argv, NULL, out, t->log, NULL));
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -349,7 +204,7 @@ static int run_ctl(struct td *t, const char *in, const char *a1,
     snprintf(out, sizeof out, "%s/ctl.out", t->dir);
     snprintf(err, sizeof err, "%s/ctl.err", t->dir);
     unlink(err);
-    status = wait_exit(spawn(t, argv, in, out, err, NULL));
+    status = td_wait_exit(spawn(t, argv, in, out, err, NULL));
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -505,8 +360,8 @@ static void many_clients_get_every_answer_matched(void **state)
             assert_int_equal(tag, (uint64_t)k);
         }
     }
-    end = now() + DEADLINE * 3;
-    while (total < NCLIENTS * NTASKS && now() < end) {
+    end = td_now() + DEADLINE * 3;
+    while (total < NCLIENTS * NTASKS && td_now() < end) {
         for (int i = 0; i < NCLIENTS; i++) {
             pf[i].fd = th_client_fd(cl[i]);
             pf[i].events = POLLIN | (th_client_want_write(cl[i]) ? POLLOUT : 0);
@@ -534,7 +389,7 @@ static void many_clients_get_every_answer_matched(void **state)
 static void wait_stats(const struct td *t, const char *pool,
                        const char *needle)
 {
-    double end = now() + DEADLINE;
+    double end = td_now() + DEADLINE;
     th_client *c = td_connect(t);
     char *text = NULL;
 
@@ -542,10 +397,10 @@ static void wait_stats(const struct td *t, const char *pool,
         assert_int_equal(th_client_stats(c, pool, TH_STATS_TEXT, &text), 0);
         if (strstr(text, needle))
             break;
-        if (now() > end)
+        if (td_now() > end)
             fail_msg("stats never showed '%s':\n%s", needle, text);
         free(text);
-        pause_ms(10);
+        td_pause_ms(10);
     }
     free(text);
     th_client_close(c);
@@ -611,7 +466,7 @@ static void sighup_serves_a_rebuilt_plugin(void **state)
 {
     struct td *t = *state;
     char so[160], out[64] = "";
-    double end = now() + DEADLINE;
+    double end = td_now() + DEADLINE;
 
     snprintf(so, sizeof so, "%s/echo.so", t->dir);
     copy_file(PLUGINS "/echo.so", so);
@@ -623,11 +478,11 @@ static void sighup_serves_a_rebuilt_plugin(void **state)
     kill(t->pid, SIGHUP);
     while (call_state(t, "echo", "version", "", out, sizeof out) !=
            TH_STATE_OK) {
-        if (now() > end) {
-            show_log(t);
+        if (td_now() > end) {
+            td_show_log(t);
             fail_msg("the rebuilt plugin never served");
         }
-        pause_ms(10);
+        td_pause_ms(10);
     }
     assert_string_equal(out, "2.0");
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -643,7 +498,7 @@ static void sighup_with_a_broken_config_keeps_serving(void **state)
     fputs("host: { socket = ; this is not a config\n", f);
     fclose(f);
     kill(t->pid, SIGHUP);
-    wait_log(t, "reload refused");
+    td_wait_log(t, "reload refused");
     assert_int_equal(call_state(t, "echo", "echo", "still", NULL, 0),
                      TH_STATE_OK);
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -695,8 +550,8 @@ static void on_accepted(uint64_t tag, uint64_t id, void *arg)
 /* Steps c until `cond` holds or the deadline passes. */
 #define STEP_UNTIL(c, cond)                                                 \
     do {                                                                    \
-        double end_ = now() + DEADLINE;                                     \
-        while (!(cond) && now() < end_)                                     \
+        double end_ = td_now() + DEADLINE;                                     \
+        while (!(cond) && td_now() < end_)                                     \
             if (th_client_step((c), 50) < 0)                                \
                 break;                                                      \
         assert_true(cond);                                                  \
@@ -720,7 +575,7 @@ static void sigusr1_during_load_loses_no_task(void **state)
     STEP_UNTIL(c, ty.answered == n);
     assert_int_equal(ty.by_state[TH_STATE_OK], n);
     th_client_close(c);
-    wait_log(t, "restart");
+    td_wait_log(t, "restart");
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
@@ -765,7 +620,7 @@ static void sigterm_rejects_new_submits(void **state)
     td_start(t);
     c = queue_sleeps(t, &ty, 1, "500");
     kill(t->pid, SIGTERM);
-    wait_log(t, "graceful shutdown");
+    td_wait_log(t, "graceful shutdown");
     assert_int_equal(th_client_call(c, "echo", "echo", "late", 4, NULL, &r),
                      0);
     assert_int_equal(r.state, TH_STATE_REJECTED);
@@ -805,20 +660,20 @@ static void killed_client_has_its_queued_tasks_dropped(void **state)
     assert_true(pid != -1);
     if (pid == 0) { /* no cmocka asserts in the child */
         th_client *c;
-        double end = now() + DEADLINE;
+        double end = td_now() + DEADLINE;
         if (th_client_connect(&c, t->sock, NULL, 0) < 0)
             _exit(2);
         th_client_on_accept(c, on_accepted, &ty);
         for (int i = 0; i < 20; i++)
             th_client_submit(c, "sleep", "sleep", "1000", 4, NULL, on_tally,
                              &ty, NULL);
-        while (ty.accepted < 20 && now() < end && th_client_step(c, 50) == 0)
+        while (ty.accepted < 20 && td_now() < end && th_client_step(c, 50) == 0)
             ;
         _exit(ty.accepted == 20 ? 0 : 1); /* leaves without closing */
     }
-    status = wait_exit(pid);
+    status = td_wait_exit(pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    wait_log(t, "queued dropped");
+    td_wait_log(t, "queued dropped");
     /* the one worker is free again well before 20 x 1 s */
     assert_int_equal(call_state(t, "sleep", "sleep", "1", out, sizeof out),
                      TH_STATE_OK);
@@ -875,7 +730,7 @@ static void fault_case(struct td *t, const void *bytes, size_t len, int code)
     assert_int_equal(r.state, TH_STATE_OK);
     th_client_result_free(&r);
     th_client_close(other);
-    wait_log(t, "closing the connection");
+    td_wait_log(t, "closing the connection");
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
@@ -950,14 +805,14 @@ static void client_that_never_reads_is_throttled(void **state)
                                .input_len = sizeof input};
     struct proto_buf b = {0};
     size_t sent = 0, off = 0, limit = 256u << 20;
-    double end = now() + DEADLINE;
+    double end = td_now() + DEADLINE;
     int fd;
 
     td_start(t);
     fd = raw_connect(t);
     for (int i = 0; i < 64; i++) /* a 256 KiB burst to send over and over */
         assert_int_equal(proto_put_submit(&b, (uint64_t)i + 1, 0, &sub), 0);
-    while (sent < limit && now() < end) {
+    while (sent < limit && td_now() < end) {
         struct pollfd p = {.fd = fd, .events = POLLOUT};
         /* the stream is the burst over and over, so frames stay whole */
         ssize_t n = send(fd, b.data + off, b.len - off,
@@ -971,7 +826,7 @@ static void client_that_never_reads_is_throttled(void **state)
             break; /* the daemon stopped reading us */
     }
     assert_true(sent < limit);
-    assert_true(now() < end);
+    assert_true(td_now() < end);
     assert_int_equal(call_state(t, "echo", "echo", "served", NULL, 0),
                      TH_STATE_OK);
     close(fd);
@@ -1060,10 +915,10 @@ static void refused_peer_uid_gets_permission_denied(void **state)
                   ? 0
                   : 1);
     }
-    status = wait_exit(pid);
+    status = td_wait_exit(pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    wait_log(t, "permission denied");
+    td_wait_log(t, "permission denied");
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
@@ -1077,7 +932,7 @@ static void stale_socket_file_is_replaced(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     close(fd); /* the file stays, nobody listens */
     td_start(t);
-    wait_log(t, "removed stale socket");
+    td_wait_log(t, "removed stale socket");
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
@@ -1090,7 +945,7 @@ static void live_socket_is_refused(void **state)
 
     td_start(t);
     snprintf(err, sizeof err, "%s/second.err", t->dir);
-    status = wait_exit(spawn(t, argv, NULL, dir_file(t, "second.out"), err,
+    status = td_wait_exit(spawn(t, argv, NULL, dir_file(t, "second.out"), err,
                              NULL));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 1);
@@ -1105,12 +960,12 @@ static void pidfile_is_written_and_removed(void **state)
     char pidfile[160], *argv[] = {DAEMON, "-c", t->conf, "-f", "--pidfile",
                                   pidfile, NULL};
     char want[32];
-    double end = now() + DEADLINE;
+    double end = td_now() + DEADLINE;
 
     snprintf(pidfile, sizeof pidfile, "%s/taskhostd.pid", t->dir);
     t->pid = spawn(t, argv, NULL, dir_file(t, "daemon.out"), t->log, NULL);
-    while (td_ping(t) != 0 && now() < end)
-        pause_ms(5);
+    while (td_ping(t) != 0 && td_now() < end)
+        td_pause_ms(5);
     snprintf(want, sizeof want, "%d\n", (int)t->pid);
     assert_true(file_contains(pidfile, want));
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -1181,7 +1036,7 @@ static void shutdown_request_stops_the_daemon(void **state)
 
     td_start(t);
     assert_int_equal(run_ctl(t, NULL, "shutdown", NULL, NULL, NULL), 0);
-    assert_int_equal(wait_exit(t->pid), 0);
+    assert_int_equal(td_wait_exit(t->pid), 0);
     t->pid = 0;
     assert_int_not_equal(access(t->sock, F_OK), 0);
 }
@@ -1241,10 +1096,10 @@ static void sigusr2_reopens_the_log(void **state)
     kill(t->pid, SIGUSR2);
     /* a request the daemon logs, once the reopen was handled */
     c = td_connect(t);
-    for (double end = now() + DEADLINE; !file_contains(t->log, "restart of");) {
+    for (double end = td_now() + DEADLINE; !file_contains(t->log, "restart of");) {
         assert_int_equal(th_client_restart(c, "echo", 0), 0);
-        assert_true(now() < end);
-        pause_ms(10);
+        assert_true(td_now() < end);
+        td_pause_ms(10);
     }
     th_client_close(c);
     assert_int_equal(td_stop(t, SIGTERM), 0);
