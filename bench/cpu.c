@@ -29,7 +29,7 @@
 #define SPIN_ITERS 100000000UL
 #define CALIBRATE_ROUNDS 2000
 
-/* The worker-side task handle of the SDK, as host/child.c defines it: the
+/* The worker-side task handle of the SDK, as host/worker/worker_process.c defines it: the
  * output is appended to `out` behind a frame header at `header`; the
  * fields after these are zero when unused (no shared-memory arena here).
  * Checked after every call through the output length. */

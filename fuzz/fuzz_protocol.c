@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "protocol.h"
+#include "client_wire.h"
 
 #define MAX_BODY 4096
 

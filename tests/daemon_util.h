@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "protocol.h"
+#include "client_wire.h"
 #include "taskhost_client.h"
 
 #define DAEMON TOP_BUILDDIR "/host/taskhostd"

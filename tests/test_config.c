@@ -27,7 +27,7 @@
 #include <cmocka.h>
 #include <libconfig.h>
 
-#include "../host/config.h" /* not the build tree's autoconf config.h */
+#include "../host/engine/config.h" /* not the build tree's autoconf config.h */
 #include "settings.h"
 #include "taskhost.h"
 

@@ -40,7 +40,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
-#include "protocol.h"
+#include "client_wire.h"
 
 #define NCLIENTS 4
 #define WINDOW 1000         /* tasks in flight per client */

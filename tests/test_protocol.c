@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "protocol.h"
+#include "client_wire.h"
 
 static struct proto_submit sample_submit(void)
 {

@@ -18,7 +18,7 @@
 
 #include <taskhost.h>
 
-#include "frame.h"
+#include "worker_wire.h"
 
 static int faulty_spin(void *state, th_task *task, const void *in, size_t len)
 {

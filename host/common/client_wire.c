@@ -5,7 +5,7 @@
  * request for more bytes, or an error. Integers are assembled byte by byte
  * (little-endian), which also sidesteps alignment.
  */
-#include "protocol.h"
+#include "client_wire.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "frame.h"
+#include "worker_wire.h"
 #include "host.h"
 #include "log.h"
 #include "plugin.h"

@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #include "fdpass.h"
-#include "protocol.h"
+#include "client_wire.h"
 
 #define READ_CHUNK (256u << 10)
 #define TABLE_MIN 256

@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "buf.h"
-#include "child.h"
-#include "frame.h"
+#include "worker_process.h"
+#include "worker_wire.h"
 #include "log.h"
 #include "plugin.h"
 #include "settings.h"

@@ -30,7 +30,7 @@
 #include "config.h"
 #include "fdpass.h"
 #include "log.h"
-#include "protocol.h"
+#include "client_wire.h"
 #include "taskhost_version.h"
 
 #define READ_CHUNK (256u << 10)   /* bytes asked of each read() */

@@ -16,8 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "child.h"
-#include "frame.h"
+#include "worker_process.h"
+#include "worker_wire.h"
 #include "host.h"
 #include "log.h"
 #include "plugin.h"
