@@ -178,6 +178,77 @@ TH_EXPORT int th_host_reload(th_host *host, const char *path, char *err,
  * are killed and answered cancelled, queued ones stay queued. */
 TH_EXPORT int th_host_restart(th_host *host, const char *pool, int force);
 
+/* ---- Your own descriptors and timers in the host's loop ----
+ *
+ * A program that embeds the host (the daemon does, and so do the HTTP
+ * endpoint and the broker connection) drives its own sockets and timers
+ * from the host's one loop instead of a second one, in the manner of
+ * libuv's uv_poll_t and uv_timer_t. Watches are level-triggered: the
+ * callback runs on every step while the descriptor stays ready for an
+ * event asked for, so a callback may read or write only part of what is
+ * there. Callbacks run from inside th_host_step(), on its thread.
+ *
+ * A callback may start, change or stop any watch or timer, its own
+ * included: a stopped handle is never called again, and its memory stays
+ * valid until the current step ends. Stopping never closes the
+ * descriptor; close it after th_watch_stop(). */
+typedef struct th_watch th_watch;
+typedef struct th_timer th_timer;
+
+enum {
+    TH_WATCH_READ = 1,  /* readable, or at end of file */
+    TH_WATCH_WRITE = 2, /* writable */
+    TH_WATCH_ERROR = 4  /* error or hang-up: reported, never asked for */
+};
+
+/* `events` holds what is ready (TH_WATCH_*); TH_WATCH_ERROR comes with
+ * the interest bits set at the time, so that a reader sees its EOF. */
+typedef void (*th_watch_fn)(th_watch *watch, int fd, unsigned events,
+                            void *arg);
+typedef void (*th_timer_fn)(th_timer *timer, void *arg);
+
+/* Watches `fd` for `events` (TH_WATCH_READ | TH_WATCH_WRITE, or 0 to add
+ * it paused). On success *watch is the handle, freed by th_watch_stop().
+ * Returns 0, TH_EINVAL, TH_ENOMEM, or TH_EIO (fd cannot be watched, or is
+ * watched already). */
+TH_EXPORT int th_watch_start(th_host *host, int fd, unsigned events,
+                             th_watch_fn fn, void *arg, th_watch **watch);
+
+/* Changes what `watch` waits for. Cheap: no system call when unchanged,
+ * and a paused watch (0) is out of the kernel's set, so a hung-up
+ * descriptor does not spin the loop. Returns 0 or TH_EIO. */
+TH_EXPORT int th_watch_set(th_watch *watch, unsigned events);
+
+/* What `watch` waits for now. */
+TH_EXPORT unsigned th_watch_events(const th_watch *watch);
+
+/* Stops and frees `watch` (NULL is a no-op). Safe from any callback,
+ * its own included. */
+TH_EXPORT void th_watch_stop(th_watch *watch);
+
+/* Creates a timer, not yet armed. Free it with th_timer_free(). Returns 0,
+ * TH_EINVAL or TH_ENOMEM. */
+TH_EXPORT int th_timer_new(th_host *host, th_timer_fn fn, void *arg,
+                           th_timer **timer);
+
+/* Arms `timer` to fire `delay` seconds from now (0: on the next step),
+ * then every `repeat` seconds if repeat > 0. Re-arming an armed timer
+ * moves it. */
+TH_EXPORT void th_timer_start(th_timer *timer, double delay, double repeat);
+
+/* Disarms `timer`; it can be armed again. */
+TH_EXPORT void th_timer_stop(th_timer *timer);
+
+/* Non-zero while `timer` is armed. */
+TH_EXPORT int th_timer_armed(const th_timer *timer);
+
+/* Disarms and frees `timer` (NULL is a no-op). Safe from any callback,
+ * its own included. */
+TH_EXPORT void th_timer_free(th_timer *timer);
+
+/* The loop's monotonic clock, in seconds, as of the current step. */
+TH_EXPORT double th_host_now(const th_host *host);
+
 enum { TH_STATS_TEXT = 0, TH_STATS_JSON = 1, TH_STATS_PROMETHEUS = 2 };
 
 /* Renders the stats of pool `pool` (NULL: all) in `format` into a

@@ -26,6 +26,8 @@ struct loop {
     double now;
     void (*after)(void *);
     void *after_arg;
+    void **later;            /* freed when the batch of events ends */
+    size_t nlater, caplater;
 };
 
 double loop_clock(void)
@@ -89,6 +91,30 @@ int loop_new(struct loop **out)
     return 0;
 }
 
+static void free_later_now(struct loop *l)
+{
+    for (size_t i = 0; i < l->nlater; i++)
+        free(l->later[i]);
+    l->nlater = 0;
+}
+
+void loop_free_later(struct loop *l, void *p)
+{
+    if (!l->in_events) {
+        free(p);
+        return;
+    }
+    if (l->nlater == l->caplater) {
+        size_t cap = l->caplater ? l->caplater * 2 : 16;
+        void **v = realloc(l->later, cap * sizeof *v);
+        if (v == NULL)
+            return; /* leaked rather than freed under a pending event */
+        l->later = v;
+        l->caplater = cap;
+    }
+    l->later[l->nlater++] = p;
+}
+
 void loop_free(struct loop *l)
 {
     if (l == NULL)
@@ -99,6 +125,8 @@ void loop_free(struct loop *l)
         close(l->timer_io.fd);
     if (l->wake_io.fd > 0)
         close(l->wake_io.fd);
+    free_later_now(l);
+    free(l->later);
     free(l->heap);
     free(l);
 }
@@ -301,6 +329,8 @@ int loop_run_once(struct loop *l, int timeout_ms)
     }
     run_timers(l);
     l->in_events = outer;
+    if (!outer)
+        free_later_now(l);
     if (l->after != NULL)
         l->after(l->after_arg);
     return 0;

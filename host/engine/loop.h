@@ -41,6 +41,11 @@ int loop_fd(const struct loop *l);
 /* Registers io->fd for `events` (EPOLLIN, ...). Returns 0 or TH_EIO. */
 int loop_add(struct loop *l, struct loop_io *io, uint32_t events);
 
+/* Frees `p` (malloc'd) once the current batch of events and timers has
+ * been handled, or at once outside one: for handles that a callback may
+ * stop while an event for them is still pending in the batch. */
+void loop_free_later(struct loop *l, void *p);
+
 /* Changes the events of a registered io. Skips the syscall if unchanged. */
 int loop_mod(struct loop *l, struct loop_io *io, uint32_t events);
 
