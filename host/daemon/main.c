@@ -1,10 +1,12 @@
-/* taskhostd.c - the daemon: the engine, a local socket, signals, systemd.
+/* main.c - taskhostd (daemon layer): options, start-up, signals, systemd
+ * notification, the pidfile, and the run loop.
  *
- * One epoll set drives everything: the signalfd of the signals we handle,
- * the engine's own loop (th_host_fd(), stepped when readable), the
- * listening socket and every client connection (server.c). The signals are
- * blocked before the engine starts, so no worker is ever forked with them
- * deliverable to a handler of ours, and nothing runs in signal context.
+ * The engine's one loop drives everything: the signalfd of the signals we
+ * handle and the server's socket and connections (server.c) are watched
+ * in it through th_watch, and th_host_step() serves them with the
+ * workers. The signals are blocked before the engine starts, so no worker
+ * is ever forked with them deliverable to a handler of ours, and nothing
+ * runs in signal context.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -36,9 +37,8 @@ struct daemon {
     int check_only;
     int ready_fd;   /* pipe to the waiting parent, or -1 */
     char *notify;   /* $NOTIFY_SOCKET, or NULL */
-    int epfd;
     int sigfd;
-    struct watch sig_w;
+    th_watch *sig_w;
     th_host *host;
     struct server *srv;
     int stopping;   /* 0, or 1 + TH_CLOSE_* */
@@ -47,7 +47,7 @@ struct daemon {
     int pid_written;
 };
 
-static struct daemon d = {.ready_fd = -1, .epfd = -1, .sigfd = -1};
+static struct daemon d = {.ready_fd = -1, .sigfd = -1};
 
 static const int handled[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT,
                               SIGQUIT};
@@ -344,7 +344,7 @@ static void on_signal(int sig)
     }
 }
 
-static void sig_event(struct watch *w, uint32_t events)
+static void sig_event(th_watch *w, int fd, unsigned events, void *arg)
 {
     struct signalfd_siginfo si[8];
     ssize_t n;
@@ -376,26 +376,6 @@ static int block_signals(void)
     return d.sigfd == -1 ? -1 : 0;
 }
 
-static int watch_add(int fd, struct watch *w)
-{
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
-
-    return epoll_ctl(d.epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-/* Moves the signalfd into the engine's epoll set, where the daemon's
- * descriptors live once the engine runs; the start-up set is closed. */
-static int move_signals(void)
-{
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &d.sig_w};
-
-    if (epoll_ctl(th_host_fd(d.host), EPOLL_CTL_ADD, d.sigfd, &ev) == -1)
-        return -1;
-    close(d.epfd);
-    d.epfd = -1;
-    return 0;
-}
-
 /* Takes $NOTIFY_SOCKET for ourselves, so that workers do not inherit it. */
 static void take_notify_socket(void)
 {
@@ -425,19 +405,29 @@ static int open_log(const struct config *cfg, char *err, size_t errlen)
 }
 
 /* Binds the socket before the engine starts, so that a second daemon on
- * the same socket is refused before it runs any plugin's init(). */
+ * the same socket is refused before it runs any plugin's init().
+ * Clients wait in the backlog until the engine's loop watches it. */
 static int open_socket(const struct config *cfg, char *err, size_t errlen)
 {
     static const struct server_ops ops = {ops_reload, ops_shutdown, NULL};
 
     snprintf(d.socket, sizeof d.socket, "%s", cfg->host.socket);
-    d.epfd = epoll_create1(EPOLL_CLOEXEC);
-    watch_init(&d.sig_w, d.sigfd, sig_event);
-    if (d.epfd == -1 || watch_add(d.sigfd, &d.sig_w) == -1) {
-        snprintf(err, errlen, "epoll: %s", strerror(errno));
-        return TH_EIO;
-    }
-    return server_open(&d.srv, &cfg->host, d.epfd, &ops, err, errlen);
+    return server_open(&d.srv, &cfg->host, &ops, err, errlen);
+}
+
+/* Watches the signalfd and the server's socket in the engine's loop.
+ * Signals that came since they were blocked wait in the signalfd. */
+static int watch_all(char *err, size_t errlen)
+{
+    int rc = th_watch_start(d.host, d.sigfd, TH_WATCH_READ, sig_event, NULL,
+                            &d.sig_w);
+
+    if (rc == 0)
+        rc = server_set_host(d.srv, d.host);
+    if (rc < 0)
+        snprintf(err, errlen, "cannot watch the daemon's descriptors: %s",
+                 th_strerror(rc));
+    return rc;
 }
 
 /* Opens the log, the socket, the engine. Returns 0 or -1 (reported). */
@@ -449,15 +439,12 @@ static int start(void)
 
     if ((rc = config_load(d.config, &cfg, err, sizeof err)) == 0 &&
         (rc = open_log(cfg, err, sizeof err)) == 0 &&
-        (rc = open_socket(cfg, err, sizeof err)) == 0)
-        rc = th_host_open(&d.host, d.config, err, sizeof err);
+        (rc = open_socket(cfg, err, sizeof err)) == 0 &&
+        (rc = th_host_open(&d.host, d.config, err, sizeof err)) == 0)
+        rc = watch_all(err, sizeof err);
     config_free(cfg);
     if (rc < 0) {
         report(err);
-        return -1;
-    }
-    if (server_set_host(d.srv, d.host) == -1 || move_signals() == -1) {
-        log_error("epoll: %s", strerror(errno));
         return -1;
     }
     return pidfile_write();
@@ -493,13 +480,16 @@ static void stop(void)
                  (unsigned long long)sc->dropped,
                  (unsigned long long)sc->discarded);
     }
+    /* The watches live in the engine's loop: let go of them before it
+     * closes. The answers it still gives are sent by server_close(). */
+    th_watch_stop(d.sig_w);
+    if (d.srv)
+        server_unwatch(d.srv);
     if (d.host)
         th_host_close(d.host, d.stopping ? d.stopping - 1 : TH_CLOSE_FORCE);
     server_close(d.srv);
     if (d.pid_written && unlink(d.pidfile) == -1)
         log_warn("%s: %s", d.pidfile, strerror(errno));
-    if (d.epfd != -1)
-        close(d.epfd);
     if (d.sigfd != -1)
         close(d.sigfd);
     free(d.config);

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -59,7 +58,7 @@ struct slab {
 };
 
 struct conn {
-    struct watch w;
+    th_watch *w;
     struct server *srv;
     int fd;
     uid_t uid;
@@ -70,7 +69,7 @@ struct conn {
     int eof;         /* the client shut down its writing side: answer what
                         it asked, then close */
     int dirty;       /* on the server's dirty list */
-    uint32_t events; /* the epoll mask registered now */
+    unsigned events; /* what the watch waits for now (TH_WATCH_*) */
     struct proto_buf in, out;
     uint64_t in_pos;   /* stream bytes received */
     uint64_t out_pos;  /* stream bytes sent */
@@ -84,10 +83,9 @@ struct conn {
 };
 
 struct server {
-    struct watch w;
+    th_watch *w;     /* the listening socket, once the engine runs */
     th_host *host;
     struct server_ops ops;
-    int epfd;
     int fd;
     char *path;
     dev_t dev;
@@ -104,7 +102,7 @@ struct server {
 
 static void conn_close(struct conn *c);
 static int conn_flush(struct conn *c);
-static uint32_t conn_want(const struct conn *c);
+static unsigned conn_want(const struct conn *c);
 
 /* ---- per-task slots ---- */
 
@@ -227,15 +225,12 @@ int server_configure(struct server *s, const struct host_cfg *cfg)
 
 /* ---- output ---- */
 
-static void conn_events(struct conn *c, uint32_t events)
+static void conn_events(struct conn *c, unsigned events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = &c->w};
-
-    if (events == c->events)
+    if (events == c->events || c->w == NULL)
         return;
-    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) == -1) {
-        log_warn("epoll_ctl(client pid %d): %s", (int)c->pid,
-                 strerror(errno));
+    if (th_watch_set(c->w, events) < 0) {
+        log_warn("watch(client pid %d): %s", (int)c->pid, strerror(errno));
         return;
     }
     c->events = events;
@@ -273,7 +268,7 @@ static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
     c->srv->counts.faults++;
     proto_put_reply(&c->out, PROTO_ERROR, tag, code, msg, (size_t)n);
     c->closing = 1;
-    conn_events(c, EPOLLOUT);
+    conn_events(c, TH_WATCH_WRITE);
     conn_mark(c);
 }
 
@@ -743,7 +738,7 @@ static void conn_half_closed(struct conn *c)
     conn_events(c, conn_want(c));
 }
 
-static void conn_read(struct conn *c, uint32_t events)
+static void conn_read(struct conn *c, unsigned events)
 {
     uint8_t *p;
     ssize_t n;
@@ -770,7 +765,7 @@ static void conn_read(struct conn *c, uint32_t events)
         return;
     }
     if (n == 0) {
-        if (events & (EPOLLHUP | EPOLLERR))
+        if (events & TH_WATCH_ERROR)
             conn_close(c); /* gone both ways */
         else
             conn_half_closed(c);
@@ -781,33 +776,33 @@ static void conn_read(struct conn *c, uint32_t events)
     conn_parse(c);
 }
 
-static void conn_event(struct watch *w, uint32_t events)
+static void conn_event(th_watch *w, int fd, unsigned events, void *arg)
 {
-    struct conn *c = (struct conn *)w;
+    struct conn *c = arg;
 
-    if ((events & EPOLLOUT) && conn_flush(c) < 0)
+    if ((events & TH_WATCH_WRITE) && conn_flush(c) < 0)
         return;
-    if ((c->closing || c->eof) && (events & (EPOLLHUP | EPOLLERR))) {
+    if ((c->closing || c->eof) && (events & TH_WATCH_ERROR)) {
         conn_close(c); /* nobody left to answer */
         return;
     }
-    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !c->eof)
+    if ((events & TH_WATCH_READ) && !c->closing && !c->eof)
         conn_read(c, events);
 }
 
-/* The epoll mask a connection needs: no reading while closing, nor while
- * its client lets answers pile up (resumed below OUT_LOW). */
-static uint32_t conn_want(const struct conn *c)
+/* What a connection waits for: no reading while closing, nor while its
+ * client lets answers pile up (resumed below OUT_LOW). */
+static unsigned conn_want(const struct conn *c)
 {
-    uint32_t want = EPOLLIN;
+    unsigned want = TH_WATCH_READ;
 
     if (c->closing || c->eof || c->out.len >= OUT_HIGH ||
-        (!(c->events & EPOLLIN) && c->out.len > OUT_LOW))
+        (!(c->events & TH_WATCH_READ) && c->out.len > OUT_LOW))
         want = 0;
-    return c->out.len ? want | EPOLLOUT : want;
+    return c->out.len ? want | TH_WATCH_WRITE : want;
 }
 
-/* Sends what is buffered, once; then sets the epoll mask to match.
+/* Sends what is buffered, once; then sets the watch to match.
  * Returns -1 when the connection was closed (and freed). */
 static int conn_flush(struct conn *c)
 {
@@ -889,8 +884,8 @@ static void conn_close(struct conn *c)
 {
     conn_orphan_tasks(c);
     conn_unlist(c);
-    if (epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL) == -1)
-        log_debug("epoll_ctl(DEL): %s", strerror(errno));
+    th_watch_stop(c->w); /* safe from its own callback */
+    c->w = NULL;
     close(c->fd);
     c->fd = -1;
     proto_buf_free(&c->in);
@@ -918,7 +913,6 @@ static struct conn *conn_new(struct server *s, int fd)
         free(c);
         return NULL;
     }
-    watch_init(&c->w, fd, conn_event);
     c->srv = s;
     c->fd = fd;
     c->uid = cred.uid;
@@ -931,13 +925,15 @@ static struct conn *conn_new(struct server *s, int fd)
 
 static int conn_register(struct server *s, struct conn *c)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->w};
+    int rc = th_watch_start(s->host, c->fd, TH_WATCH_READ, conn_event, c,
+                            &c->w);
 
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) == -1) {
-        log_warn("epoll_ctl(ADD): %s", strerror(errno));
+    if (rc < 0) {
+        log_warn("cannot watch client pid %d: %s", (int)c->pid,
+                 th_strerror(rc));
         return -1;
     }
-    c->events = EPOLLIN;
+    c->events = TH_WATCH_READ;
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
@@ -966,9 +962,9 @@ static void accept_one(struct server *s, int fd)
               "this daemon", (unsigned)c->uid, (unsigned)c->gid);
 }
 
-static void server_event(struct watch *w, uint32_t events)
+static void server_event(th_watch *w, int lfd, unsigned events, void *arg)
 {
-    struct server *s = (struct server *)w;
+    struct server *s = arg;
 
     for (int i = 0; i < ACCEPT_BURST; i++) {
         int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1093,18 +1089,7 @@ static int socket_bind(struct server *s, const struct host_cfg *cfg,
     return 0;
 }
 
-static int socket_register(struct server *s, char *err, size_t errlen)
-{
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->w};
-
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->fd, &ev) == -1) {
-        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
-        return TH_EIO;
-    }
-    return 0;
-}
-
-int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
+int server_open(struct server **out, const struct host_cfg *cfg,
                 const struct server_ops *ops, char *err, size_t errlen)
 {
     struct server *s = calloc(1, sizeof *s);
@@ -1113,13 +1098,10 @@ int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
     *out = NULL;
     if (s == NULL)
         return TH_ENOMEM;
-    watch_init(&s->w, -1, server_event);
     s->ops = *ops;
-    s->epfd = epfd;
     s->fd = -1;
     if ((rc = server_configure(s, cfg)) < 0 ||
-        (rc = socket_bind(s, cfg, err, errlen)) < 0 ||
-        (rc = socket_register(s, err, errlen)) < 0) {
+        (rc = socket_bind(s, cfg, err, errlen)) < 0) {
         server_close(s);
         return rc;
     }
@@ -1128,30 +1110,20 @@ int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
     return 0;
 }
 
-static void watch_dispatch(struct loop_io *io, uint32_t events)
-{
-    struct watch *w = (struct watch *)io;
-    w->fn(w, events);
-}
-
-void watch_init(struct watch *w, int fd,
-                void (*fn)(struct watch *w, uint32_t events))
-{
-    w->io.fd = fd;
-    w->io.cb = watch_dispatch;
-    w->fn = fn;
-}
-
 int server_set_host(struct server *s, th_host *host)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &s->w};
-
     s->host = host;
-    if (epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->fd, NULL) == -1)
-        return -1;
-    s->epfd = th_host_fd(host);
-    s->w.io.fd = s->fd;
-    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->fd, &ev);
+    return th_watch_start(host, s->fd, TH_WATCH_READ, server_event, s, &s->w);
+}
+
+void server_unwatch(struct server *s)
+{
+    th_watch_stop(s->w);
+    s->w = NULL;
+    for (struct conn *c = s->conns; c; c = c->next) {
+        th_watch_stop(c->w);
+        c->w = NULL;
+    }
 }
 
 void server_stop_accepting(struct server *s)
@@ -1171,28 +1143,19 @@ void server_flush(struct server *s)
 
 void server_drain(struct server *s, int ms)
 {
-    struct epoll_event ev[64];
-
     server_flush(s);
+    if (s->host == NULL)
+        return; /* no engine, no loop: nothing was ever accepted */
     for (int left = ms; left > 0; left -= 10) {
         int busy = 0;
         for (struct conn *c = s->conns; c; c = c->next)
             busy |= c->out.len > 0;
         if (!busy)
             return;
-        /* The engine's loop serves the connections' EPOLLOUT (and takes
+        /* The engine's loop serves the connections' writes (and takes
          * any last requests, which a stopped engine refuses). */
-        if (s->host != NULL) {
-            th_host_step(s->host, 10);
-            server_flush(s);
-            continue;
-        }
-        int n = epoll_wait(s->epfd, ev, 64, 10);
-        for (int i = 0; i < n; i++) {
-            struct watch *w = ev[i].data.ptr;
-            if (w->fn == conn_event && (ev[i].events & EPOLLOUT))
-                conn_flush((struct conn *)w);
-        }
+        th_host_step(s->host, 10);
+        server_flush(s);
     }
 }
 

@@ -1,10 +1,10 @@
-/* server.h - the daemon's listening socket and its client connections.
+/* server.h - taskhostd's listening socket and its client connections
+ * (daemon layer).
  *
- * The server speaks the protocol of protocol.h on a Unix stream socket. It
- * registers its descriptors in the daemon's epoll set with a struct watch
- * as the event's data.ptr; the daemon calls watch->fn for each event and
- * server_flush() once at the end of every loop iteration, which writes
- * each connection's batched answers with one send().
+ * The server speaks the protocol of client_wire.h on a Unix stream socket.
+ * Its descriptors are watched in the engine's one loop through the public
+ * th_watch API; the daemon calls server_flush() after every th_host_step(),
+ * which writes each connection's batched answers with one send().
  *
  * Tasks go to the engine through th_host_submit(); answers come back
  * through its callbacks, from inside th_host_step(), and are queued on the
@@ -17,24 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loop.h"
 #include "taskhost_host.h"
 
 struct host_cfg;
 struct server;
-
-/* One registered descriptor. The daemon's descriptors live in the
- * engine's own epoll set, so a watch starts with the engine loop's
- * struct loop_io (epoll's data.ptr points at it) and the loop calls `fn`
- * through watch_init()'s dispatcher. */
-struct watch {
-    struct loop_io io;
-    void (*fn)(struct watch *w, uint32_t events);
-};
-
-/* Sets w up to call fn for the events of descriptor fd. */
-void watch_init(struct watch *w, int fd,
-                void (*fn)(struct watch *w, uint32_t events));
 
 /* What the server asks of the daemon. */
 struct server_ops {
@@ -55,19 +41,24 @@ struct server_counts {
     uint64_t faults;    /* connections closed for a protocol fault */
 };
 
-/* Binds the socket cfg->socket (mode, group from cfg) and registers it in
- * epfd. A socket file left by a dead daemon is replaced; one a live daemon
- * answers on is refused. Returns 0 and the server in *out, or a negative
- * code with one line in err. The server keeps `ops`. Connections wait in
- * the backlog until the daemon's loop runs, after server_set_host(). */
-int server_open(struct server **out, const struct host_cfg *cfg, int epfd,
+/* Binds and listens on the socket cfg->socket (mode, group from cfg). A
+ * socket file left by a dead daemon is replaced; one a live daemon answers
+ * on is refused. Returns 0 and the server in *out, or a negative code with
+ * one line in err. The server keeps `ops`. Connections wait in the backlog
+ * until the engine exists and server_set_host() watches the socket. */
+int server_open(struct server **out, const struct host_cfg *cfg,
                 const struct server_ops *ops, char *err, size_t errlen);
 
-/* Gives the server the engine its requests go to, before the loop runs,
- * and moves the listening socket from the epoll set server_open() was
- * given into the engine's own (th_host_fd()), where all of the daemon's
- * descriptors are served by th_host_step(). Returns 0 or -1 (errno). */
+/* Gives the server the engine its requests go to and watches the
+ * listening socket in the engine's loop (th_watch_start()): from then on
+ * every descriptor of the server is served by th_host_step(). Returns 0
+ * or a negative TH_E* code. */
 int server_set_host(struct server *s, th_host *host);
+
+/* Stops watching the listening socket and every connection: call before
+ * th_host_close(), which frees the loop the watches live in. Answers the
+ * engine still gives are buffered and sent by server_close(). */
+void server_unwatch(struct server *s);
 
 /* Takes the limits and uid/gid lists of cfg (after a reload). The socket
  * itself is not moved. Returns 0 or TH_ENOMEM (the old ones then stay). */

@@ -1,4 +1,5 @@
-/* loop.c - epoll, a timer heap behind a timerfd, and a wake-up eventfd. */
+/* loop.c - the engine's event loop: epoll, a timer heap behind a timerfd,
+ * and a wake-up eventfd. The only file that touches epoll (loop.h). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -81,8 +82,8 @@ int loop_new(struct loop **out)
     l->timer_io.cb = on_timerfd;
     l->wake_io.cb = on_wake;
     if (l->epfd == -1 || l->timer_io.fd == -1 || l->wake_io.fd == -1 ||
-        loop_add(l, &l->timer_io, EPOLLIN) < 0 ||
-        loop_add(l, &l->wake_io, EPOLLIN | EPOLLET) < 0) {
+        loop_add(l, &l->timer_io, LOOP_READ) < 0 ||
+        loop_add(l, &l->wake_io, LOOP_READ | LOOP_EDGE) < 0) {
         loop_free(l);
         return TH_EIO;
     }
@@ -136,9 +137,37 @@ int loop_fd(const struct loop *l)
     return l->epfd;
 }
 
+static uint32_t to_epoll(uint32_t events)
+{
+    uint32_t m = 0;
+    if (events & LOOP_READ)
+        m |= EPOLLIN;
+    if (events & LOOP_WRITE)
+        m |= EPOLLOUT;
+    if (events & LOOP_RDHUP)
+        m |= EPOLLRDHUP;
+    if (events & LOOP_EDGE)
+        m |= EPOLLET;
+    return m;
+}
+
+static uint32_t from_epoll(uint32_t ev)
+{
+    uint32_t m = 0;
+    if (ev & (EPOLLIN | EPOLLPRI))
+        m |= LOOP_READ;
+    if (ev & EPOLLOUT)
+        m |= LOOP_WRITE;
+    if (ev & EPOLLRDHUP)
+        m |= LOOP_RDHUP;
+    if (ev & (EPOLLERR | EPOLLHUP))
+        m |= LOOP_HUP;
+    return m;
+}
+
 int loop_add(struct loop *l, struct loop_io *io, uint32_t events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = io};
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, io->fd, &ev) == -1)
         return TH_EIO;
     io->events = events;
@@ -149,7 +178,7 @@ int loop_mod(struct loop *l, struct loop_io *io, uint32_t events)
 {
     if (io->events == events)
         return 0;
-    struct epoll_event ev = {.events = events, .data.ptr = io};
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
     if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev) == -1)
         return TH_EIO;
     io->events = events;
@@ -325,7 +354,7 @@ int loop_run_once(struct loop *l, int timeout_ms)
     l->in_events = 1;
     for (int i = 0; i < n; i++) {
         struct loop_io *io = evs[i].data.ptr;
-        io->cb(io, evs[i].events);
+        io->cb(io, from_epoll(evs[i].events));
     }
     run_timers(l);
     l->in_events = outer;

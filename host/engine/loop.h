@@ -1,10 +1,12 @@
-/* loop.h - the one event loop: epoll for fds, a heap of timers behind a
- * timerfd, and an eventfd to wake it.
+/* loop.h - the one event loop (engine layer): epoll for fds, a heap of
+ * timers behind a timerfd, and an eventfd to wake it.
  *
  * Everything the engine owns (worker sockets, pidfds, timers) is driven
- * from here, on one thread, so no state needs a lock. The epoll fd itself
- * is what th_host_fd() hands to a caller's own loop: it is readable
- * whenever a registered fd, a due timer or a wake-up is pending.
+ * from here, on one thread, so no state needs a lock; code outside the
+ * engine comes in through th_watch and th_timer (watch.c). loop.c is the
+ * only file that touches epoll: the rest speaks LOOP_* event bits. The
+ * epoll fd itself is what th_host_fd() hands to a caller's own loop: it is
+ * readable whenever a registered fd, a due timer or a wake-up is pending.
  */
 #ifndef TH_LOOP_H
 #define TH_LOOP_H
@@ -14,8 +16,19 @@
 
 struct loop;
 
-/* A registered fd. Embed it in the owner's struct; `cb` gets the epoll
- * event mask. */
+/* Event bits, asked for (loop_add(), loop_mod()) and reported (the io's
+ * callback). LOOP_HUP (error or hang-up) is always reported, never asked
+ * for; LOOP_EDGE asks for edge-triggered reports. */
+enum {
+    LOOP_READ = 1,   /* readable */
+    LOOP_WRITE = 2,  /* writable */
+    LOOP_RDHUP = 4,  /* the peer shut down its writing side */
+    LOOP_HUP = 8,    /* error or hang-up */
+    LOOP_EDGE = 16   /* asked: report each change once */
+};
+
+/* A registered fd. Embed it in the owner's struct; `cb` gets the LOOP_*
+ * bits that are ready. */
 struct loop_io {
     int fd;
     uint32_t events;
@@ -38,7 +51,7 @@ void loop_free(struct loop *l);
 /* The epoll fd: readable when loop_run_once() has work. */
 int loop_fd(const struct loop *l);
 
-/* Registers io->fd for `events` (EPOLLIN, ...). Returns 0 or TH_EIO. */
+/* Registers io->fd for `events` (LOOP_READ, ...). Returns 0 or TH_EIO. */
 int loop_add(struct loop *l, struct loop_io *io, uint32_t events);
 
 /* Frees `p` (malloc'd) once the current batch of events and timers has

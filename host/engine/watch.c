@@ -3,12 +3,12 @@
  *
  * Each handle wraps one of the loop's own registrations (struct loop_io,
  * struct loop_timer), so the loop stays the only code that touches epoll.
+ * Engine layer.
  * A handle stopped from a callback is marked dead at once, so that an
  * event for it still pending in the same batch is dropped, and is freed
  * by the loop when the batch ends (loop_free_later()).
  */
 #include <stdlib.h>
-#include <sys/epoll.h>
 
 #include "host.h"
 #include "loop.h"
@@ -20,7 +20,7 @@ struct th_watch {
     th_watch_fn fn;    /* NULL once stopped */
     void *arg;
     unsigned events;   /* TH_WATCH_READ | TH_WATCH_WRITE asked for */
-    int registered;    /* in the epoll set (not while paused) */
+    int registered;    /* in the loop's set (not while paused) */
 };
 
 struct th_timer {
@@ -32,13 +32,13 @@ struct th_timer {
     int dead;
 };
 
-static uint32_t epoll_mask(unsigned events)
+static uint32_t loop_mask(unsigned events)
 {
     uint32_t m = 0;
     if (events & TH_WATCH_READ)
-        m |= EPOLLIN | EPOLLRDHUP;
+        m |= LOOP_READ | LOOP_RDHUP;
     if (events & TH_WATCH_WRITE)
-        m |= EPOLLOUT;
+        m |= LOOP_WRITE;
     return m;
 }
 
@@ -48,11 +48,11 @@ static void watch_dispatch(struct loop_io *io, uint32_t ev)
     if (w->fn == NULL)
         return; /* stopped earlier in this batch */
     unsigned ready = 0;
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLPRI))
+    if (ev & (LOOP_READ | LOOP_RDHUP))
         ready |= TH_WATCH_READ;
-    if (ev & EPOLLOUT)
+    if (ev & LOOP_WRITE)
         ready |= TH_WATCH_WRITE;
-    if (ev & (EPOLLERR | EPOLLHUP))
+    if (ev & LOOP_HUP)
         ready |= TH_WATCH_ERROR | w->events;
     ready &= w->events | TH_WATCH_ERROR;
     if (ready != 0)
@@ -75,7 +75,7 @@ TH_EXPORT int th_watch_start(th_host *h, int fd, unsigned events,
     w->arg = arg;
     w->events = events;
     if (events != 0) {
-        if (loop_add(w->loop, &w->io, epoll_mask(events)) < 0) {
+        if (loop_add(w->loop, &w->io, loop_mask(events)) < 0) {
             free(w);
             return TH_EIO;
         }
@@ -97,10 +97,10 @@ TH_EXPORT int th_watch_set(th_watch *w, unsigned events)
         loop_del(w->loop, &w->io);
         w->registered = 0;
     } else if (!w->registered) {
-        r = loop_add(w->loop, &w->io, epoll_mask(events));
+        r = loop_add(w->loop, &w->io, loop_mask(events));
         w->registered = r == 0;
     } else {
-        r = loop_mod(w->loop, &w->io, epoll_mask(events));
+        r = loop_mod(w->loop, &w->io, loop_mask(events));
     }
     if (r == 0)
         w->events = events;

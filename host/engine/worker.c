@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -63,9 +62,9 @@ static int watch(struct worker *w, int sock, int pidfd)
     w->sock.cb = on_sock;
     w->pidfd.fd = pidfd;
     w->pidfd.cb = on_pidfd;
-    if (loop_add(loop_of(w), &w->sock, EPOLLIN) < 0)
+    if (loop_add(loop_of(w), &w->sock, LOOP_READ) < 0)
         return -1;
-    return loop_add(loop_of(w), &w->pidfd, EPOLLIN);
+    return loop_add(loop_of(w), &w->pidfd, LOOP_READ);
 }
 
 /* Maps a fresh arena (frame.h) to share with a worker through fork. Its
@@ -225,7 +224,7 @@ void worker_flush(struct worker *w)
         buf_free(&w->out);
         r = 0;
     }
-    loop_mod(loop_of(w), &w->sock, r == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+    loop_mod(loop_of(w), &w->sock, r == 1 ? LOOP_READ | LOOP_WRITE : LOOP_READ);
 }
 
 void worker_stop(struct worker *w, int reason)
@@ -416,9 +415,9 @@ static void on_sock(struct loop_io *io, uint32_t events)
     struct worker *w = container_of(io, struct worker, sock);
     if (w->reaped)
         return; /* reaped earlier in this loop iteration */
-    if (events & EPOLLOUT)
+    if (events & LOOP_WRITE)
         worker_flush(w);
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    if (events & (LOOP_READ | LOOP_HUP)) {
         if (read_worker(w, 4))
             loop_mod(loop_of(w), &w->sock, 0); /* EOF: the pidfd says how */
         parse_frames(w);
