@@ -77,7 +77,7 @@ class Daemon:
     def write_conf(self, pools: str) -> None:
         with open(self.conf, "w") as f:
             f.write(f'host: {{ socket = "{self.sock}"; log = "{self.log}";\n'
-                    f'  log_level = "info"; shutdown_timeout = 10.0; {self.host_extra} }};\n'
+                    f'  log_level = "info"; shutdown_timeout = 1.0; {self.host_extra} }};\n'
                     f"plugins = (\n{self.plugin_list}\n);\n{pools}")
 
     def read_log(self) -> str:
