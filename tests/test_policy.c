@@ -1090,8 +1090,13 @@ static void test_stats_counters_agree_with_what_was_done(void **state)
     assert_int_equal(json_num(j, "queue", "limit"), 3);
     assert_int_equal(json_num(j, "workers", "total"), 1);
     assert_int_equal(json_num(j, "workers", "idle"), 1);
+    assert_int_equal(json_num(j, "window", "ran"), 12);
     free(j);
     j = stats(f, "c", TH_STATS_JSON);
+    /* Both workers of pool c crashed, by a signal, and say so. */
+    assert_non_null(strstr(j, "\"event\":\"crashed\",\"reason\":\"crash\","
+                              "\"detail\":\"killed by signal"));
+    assert_null(strstr(j, "\"pool\":\"s\""));
     assert_int_equal(json_num(j, "tasks", "submitted"), 2);
     assert_int_equal(json_num(j, "tasks", "crashed"), 2);
     assert_int_equal(json_num(j, "restarts", "crash"), 2);
@@ -1108,6 +1113,10 @@ static void test_stats_counters_agree_with_what_was_done(void **state)
         strstr(p, "taskhost_tasks_total{pool=\"c\",state=\"crashed\"} 2\n"));
     assert_non_null(strstr(p, "taskhost_worker_restarts_total{pool=\"s\","
                               "reason=\"timeout_cancel\"} 1\n"));
+    assert_non_null(strstr(p, "taskhost_task_run_seconds_bucket{pool=\"s\","
+                              "le=\"+Inf\"} 12\n"));
+    assert_non_null(strstr(p, "# TYPE taskhost_task_wait_seconds histogram\n"));
+    assert_null(strstr(p, "pid="));
     free(p);
     char *none = NULL;
     assert_int_equal(th_host_stats(f->h, "nope", TH_STATS_JSON, &none),

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "stats.h"
 #include "task.h"
 #include "taskhost_host.h"
 
@@ -33,6 +34,7 @@ struct th_host {
     int stopped;
     double shutdown_timeout;
     struct loop_timer shutdown_timer;
+    struct event_ring events;  /* the last worker events, every pool */
 };
 
 /* The config the host runs on now (NULL for a host built in code). It is

@@ -307,6 +307,7 @@ static void spawn(struct pool *p)
     link_worker(p, w);
     set_max_tasks(p, w);
     p->stats.spawned++;
+    stats_worker_started(&p->host->events, p->cfg.name, (int)w->pid);
 }
 
 /* Starts workers: min_workers always (unless draining), and more, up to
@@ -368,7 +369,7 @@ static void start_task(struct pool *p, struct worker *w, struct task *t)
 {
     double now = loop_now(loop_of(p));
     loop_timer_stop(loop_of(p), &t->qtimer);
-    hist_add(&p->stats.wait, (uint64_t)((now - t->submitted) * 1e6));
+    stats_wait(&p->stats, now, stats_us(now - t->submitted));
     int first = w->inflight.n == 0;
     t->state = TH_RUNNING;
     t->started = now;
@@ -424,6 +425,7 @@ void pool_dispatch(struct pool *p)
         for (size_t i = 0; i < share && queue_len(&p->queue) > 0; i++)
             start_task(p, w, queue_pop(&p->queue));
     }
+    stats_depth(&p->stats, loop_now(loop_of(p)), queue_len(&p->queue));
     maintain(p);
 }
 
@@ -475,6 +477,7 @@ int pool_submit(struct pool *p, struct task *t)
     t->state = TH_QUEUED;
     queue_push(&p->queue, t);
     p->stats.submitted++;
+    stats_depth(&p->stats, loop_now(loop_of(p)), queue_len(&p->queue));
     if (t->queue_timeout > 0) {
         t->qtimer.cb = on_queue_timer;
         loop_timer_at(loop_of(p), &t->qtimer, t->submitted + t->queue_timeout);
@@ -567,7 +570,7 @@ static void on_run_timer(struct loop_timer *timer)
     if (t == NULL)
         return;
     p->stats.finished[TH_STATE_TIMEOUT]++;
-    hist_add(&p->stats.run, (uint64_t)(limit * 1e6));
+    stats_run(&p->stats, loop_now(loop_of(p)), stats_us(limit));
     char msg[128];
     int n = snprintf(msg, sizeof msg, "ran longer than task_timeout (%.3g s)",
                      limit);
@@ -763,7 +766,7 @@ void pool_worker_result(struct worker *w, const struct frame *f,
     if (!t->answered) {
         th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
         p->stats.finished[st]++;
-        hist_add(&p->stats.run, f->run_us);
+        stats_run(&p->stats, loop_now(loop_of(p)), f->run_us);
         host_answer(p->host, t, st, f->code, payload, f->len);
     } else {
         host_task_release(p->host, t);
@@ -832,7 +835,8 @@ static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
                            const char *how)
 {
     p->stats.finished[TH_STATE_CRASHED]++;
-    hist_add(&p->stats.run, (uint64_t)((loop_now(loop_of(p)) - t->started) * 1e6));
+    double now = loop_now(loop_of(p));
+    stats_run(&p->stats, now, stats_us(now - t->started));
     char msg[160];
     int n = snprintf(msg, sizeof msg, "worker %d %s while running the task",
                      w->pid, how);
@@ -856,6 +860,8 @@ void pool_worker_exited(struct worker *w, const char *how, int crashed)
         count_failure(p, w, how);
     struct task *head = strip_worker(p, w);
     p->stats.restarts[reason]++;
+    stats_worker_exited(&p->host->events, p->cfg.name, (int)w->pid, reason,
+                        crashed && !w->killed, how);
     unlink_worker(p, w);
     host_bury_worker(p->host, w);
     if (head != NULL)
