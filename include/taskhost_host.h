@@ -109,6 +109,11 @@ typedef struct th_pool_opts {
     double memory_check_interval; /* seconds between RSS samples */
     uint64_t address_space_limit; /* RLIMIT_AS of workers, 0: none */
     double max_worker_age;     /* seconds, 0: never */
+    const char *user;          /* workers' user, name or uid; NULL: ours */
+    const char *group;         /* workers' group, name or gid; NULL: the
+                                  user's primary group, else ours */
+    long rlimit_nofile;        /* workers' RLIMIT_NOFILE, 0: inherited */
+    long rlimit_core;          /* workers' RLIMIT_CORE bytes, -1: inherited */
 } th_pool_opts;
 
 /* Fills `opts` with the defaults the config file uses. */

@@ -30,6 +30,7 @@
 #include "../host/engine/config.h" /* not the build tree's autoconf config.h */
 #include "settings.h"
 #include "taskhost.h"
+#include "taskhost_host.h"
 
 static char tmp[PATH_MAX];       /* the test's directory (no symlinks) */
 static char conf[PATH_MAX + 32]; /* tmp/taskhost.conf */
@@ -888,6 +889,105 @@ static void test_pool_cfg_check_names_a_code_pool(void **state)
     assert_null(p.settings);
 }
 
+/* th_pool_opts_init() gives what a pool group without keys gives. */
+static void test_pool_opts_defaults_are_the_config_defaults(void **state)
+{
+    struct pool_cfg c;
+    th_pool_opts o;
+
+    (void)state;
+    pool_cfg_defaults(&c);
+    th_pool_opts_init(&o);
+    assert_int_equal(o.min_workers, c.min_workers);
+    assert_int_equal(o.max_workers, c.max_workers);
+    assert_int_equal(o.max_queue, c.max_queue);
+    assert_string_equal(o.overflow, "reject");
+    assert_true(o.task_timeout == c.task_timeout);
+    assert_true(o.init_timeout == c.init_timeout);
+    assert_true(o.memory_check_interval == c.memory_check_interval);
+    assert_null(o.user);
+    assert_null(o.group);
+    assert_int_equal(o.rlimit_nofile, 0);
+    assert_int_equal(o.rlimit_core, -1);
+    pool_cfg_clear(&c);
+}
+
+/* user, group and the rlimits reach a pool built in code. */
+static void test_pool_opts_carry_user_group_and_rlimits(void **state)
+{
+    struct pool_cfg c;
+    th_pool_opts o;
+
+    (void)state;
+    th_pool_opts_init(&o);
+    o.name = "p";
+    o.plugin = "x";
+    o.user = "0";
+    o.group = "0";
+    o.rlimit_nofile = 64;
+    o.rlimit_core = 0;
+    assert_int_equal(pool_cfg_from_opts(&c, &o, err, sizeof(err)), 0);
+    assert_string_equal(c.user, "0");
+    assert_string_equal(c.group, "0");
+    assert_int_equal(c.rlimit_nofile, 64);
+    assert_int_equal(c.rlimit_core, 0);
+    pool_cfg_clear(&c);
+}
+
+static void test_pool_opts_unknown_user_is_refused(void **state)
+{
+    struct pool_cfg c;
+    th_pool_opts o;
+
+    (void)state;
+    th_pool_opts_init(&o);
+    o.name = "p";
+    o.plugin = "x";
+    o.user = "no-such-user-th";
+    assert_int_equal(pool_cfg_from_opts(&c, &o, err, sizeof(err)),
+                     TH_ECONFIG);
+    assert_string_equal(err, "pool 'p': user: unknown user \"no-such-user-th\"");
+    pool_cfg_clear(&c);
+}
+
+/* A reload applies LIVE keys in place and restarts for RESTART keys. */
+static void test_reload_splits_live_and_restarting_keys(void **state)
+{
+    struct pool_cfg a, b;
+
+    (void)state;
+    pool_cfg_defaults(&a);
+    pool_cfg_defaults(&b);
+    b.max_queue = 7;
+    b.task_timeout = 2;
+    assert_false(pool_cfg_needs_restart(&a, &b));
+    pool_cfg_update_live(&a, &b);
+    assert_int_equal(a.max_queue, 7);
+    assert_true(a.task_timeout == 2);
+    b.rlimit_core = 0;
+    assert_true(pool_cfg_needs_restart(&a, &b));
+    pool_cfg_clear(&a);
+    pool_cfg_clear(&b);
+}
+
+/* A deep copy owns its strings and settings. */
+static void test_pool_cfg_copy_is_deep(void **state)
+{
+    struct pool_cfg a, b;
+
+    (void)state;
+    pool_cfg_defaults(&a);
+    a.name = strdup("p");
+    a.user = strdup("0");
+    assert_int_equal(pool_cfg_copy(&b, &a), 0);
+    assert_ptr_not_equal(b.name, a.name);
+    assert_string_equal(b.user, "0");
+    assert_ptr_not_equal(b.settings, a.settings);
+    assert_false(pool_cfg_needs_restart(&a, &b));
+    pool_cfg_clear(&a);
+    pool_cfg_clear(&b);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -944,6 +1044,11 @@ int main(void)
         T(test_directory_as_config_is_refused),
         T(test_fifo_as_config_is_refused_without_hanging),
         T(test_pool_cfg_check_names_a_code_pool),
+        T(test_pool_opts_defaults_are_the_config_defaults),
+        T(test_pool_opts_carry_user_group_and_rlimits),
+        T(test_pool_opts_unknown_user_is_refused),
+        T(test_reload_splits_live_and_restarting_keys),
+        T(test_pool_cfg_copy_is_deep),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -307,3 +307,29 @@ TH_EXPORT int th_setting_bool(const th_settings *s, const char *key, int def)
 
     return it && it->type == SETTING_BOOL ? (int)it->i : def;
 }
+
+/* Returns a deep copy of `src`; see settings.h. */
+struct th_settings *settings_copy(const struct th_settings *src)
+{
+    struct th_settings *s = settings_new();
+
+    if (s == NULL || src == NULL || src->n == 0)
+        return s;
+    s->items = calloc(src->n, sizeof *s->items);
+    if (s->items == NULL) {
+        settings_free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < src->n; i++) {
+        s->items[i] = src->items[i];
+        s->items[i].key = strdup(src->items[i].key);
+        s->items[i].s = src->items[i].s ? strdup(src->items[i].s) : NULL;
+        s->n = i + 1;
+        if (s->items[i].key == NULL ||
+            (src->items[i].s != NULL && s->items[i].s == NULL)) {
+            settings_free(s);
+            return NULL;
+        }
+    }
+    return s;
+}

@@ -48,6 +48,10 @@ int settings_from_config_at(const struct config_setting_t *group,
 int settings_from_text(const char *text, struct th_settings **out, char *err,
                        size_t errlen);
 
+/* Returns a deep copy of `src` (NULL: a new empty set), or NULL when out
+ * of memory. */
+struct th_settings *settings_copy(const struct th_settings *src);
+
 /* Returns non-zero when both hold the same keys, types and values. */
 int settings_equal(const struct th_settings *a, const struct th_settings *b);
 

@@ -1,5 +1,11 @@
 /* config.h - the configuration file: loading, validation, defaults.
  *
+ * Every key is described once, in config/pool_keys.def, host_keys.def and
+ * plugin_keys.def (type, default, doc); the structs below, the loader's
+ * tables, the defaults, copies and checks (config/schema.c) and
+ * docs/config.md (config/gen_doc.c) are derived from those lists. The
+ * value parsers are in config/values.c, the file loader in config/load.c.
+ *
  * config_load() reads a libconfig file into a struct config that owns copies
  * of every string (libconfig's die with config_destroy). Validation faults
  * are reported as one line: "FILE:LINE: KEY: reason", e.g.
@@ -13,61 +19,35 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct th_settings;
+#include "config/kinds.h"
+#include "config/values.h"
+
+struct th_pool_opts;
 
 enum overflow { OVERFLOW_REJECT = 0, OVERFLOW_DROP_OLDEST, OVERFLOW_BLOCK };
 
-/* A list of uids or gids (names are resolved at load). */
-struct id_list {
-    unsigned *ids;
-    size_t n;
-};
-
+/* The `host` group: one field per line of config/host_keys.def. */
 struct host_cfg {
-    char *socket;            /* absolute path */
-    unsigned socket_mode;    /* e.g. 0660 */
-    char *socket_group;      /* NULL: the daemon's group */
-    char *log;               /* "stderr" | "syslog" | absolute file path */
-    int log_level;           /* TH_LOG_* */
-    double shutdown_timeout; /* seconds */
-    uint64_t max_payload;    /* bytes, frame size cap on the socket */
-    int strict_permissions;  /* refuse group/world-writable plugins */
-    struct id_list submit_uids, submit_gids; /* empty: own uid and root */
-    struct id_list admin_uids, admin_gids;   /* empty: own uid and root */
+#define HOST_KEY(key, field, kind, def, shown, doc) CONFIG_CTYPE(kind) field;
+#include "config/host_keys.def"
+#undef HOST_KEY
 };
 
 struct plugin_cfg {
-    char *name;
-    char *path; /* absolute */
-    int line;   /* line of the `path` key, for messages */
+#define PLUGIN_KEY(key, kind, doc) CONFIG_CTYPE(kind) key;
+#include "config/plugin_keys.def"
+#undef PLUGIN_KEY
+    int line; /* line of the `path` key, for messages */
 };
 
+/* A pool: one field per line of config/pool_keys.def (defaults, units and
+ * meaning are there). */
 struct pool_cfg {
-    char *name;
-    char *plugin;
-    int line;                     /* line of the pool's group */
-    int min_workers;              /* default 1 */
-    int max_workers;              /* default: online CPUs (in a file, at
-                                     least min_workers) */
-    double idle_timeout;          /* default 30 s */
-    long max_queue;               /* default 1024 */
-    int overflow;                 /* enum overflow, default reject */
-    double queue_timeout;         /* 0: none */
-    double task_timeout;          /* default 10 s, 0: none */
-    double kill_grace;            /* default 1 s */
-    double init_timeout;          /* default 30 s: a worker's init() */
-    uint64_t memory_soft_limit;   /* bytes, 0: none */
-    uint64_t memory_hard_limit;   /* bytes, 0: none */
-    uint64_t memory_budget;       /* bytes, sum of RSS, 0: none */
-    double memory_check_interval; /* default 1 s */
-    uint64_t address_space_limit; /* RLIMIT_AS bytes, 0: none */
-    long max_tasks_per_worker;    /* 0: never */
-    double max_worker_age;        /* seconds, 0: never */
-    char *user;                   /* NULL: the daemon's */
-    char *group;                  /* NULL: the daemon's */
-    long rlimit_nofile;           /* 0: inherit */
-    long rlimit_core;             /* -1: inherit */
-    struct th_settings *settings; /* never NULL (may be empty) */
+#define POOL_KEY(name, kind, min, def, shown, opts, reload, doc)              \
+    CONFIG_CTYPE(kind) name;
+#include "config/pool_keys.def"
+#undef POOL_KEY
+    int line; /* line of the pool's group */
 };
 
 struct config {
@@ -89,11 +69,30 @@ int config_load(const char *path, struct config **out, char *err,
 /* Frees a config and everything it owns. NULL is allowed. */
 void config_free(struct config *cfg);
 
-/* Fills a pool_cfg with defaults (strings NULL, settings empty). */
+/* ---- config/schema.c: what the key lists derive ---- */
+
+/* Fills a pool_cfg with the defaults of pool_keys.def (strings NULL,
+ * settings a new empty set, NULL only when out of memory). */
 void pool_cfg_defaults(struct pool_cfg *p);
 
-/* Frees what a pool_cfg owns (not the struct itself). */
+/* Frees what a pool_cfg owns (not the struct itself), leaving NULLs. */
 void pool_cfg_clear(struct pool_cfg *p);
+
+/* Makes `dst` a deep copy of `src`. Returns 0 or TH_ENOMEM (then `dst`
+ * holds what was copied so far: pool_cfg_clear() it). */
+int pool_cfg_copy(struct pool_cfg *dst, const struct pool_cfg *src);
+
+/* Non-zero when going from `a` to `b` changes a key marked RESTART. */
+int pool_cfg_needs_restart(const struct pool_cfg *a, const struct pool_cfg *b);
+
+/* Copies the keys marked LIVE from `src` into `dst`. */
+void pool_cfg_update_live(struct pool_cfg *dst, const struct pool_cfg *src);
+
+/* Checks value ranges and min <= max. On a fault returns TH_ECONFIG, the
+ * key at fault in *key and the reason in why[0..n), for the loader to
+ * name the key's own line. */
+int pool_cfg_fault(const struct pool_cfg *p, const char **key, char *why,
+                   size_t n);
 
 /* Checks value ranges and min <= max. `where` prefixes the message
  * ("FILE:LINE: pools[0]" or "pool 'x'"): "WHERE.KEY: reason" when `where`
@@ -101,19 +100,21 @@ void pool_cfg_clear(struct pool_cfg *p);
 int pool_cfg_check(const struct pool_cfg *p, const char *where, char *err,
                    size_t errlen);
 
-/* Parses a size: an integer number of bytes, or a string of digits with an
- * optional K, M, G or T suffix (powers of 1024, "B"/"iB" allowed after,
- * case-insensitive): "64K", "256M", "2G". Returns 0 or TH_EINVAL. */
-int config_parse_size(const char *text, uint64_t *out);
+/* Fills th_pool_opts with the defaults of pool_keys.def (see
+ * th_pool_opts_init()). */
+void pool_opts_defaults(struct th_pool_opts *o);
 
-/* Parses a duration in seconds: "1.5", or with a unit "250ms", "30s", "5m",
- * "1h". Returns 0 or TH_EINVAL (negative, NaN, garbage). */
-int config_parse_duration(const char *text, double *out);
+/* Builds a checked pool_cfg from th_pool_opts: defaults, then every key
+ * the caller's struct holds. Returns 0, or TH_ECONFIG / TH_ENOMEM with one
+ * line in err; either way pool_cfg_clear() `c` after. */
+int pool_cfg_from_opts(struct pool_cfg *c, const struct th_pool_opts *o,
+                       char *err, size_t errlen);
 
-/* Parses an overflow mode name; returns the enum or -1. */
-int config_parse_overflow(const char *text);
+/* Fills a host_cfg with the defaults of host_keys.def, relative paths
+ * against `dir`. Returns 0 or TH_ENOMEM. */
+int host_cfg_defaults(struct host_cfg *h, const char *dir);
 
-/* Parses a log level name ("error", "warn", "info", "debug") or -1. */
-int config_parse_log_level(const char *text);
+/* Frees what a host_cfg owns. */
+void host_cfg_clear(struct host_cfg *h);
 
 #endif /* TH_CONFIG_H */

@@ -322,67 +322,7 @@ static int start_pool(struct th_host *h, const struct pool_cfg *cfg,
 
 TH_EXPORT void th_pool_opts_init(th_pool_opts *o)
 {
-    struct pool_cfg c;
-    pool_cfg_defaults(&c);
-    memset(o, 0, sizeof *o);
-    o->min_workers = c.min_workers;
-    o->max_workers = c.max_workers;
-    o->idle_timeout = c.idle_timeout;
-    o->max_queue = (int)c.max_queue;
-    o->overflow = "reject";
-    o->queue_timeout = c.queue_timeout;
-    o->task_timeout = c.task_timeout;
-    o->kill_grace = c.kill_grace;
-    o->memory_soft_limit = c.memory_soft_limit;
-    o->memory_hard_limit = c.memory_hard_limit;
-    o->max_tasks_per_worker = c.max_tasks_per_worker;
-    o->init_timeout = c.init_timeout;
-    o->memory_budget = c.memory_budget;
-    o->memory_check_interval = c.memory_check_interval;
-    o->address_space_limit = c.address_space_limit;
-    o->max_worker_age = c.max_worker_age;
-    pool_cfg_clear(&c);
-}
-
-static int cfg_from_opts(struct pool_cfg *c, const th_pool_opts *o, char *err,
-                         size_t errlen)
-{
-    pool_cfg_defaults(c);
-    c->min_workers = o->min_workers;
-    c->max_workers = o->max_workers > 0 ? o->max_workers : c->max_workers;
-    c->idle_timeout = o->idle_timeout;
-    c->max_queue = o->max_queue;
-    c->overflow = config_parse_overflow(o->overflow ? o->overflow : "reject");
-    c->queue_timeout = o->queue_timeout;
-    c->task_timeout = o->task_timeout;
-    c->kill_grace = o->kill_grace;
-    c->memory_soft_limit = o->memory_soft_limit;
-    c->memory_hard_limit = o->memory_hard_limit;
-    c->max_tasks_per_worker = o->max_tasks_per_worker;
-    c->init_timeout = o->init_timeout;
-    c->memory_budget = o->memory_budget;
-    c->memory_check_interval = o->memory_check_interval;
-    c->address_space_limit = o->address_space_limit;
-    c->max_worker_age = o->max_worker_age;
-    c->name = strdup(o->name);
-    c->plugin = strdup(o->plugin);
-    if (c->name == NULL || c->plugin == NULL)
-        return TH_ENOMEM;
-    if (c->overflow < 0) {
-        set_err(err, errlen, "pool '%s': overflow: unknown mode '%s'", o->name,
-                o->overflow);
-        return TH_ECONFIG;
-    }
-    if (o->settings != NULL) {
-        settings_free(c->settings);
-        c->settings = NULL;
-        int r = settings_from_text(o->settings, &c->settings, err, errlen);
-        if (r < 0)
-            return r;
-    }
-    char where[128];
-    snprintf(where, sizeof where, "pool '%s'", o->name);
-    return pool_cfg_check(c, where, err, errlen);
+    pool_opts_defaults(o);
 }
 
 TH_EXPORT int th_host_add_pool(th_host *h, const th_pool_opts *o, char *err,
@@ -393,7 +333,7 @@ TH_EXPORT int th_host_add_pool(th_host *h, const th_pool_opts *o, char *err,
     if (h->closing)
         return TH_ECLOSED;
     struct pool_cfg c;
-    int r = cfg_from_opts(&c, o, err, errlen);
+    int r = pool_cfg_from_opts(&c, o, err, errlen);
     if (r == 0)
         r = start_pool(h, &c, err, errlen);
     pool_cfg_clear(&c);

@@ -60,41 +60,6 @@ static double mib(uint64_t kib)
 
 /* ---- creation ---- */
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-static struct th_settings *settings_dup(const struct th_settings *src)
-{
-    struct th_settings *s = settings_new();
-    if (s == NULL || src == NULL || src->n == 0)
-        return s;
-    s->items = calloc(src->n, sizeof *s->items);
-    if (s->items == NULL) {
-        settings_free(s);
-        return NULL;
-    }
-    for (size_t i = 0; i < src->n; i++) {
-        s->items[i] = src->items[i];
-        s->items[i].key = strdup(src->items[i].key);
-        s->items[i].s = dup_or_null(src->items[i].s);
-        s->n = i + 1;
-    }
-    return s;
-}
-
-static int copy_cfg(struct pool_cfg *dst, const struct pool_cfg *src)
-{
-    *dst = *src;
-    dst->name = dup_or_null(src->name);
-    dst->plugin = dup_or_null(src->plugin);
-    dst->user = dup_or_null(src->user);
-    dst->group = dup_or_null(src->group);
-    dst->settings = settings_dup(src->settings);
-    return (dst->name && dst->settings) ? 0 : TH_ENOMEM;
-}
-
 /* The id a config's user or group string spells in decimal digits (the
  * config takes ids as well as names), or -1 for a name. */
 static int numeric_id(const char *s)
@@ -169,7 +134,7 @@ struct pool *pool_new(struct th_host *host, const struct pool_cfg *cfg,
     struct pool *p = calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
-    if (copy_cfg(&p->cfg, cfg) < 0) {
+    if (pool_cfg_copy(&p->cfg, cfg) < 0) {
         pool_cfg_clear(&p->cfg);
         free(p);
         return NULL;
@@ -951,41 +916,16 @@ void pool_retire(struct pool *p)
     host_mark_pool(p->host, p);
 }
 
-static int str_eq(const char *a, const char *b)
-{
-    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
-}
-
 int pool_needs_restart(const struct pool *p, const struct pool_cfg *c,
                        const struct plugin *plugin)
 {
-    const struct pool_cfg *o = &p->cfg;
-    return p->plugin != plugin || !str_eq(o->plugin, c->plugin) ||
-           !settings_equal(o->settings, c->settings) ||
-           !str_eq(o->user, c->user) || !str_eq(o->group, c->group) ||
-           o->rlimit_nofile != c->rlimit_nofile ||
-           o->rlimit_core != c->rlimit_core ||
-           o->address_space_limit != c->address_space_limit ||
-           o->memory_soft_limit != c->memory_soft_limit ||
-           o->memory_hard_limit != c->memory_hard_limit ||
-           o->memory_budget != c->memory_budget;
+    return p->plugin != plugin || pool_cfg_needs_restart(&p->cfg, c);
 }
 
 void pool_update(struct pool *p, const struct pool_cfg *c)
 {
     struct pool_cfg *o = &p->cfg;
-    o->min_workers = c->min_workers;
-    o->max_workers = c->max_workers;
-    o->idle_timeout = c->idle_timeout;
-    o->max_queue = c->max_queue;
-    o->overflow = c->overflow;
-    o->queue_timeout = c->queue_timeout;
-    o->task_timeout = c->task_timeout;
-    o->kill_grace = c->kill_grace;
-    o->init_timeout = c->init_timeout;
-    o->memory_check_interval = c->memory_check_interval;
-    o->max_tasks_per_worker = c->max_tasks_per_worker;
-    o->max_worker_age = c->max_worker_age;
+    pool_cfg_update_live(o, c);
     /* Shrink: idle workers over max leave now, busy ones after their task
      * (the least recently idle go first). */
     while (live_workers(p) > o->max_workers && p->idle != NULL) {

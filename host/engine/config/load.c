@@ -1,16 +1,17 @@
-/* config.c - the configuration file: loading, validation, defaults.
+/* load.c - the configuration file: reading it and storing its keys.
  *
  * The file is read through libconfig into a struct config that owns copies
- * of every value. Keys are described by tables (name, kind, offset), so one
- * loop per group finds unknown keys, checks types and stores values. Each
- * fault is reported once, where it is found, as "FILE:LINE: KEY: reason";
- * the loader then unwinds and frees what it built.
+ * of every value. Each group's keys come from a table (config/schema.h,
+ * built from the key lists), so one loop per group finds unknown keys,
+ * checks types and stores values through one getter per kind. Each fault
+ * is reported once, where it is found, as "FILE:LINE: KEY: reason"; the
+ * loader then unwinds and frees what it built.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 
-#include "config.h"
+#include "../config.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,11 +30,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "schema.h"
 #include "settings.h"
 #include "taskhost.h"
 
 #define KEY_MAX 256
-#define NAME_MAX_LEN 64
 
 /* ---- small helpers ---- */
 
@@ -106,20 +107,6 @@ static void make_key(char *key, const char *prefix, const char *name)
         memcpy(key + KEY_MAX - 4, "...", 4);
 }
 
-/* Returns `p` made absolute against `dir` (a copy either way), or NULL. */
-static char *resolve_path(const char *dir, const char *p)
-{
-    char *abs = NULL;
-
-    if (p[0] == '/')
-        return strdup(p);
-    while (p[0] == '.' && p[1] == '/')
-        p += 2;
-    if (asprintf(&abs, "%s/%s", dir, p) < 0)
-        return NULL;
-    return abs;
-}
-
 /* Returns the absolute directory of the file `path`, or NULL. Symbolic
  * links are not followed: paths are relative to the file as named. */
 static char *absolute_dir(const char *path)
@@ -140,326 +127,6 @@ static char *absolute_dir(const char *path)
     if (asprintf(&dir, "%s/%.*s", cwd, (int)len, path) < 0)
         return NULL;
     return dir;
-}
-
-/* Formats a byte count the way a user would write it ("256M"). */
-static void format_size(uint64_t v, char *buf, size_t n)
-{
-    static const char units[] = "KMGT";
-    int u = -1;
-
-    while (v != 0 && v % 1024 == 0 && u < 3) {
-        v /= 1024;
-        u++;
-    }
-    if (u < 0)
-        snprintf(buf, n, "%llu", (unsigned long long)v);
-    else
-        snprintf(buf, n, "%llu%c", (unsigned long long)v, units[u]);
-}
-
-/* Looks up a user or group name, or a string of digits. Returns 0 or -1. */
-static int lookup_id(const char *name, int is_group, unsigned *id)
-{
-    char *end;
-    unsigned long v;
-
-    if (name[0] >= '0' && name[0] <= '9') {
-        errno = 0;
-        v = strtoul(name, &end, 10);
-        if (errno != 0 || *end != '\0' || v >= UINT_MAX)
-            return -1;
-        *id = (unsigned)v;
-        return 0;
-    }
-    if (is_group) {
-        struct group *gr = getgrnam(name);
-
-        if (gr == NULL)
-            return -1;
-        *id = gr->gr_gid;
-        return 0;
-    }
-    struct passwd *pw = getpwnam(name);
-
-    if (pw == NULL)
-        return -1;
-    *id = pw->pw_uid;
-    return 0;
-}
-
-/* ---- value parsers (public) ---- */
-
-/* Parses a size; see config.h. Refuses signs, fractions and overflow. */
-int config_parse_size(const char *text, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    int shift = 0;
-
-    if (text == NULL || !isdigit((unsigned char)text[0]))
-        return TH_EINVAL;
-    errno = 0;
-    v = strtoull(text, &end, 10);
-    if (errno != 0)
-        return TH_EINVAL;
-    const char *u = strchr("kmgt", tolower((unsigned char)*end));
-
-    if (*end != '\0' && u != NULL) {
-        shift = 10 * (int)(u - "kmgt" + 1);
-        end++;
-        if (tolower((unsigned char)end[0]) == 'i' &&
-            tolower((unsigned char)end[1]) == 'b')
-            end += 2;
-    }
-    if (tolower((unsigned char)*end) == 'b')
-        end++;
-    if (*end != '\0' || (shift > 0 && v > (UINT64_MAX >> shift)))
-        return TH_EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
-/* Returns the number of seconds in one `unit`, or 0 for an unknown unit. */
-static double unit_seconds(const char *unit)
-{
-    if (*unit == '\0' || strcmp(unit, "s") == 0)
-        return 1;
-    if (strcmp(unit, "ms") == 0)
-        return 0.001;
-    if (strcmp(unit, "m") == 0 || strcmp(unit, "min") == 0)
-        return 60;
-    if (strcmp(unit, "h") == 0)
-        return 3600;
-    return 0;
-}
-
-/* Parses a duration in seconds; see config.h. */
-int config_parse_duration(const char *text, double *out)
-{
-    char *end;
-    double v, unit;
-
-    if (text == NULL || !(isdigit((unsigned char)text[0]) || text[0] == '.'))
-        return TH_EINVAL;
-    errno = 0;
-    v = strtod(text, &end);
-    if (errno != 0 || end == text)
-        return TH_EINVAL;
-    while (*end == ' ')
-        end++;
-    unit = unit_seconds(end);
-    if (unit == 0 || !isfinite(v * unit))
-        return TH_EINVAL;
-    *out = v * unit;
-    return 0;
-}
-
-/* Parses an overflow mode name; returns the enum or -1. */
-int config_parse_overflow(const char *text)
-{
-    if (text == NULL)
-        return -1;
-    if (strcmp(text, "reject") == 0)
-        return OVERFLOW_REJECT;
-    if (strcmp(text, "drop-oldest") == 0)
-        return OVERFLOW_DROP_OLDEST;
-    if (strcmp(text, "block") == 0)
-        return OVERFLOW_BLOCK;
-    return -1;
-}
-
-/* Parses a log level name; returns TH_LOG_* or -1. */
-int config_parse_log_level(const char *text)
-{
-    if (text == NULL)
-        return -1;
-    if (strcmp(text, "error") == 0)
-        return TH_LOG_ERROR;
-    if (strcmp(text, "warn") == 0 || strcmp(text, "warning") == 0)
-        return TH_LOG_WARN;
-    if (strcmp(text, "info") == 0)
-        return TH_LOG_INFO;
-    if (strcmp(text, "debug") == 0)
-        return TH_LOG_DEBUG;
-    return -1;
-}
-
-/* ---- pool defaults and checks (also for pools built in code) ---- */
-
-static int online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-    return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (int)n;
-}
-
-/* Fills `p` with the defaults documented in config.h. The settings are a
- * new empty set (NULL only when out of memory). */
-void pool_cfg_defaults(struct pool_cfg *p)
-{
-    memset(p, 0, sizeof(*p));
-    p->min_workers = 1;
-    p->max_workers = online_cpus();
-    p->idle_timeout = 30;
-    p->max_queue = 1024;
-    p->overflow = OVERFLOW_REJECT;
-    p->task_timeout = 10;
-    p->kill_grace = 1;
-    p->init_timeout = 30;
-    p->memory_check_interval = 1;
-    p->rlimit_core = -1;
-    p->settings = settings_new();
-}
-
-/* Frees the strings and settings `p` owns, leaving NULLs behind. */
-void pool_cfg_clear(struct pool_cfg *p)
-{
-    if (p == NULL)
-        return;
-    free(p->name);
-    free(p->plugin);
-    free(p->user);
-    free(p->group);
-    settings_free(p->settings);
-    p->name = p->plugin = p->user = p->group = NULL;
-    p->settings = NULL;
-}
-
-/* Plugin and pool names appear in logs, stats and the protocol. */
-static int valid_name(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > NAME_MAX_LEN)
-        return 0;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                     "0123456789_.-") == n;
-}
-
-static const struct {
-    const char *key;
-    size_t off;
-} pool_durations[] = {
-    {"idle_timeout", offsetof(struct pool_cfg, idle_timeout)},
-    {"queue_timeout", offsetof(struct pool_cfg, queue_timeout)},
-    {"task_timeout", offsetof(struct pool_cfg, task_timeout)},
-    {"kill_grace", offsetof(struct pool_cfg, kill_grace)},
-    {"init_timeout", offsetof(struct pool_cfg, init_timeout)},
-    {"max_worker_age", offsetof(struct pool_cfg, max_worker_age)},
-};
-
-/* Checks the durations of `p`; on a fault sets *key and `why`. */
-static int check_durations(const struct pool_cfg *p, const char **key,
-                           char *why, size_t n)
-{
-    size_t count = sizeof(pool_durations) / sizeof(pool_durations[0]);
-
-    for (size_t i = 0; i < count; i++) {
-        double v = *(const double *)((const char *)p + pool_durations[i].off);
-
-        if (!isfinite(v) || v < 0) {
-            *key = pool_durations[i].key;
-            snprintf(why, n, "must be >= 0 seconds (got %g)", v);
-            return TH_ECONFIG;
-        }
-    }
-    if (!isfinite(p->memory_check_interval) || p->memory_check_interval <= 0) {
-        *key = "memory_check_interval";
-        snprintf(why, n, "must be > 0 seconds (got %g)",
-                 p->memory_check_interval);
-        return TH_ECONFIG;
-    }
-    return 0;
-}
-
-static int check_memory(const struct pool_cfg *p, const char **key, char *why,
-                        size_t n)
-{
-    char soft[32], hard[32];
-
-    if (p->memory_soft_limit == 0 || p->memory_hard_limit == 0 ||
-        p->memory_soft_limit <= p->memory_hard_limit)
-        return 0;
-    format_size(p->memory_soft_limit, soft, sizeof(soft));
-    format_size(p->memory_hard_limit, hard, sizeof(hard));
-    *key = "memory_hard_limit";
-    snprintf(why, n, "must be >= memory_soft_limit (%s < %s)", hard, soft);
-    return TH_ECONFIG;
-}
-
-/* Sets *key and `why` for a count that must be >= `min`. */
-static int below(const char **key, const char *name, long v, long min,
-                 char *why, size_t n)
-{
-    *key = name;
-    snprintf(why, n, "must be >= %ld (got %ld)", min, v);
-    return TH_ECONFIG;
-}
-
-static int check_counts(const struct pool_cfg *p, const char **key, char *why,
-                        size_t n)
-{
-    if (p->min_workers < 0)
-        return below(key, "min_workers", p->min_workers, 0, why, n);
-    if (p->max_workers < 1)
-        return below(key, "max_workers", p->max_workers, 1, why, n);
-    if (p->min_workers > p->max_workers) {
-        *key = "max_workers";
-        snprintf(why, n, "must be >= min_workers (%d < %d)", p->max_workers,
-                 p->min_workers);
-        return TH_ECONFIG;
-    }
-    if (p->max_queue < 0)
-        return below(key, "max_queue", p->max_queue, 0, why, n);
-    if (p->max_tasks_per_worker < 0)
-        return below(key, "max_tasks_per_worker", p->max_tasks_per_worker, 0,
-                     why, n);
-    if (p->rlimit_nofile < 0)
-        return below(key, "rlimit_nofile", p->rlimit_nofile, 0, why, n);
-    if (p->rlimit_core < -1)
-        return below(key, "rlimit_core", p->rlimit_core, -1, why, n);
-    return 0;
-}
-
-/* Checks `p`; on a fault returns TH_ECONFIG, the field name in *key and
- * the reason in `why`. */
-static int pool_check(const struct pool_cfg *p, const char **key, char *why,
-                      size_t n)
-{
-    if (p->name == NULL || !valid_name(p->name)) {
-        *key = "name";
-        snprintf(why, n, "must be 1 to %d letters, digits, '_', '.' or '-'",
-                 NAME_MAX_LEN);
-        return TH_ECONFIG;
-    }
-    if (p->overflow < OVERFLOW_REJECT || p->overflow > OVERFLOW_BLOCK) {
-        *key = "overflow";
-        snprintf(why, n, "unknown overflow mode %d", p->overflow);
-        return TH_ECONFIG;
-    }
-    if (check_counts(p, key, why, n) != 0)
-        return TH_ECONFIG;
-    if (check_durations(p, key, why, n) != 0)
-        return TH_ECONFIG;
-    return check_memory(p, key, why, n);
-}
-
-/* Checks value ranges and min <= max; see config.h. The message is
- * "WHERE.KEY: reason" when `where` ends with ']' ("...: pools[0]"),
- * "WHERE: KEY: reason" otherwise ("pool 'x'"). */
-int pool_cfg_check(const struct pool_cfg *p, const char *where, char *err,
-                   size_t errlen)
-{
-    const char *key = NULL;
-    char why[160];
-    size_t n = where ? strlen(where) : 0;
-
-    if (pool_check(p, &key, why, sizeof(why)) == 0)
-        return 0;
-    put_err(err, errlen, "%s%s%s: %s", where ? where : "pool",
-            n > 0 && where[n - 1] == ']' ? "." : ": ", key, why);
-    return TH_ECONFIG;
 }
 
 /* ---- the loader ---- */
@@ -670,11 +337,11 @@ static int get_name(const struct loader *ld, const config_setting_t *s,
 {
     if (!is_string(s))
         return wrong_type(ld, s, key, "a string");
-    if (!valid_name(config_setting_get_string(s)))
+    if (!config_valid_name(config_setting_get_string(s)))
         return fault(ld, s, key,
                      "must be 1 to %d letters, digits, '_', '.' or '-' "
                      "(got \"%s\")",
-                     NAME_MAX_LEN, config_setting_get_string(s));
+                     CONFIG_NAME_MAX, config_setting_get_string(s));
     return set_string(ld, dst, config_setting_get_string(s));
 }
 
@@ -690,7 +357,7 @@ static int get_path(const struct loader *ld, const config_setting_t *s,
     t = config_setting_get_string(s);
     if (t[0] == '\0')
         return fault(ld, s, key, "must not be empty");
-    abs = resolve_path(ld->dir, t);
+    abs = config_resolve_path(ld->dir, t);
     if (abs == NULL)
         return oom(ld);
     free(*(char **)dst);
@@ -742,21 +409,6 @@ static int get_overflow(const struct loader *ld, const config_setting_t *s,
     return 0;
 }
 
-/* Parses up to 4 octal digits into a mode <= 0777; returns 0 or -1. */
-static int parse_mode(const char *t, unsigned *mode)
-{
-    size_t n = strlen(t);
-    unsigned long v;
-
-    if (n == 0 || n > 4 || strspn(t, "01234567") != n)
-        return -1;
-    v = strtoul(t, NULL, 8);
-    if (v > 0777)
-        return -1;
-    *mode = (unsigned)v;
-    return 0;
-}
-
 /* socket_mode: a string of octal digits ("0660"). libconfig reads the
  * integer 0660 as decimal 660, so a decimal integer is taken as the digits
  * the user typed; a hexadecimal one as its value. */
@@ -779,7 +431,7 @@ static int get_mode(const struct loader *ld, const config_setting_t *s,
     } else {
         return wrong_type(ld, s, key, "an octal mode string like \"0660\"");
     }
-    if (parse_mode(t, dst) != 0)
+    if (config_parse_mode(t, dst) != 0)
         return fault(ld, s, key,
                      "not an octal mode <= 0777: \"%s\" (write it like "
                      "\"0660\")",
@@ -804,7 +456,7 @@ static int get_one_id(const struct loader *ld, const config_setting_t *s,
     if (!is_string(s))
         return fault(ld, s, key, "must be a %s name or id (got %s)", what,
                      type_name(s));
-    if (lookup_id(config_setting_get_string(s), is_group, id) != 0)
+    if (config_lookup_id(config_setting_get_string(s), is_group, id) != 0)
         return fault(ld, s, key, "unknown %s \"%s\"", what,
                      config_setting_get_string(s));
     return 0;
@@ -882,111 +534,6 @@ static int get_settings(const struct loader *ld, const config_setting_t *s,
     return 0;
 }
 
-/* ---- key tables ---- */
-
-enum kind {
-    K_NAME,
-    K_STRING,
-    K_INT,
-    K_LONG,
-    K_BOOL,
-    K_DURATION,
-    K_SIZE,
-    K_PATH,
-    K_LOG,
-    K_LEVEL,
-    K_MODE,
-    K_OVERFLOW,
-    K_USER,
-    K_GROUP,
-    K_UIDS,
-    K_GIDS,
-    K_SETTINGS,
-    K_HOST,
-    K_PLUGINS,
-    K_POOLS
-};
-
-struct field {
-    const char *name;
-    enum kind kind;
-    size_t off;
-};
-
-#define HOST(f, k)                                                             \
-    {                                                                          \
-#f, k, offsetof(struct host_cfg, f)                                    \
-    }
-static const struct field host_fields[] = {
-    HOST(socket, K_PATH),
-    HOST(socket_mode, K_MODE),
-    HOST(socket_group, K_GROUP),
-    HOST(log, K_LOG),
-    HOST(log_level, K_LEVEL),
-    HOST(shutdown_timeout, K_DURATION),
-    HOST(max_payload, K_SIZE),
-    HOST(strict_permissions, K_BOOL),
-    {"submit_users", K_UIDS, offsetof(struct host_cfg, submit_uids)},
-    {"submit_groups", K_GIDS, offsetof(struct host_cfg, submit_gids)},
-    {"admin_users", K_UIDS, offsetof(struct host_cfg, admin_uids)},
-    {"admin_groups", K_GIDS, offsetof(struct host_cfg, admin_gids)},
-    {NULL, K_NAME, 0},
-};
-
-static const struct field plugin_fields[] = {
-    {"name", K_NAME, offsetof(struct plugin_cfg, name)},
-    {"path", K_PATH, offsetof(struct plugin_cfg, path)},
-    {NULL, K_NAME, 0},
-};
-
-#define POOL(f, k)                                                             \
-    {                                                                          \
-#f, k, offsetof(struct pool_cfg, f)                                    \
-    }
-static const struct field pool_fields[] = {
-    POOL(name, K_NAME),
-    POOL(plugin, K_STRING),
-    POOL(min_workers, K_INT),
-    POOL(max_workers, K_INT),
-    POOL(idle_timeout, K_DURATION),
-    POOL(max_queue, K_LONG),
-    POOL(overflow, K_OVERFLOW),
-    POOL(queue_timeout, K_DURATION),
-    POOL(task_timeout, K_DURATION),
-    POOL(kill_grace, K_DURATION),
-    POOL(init_timeout, K_DURATION),
-    POOL(memory_soft_limit, K_SIZE),
-    POOL(memory_hard_limit, K_SIZE),
-    POOL(memory_budget, K_SIZE),
-    POOL(memory_check_interval, K_DURATION),
-    POOL(address_space_limit, K_SIZE),
-    POOL(max_tasks_per_worker, K_LONG),
-    POOL(max_worker_age, K_DURATION),
-    POOL(user, K_USER),
-    POOL(group, K_GROUP),
-    POOL(rlimit_nofile, K_LONG),
-    POOL(rlimit_core, K_LONG),
-    POOL(settings, K_SETTINGS),
-    {NULL, K_NAME, 0},
-};
-
-static const struct field root_fields[] = {
-    {"host", K_HOST, offsetof(struct config, host)},
-    {"plugins", K_PLUGINS, 0},
-    {"pools", K_POOLS, 0},
-    {NULL, K_NAME, 0},
-};
-
-static const struct field *field_find(const struct field *fields,
-                                      const char *name)
-{
-    for (; fields->name != NULL; fields++) {
-        if (strcmp(fields->name, name) == 0)
-            return fields;
-    }
-    return NULL;
-}
-
 /* Levenshtein distance of two short strings (longer ones count as far). */
 static size_t edit_distance(const char *a, const char *b)
 {
@@ -1016,7 +563,7 @@ static size_t edit_distance(const char *a, const char *b)
 }
 
 static int unknown_key(const struct loader *ld, const config_setting_t *s,
-                       const char *key, const struct field *fields)
+                       const char *key, const struct config_field *fields)
 {
     const char *best = NULL;
     size_t best_d = 3; /* suggest only near misses */
@@ -1042,7 +589,7 @@ static int load_pools(const struct loader *ld, const config_setting_t *s,
                       const char *key, struct config *cfg);
 
 static int set_field(const struct loader *ld, const config_setting_t *s,
-                     const char *key, const struct field *f, void *base)
+                     const char *key, const struct config_field *f, void *base)
 {
     void *dst = (char *)base + f->off;
 
@@ -1094,7 +641,7 @@ static int set_field(const struct loader *ld, const config_setting_t *s,
 /* Stores every member of `group` through `fields` into `base`. `prefix`
  * names the group in messages ("" for the root). */
 static int load_group(const struct loader *ld, const config_setting_t *group,
-                      const char *prefix, const struct field *fields,
+                      const char *prefix, const struct config_field *fields,
                       void *base)
 {
     int n = config_setting_length(group);
@@ -1102,7 +649,8 @@ static int load_group(const struct loader *ld, const config_setting_t *group,
 
     for (int i = 0; i < n; i++) {
         const config_setting_t *s = config_setting_get_elem(group, i);
-        const struct field *f = field_find(fields, config_setting_name(s));
+        const struct config_field *f =
+            config_field_find(fields, config_setting_name(s));
         int rc;
 
         make_key(key, prefix, config_setting_name(s));
@@ -1144,7 +692,7 @@ static int load_host(const struct loader *ld, const config_setting_t *s,
 
     if (!config_setting_is_group(s))
         return wrong_type(ld, s, key, "a group");
-    rc = load_group(ld, s, key, host_fields, host);
+    rc = load_group(ld, s, key, config_host_fields, host);
     if (rc != 0)
         return rc;
     if (strlen(host->socket) > max_socket)
@@ -1183,7 +731,7 @@ static int load_plugin(const struct loader *ld, const config_setting_t *g,
 
     if (!config_setting_is_group(g))
         return wrong_type(ld, g, prefix, "a group { name = ...; path = ...; }");
-    rc = load_group(ld, g, prefix, plugin_fields, p);
+    rc = load_group(ld, g, prefix, config_plugin_fields, p);
     if (rc != 0)
         return rc;
     if (p->name == NULL)
@@ -1236,7 +784,7 @@ static int load_pool(const struct loader *ld, const config_setting_t *g,
     if (!config_setting_is_group(g))
         return wrong_type(ld, g, prefix, "a group { name = ...; ... }");
     p->line = (int)config_setting_source_line(g);
-    rc = load_group(ld, g, prefix, pool_fields, p);
+    rc = load_group(ld, g, prefix, config_pool_fields, p);
     if (rc != 0)
         return rc;
     if (p->name == NULL)
@@ -1249,7 +797,7 @@ static int load_pool(const struct loader *ld, const config_setting_t *g,
     if (config_setting_get_member(g, "max_workers") == NULL &&
         p->min_workers > p->max_workers)
         p->max_workers = p->min_workers;
-    if (pool_check(p, &bad, why, sizeof(why)) == 0)
+    if (pool_cfg_fault(p, &bad, why, sizeof(why)) == 0)
         return 0;
     make_key(key, prefix, bad);
     return fault(ld, member_or(g, bad), key, "%s", why);
@@ -1388,20 +936,6 @@ static int read_config(const struct loader *ld, config_t *lc, FILE *fp)
     return TH_ECONFIG;
 }
 
-static int host_defaults(struct config *cfg)
-{
-    struct host_cfg *h = &cfg->host;
-
-    h->socket = resolve_path(cfg->dir, "taskhost.sock");
-    h->socket_mode = 0660;
-    h->log = strdup("stderr");
-    h->log_level = TH_LOG_INFO;
-    h->shutdown_timeout = 30;
-    h->max_payload = (uint64_t)64 << 20;
-    h->strict_permissions = 1;
-    return h->socket && h->log ? 0 : TH_ENOMEM;
-}
-
 /* Returns a config holding only the defaults for the file `path`. */
 static struct config *config_new(const char *path)
 {
@@ -1411,7 +945,8 @@ static struct config *config_new(const char *path)
         return NULL;
     cfg->path = strdup(path);
     cfg->dir = absolute_dir(path);
-    if (cfg->path == NULL || cfg->dir == NULL || host_defaults(cfg) != 0) {
+    if (cfg->path == NULL || cfg->dir == NULL ||
+        host_cfg_defaults(&cfg->host, cfg->dir) != 0) {
         config_free(cfg);
         return NULL;
     }
@@ -1421,7 +956,7 @@ static struct config *config_new(const char *path)
 static int load_root(const struct loader *ld, const config_setting_t *root,
                      struct config *cfg)
 {
-    int rc = load_group(ld, root, "", root_fields, cfg);
+    int rc = load_group(ld, root, "", config_root_fields, cfg);
 
     return rc != 0 ? rc : link_pools(ld, root, cfg);
 }
@@ -1461,17 +996,6 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
     return 0;
 }
 
-static void host_cfg_clear(struct host_cfg *h)
-{
-    free(h->socket);
-    free(h->socket_group);
-    free(h->log);
-    free(h->submit_uids.ids);
-    free(h->submit_gids.ids);
-    free(h->admin_uids.ids);
-    free(h->admin_gids.ids);
-}
-
 /* Frees `cfg` and everything it owns. NULL is allowed. */
 void config_free(struct config *cfg)
 {
@@ -1479,8 +1003,9 @@ void config_free(struct config *cfg)
         return;
     host_cfg_clear(&cfg->host);
     for (size_t i = 0; i < cfg->nplugins; i++) {
-        free(cfg->plugins[i].name);
-        free(cfg->plugins[i].path);
+#define PLUGIN_KEY(key, kind, doc) free(cfg->plugins[i].key);
+#include "plugin_keys.def"
+#undef PLUGIN_KEY
     }
     free(cfg->plugins);
     for (size_t i = 0; i < cfg->npools; i++)
