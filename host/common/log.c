@@ -118,6 +118,41 @@ void log_close(void)
     log_fd = 2;
 }
 
+/* Copies text into out (room for len bytes with the terminator),
+ * showing what could forge or garble a log line: a backslash as "\\",
+ * newline, carriage return and tab as "\n", "\r", "\t", and every other
+ * control byte (ESC, DEL, ...) as "\xHH". Stops before an escape that
+ * would not fit. Returns the length written. */
+size_t log_escape(char *out, size_t len, const char *text)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    if (len == 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        char esc[5];
+        size_t k = 0;
+        if (*p == '\\' || *p == '\n' || *p == '\r' || *p == '\t') {
+            esc[k++] = '\\';
+            esc[k++] = *p == '\n' ? 'n' : *p == '\r' ? 'r'
+                     : *p == '\t' ? 't' : '\\';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            esc[k++] = '\\';
+            esc[k++] = 'x';
+            esc[k++] = hex[*p >> 4];
+            esc[k++] = hex[*p & 15];
+        } else {
+            esc[k++] = (char)*p;
+        }
+        if (n + k >= len)
+            break;
+        memcpy(out + n, esc, k);
+        n += k;
+    }
+    out[n] = '\0';
+    return n;
+}
+
 /* Formats "[tag pid] " into buf; returns its length. */
 static int format_origin(char *buf, size_t len)
 {
@@ -153,12 +188,13 @@ void log_vmsg(int level, const char *fmt, va_list ap)
                               level_names[level]);
     }
     n += (size_t)format_origin(line + n, sizeof line - n);
-    int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    char raw[2048];
+    if (vsnprintf(raw, sizeof raw, fmt, ap) < 0)
+        raw[0] = '\0';
+    size_t m = log_escape(line + n, sizeof line - n - 1, raw);
     if (level <= TH_LOG_WARN)
         snprintf(log_last, sizeof log_last, "%s", line + n);
-    n = (m < 0) ? n : n + (size_t)m;
-    if (n > sizeof line - 2)
-        n = sizeof line - 2;
+    n += m;
     if (log_sink == SINK_SYSLOG) {
         syslog(syslog_prio[level], "%.*s", (int)n, line);
         return;

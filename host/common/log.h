@@ -49,6 +49,12 @@ void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void log_vmsg(int level, const char *fmt, va_list ap);
 
+/* Copies text into out (len bytes with the terminator) with backslash
+ * and control bytes escaped ("\\", "\n", "\x1b"), so that a message,
+ * whatever a plugin or a client put in it, is one line that cannot pass
+ * for another or drive a terminal. Returns the length written. */
+size_t log_escape(char *out, size_t len, const char *text);
+
 #define log_error(...) log_msg(TH_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(TH_LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(TH_LOG_INFO, __VA_ARGS__)
