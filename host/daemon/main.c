@@ -447,6 +447,7 @@ static int start(void)
         report(err);
         return -1;
     }
+    host_adopt_orphans(d.host);
     return pidfile_write();
 }
 

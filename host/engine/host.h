@@ -35,6 +35,8 @@ struct th_host {
     double shutdown_timeout;
     struct loop_timer shutdown_timer;
     struct event_ring events;  /* the last worker events, every pool */
+    int adopts_orphans;        /* host_adopt_orphans() was called */
+    struct loop_timer orphan_timer; /* looks again at orphans killed */
 };
 
 /* The config the host runs on now (NULL for a host built in code). It is
@@ -65,5 +67,15 @@ void host_mark_worker(struct th_host *h, struct worker *w);
 
 /* Hands a reaped, unlinked worker to be freed after this iteration. */
 void host_bury_worker(struct th_host *h, struct worker *w);
+
+/* Makes this process the child subreaper of what its workers start
+ * (orphans.c), so that what a task detaches comes back to it when its
+ * worker exits, to be ended. For a process whose children are all the
+ * host's (taskhostd). Returns 0, or -1 after logging why. */
+int host_adopt_orphans(struct th_host *h);
+
+/* Kills and reaps every child that is not a worker the host knows, once
+ * host_adopt_orphans() was called; else does nothing. */
+void host_reap_orphans(struct th_host *h);
 
 #endif /* TH_HOST_INTERNAL_H */

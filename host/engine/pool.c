@@ -264,6 +264,14 @@ static void set_max_tasks(struct pool *p, struct worker *w)
         w->max_tasks += (uint64_t)(rand_r(&p->seed) % (spread + 1));
 }
 
+int pool_owns_pid(const struct pool *p, pid_t pid)
+{
+    for (const struct worker *w = p->workers; w != NULL; w = w->next)
+        if (w->pid == pid && !w->reaped)
+            return 1;
+    return 0;
+}
+
 static void spawn(struct pool *p)
 {
     struct worker *w = worker_spawn(p);

@@ -98,6 +98,9 @@ void pool_take_queue(struct pool *to, struct pool *from);
 /* Non-zero when a draining pool has no worker and no task left. */
 int pool_done(const struct pool *p);
 
+/* Non-zero when pid is one of the pool's processes (a worker). */
+int pool_owns_pid(const struct pool *p, pid_t pid);
+
 /* ---- called by worker.c ---- */
 
 /* Moves w to `state`, keeping the pool's counts and idle stack. */

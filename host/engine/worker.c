@@ -469,6 +469,8 @@ static void on_pidfd(struct loop_io *io, uint32_t events)
     loop_timer_stop(loop_of(w), &w->idle_timer);
     char how[96];
     int crashed = describe_exit(w, status, how, sizeof how);
+    /* What it orphaned came to the host with its exit. */
+    host_reap_orphans(w->pool->host);
     pool_worker_exited(w, how, crashed);
 }
 

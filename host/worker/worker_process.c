@@ -482,9 +482,6 @@ __attribute__((noreturn)) static void serve(struct child *c)
 void child_main(const struct child_params *p)
 {
     reset_signals();
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (getppid() != p->host_pid)
-        _exit(0); /* the host died before PDEATHSIG was set */
     /* A name of its own, so that `pkill taskhostd` means the host only. */
     char name[16];
     snprintf(name, sizeof name, "th:%s", p->pool);
@@ -492,6 +489,14 @@ void child_main(const struct child_params *p)
     setup_fds(p->fd);
     log_set_tag(p->pool);
     apply_limits(p);
+    /* Only now: a change of user or group clears the parent-death signal.
+     * A host that died before it was set is noticed by the parent pid. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != p->host_pid)
+        _exit(0);
+    /* What a task orphans (setsid, double fork) stays below this worker
+     * while it lives, and goes to the host, which ends it, when it exits. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     struct child c = {.p = p, .statm = -1};
     arena.base = p->arena;
     if (p->measure_rss)
