@@ -64,7 +64,6 @@ struct conn {
     uid_t uid;
     gid_t gid;
     pid_t pid;
-    int admin;
     int closing;     /* an error frame was queued: flush, then close */
     int eof;         /* the client shut down its writing side: answer what
                         it asked, then close */
@@ -182,6 +181,22 @@ static int peer_allowed(const struct id_list *uids, const struct id_list *gids,
     return id_in(uids, uid) || id_in(gids, gid);
 }
 
+/* Rights are looked up on every request, against the lists of the config
+ * running now: a reload that takes a user out of them takes effect on
+ * that user's open connections too. */
+static int conn_is_admin(const struct conn *c)
+{
+    const struct server *s = c->srv;
+    return peer_allowed(&s->admin_uids, &s->admin_gids, c->uid, c->gid);
+}
+
+static int conn_may_submit(const struct conn *c)
+{
+    const struct server *s = c->srv;
+    return conn_is_admin(c) ||
+           peer_allowed(&s->submit_uids, &s->submit_gids, c->uid, c->gid);
+}
+
 static int id_list_copy(struct id_list *dst, const struct id_list *src)
 {
     unsigned *ids = NULL;
@@ -270,6 +285,14 @@ static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
     c->closing = 1;
     conn_events(c, TH_WATCH_WRITE);
     conn_mark(c);
+}
+
+/* Ends a connection whose peer may not use the daemon (any more). */
+static void conn_refuse(struct conn *c, uint64_t tag)
+{
+    c->srv->counts.refused++;
+    conn_fail(c, tag, TH_EPERM, "permission denied: uid %u gid %u may not "
+              "use this daemon", (unsigned)c->uid, (unsigned)c->gid);
 }
 
 static void reply(struct conn *c, uint64_t tag, int code, const char *text)
@@ -532,7 +555,7 @@ static void do_cancel(struct conn *c, const struct proto_frame *f)
     }
     if (f->flags & PROTO_F_TASK_ID) {
         sl = slot_find(c->srv, ctl.target);
-        if (sl && !c->admin && sl->conn->uid != c->uid) {
+        if (sl && sl->conn->uid != c->uid && !conn_is_admin(c)) {
             reply(c, f->tag, TH_EPERM, "task belongs to another user");
             return;
         }
@@ -573,7 +596,7 @@ static void do_stats(struct conn *c, const struct proto_frame *f)
 
 static int need_admin(struct conn *c, const struct proto_frame *f)
 {
-    if (c->admin)
+    if (conn_is_admin(c))
         return 1;
     log_warn("client pid %d uid %u: %s refused: not an admin", (int)c->pid,
              (unsigned)c->uid, proto_type_name(f->type));
@@ -649,6 +672,10 @@ static int flags_ok(const struct proto_frame *f)
 
 static void conn_frame(struct conn *c, const struct proto_frame *f)
 {
+    if (!conn_may_submit(c)) {
+        conn_refuse(c, f->tag);
+        return;
+    }
     if (!flags_ok(f)) {
         conn_fail(c, f->tag, TH_EPROTO, "unknown flags 0x%x on a %s frame",
                   f->flags, proto_type_name(f->type));
@@ -919,7 +946,6 @@ static struct conn *conn_new(struct server *s, int fd)
     c->gid = cred.gid;
     c->pid = cred.pid;
     c->tasks.next = c->tasks.prev = &c->tasks;
-    c->admin = peer_allowed(&s->admin_uids, &s->admin_gids, c->uid, c->gid);
     return c;
 }
 
@@ -951,15 +977,12 @@ static void accept_one(struct server *s, int fd)
         return;
     }
     s->counts.accepted++;
-    if (c->admin ||
-        peer_allowed(&s->submit_uids, &s->submit_gids, c->uid, c->gid)) {
+    if (conn_may_submit(c)) {
         log_debug("client pid %d uid %u connected%s", (int)c->pid,
-                  (unsigned)c->uid, c->admin ? " (admin)" : "");
+                  (unsigned)c->uid, conn_is_admin(c) ? " (admin)" : "");
         return;
     }
-    s->counts.refused++;
-    conn_fail(c, 0, TH_EPERM, "permission denied: uid %u gid %u may not use "
-              "this daemon", (unsigned)c->uid, (unsigned)c->gid);
+    conn_refuse(c, 0);
 }
 
 static void server_event(th_watch *w, int lfd, unsigned events, void *arg)
