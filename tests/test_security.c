@@ -1,0 +1,374 @@
+/* test_security.c - what hostile plugins and clients must not be able to
+ * do, end to end with the real daemon: forge log lines, leave processes
+ * behind, keep rights a reload took away, see other workers' data, run
+ * code in the daemon, make the daemon hold unbounded memory.
+ *
+ * The cases that switch users need root; run as anyone else they skip
+ * and say why.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "daemon_util.h"
+
+#define HOSTILE TEST_PLUGINS "/hostile.so"
+
+static int setup(void **state)
+{
+    struct td *t = malloc(sizeof *t);
+
+    assert_non_null(t);
+    td_init(t, "test_security");
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    td_cleanup(*state);
+    free(*state);
+    return 0;
+}
+
+/* "nobody" (or a user made for the tests); NULL when not root. */
+static const struct passwd *other_user(void)
+{
+    static struct passwd pw;
+    static char name[64];
+    struct passwd *p;
+
+    if (geteuid() != 0)
+        return NULL;
+    if (name[0] != '\0')
+        return &pw;
+    p = getpwnam("nobody");
+    if (p == NULL) {
+        (void)!system("useradd --system --no-create-home --shell /bin/false "
+                      "th-priv-test 2>/dev/null");
+        p = getpwnam("th-priv-test");
+    }
+    if (p == NULL)
+        return NULL;
+    pw = *p;
+    snprintf(name, sizeof name, "%s", p->pw_name);
+    pw.pw_name = name;
+    return &pw;
+}
+
+#define NEED_ROOT()                                                            \
+    do {                                                                       \
+        if (other_user() == NULL) {                                            \
+            print_message("skipped: needs root (to switch users); running "    \
+                          "as uid %u\n", (unsigned)geteuid());                 \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* Writes a config with the hostile and echo plugins and `pools`. */
+static void write_conf(struct td *t, const char *host_extra, const char *pools)
+{
+    char rest[4096];
+
+    snprintf(rest, sizeof rest,
+             "plugins = ( { name = \"hostile\"; path = \"" HOSTILE "\"; },\n"
+             "            { name = \"echo\"; path = \"" PLUGINS
+             "/echo.so\"; } );\n"
+             "pools = ( %s );\n",
+             pools);
+    td_write_conf(t, host_extra, rest);
+}
+
+/* Runs task `task` of `pool` with `in` and returns its output (static);
+ * fails the test unless it is ok. */
+static const char *ask(const struct td *t, const char *pool, const char *task,
+                       const char *in, size_t len)
+{
+    static char out[4096];
+    th_client *c = td_connect(t);
+    th_result r;
+
+    assert_int_equal(th_client_call(c, pool, task, in, len, NULL, &r), 0);
+    if (r.state != TH_STATE_OK) {
+        td_show_log(t);
+        fail_msg("%s/%s: %s: %s", pool, task, th_state_name(r.state),
+                 (const char *)r.data);
+    }
+    snprintf(out, sizeof out, "%.*s", (int)r.len, (const char *)r.data);
+    th_client_result_free(&r);
+    th_client_close(c);
+    return out;
+}
+
+/* Whether process pid exists and is not a zombie. */
+static int alive(pid_t pid)
+{
+    char path[64], buf[512];
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' && paren[2] != 'Z' &&
+           paren[2] != 'X';
+}
+
+/* Polls until pid is gone (reaping it if it became our child); fails
+ * the test, killing it, if it is still there after the deadline. */
+static void assert_gone(pid_t pid, const char *what)
+{
+    double end = td_now() + DEADLINE;
+
+    while (alive(pid) && td_now() < end) {
+        waitpid(pid, NULL, WNOHANG);
+        td_pause_ms(10);
+    }
+    if (alive(pid)) {
+        kill(pid, SIGKILL);
+        fail_msg("%s (pid %d) outlived what should have ended it", what,
+                 (int)pid);
+    }
+    waitpid(pid, NULL, WNOHANG);
+}
+
+/* The pid of the one worker of `pool`, from the stats, once it is in
+ * `state` ("idle", "busy"). */
+static pid_t worker_pid(const struct td *t, const char *pool,
+                        const char *state)
+{
+    th_client *c = td_connect(t);
+    char *json = NULL, want[64];
+    pid_t pid = 0;
+    double end = td_now() + DEADLINE;
+
+    snprintf(want, sizeof want, "\"%s\":1", state);
+    while (pid == 0 && td_now() < end) {
+        assert_int_equal(th_client_stats(c, pool, TH_STATS_JSON, &json), 0);
+        const char *at = strstr(json, "\"pid\":");
+        if (at != NULL && strstr(json, want) != NULL)
+            pid = (pid_t)atoi(at + 6);
+        free(json);
+        if (pid == 0)
+            td_pause_ms(10);
+    }
+    th_client_close(c);
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* ---- the log ---- */
+
+static void plugin_log_text_is_escaped_one_line_per_call(void **state)
+{
+    struct td *t = *state;
+    const char evil[] = "first\n2026-01-01 00:00:00.000 error [1] forged"
+                        "\x1b[31m red\\";
+
+    write_conf(t, NULL,
+               "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1; }");
+    td_start(t);
+    assert_string_equal(ask(t, "h", "log", evil, strlen(evil)), "logged");
+    td_wait_log(t, "first\\n2026-01-01");
+    const char *log = td_read_file(t->log);
+    assert_non_null(strstr(log, "first\\n2026-01-01 00:00:00.000 error [1] "
+                                "forged\\x1b[31m red\\\\\n"));
+    assert_null(strstr(log, "\n2026-01-01 00:00:00.000 error [1] forged"));
+    assert_null(strchr(log, '\x1b'));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* ---- processes ---- */
+
+static void ignore(const th_result *r, void *arg)
+{
+    (void)r, (void)arg;
+}
+
+static void worker_of_another_user_dies_with_the_daemon(void **state)
+{
+    struct td *t = *state;
+    char pools[256];
+
+    NEED_ROOT();
+    snprintf(pools, sizeof pools,
+             "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
+             " max_workers = 1; user = \"%s\"; }",
+             other_user()->pw_name);
+    write_conf(t, NULL, pools);
+    td_start(t);
+    /* busy, so that only the kernel can end it: an idle worker would see
+     * its socket close */
+    th_client *c = td_connect(t);
+    uint64_t tag;
+    assert_int_equal(th_client_submit(c, "h", "hold", "600000", 6, NULL,
+                                      ignore, NULL, &tag),
+                     0);
+    assert_int_equal(th_client_step(c, 0), 0);
+    pid_t w = worker_pid(t, "h", "busy");
+    assert_true(alive(w));
+    kill(t->pid, SIGKILL);
+    waitpid(t->pid, NULL, 0);
+    t->pid = 0;
+    assert_gone(w, "a busy worker running as another user");
+    th_client_close(c);
+}
+
+static void what_a_task_detaches_dies_with_its_worker(void **state)
+{
+    struct td *t = *state;
+
+    write_conf(t, NULL,
+               "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
+               " max_workers = 1; }");
+    td_start(t);
+    pid_t g = (pid_t)atoi(ask(t, "h", "detach", NULL, 0));
+    assert_true(g > 0);
+    assert_true(alive(g));
+    th_client *c = td_connect(t);
+    assert_int_equal(th_client_restart(c, "h", 1), 0);
+    th_client_close(c);
+    assert_gone(g, "a process a task detached with setsid and double fork");
+    assert_true(alive(t->pid));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void what_a_task_detaches_dies_with_the_daemon(void **state)
+{
+    struct td *t = *state;
+
+    write_conf(t, NULL,
+               "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
+               " max_workers = 1; }");
+    td_start(t);
+    pid_t g = (pid_t)atoi(ask(t, "h", "detach", NULL, 0));
+    assert_true(g > 0 && alive(g));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    assert_gone(g, "a process a task detached, after a clean shutdown");
+}
+
+/* ---- rights follow the current config ---- */
+
+/* What the client as the second user does between the steps. */
+enum step_kind { SUBMIT, RESTART };
+
+/* Runs in a child as the second user: one request of `kind` on a
+ * connection, which must succeed; a byte to the parent; waits for the
+ * parent's byte (the reload is done); the same request on the same
+ * connection, which must now be refused. Exits 0 when both held. */
+static int rights_child(const struct td *t, enum step_kind kind, int to_parent,
+                        int from_parent)
+{
+    th_client *c;
+    th_result r;
+    char b = 0;
+
+    if (th_client_connect(&c, t->sock, NULL, 0) < 0)
+        return 10;
+    if (kind == SUBMIT) {
+        if (th_client_call(c, "echo", "echo", "hi", 2, NULL, &r) != 0 ||
+            r.state != TH_STATE_OK)
+            return 11;
+        th_client_result_free(&r);
+    } else if (th_client_restart(c, "echo", 0) != 0) {
+        return 12;
+    }
+    if (write(to_parent, "1", 1) != 1 || read(from_parent, &b, 1) != 1)
+        return 13;
+    if (kind == SUBMIT) {
+        int rc = th_client_call(c, "echo", "echo", "hi", 2, NULL, &r);
+        if (rc == 0 && r.state == TH_STATE_OK)
+            return 14;
+        if (rc == 0)
+            th_client_result_free(&r);
+    } else if (th_client_restart(c, "echo", 0) != TH_EPERM) {
+        return 15;
+    }
+    th_client_close(c);
+    return 0;
+}
+
+static void rights_removed_by_reload(struct td *t, enum step_kind kind)
+{
+    const char *list = kind == SUBMIT ? "submit_users" : "admin_users";
+    const char *pools = "{ name = \"echo\"; plugin = \"echo\"; min_workers = 1; }";
+    char host[256];
+    int up[2], down[2];
+    char b;
+
+    NEED_ROOT();
+    snprintf(host, sizeof host, "socket_mode = \"0666\"; %s = [ 0, %u ];",
+             list, (unsigned)other_user()->pw_uid);
+    write_conf(t, host, pools);
+    td_start(t);
+    assert_int_equal(chmod(t->dir, 0755), 0);
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    pid_t pid = fork();
+    assert_true(pid != -1);
+    if (pid == 0) {
+        const struct passwd *pw = other_user();
+        if (setgroups(0, NULL) == -1 || setgid(pw->pw_gid) == -1 ||
+            setuid(pw->pw_uid) == -1)
+            _exit(2);
+        _exit(rights_child(t, kind, up[1], down[0]));
+    }
+    if (read(up[0], &b, 1) != 1) {
+        int status = td_wait_exit(pid);
+        fail_msg("client as the second user failed before the reload: %d",
+                 WEXITSTATUS(status));
+    }
+    snprintf(host, sizeof host, "socket_mode = \"0666\"; %s = [ 0 ];", list);
+    write_conf(t, host, pools);
+    kill(t->pid, SIGHUP);
+    td_wait_log(t, "reloaded");
+    assert_int_equal(write(down[1], "1", 1), 1);
+    int status = td_wait_exit(pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0) {
+        td_show_log(t);
+        fail_msg("client as the second user: check failed with %d",
+                 WEXITSTATUS(status));
+    }
+    close(up[0]), close(up[1]), close(down[0]), close(down[1]);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void submit_right_removed_by_reload_ends_on_an_open_connection(
+    void **state)
+{
+    rights_removed_by_reload(*state, SUBMIT);
+}
+
+static void admin_right_removed_by_reload_ends_on_an_open_connection(
+    void **state)
+{
+    rights_removed_by_reload(*state, RESTART);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(plugin_log_text_is_escaped_one_line_per_call),
+        T(worker_of_another_user_dies_with_the_daemon),
+        T(what_a_task_detaches_dies_with_its_worker),
+        T(what_a_task_detaches_dies_with_the_daemon),
+        T(submit_right_removed_by_reload_ends_on_an_open_connection),
+        T(admin_right_removed_by_reload_ends_on_an_open_connection),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
