@@ -815,5 +815,6 @@ TH_EXPORT void th_host_close(th_host *h, int how)
     while (!h->stopped)
         if (th_host_step(h, 100) < 0)
             break;
+    host_end_orphans(h, 2.0);
     host_free(h);
 }

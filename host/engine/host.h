@@ -78,4 +78,7 @@ int host_adopt_orphans(struct th_host *h);
  * host_adopt_orphans() was called; else does nothing. */
 void host_reap_orphans(struct th_host *h);
 
+/* At the end: sweeps until no orphan is left or `limit` seconds passed. */
+void host_end_orphans(struct th_host *h, double limit);
+
 #endif /* TH_HOST_INTERNAL_H */

@@ -41,7 +41,7 @@ static int known(const struct th_host *h, pid_t pid)
 }
 
 /* Kills and reaps child pid if the host does not know it. Returns 1 when
- * it is still there (a zombie-to-be not yet reaped), else 0. */
+ * it was an orphan (killed, perhaps not reaped yet), else 0. */
 static int end_orphan(struct th_host *h, pid_t pid)
 {
     if (pid <= 0 || known(h, pid))
@@ -51,11 +51,9 @@ static int end_orphan(struct th_host *h, pid_t pid)
     do {
         r = waitpid(pid, NULL, WNOHANG);
     } while (r == -1 && errno == EINTR);
-    if (r == 0)
-        return 1;
     if (r == pid)
         log_info("ended process %d, left behind by a worker", (int)pid);
-    return 0;
+    return 1;
 }
 
 /* Calls end_orphan() for each pid listed in the text of a children file. */
@@ -74,7 +72,7 @@ static int sweep_list(struct th_host *h, const char *text)
 }
 
 /* The children through /proc/self/task/TID/children. Returns how many
- * are left, or -1 when the kernel does not offer those files. */
+ * orphans it saw, or -1 when the kernel does not offer those files. */
 static int sweep_children_files(struct th_host *h)
 {
     DIR *d = opendir("/proc/self/task");
@@ -138,17 +136,33 @@ static void on_retry(struct loop_timer *t)
     host_reap_orphans(h);
 }
 
+/* One pass over the children; returns how many orphans it saw. */
+static int sweep(struct th_host *h)
+{
+    int seen = sweep_children_files(h);
+    return seen >= 0 ? seen : sweep_proc(h);
+}
+
+/* An orphan killed now may not be reaped yet, and may have orphans of
+ * its own that reach the host only when it dies: while a pass saw any,
+ * another one follows. */
 void host_reap_orphans(struct th_host *h)
 {
     if (!h->adopts_orphans)
         return;
-    int left = sweep_children_files(h);
-    if (left < 0)
-        left = sweep_proc(h);
-    if (left > 0 && !loop_timer_armed(&h->orphan_timer)) {
+    if (sweep(h) > 0 && !loop_timer_armed(&h->orphan_timer)) {
         h->orphan_timer.cb = on_retry;
         loop_timer_start(h->loop, &h->orphan_timer, RETRY_AFTER);
     }
+}
+
+void host_end_orphans(struct th_host *h, double limit)
+{
+    if (!h->adopts_orphans)
+        return;
+    double end = loop_clock() + limit;
+    while (sweep(h) > 0 && loop_clock() < end)
+        usleep(5000); /* a SIGKILLed process takes a moment to go */
 }
 
 int host_adopt_orphans(struct th_host *h)
