@@ -112,6 +112,20 @@ TH_EXPORT int th_task_cancelled(const th_task *task);
 /* The name of the task being run, as the client asked for it. */
 TH_EXPORT const char *th_task_name(const th_task *task);
 
+/* Reports progress of the running task: `done` of `total` units (total 0:
+ * unknown) and an optional short message (NULL or text; at most
+ * TH_PROGRESS_MSG_MAX bytes are kept). Cheap enough to call in a tight
+ * loop: reports are coalesced in the worker, latest wins, and at most one
+ * per task leaves it every TH_PROGRESS_INTERVAL_MS milliseconds; a report
+ * held back when the task returns is sent just before its result. They
+ * reach the submitter only if it asked for them (th_host_on_progress(),
+ * th_client_on_progress(), taskhostctl submit --progress); otherwise they
+ * cost the worker a clock read and a copy. Returns 0 or TH_EINVAL. */
+#define TH_PROGRESS_MSG_MAX 255
+#define TH_PROGRESS_INTERVAL_MS 50
+TH_EXPORT int th_task_progress(th_task *task, uint64_t done, uint64_t total,
+                               const char *msg);
+
 /* ---- Logging, tagged with the pool and the worker's pid ---- */
 
 enum { TH_LOG_ERROR = 0, TH_LOG_WARN = 1, TH_LOG_INFO = 2, TH_LOG_DEBUG = 3 };

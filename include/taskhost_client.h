@@ -84,6 +84,15 @@ typedef void (*th_accept_fn)(uint64_t tag, uint64_t task_id, void *arg);
 TH_EXPORT void th_client_on_accept(th_client *client, th_accept_fn fn,
                                    void *arg);
 
+/* Asks for the progress reports of the tasks submitted from now on (fn
+ * NULL: stop): fn gets the task's tag as `id`, `done` of `total` and a
+ * message, from inside the loop like th_done_fn, never after the task's
+ * answer. Reports are coalesced (latest wins, at most one per task every
+ * TH_PROGRESS_INTERVAL_MS); the daemon drops some while this client lets
+ * answers pile up. Tasks submitted without it cost nothing more. */
+TH_EXPORT void th_client_on_progress(th_client *client, th_progress_fn fn,
+                                     void *arg);
+
 /* Submits a task and runs the loop until its answer, which is copied into
  * *result (free with th_client_result_free()); data is NUL-terminated.
  * Returns 0 when an answer, whatever its state, was had. */

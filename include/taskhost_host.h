@@ -134,6 +134,23 @@ TH_EXPORT int th_host_submit(th_host *host, const char *pool, const char *task,
                              const th_submit_opts *opts, th_done_fn done,
                              void *arg, uint64_t *id);
 
+/* Called while task `id` runs, with a report of its plugin's
+ * th_task_progress(): `done` of `total` units (total 0: unknown) and a
+ * message, NUL-terminated, "" if none. Reports are coalesced in the worker
+ * (latest wins, at most one per task every TH_PROGRESS_INTERVAL_MS), and
+ * none comes after the task's final answer. `msg` lives only during the
+ * call. The callback may submit or cancel tasks, but must not close the
+ * host. */
+typedef void (*th_progress_fn)(uint64_t id, uint64_t done, uint64_t total,
+                               const char *msg, void *arg);
+
+/* Passes the progress reports of pending task `id` to fn (NULL: stop),
+ * with arg. Call it right after th_host_submit(), before the loop runs
+ * again, to miss none. Returns 0, or TH_ENOENT when no such task is
+ * pending. */
+TH_EXPORT int th_host_on_progress(th_host *host, uint64_t id,
+                                  th_progress_fn fn, void *arg);
+
 /* Submits a task and runs the loop until its answer. Copies the answer
  * into *result: free it with th_result_free(). Returns 0 when an answer
  * (whatever its state) was had, or a negative code as th_host_submit(). */

@@ -2,7 +2,9 @@
  *
  * Shows th_task_cancelled(): the task sleeps in short slices and stops early
  * once the host has cancelled it or its time limit passed, so that the
- * worker can end cleanly instead of being killed. Also shows how a task
+ * worker can end cleanly instead of being killed. Shows th_task_progress()
+ * too: each slice reports the milliseconds slept of those asked (the
+ * worker passes on at most one report per 50 ms). Also shows how a task
  * reads a number from its input (decimal text) and rejects bad input with
  * th_task_fail().
  *
@@ -68,6 +70,7 @@ static int sleep_run(void *state, th_task *task, const void *input, size_t len)
         if (th_task_cancelled(task))
             return th_task_fail(task, TH_ECANCELED,
                                 "sleep: cancelled with %lld ms left", left);
+        th_task_progress(task, (uint64_t)(ms - left), (uint64_t)ms, "sleeping");
         long long slice = left < SLEEP_SLICE_MS ? left : SLEEP_SLICE_MS;
         struct timespec ts = {0, (long)(slice * 1000000)};
         nanosleep(&ts, NULL); /* EINTR just ends this slice early */

@@ -120,6 +120,41 @@ static void control_frames_round_trip(void **state)
     proto_buf_free(&b);
 }
 
+static void progress_round_trips_and_caps_its_message(void **state)
+{
+    struct proto_buf b = {0};
+    struct proto_frame f;
+    struct proto_progress p = {.done = 3, .total = 1ull << 40, .msg = "half",
+                               .msg_len = 4}, q;
+    char longmsg[400];
+    size_t need;
+    long n;
+
+    (void)state;
+    assert_int_equal(proto_put_progress(&b, 9, &p), 0);
+    n = proto_decode(b.data, b.len, 1024, &f, &need);
+    assert_int_equal(n, 16 + 16 + 4);
+    assert_int_equal(f.type, PROTO_PROGRESS);
+    assert_int_equal(f.tag, 9);
+    assert_int_equal(proto_parse_progress(&f, &q), 0);
+    assert_int_equal(q.done, 3);
+    assert_int_equal(q.total, 1ull << 40);
+    assert_int_equal(q.msg_len, 4);
+    assert_memory_equal(q.msg, "half", 4);
+    proto_buf_consume(&b, (size_t)n);
+
+    memset(longmsg, 'x', sizeof longmsg);
+    p.msg = longmsg;
+    p.msg_len = sizeof longmsg;
+    assert_int_equal(proto_put_progress(&b, 9, &p), 0);
+    n = proto_decode(b.data, b.len, 1024, &f, &need);
+    assert_int_equal(proto_parse_progress(&f, &q), 0);
+    assert_int_equal(q.msg_len, PROTO_PROGRESS_MSG_MAX);
+    f.len = 15; /* shorter than done and total */
+    assert_int_equal(proto_parse_progress(&f, &q), TH_EPROTO);
+    proto_buf_free(&b);
+}
+
 static void header_is_little_endian(void **state)
 {
     struct proto_buf b = {0};
@@ -395,6 +430,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(submit_round_trips),
+        cmocka_unit_test(progress_round_trips_and_caps_its_message),
         cmocka_unit_test(result_round_trips),
         cmocka_unit_test(submit_with_input_fd_carries_only_the_length),
         cmocka_unit_test(submit_with_input_fd_and_a_wrong_tail_is_malformed),

@@ -80,6 +80,8 @@ struct th_client {
     size_t ntasks; /* of which tasks */
     th_accept_fn accept;
     void *accept_arg;
+    th_progress_fn progress;
+    void *progress_arg;
     uint64_t in_pos, out_pos;       /* stream bytes received, sent */
     uint64_t frame_pos;             /* stream offset of the frame at hand */
     struct fdpass_queue rfds, sfds; /* descriptors received, to send */
@@ -505,6 +507,22 @@ static void on_reply(th_client *c, const struct proto_frame *f)
     }
 }
 
+static void on_progress(th_client *c, const struct proto_frame *f)
+{
+    struct proto_progress pr;
+    struct pend *p;
+    char msg[PROTO_PROGRESS_MSG_MAX + 1];
+
+    if (c->progress == NULL || proto_parse_progress(f, &pr) < 0)
+        return;
+    p = table_find(c, f->tag);
+    if (p == NULL || p->ctl || p->probe)
+        return;
+    memcpy(msg, pr.msg, pr.msg_len);
+    msg[pr.msg_len] = '\0';
+    c->progress(f->tag, pr.done, pr.total, msg, c->progress_arg);
+}
+
 static void on_frame(th_client *c, const struct proto_frame *f)
 {
     uint64_t id;
@@ -513,6 +531,7 @@ static void on_frame(th_client *c, const struct proto_frame *f)
     case PROTO_RESULT: on_result(c, f); break;
     case PROTO_REPLY:
     case PROTO_ERROR: on_reply(c, f); break;
+    case PROTO_PROGRESS: on_progress(c, f); break;
     case PROTO_ACCEPTED:
         if (c->accept && proto_parse_accepted(f, &id) == 0)
             c->accept(f->tag, id, c->accept_arg);
@@ -674,7 +693,8 @@ static void probe_fds(th_client *c)
 static uint16_t submit_flags(th_client *c, const void *input, size_t len,
                              struct mfd **m)
 {
-    uint16_t flags = c->accept ? PROTO_F_ACK : 0;
+    uint16_t flags = (c->accept ? PROTO_F_ACK : 0) |
+                     (c->progress ? PROTO_F_PROGRESS : 0);
 
     *m = NULL;
     if (c->fd_mode == FD_UNKNOWN && len >= FDPASS_MIN)
@@ -754,6 +774,12 @@ void th_client_on_accept(th_client *c, th_accept_fn fn, void *arg)
 {
     c->accept = fn;
     c->accept_arg = arg;
+}
+
+void th_client_on_progress(th_client *c, th_progress_fn fn, void *arg)
+{
+    c->progress = fn;
+    c->progress_arg = arg;
 }
 
 static double now(void)

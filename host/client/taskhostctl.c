@@ -24,7 +24,7 @@ static const char main_help[] =
     "Usage: taskhostctl [-s SOCKET] COMMAND [ARGS]\n"
     "Talks to a running taskhostd.\n\n"
     "Commands:\n"
-    "  submit POOL TASK [-i FILE] [--timeout S] [-v]\n"
+    "  submit POOL TASK [-i FILE] [--timeout S] [-v] [-p]\n"
     "                       run one task; input from stdin or FILE, output "
     "to stdout\n"
     "  stats [POOL] [--json|--prometheus]\n"
@@ -135,6 +135,21 @@ static void show_accept(uint64_t tag, uint64_t id, void *arg)
             (unsigned long long)id);
 }
 
+/* One line per report: "taskhostctl: progress 40/100 (40%) message". */
+static void show_progress(uint64_t tag, uint64_t done, uint64_t total,
+                          const char *msg, void *arg)
+{
+    (void)tag;
+    (void)arg;
+    if (total > 0)
+        fprintf(stderr, "taskhostctl: progress %llu/%llu (%.0f%%)%s%s\n",
+                (unsigned long long)done, (unsigned long long)total,
+                100.0 * (double)done / (double)total, *msg ? " " : "", msg);
+    else
+        fprintf(stderr, "taskhostctl: progress %llu%s%s\n",
+                (unsigned long long)done, *msg ? " " : "", msg);
+}
+
 static char *read_input(const char *file, size_t *len)
 {
     FILE *f = file && strcmp(file, "-") ? fopen(file, "rb") : stdin;
@@ -175,29 +190,35 @@ struct submit_args {
     th_submit_opts opts;
     const char *file;
     int verbose;
+    int progress;
 };
 
 /* Parses submit's options. Returns -1 to go on, else the exit status. */
 static int submit_parse(int argc, char **argv, struct submit_args *a)
 {
     static const char help[] =
-        "Usage: taskhostctl submit POOL TASK [-i FILE] [--timeout S] [-v]\n"
+        "Usage: taskhostctl submit POOL TASK [-i FILE] [--timeout S] [-v] "
+        "[-p]\n"
         "Runs TASK in POOL with the input from FILE (default: stdin) and\n"
         "writes its output to stdout. --timeout S caps its run time (it can\n"
         "only lower the pool's task_timeout). -v prints the task id to\n"
-        "stderr once it is accepted, for taskhostctl cancel.\n";
+        "stderr once it is accepted, for taskhostctl cancel. -p, --progress\n"
+        "prints the task's progress reports to stderr as they come.\n";
     static const struct option opts[] = {
         COMMON_OPTS, {"input", required_argument, NULL, 'i'},
         {"timeout", required_argument, NULL, 't'},
-        {"verbose", no_argument, NULL, 'v'}, {NULL, 0, NULL, 0}};
+        {"verbose", no_argument, NULL, 'v'},
+        {"progress", no_argument, NULL, 'p'}, {NULL, 0, NULL, 0}};
     char *end;
     int c;
 
-    while ((c = next_opt(argc, argv, "hs:i:v", opts, help)) >= 0) {
+    while ((c = next_opt(argc, argv, "hs:i:vp", opts, help)) >= 0) {
         if (c == 'i')
             a->file = optarg;
         else if (c == 'v')
             a->verbose = 1;
+        else if (c == 'p')
+            a->progress = 1;
         else if (c == 't') {
             a->opts.task_timeout = strtod(optarg, &end);
             if (*end || !(a->opts.task_timeout > 0))
@@ -214,7 +235,7 @@ static int submit_parse(int argc, char **argv, struct submit_args *a)
 
 static int cmd_submit(int argc, char **argv)
 {
-    struct submit_args a = {{0}, NULL, 0};
+    struct submit_args a = {{0}, NULL, 0, 0};
     int rc = submit_parse(argc, argv, &a);
     th_client *cl;
     th_result r;
@@ -228,6 +249,8 @@ static int cmd_submit(int argc, char **argv)
     cl = connect_or_die();
     if (a.verbose)
         th_client_on_accept(cl, show_accept, NULL);
+    if (a.progress)
+        th_client_on_progress(cl, show_progress, NULL);
     rc = th_client_call(cl, argv[optind], argv[optind + 1], in, len, &a.opts,
                         &r);
     free(in);

@@ -187,6 +187,19 @@ int proto_parse_reply(const struct proto_frame *f, struct proto_reply *r)
     return 0;
 }
 
+int proto_parse_progress(const struct proto_frame *f,
+                         struct proto_progress *p)
+{
+    if (f->type != PROTO_PROGRESS || f->len < 16 ||
+        f->len > 16 + PROTO_PROGRESS_MSG_MAX)
+        return TH_EPROTO;
+    p->done = get64(f->body);
+    p->total = get64(f->body + 8);
+    p->msg = (const char *)f->body + 16;
+    p->msg_len = f->len - 16;
+    return 0;
+}
+
 int proto_parse_accepted(const struct proto_frame *f, uint64_t *task_id)
 {
     if (f->type != PROTO_ACCEPTED || f->len != 8)
@@ -340,6 +353,22 @@ int proto_put_accepted(struct proto_buf *b, uint64_t tag, uint64_t task_id)
     return 0;
 }
 
+int proto_put_progress(struct proto_buf *b, uint64_t tag,
+                       const struct proto_progress *pr)
+{
+    size_t n = pr->msg_len > PROTO_PROGRESS_MSG_MAX ? PROTO_PROGRESS_MSG_MAX
+                                                    : pr->msg_len;
+    uint8_t *p = frame_start(b, PROTO_PROGRESS, tag, 0, 16 + (uint32_t)n);
+
+    if (p == NULL)
+        return TH_ENOMEM;
+    put64(p, pr->done);
+    put64(p + 8, pr->total);
+    if (n)
+        memcpy(p + 16, pr->msg, n);
+    return 0;
+}
+
 int proto_put_cancel(struct proto_buf *b, uint64_t tag, uint16_t flags,
                      uint64_t target)
 {
@@ -423,6 +452,7 @@ const char *proto_type_name(int type)
     case PROTO_RESULT: return "result";
     case PROTO_ACCEPTED: return "accepted";
     case PROTO_REPLY: return "reply";
+    case PROTO_PROGRESS: return "progress";
     case PROTO_ERROR: return "error";
     default: return NULL;
     }

@@ -37,6 +37,7 @@ enum proto_type {
     PROTO_RESULT = 0x81,
     PROTO_ACCEPTED = 0x82,
     PROTO_REPLY = 0x83,
+    PROTO_PROGRESS = 0x84,
     PROTO_ERROR = 0xff
 };
 
@@ -45,6 +46,7 @@ enum {
     PROTO_F_ACK = 0x1,     /* SUBMIT: answer ACCEPTED with the task id */
     PROTO_F_IN_FD = 0x2,   /* SUBMIT: the input is in the attached memfd */
     PROTO_F_OUT_FD = 0x4,  /* SUBMIT: the output may come in a memfd */
+    PROTO_F_PROGRESS = 0x8, /* SUBMIT: send PROGRESS frames of the task */
     PROTO_F_TASK_ID = 0x1, /* CANCEL: target is a task id, not a tag */
     PROTO_F_FORCE = 0x1,   /* RESTART, SHUTDOWN: forced */
     PROTO_F_FD_OK = 0x1,   /* REPLY to PING: the daemon speaks memfds */
@@ -92,6 +94,16 @@ struct proto_result {
     size_t len;
 };
 
+/* PROGRESS body: u64 done, u64 total, then the message (no NUL), at
+ * most PROTO_PROGRESS_MSG_MAX bytes. */
+#define PROTO_PROGRESS_MSG_MAX 255
+struct proto_progress {
+    uint64_t done;
+    uint64_t total;
+    const char *msg;
+    size_t msg_len;
+};
+
 /* Body of CANCEL (target), STATS (format, pool), RESTART (pool); an empty
  * pool means every pool. */
 struct proto_control {
@@ -124,6 +136,8 @@ int proto_parse_result(const struct proto_frame *f, struct proto_result *r);
 int proto_parse_control(const struct proto_frame *f, struct proto_control *c);
 int proto_parse_reply(const struct proto_frame *f, struct proto_reply *r);
 int proto_parse_accepted(const struct proto_frame *f, uint64_t *task_id);
+int proto_parse_progress(const struct proto_frame *f,
+                         struct proto_progress *p);
 
 /* A growable output buffer. Zero-initialise; free with proto_buf_free(). */
 /* `data` is the first unconsumed byte and `cap` the room from there;
@@ -153,6 +167,8 @@ int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
 int proto_put_result(struct proto_buf *b, uint64_t tag,
                      const struct proto_result *r);
 int proto_put_accepted(struct proto_buf *b, uint64_t tag, uint64_t task_id);
+int proto_put_progress(struct proto_buf *b, uint64_t tag,
+                       const struct proto_progress *p);
 int proto_put_cancel(struct proto_buf *b, uint64_t tag, uint16_t flags,
                      uint64_t target);
 int proto_put_stats(struct proto_buf *b, uint64_t tag, int format,

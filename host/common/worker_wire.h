@@ -12,7 +12,12 @@
  * worker -> host: FRAME_READY (init done; rss_kib), FRAME_INIT_FAILED
  *                 (payload = message), FRAME_RESULT (id; code 0 with
  *                 payload = output, or code < 0 with payload = message;
- *                 run_us; rss_kib when the pool watches memory, else 0).
+ *                 run_us; rss_kib when the pool watches memory, else 0),
+ *                 FRAME_PROGRESS (id; payload = struct frame_progress and
+ *                 up to TH_PROGRESS_MSG_MAX bytes of message): sent while
+ *                 the task runs, at most one per TH_PROGRESS_INTERVAL_MS,
+ *                 written at once, so possibly ahead of results of earlier
+ *                 tasks still held for a batch.
  * Every payload is followed by zero padding up to a multiple of 8 bytes.
  * A worker runs its tasks strictly in the order received, so the host
  * knows that the oldest unanswered task of a worker is the running one.
@@ -29,6 +34,13 @@ enum frame_type {
     FRAME_READY = 3,
     FRAME_INIT_FAILED = 4,
     FRAME_RESULT = 5,
+    FRAME_PROGRESS = 6,
+};
+
+/* The start of a FRAME_PROGRESS payload; the message follows. */
+struct frame_progress {
+    uint64_t done;
+    uint64_t total;
 };
 
 struct frame {

@@ -349,6 +349,25 @@ static void output_to_fd(struct conn *c, struct slot *sl,
     r->flags = PROTO_F_RES_FD;
 }
 
+/* The engine's callback: a progress report of a task whose client asked
+ * for them. Reports are coalesced by the worker already; one that finds
+ * its client's answers piling up (see conn_want()) is dropped, as a newer
+ * one supersedes it anyway. */
+static void on_progress(uint64_t id, uint64_t done, uint64_t total,
+                        const char *msg, void *arg)
+{
+    struct slot *sl = arg;
+    struct conn *c = sl->conn;
+    struct proto_progress p = {.done = done, .total = total, .msg = msg,
+                               .msg_len = strlen(msg)};
+
+    (void)id;
+    if (c == NULL || c->out.len >= OUT_LOW)
+        return;
+    if (proto_put_progress(&c->out, sl->tag, &p) == 0)
+        conn_mark(c);
+}
+
 /* The engine's callback: the final answer of one task. */
 static void on_done(const th_result *res, void *arg)
 {
@@ -505,6 +524,8 @@ static struct slot *submit_task(struct conn *c, const struct proto_frame *f,
     }
     slot_link(c, sl);
     s->counts.submitted++;
+    if (f->flags & PROTO_F_PROGRESS)
+        th_host_on_progress(s->host, sl->id, on_progress, sl);
     if (f->flags & PROTO_F_ACK) {
         proto_put_accepted(&c->out, f->tag, sl->id);
         conn_mark(c);
@@ -661,8 +682,8 @@ static int flags_ok(const struct proto_frame *f)
 {
     switch (f->type) {
     case PROTO_SUBMIT:
-        return (f->flags & ~(PROTO_F_ACK | PROTO_F_IN_FD | PROTO_F_OUT_FD)) ==
-               0;
+        return (f->flags & ~(PROTO_F_ACK | PROTO_F_IN_FD | PROTO_F_OUT_FD |
+                             PROTO_F_PROGRESS)) == 0;
     case PROTO_CANCEL: return (f->flags & ~PROTO_F_TASK_ID) == 0;
     case PROTO_RESTART:
     case PROTO_SHUTDOWN: return (f->flags & ~PROTO_F_FORCE) == 0;

@@ -477,6 +477,19 @@ TH_EXPORT int th_host_cancel(th_host *h, uint64_t id)
     return 0;
 }
 
+TH_EXPORT int th_host_on_progress(th_host *h, uint64_t id, th_progress_fn fn,
+                                  void *arg)
+{
+    if (h == NULL)
+        return TH_EINVAL;
+    struct task *t = task_map_find(&h->tasks, id);
+    if (t == NULL || t->answered)
+        return TH_ENOENT;
+    t->progress = fn;
+    t->progress_arg = arg;
+    return 0;
+}
+
 TH_EXPORT int th_host_task_state(const th_host *h, uint64_t id)
 {
     if (h == NULL)

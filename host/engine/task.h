@@ -28,6 +28,8 @@ struct task {
     struct worker *worker;    /* while sent to a worker */
     th_done_fn done;
     void *arg;
+    th_progress_fn progress; /* NULL: nobody asked for reports */
+    void *progress_arg;
     uint16_t index;   /* task index in the plugin's table */
     int8_t priority;
     uint8_t state;    /* th_state */

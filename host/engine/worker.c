@@ -323,6 +323,30 @@ static int handle_result(struct worker *w, const struct frame *f,
     return 0;
 }
 
+/* Passes a progress report to whoever asked for the task's. The worker
+ * writes reports at once, ahead of results it still holds, so the task
+ * is any of its in-flight ones; one answered meanwhile gets none. */
+static int handle_progress(struct worker *w, const struct frame *f,
+                           const char *payload)
+{
+    struct frame_progress p;
+    char msg[TH_PROGRESS_MSG_MAX + 1];
+    size_t len = f->len - sizeof p;
+
+    if (f->len < sizeof p || len > TH_PROGRESS_MSG_MAX)
+        return -1;
+    struct task *t = w->inflight.head;
+    while (t != NULL && t->id != f->id)
+        t = t->next;
+    if (t == NULL || t->answered || t->progress == NULL)
+        return 0;
+    memcpy(&p, payload, sizeof p);
+    memcpy(msg, payload + sizeof p, len);
+    msg[len] = '\0';
+    t->progress(t->id, p.done, p.total, msg, t->progress_arg);
+    return 0;
+}
+
 /* Handles one frame. Returns 0, or -1 when the worker broke the protocol
  * (it is then killed). */
 static int handle_frame(struct worker *w, const struct frame *f,
@@ -342,6 +366,8 @@ static int handle_frame(struct worker *w, const struct frame *f,
         return 0;
     case FRAME_RESULT:
         return handle_result(w, f, payload);
+    case FRAME_PROGRESS:
+        return handle_progress(w, f, payload);
     default:
         return -1;
     }

@@ -37,6 +37,7 @@
 /* The task handle of the SDK. Output goes to the socket buffer behind the
  * result's header, or, once it is large, to the arena's output ring. */
 struct th_task {
+    uint64_t id;
     struct buf *out;
     size_t header; /* offset of this result's frame header in out */
     int failed;
@@ -112,6 +113,43 @@ static int write_arena(th_task *task, const void *data, size_t len)
 
 static volatile sig_atomic_t child_term;
 
+/* The progress of the running task: the latest report, and when one last
+ * left. One task runs at a time, so this lives outside th_task and the
+ * fast path only resets two fields per task. */
+static struct {
+    int held;       /* a report waits: it came too soon after the last */
+    double sent;    /* when the last report left, 0: none yet */
+    struct frame_progress p;
+    size_t len;
+    char msg[TH_PROGRESS_MSG_MAX];
+} progress;
+
+/* Writes the latest report of task `id` to the host now, blocking: it
+ * goes ahead of the results held for the next batch (the host finds the
+ * task by id). Exits when the host is gone. */
+static void progress_send(uint64_t id)
+{
+    char frame[sizeof(struct frame) + sizeof progress.p +
+               FRAME_PAD(TH_PROGRESS_MSG_MAX)];
+    struct frame f = {.id = id, .type = FRAME_PROGRESS,
+                      .len = (uint32_t)(sizeof progress.p + progress.len)};
+    size_t total = sizeof f + FRAME_PAD(f.len);
+
+    memset(frame, 0, total);
+    memcpy(frame, &f, sizeof f);
+    memcpy(frame + sizeof f, &progress.p, sizeof progress.p);
+    memcpy(frame + sizeof f + sizeof progress.p, progress.msg, progress.len);
+    for (size_t off = 0; off < total;) {
+        ssize_t n = write(CHILD_FD, frame + off, total - off);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(0); /* the host closed our socket: nobody to answer */
+        off += (size_t)n;
+    }
+    progress.held = 0;
+}
+
 static void on_sigterm(int sig)
 {
     (void)sig;
@@ -176,6 +214,29 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Keeps the latest report; sends it when the last one left at least
+ * TH_PROGRESS_INTERVAL_MS ago, so a plugin calling this in a tight loop
+ * costs a clock read and a copy per call and a frame per interval. */
+TH_EXPORT int th_task_progress(th_task *task, uint64_t done, uint64_t total,
+                               const char *msg)
+{
+    if (task == NULL || task->id == 0)
+        return TH_EINVAL;
+    progress.p.done = done;
+    progress.p.total = total;
+    progress.len = msg ? strnlen(msg, TH_PROGRESS_MSG_MAX) : 0;
+    memcpy(progress.msg, msg ? msg : "", progress.len);
+    double now = now_s();
+    if (progress.sent > 0 &&
+        now - progress.sent < TH_PROGRESS_INTERVAL_MS / 1000.0) {
+        progress.held = 1;
+        return 0;
+    }
+    progress.sent = now;
+    progress_send(task->id);
+    return 0;
 }
 
 /* ---- process setup ---- */
@@ -351,9 +412,11 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     struct frame *hdr = buf_extend(&c->out, sizeof *hdr);
     if (hdr == NULL)
         _exit(72);
-    struct th_task task = {.out = &c->out, .header = header};
+    struct th_task task = {.id = f->id, .out = &c->out, .header = header};
     int code;
     double start = now_s();
+    progress.held = 0;
+    progress.sent = 0;
     if (f->aux >= pl->ntasks) {
         code = th_task_fail(&task, TH_ENOENT, "no task number %u", f->aux);
     } else if (skipped(f->id)) {
@@ -368,6 +431,8 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
             th_task_fail(&task, code, "%s", th_strerror(code));
     }
     double run = now_s() - start;
+    if (progress.held) /* the latest report, ahead of the result */
+        progress_send(f->id);
     int shm = task.in_arena;
     if (shm)
         seal_arena(c, &task);
