@@ -15,7 +15,8 @@ const POOLS = `pools = (
   { name = "echo"; plugin = "echo"; min_workers = 2; max_workers = 2;
     max_queue = 100000; },
   { name = "sleep"; plugin = "sleep"; min_workers = 2; max_workers = 2;
-    max_queue = 100; }
+    max_queue = 100; },
+  { name = "chatty"; plugin = "chatty"; min_workers = 2; max_workers = 2; }
 );
 `;
 
@@ -44,7 +45,8 @@ class Daemon {
 
   writeConf(pools) {
     const plugins = ['echo', 'sleep'].map((n) =>
-      `  { name = "${n}"; path = "${BUILDDIR}/plugins/${n}.so"; }`).join(',\n');
+      `  { name = "${n}"; path = "${BUILDDIR}/plugins/${n}.so"; }`).join(',\n') +
+      `,\n  { name = "chatty"; path = "${BUILDDIR}/tests/plugins/.libs/chatty.so"; }`;
     fs.writeFileSync(this.conf,
       `host: { socket = "${this.sock}"; log = "${this.log}";\n` +
       `  log_level = "info"; shutdown_timeout = 1.0; ${this.hostExtra} };\n` +

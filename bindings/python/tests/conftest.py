@@ -27,7 +27,8 @@ pools = (
     max_queue = 100000; },
   { name = "sleep"; plugin = "sleep"; min_workers = 2; max_workers = 2;
     max_queue = 100; },
-  { name = "crash"; plugin = "crash"; min_workers = 1; max_workers = 1; }%s
+  { name = "crash"; plugin = "crash"; min_workers = 1; max_workers = 1; },
+  { name = "chatty"; plugin = "chatty"; min_workers = 2; max_workers = 2; }%s
 );
 """
 
@@ -54,6 +55,9 @@ class Daemon:
         self.plugin_list = ",\n".join(
             f'  {{ name = "{n}"; path = "{plugins}/{n}.so"; }}'
             for n in ("echo", "sleep", "crash"))
+        self.plugin_list += (',\n  { name = "chatty"; path = "%s"; }' %
+                             os.path.join(build, "tests", "plugins", ".libs",
+                                          "chatty.so"))
         if extra_plugins:
             self.plugin_list += ",\n" + extra_plugins
         self.host_extra = host_extra

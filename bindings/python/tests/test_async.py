@@ -122,3 +122,25 @@ def test_connection_loss_fails_every_pending_task_once(own_daemon):
     d.proc.wait()
     assert len(res) == 5
     assert all(isinstance(r, taskhost.ConnectionLost) for r in res)
+
+
+def test_progress_as_an_async_iterator(daemon):
+    async def main():
+        async with await taskhost.connect(daemon.sock) as th:
+            return [x async for x in th.run_with_progress("chatty", "steps", b"3")]
+    got = run(main())
+    assert [(p.done, p.total, p.message) for p in got[:-1]] == [
+        (1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    assert got[-1] == b"done"
+
+
+def test_progress_callback_with_submit(daemon):
+    async def main():
+        async with await taskhost.connect(daemon.sock) as th:
+            seen = []
+            out = await th.submit("chatty", "chatty", b"200",
+                                  progress=lambda d, t, m: seen.append(d))
+            return int(out), seen
+    calls, seen = run(main())
+    assert 1 <= len(seen) <= 200 // 50 + 3
+    assert seen[-1] == calls - 1

@@ -207,3 +207,30 @@ def test_admin_restart_reload_shutdown(own_daemon):
         c.shutdown()
     d.proc.wait(20)
     assert d.proc.returncode == 0
+
+
+def test_progress_reports_reach_the_callback_in_order(client):
+    seen = []
+    out = client.call("chatty", "steps", b"3",
+                      progress=lambda d, t, m: seen.append((d, t, m)))
+    assert out == b"done"
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+
+
+def test_a_chatty_plugin_is_coalesced(client):
+    seen = []
+    fut = client.submit("chatty", "chatty", b"300",
+                        progress=lambda d, t, m: seen.append(d))
+    calls = int(fut.result(20))
+    assert calls > 10000
+    assert 2 <= len(seen) <= 300 // 50 + 3
+    assert seen[-1] == calls - 1  # the latest won
+    assert seen == sorted(seen)
+
+
+def test_the_sleep_example_reports_progress(client):
+    seen = []
+    assert client.call("sleep", "sleep", b"200",
+                       progress=lambda d, t, m: seen.append((d, t, m))) == b"slept 200"
+    assert seen and seen[0] == (0, 200, "sleeping")
+    assert all(t == 200 for _, t, _ in seen)
