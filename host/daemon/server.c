@@ -63,6 +63,8 @@ struct conn {
     int fd;
     uid_t uid;
     gid_t gid;
+    gid_t *groups;   /* supplementary groups, from SO_PEERGROUPS */
+    size_t ngroups;
     pid_t pid;
     int closing;     /* an error frame was queued: flush, then close */
     int eof;         /* the client shut down its writing side: answer what
@@ -171,14 +173,41 @@ static int id_in(const struct id_list *l, unsigned id)
     return 0;
 }
 
-/* Whether the peer is in the uid/gid lists; empty lists mean the daemon's
- * own uid and root. */
+/* Reads the peer's supplementary groups (as at connect time) into c:
+ * `usermod -aG taskhost alice` is how a user joins a group, and
+ * SO_PEERCRED carries only the primary one. Returns 0 or -1 (errno). */
+static int peer_groups(struct conn *c)
+{
+    socklen_t len = 0;
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, NULL, &len) == -1 &&
+        errno != ERANGE)
+        return -1;
+    if (len == 0)
+        return 0;
+    c->groups = malloc(len);
+    if (c->groups == NULL)
+        return -1;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == -1)
+        return -1;
+    c->ngroups = len / sizeof *c->groups;
+    return 0;
+}
+
+/* Whether connection c is in the uid/gid lists, by its uid, its primary
+ * group or a supplementary one; empty lists mean the daemon's own uid and
+ * root. */
 static int peer_allowed(const struct id_list *uids, const struct id_list *gids,
-                        uid_t uid, gid_t gid)
+                        const struct conn *c)
 {
     if (uids->n == 0 && gids->n == 0)
-        return uid == 0 || uid == geteuid();
-    return id_in(uids, uid) || id_in(gids, gid);
+        return c->uid == 0 || c->uid == geteuid();
+    if (id_in(uids, c->uid) || id_in(gids, c->gid))
+        return 1;
+    for (size_t i = 0; i < c->ngroups; i++)
+        if (id_in(gids, c->groups[i]))
+            return 1;
+    return 0;
 }
 
 /* Rights are looked up on every request, against the lists of the config
@@ -187,14 +216,14 @@ static int peer_allowed(const struct id_list *uids, const struct id_list *gids,
 static int conn_is_admin(const struct conn *c)
 {
     const struct server *s = c->srv;
-    return peer_allowed(&s->admin_uids, &s->admin_gids, c->uid, c->gid);
+    return peer_allowed(&s->admin_uids, &s->admin_gids, c);
 }
 
 static int conn_may_submit(const struct conn *c)
 {
     const struct server *s = c->srv;
     return conn_is_admin(c) ||
-           peer_allowed(&s->submit_uids, &s->submit_gids, c->uid, c->gid);
+           peer_allowed(&s->submit_uids, &s->submit_gids, c);
 }
 
 static int id_list_copy(struct id_list *dst, const struct id_list *src)
@@ -943,6 +972,7 @@ static void conn_close(struct conn *c)
     fdpass_maps_clear(&c->maps); /* its tasks let go in conn_orphan_tasks */
     log_debug("client pid %d uid %u disconnected", (int)c->pid,
               (unsigned)c->uid);
+    free(c->groups);
     free(c);
 }
 
@@ -967,6 +997,12 @@ static struct conn *conn_new(struct server *s, int fd)
     c->gid = cred.gid;
     c->pid = cred.pid;
     c->tasks.next = c->tasks.prev = &c->tasks;
+    if (peer_groups(c) < 0) {
+        log_warn("SO_PEERGROUPS: %s", strerror(errno));
+        free(c->groups);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -993,6 +1029,8 @@ static void accept_one(struct server *s, int fd)
     struct conn *c = conn_new(s, fd);
 
     if (c == NULL || conn_register(s, c) < 0) {
+        if (c)
+            free(c->groups);
         free(c);
         close(fd);
         return;
