@@ -990,6 +990,119 @@ static void test_pool_cfg_copy_is_deep(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+/* ---- drop-in files (host.include) ---- */
+
+#define INCLUDE "host: { include = \"conf.d/*.conf\"; };\n"
+
+/* Writes conf.d/NAME with `text`. */
+static void write_dropin(const char *name, const char *text)
+{
+    char path[PATH_MAX + 80];
+
+    mkdir(in_tmp("conf.d"), 0755);
+    snprintf(path, sizeof(path), "%s/conf.d/%s", tmp, name);
+    write_file(path, text);
+}
+
+static void test_dropins_add_plugins_and_pools_in_name_order(void **state)
+{
+    (void)state;
+    write_dropin("20-b.conf", "pools = ( { name = \"b\"; plugin = \"x\"; } );\n");
+    write_dropin("10-a.conf",
+                 "plugins = ( { name = \"x\"; path = \"hash.so\"; } );\n"
+                 "pools = ( { name = \"a\"; plugin = \"hash\"; } );\n");
+    write_dropin("30-c.conf.disabled", "garbage");
+    if (load(INCLUDE PLUGIN
+             "pools = ( { name = \"main\"; plugin = \"x\"; } );\n") != 0)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->nplugins, 2);
+    assert_string_equal(cfg->plugins[1].name, "x");
+    assert_string_equal(cfg->plugins[1].path, in_tmp("hash.so"));
+    assert_int_equal(cfg->npools, 3);
+    assert_string_equal(cfg->pools[0].name, "main");
+    assert_string_equal(cfg->pools[1].name, "a");
+    assert_string_equal(cfg->pools[2].name, "b");
+    assert_string_equal(cfg->pools[2].file, in_tmp("conf.d/20-b.conf"));
+    assert_int_equal(cfg->pools[2].index, 0);
+}
+
+static void test_include_matching_nothing_adds_nothing(void **state)
+{
+    (void)state;
+    if (load(INCLUDE PLUGIN) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->nplugins, 1);
+    assert_int_equal(cfg->npools, 0);
+}
+
+/* Asserts a fault in the drop-in conf.d/NAME. */
+static void assert_dropin_fault(int rc, const char *name, int line,
+                                const char *key, const char *reason)
+{
+    char want[PATH_MAX + 300];
+
+    snprintf(want, sizeof(want), "%s/conf.d/%s:%d: %s: ", tmp, name, line,
+             key);
+    if (rc != TH_ECONFIG || strncmp(err, want, strlen(want)) != 0 ||
+        strstr(err, reason) == NULL)
+        fail_msg("rc %d, message \"%s\", want \"%s...%s\"", rc, err, want,
+                 reason);
+    assert_null(cfg);
+}
+
+static void test_dropin_fault_names_its_file_line_and_key(void **state)
+{
+    (void)state;
+    write_dropin("app.conf", "pools = (\n"
+                             "  { name = \"app\"; plugin = \"hash\";\n"
+                             "    max_wrokers = 2; }\n);\n");
+    assert_dropin_fault(load(INCLUDE PLUGIN), "app.conf", 3,
+                        "pools[0].max_wrokers",
+                        "unknown key (did you mean \"max_workers\"?)");
+}
+
+static void test_dropin_pool_with_unknown_plugin_names_the_dropin(void **state)
+{
+    (void)state;
+    write_dropin("app.conf", "pools = (\n"
+                             "  { name = \"app\"; plugin = \"nosuch\"; }\n);\n");
+    assert_dropin_fault(load(INCLUDE PLUGIN), "app.conf", 2, "pools[0].plugin",
+                        "unknown plugin \"nosuch\"");
+}
+
+static void test_dropin_duplicate_pool_names_both_places(void **state)
+{
+    char also[PATH_MAX + 64];
+
+    (void)state;
+    write_dropin("app.conf", "pools = ( { name = \"p\"; plugin = \"hash\"; } );\n");
+    assert_dropin_fault(load(INCLUDE PLUGIN
+                             "pools = ( { name = \"p\"; plugin = \"hash\"; } );\n"),
+                        "app.conf", 1, "pools[0].name",
+                        "duplicate pool name \"p\"");
+    snprintf(also, sizeof(also), "also at %s:3", conf);
+    assert_non_null(strstr(err, also));
+}
+
+static void test_dropin_may_not_set_the_host_group(void **state)
+{
+    (void)state;
+    write_dropin("app.conf", "host: { log_level = \"debug\"; };\n");
+    assert_dropin_fault(load(INCLUDE PLUGIN), "app.conf", 1, "host",
+                        "not allowed in a drop-in file");
+}
+
+static void test_dropin_syntax_error_names_the_dropin(void **state)
+{
+    char want[PATH_MAX + 64];
+
+    (void)state;
+    write_dropin("app.conf", "pools = (\n  { name = \"p\" plugin };\n");
+    assert_int_equal(load(INCLUDE PLUGIN), TH_ECONFIG);
+    snprintf(want, sizeof(want), "%s/conf.d/app.conf:2: syntax error", tmp);
+    assert_string_equal(err, want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1049,6 +1162,13 @@ int main(void)
         T(test_pool_opts_unknown_user_is_refused),
         T(test_reload_splits_live_and_restarting_keys),
         T(test_pool_cfg_copy_is_deep),
+        T(test_dropins_add_plugins_and_pools_in_name_order),
+        T(test_include_matching_nothing_adds_nothing),
+        T(test_dropin_fault_names_its_file_line_and_key),
+        T(test_dropin_pool_with_unknown_plugin_names_the_dropin),
+        T(test_dropin_duplicate_pool_names_both_places),
+        T(test_dropin_may_not_set_the_host_group),
+        T(test_dropin_syntax_error_names_the_dropin),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

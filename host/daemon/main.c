@@ -30,6 +30,10 @@
 #include "server.h"
 #include "taskhost_version.h"
 
+#ifndef TH_DEFAULT_CONFIG
+#define TH_DEFAULT_CONFIG "/etc/taskhost/taskhost.conf"
+#endif
+
 struct daemon {
     char *config;   /* absolute path */
     char *pidfile;  /* absolute path, or NULL */
@@ -57,10 +61,11 @@ static const int handled[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT,
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: taskhostd -c FILE [options]\n"
+            "Usage: taskhostd [-c FILE] [options]\n"
             "Runs the pools of taskhost.conf FILE and serves tasks on its "
             "socket.\n\n"
-            "  -c, --config FILE   the config file (required)\n"
+            "  -c, --config FILE   the config file (default: "
+            TH_DEFAULT_CONFIG ")\n"
             "  -f, --foreground    do not detach; log to stderr if so "
             "configured\n"
             "      --check-config  validate FILE and its plugins, then exit "
@@ -69,7 +74,10 @@ static void usage(FILE *f)
             "      --version       print the version and exit\n"
             "  -h, --help          print this help and exit\n\n"
             "Signals: HUP reload, USR1 rolling restart, USR2 reopen the log,\n"
-            "TERM/INT graceful shutdown, QUIT fast shutdown.\n");
+            "TERM/INT graceful shutdown, QUIT fast shutdown.\n"
+            "Exit status: 0 stopped cleanly (or --check-config: valid);\n"
+            "1 refused to start (the reason is logged) or the config is\n"
+            "invalid; 2 usage error. See taskhostd(8).\n");
 }
 
 static char *abs_path(const char *path)
@@ -86,8 +94,8 @@ static char *abs_path(const char *path)
     return out;
 }
 
-/* Parses argv into d. Returns -1 to exit 0 (help, version), 1 to exit 1,
- * 0 to run. */
+/* Parses argv into d. Returns -1 to exit 0 (help, version), 2 for a
+ * usage error, 1 when out of memory, 0 to run. */
 static int parse_args(int argc, char **argv)
 {
     enum { OPT_CHECK = 256, OPT_PIDFILE, OPT_VERSION };
@@ -99,7 +107,7 @@ static int parse_args(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    const char *config = NULL, *pidfile = NULL;
+    const char *config = TH_DEFAULT_CONFIG, *pidfile = NULL;
     int c;
 
     while ((c = getopt_long(argc, argv, "c:fh", opts, NULL)) != -1) {
@@ -110,14 +118,16 @@ static int parse_args(int argc, char **argv)
         case OPT_PIDFILE: pidfile = optarg; break;
         case OPT_VERSION: printf("taskhostd %s\n", TH_VERSION_STRING); return -1;
         case 'h': usage(stdout); return -1;
-        default: usage(stderr); return 1;
+        default:
+            fprintf(stderr, "Try 'taskhostd --help'.\n");
+            return 2;
         }
     }
-    if (config == NULL || optind != argc) {
-        fprintf(stderr, "taskhostd: %s\n", config ? "unexpected argument"
-                                                  : "-c FILE is required");
-        usage(stderr);
-        return 1;
+    if (optind != argc) {
+        fprintf(stderr, "taskhostd: unexpected argument '%s' (the config "
+                        "is given with -c FILE)\nTry 'taskhostd --help'.\n",
+                argv[optind]);
+        return 2;
     }
     d.config = abs_path(config);
     d.pidfile = pidfile ? abs_path(pidfile) : NULL;
@@ -146,8 +156,8 @@ static int check_config(void)
         struct plugin *p;
         if (plugin_load(pc->name, pc->path, cfg->host.strict_permissions, &p,
                         err, sizeof err) < 0) {
-            fprintf(stderr, "%s:%d: plugins[%zu].path: %s\n", cfg->path,
-                    pc->line, i, err);
+            fprintf(stderr, "%s:%d: plugins[%d].path: %s\n", pc->file,
+                    pc->line, pc->index, err);
             config_free(cfg);
             return 1;
         }
@@ -503,7 +513,7 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv);
 
     if (rc)
-        return rc < 0 ? 0 : 1;
+        return rc < 0 ? 0 : rc;
     if (d.check_only) {
         rc = check_config();
         free(d.config);

@@ -11,6 +11,11 @@
  * are reported as one line: "FILE:LINE: KEY: reason", e.g.
  *   taskhost.conf:14: pools[0].max_workers: must be >= min_workers (2 < 4)
  * Plugin files are only checked to exist here; plugin.c validates them.
+ *
+ * host.include names drop-in files by a glob pattern relative to the main
+ * file (the shipped config: every conf.d/NAME.conf), read in name order
+ * after the main file. Each holds only `plugins` and `pools` lists, added
+ * to the main file's. A drop-in's faults name it and the index in its list.
  */
 #ifndef TH_CONFIG_H
 #define TH_CONFIG_H
@@ -37,7 +42,9 @@ struct plugin_cfg {
 #define PLUGIN_KEY(key, kind, doc) CONFIG_CTYPE(kind) key;
 #include "config/plugin_keys.def"
 #undef PLUGIN_KEY
-    int line; /* line of the `path` key, for messages */
+    const char *file; /* the file it is in (the config's files[]) */
+    int index;        /* its index in that file's plugins list */
+    int line;         /* line of the `path` key, for messages */
 };
 
 /* A pool: one field per line of config/pool_keys.def (defaults, units and
@@ -47,7 +54,10 @@ struct pool_cfg {
     CONFIG_CTYPE(kind) name;
 #include "config/pool_keys.def"
 #undef POOL_KEY
-    int line; /* line of the pool's group */
+    const char *file; /* the file it is in (the config's files[]); NULL in
+                         a copy (pool_cfg_copy) and a pool built in code */
+    int index;        /* its index in that file's pools list */
+    int line;         /* line of the pool's group */
 };
 
 struct config {
@@ -58,6 +68,8 @@ struct config {
     size_t nplugins;
     struct pool_cfg *pools;
     size_t npools;
+    char **files; /* files[0] is `path`, then the drop-ins read */
+    size_t nfiles;
 };
 
 /* Loads and validates `path`. On success returns 0 and a config in *out

@@ -351,8 +351,8 @@ static int host_build(struct th_host *h, struct config *cfg, char *err,
         char why[512];
         int r = th_host_add_plugin(h, pc->name, pc->path, why, sizeof why);
         if (r < 0) {
-            set_err(err, errlen, "%s:%d: plugins[%zu].path: %s", cfg->path,
-                    pc->line, i, why);
+            set_err(err, errlen, "%s:%d: plugins[%d].path: %s", pc->file,
+                    pc->line, pc->index, why);
             return r;
         }
     }
@@ -360,8 +360,9 @@ static int host_build(struct th_host *h, struct config *cfg, char *err,
         char why[512];
         int r = start_pool(h, &cfg->pools[i], why, sizeof why);
         if (r < 0) {
-            set_err(err, errlen, "%s:%d: pools[%zu]: %s", cfg->path,
-                    cfg->pools[i].line, i, why);
+            set_err(err, errlen, "%s:%d: pools[%d]: %s",
+                    cfg->pools[i].file, cfg->pools[i].line,
+                    cfg->pools[i].index, why);
             return r;
         }
     }
@@ -611,8 +612,8 @@ static int load_plugins_aside(struct th_host *h, const struct config *cfg,
         int r = plugin_load(pc->name, pc->path, cfg->host.strict_permissions,
                             &v[i], why, sizeof why);
         if (r < 0) {
-            set_err(err, errlen, "%s:%d: plugins[%zu].path: %s", cfg->path,
-                    pc->line, i, why);
+            set_err(err, errlen, "%s:%d: plugins[%d].path: %s", pc->file,
+                    pc->line, pc->index, why);
             for (size_t j = 0; j < i; j++)
                 plugin_unref(v[j]);
             free(v);

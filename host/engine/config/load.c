@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <grp.h>
 #include <libconfig.h>
 #include <limits.h>
@@ -131,11 +132,30 @@ static char *absolute_dir(const char *path)
 
 /* ---- the loader ---- */
 
+/* Where each plugin and pool entry was read: parallel to the config's
+ * plugins[] and pools[], so that the cross-checks made once every file is
+ * read point at the right file and line. The libconfig trees they live in
+ * stay alive until then. */
+struct sources {
+    const config_setting_t **plugins, **pools;
+    config_t *trees; /* one per drop-in file read */
+    size_t ntrees;
+};
+
 struct loader {
-    const char *file; /* the config path as given, for messages */
-    const char *dir;  /* absolute directory of the file */
+    const char *file; /* the file being read, as named in messages */
+    const char *dir;  /* absolute directory of the main file */
     char *err;
     size_t errlen;
+    struct sources *src;
+};
+
+/* A drop-in file adds plugins and pools; the host group is the main
+ * file's alone. */
+static const struct config_field dropin_fields[] = {
+    {"plugins", K_PLUGINS, 0},
+    {"pools", K_POOLS, 0},
+    {NULL, K_NAME, 0},
 };
 
 static const char *file_of(const struct loader *ld, const config_setting_t *s)
@@ -220,6 +240,22 @@ static int set_string(const struct loader *ld, char **dst, const char *v)
         return oom(ld);
     free(*dst);
     *dst = copy;
+    return 0;
+}
+
+/* Makes room for `more` zeroed elements of `size` bytes after the `n` of
+ * the array *v. Returns 0 or TH_ENOMEM (the array is left as it was). */
+static int grow(void **v, size_t n, size_t more, size_t size)
+{
+    char *nv;
+
+    if (more > (SIZE_MAX / size) - n - 1)
+        return TH_ENOMEM;
+    nv = realloc(*v, (n + more + 1) * size);
+    if (nv == NULL)
+        return TH_ENOMEM;
+    memset(nv + n * size, 0, (more + 1) * size);
+    *v = nv;
     return 0;
 }
 
@@ -654,6 +690,10 @@ static int load_group(const struct loader *ld, const config_setting_t *group,
         int rc;
 
         make_key(key, prefix, config_setting_name(s));
+        if (f == NULL && fields == dropin_fields)
+            return fault(ld, s, key, "not allowed in a drop-in file (only "
+                         "plugins and pools; the host group belongs in the "
+                         "main file)");
         if (f == NULL)
             return unknown_key(ld, s, key, fields);
         rc = set_field(ld, s, key, f, base);
@@ -725,10 +765,13 @@ static int check_plugin_file(const struct loader *ld, const config_setting_t *s,
 static int load_plugin(const struct loader *ld, const config_setting_t *g,
                        const char *prefix, struct config *cfg)
 {
-    struct plugin_cfg *p = &cfg->plugins[cfg->nplugins++];
+    struct plugin_cfg *p = &cfg->plugins[cfg->nplugins];
     char key[KEY_MAX];
     int rc;
 
+    ld->src->plugins[cfg->nplugins++] = g;
+    p->file = cfg->files[cfg->nfiles - 1];
+    p->index = config_setting_index(g);
     if (!config_setting_is_group(g))
         return wrong_type(ld, g, prefix, "a group { name = ...; path = ...; }");
     rc = load_group(ld, g, prefix, config_plugin_fields, p);
@@ -743,8 +786,9 @@ static int load_plugin(const struct loader *ld, const config_setting_t *g,
     for (size_t j = 0; j + 1 < cfg->nplugins; j++) {
         if (strcmp(cfg->plugins[j].name, p->name) == 0)
             return fault(ld, member_or(g, "name"), key,
-                         "duplicate plugin name \"%s\" (also plugins[%zu])",
-                         p->name, j);
+                         "duplicate plugin name \"%s\" (also at %s:%d)",
+                         p->name, cfg->plugins[j].file,
+                         cfg->plugins[j].line);
     }
     make_key(key, prefix, "path");
     return check_plugin_file(ld, member_or(g, "path"), key, p->path);
@@ -758,8 +802,10 @@ static int load_plugins(const struct loader *ld, const config_setting_t *s,
 
     if (!config_setting_is_list(s))
         return wrong_type(ld, s, key, "a list ( { name = ...; path = ...; } )");
-    cfg->plugins = calloc(n > 0 ? (size_t)n : 1, sizeof(*cfg->plugins));
-    if (cfg->plugins == NULL)
+    if (grow((void **)&cfg->plugins, cfg->nplugins, (size_t)n,
+             sizeof(*cfg->plugins)) != 0 ||
+        grow((void **)&ld->src->plugins, cfg->nplugins, (size_t)n,
+             sizeof(*ld->src->plugins)) != 0)
         return oom(ld);
     for (int i = 0; i < n; i++) {
         int rc;
@@ -784,6 +830,7 @@ static int load_pool(const struct loader *ld, const config_setting_t *g,
     if (!config_setting_is_group(g))
         return wrong_type(ld, g, prefix, "a group { name = ...; ... }");
     p->line = (int)config_setting_source_line(g);
+    p->index = config_setting_index(g);
     rc = load_group(ld, g, prefix, config_pool_fields, p);
     if (rc != 0)
         return rc;
@@ -815,8 +862,8 @@ static int link_pool(const struct loader *ld, const config_setting_t *g,
         if (strcmp(cfg->pools[j].name, p->name) == 0) {
             make_key(key, prefix, "name");
             return fault(ld, member_or(g, "name"), key,
-                         "duplicate pool name \"%s\" (also pools[%zu])",
-                         p->name, j);
+                         "duplicate pool name \"%s\" (also at %s:%d)",
+                         p->name, cfg->pools[j].file, cfg->pools[j].line);
         }
     }
     for (size_t j = 0; j < cfg->nplugins; j++) {
@@ -836,36 +883,39 @@ static int load_pools(const struct loader *ld, const config_setting_t *s,
 
     if (!config_setting_is_list(s))
         return wrong_type(ld, s, key, "a list ( { name = ...; ... } )");
-    cfg->pools = calloc(n > 0 ? (size_t)n : 1, sizeof(*cfg->pools));
-    if (cfg->pools == NULL)
+    if (grow((void **)&cfg->pools, cfg->npools, (size_t)n,
+             sizeof(*cfg->pools)) != 0 ||
+        grow((void **)&ld->src->pools, cfg->npools, (size_t)n,
+             sizeof(*ld->src->pools)) != 0)
         return oom(ld);
     for (int i = 0; i < n; i++) {
+        struct pool_cfg *p = &cfg->pools[cfg->npools];
         int rc;
 
         snprintf(prefix, sizeof(prefix), "pools[%d]", i);
-        pool_cfg_defaults(&cfg->pools[cfg->npools++]);
-        rc = load_pool(ld, config_setting_get_elem(s, i), prefix,
-                       &cfg->pools[i]);
+        pool_cfg_defaults(p);
+        p->file = cfg->files[cfg->nfiles - 1];
+        ld->src->pools[cfg->npools++] = config_setting_get_elem(s, i);
+        rc = load_pool(ld, config_setting_get_elem(s, i), prefix, p);
         if (rc != 0)
             return rc;
     }
     return 0;
 }
 
-/* Cross-checks pools against plugins, once both lists are loaded (their
- * order in the file does not matter). */
-static int link_pools(const struct loader *ld, const config_setting_t *root,
-                      const struct config *cfg)
+/* Cross-checks pools against plugins, once every file is loaded (the
+ * order of the lists, and of the files, does not matter). */
+static int link_pools(const struct loader *ld, const struct config *cfg)
 {
-    const config_setting_t *s = config_setting_get_member(root, "pools");
     char prefix[KEY_MAX];
 
     for (size_t i = 0; i < cfg->npools; i++) {
+        struct loader at = *ld;
         int rc;
 
-        snprintf(prefix, sizeof(prefix), "pools[%zu]", i);
-        rc = link_pool(ld, config_setting_get_elem(s, (unsigned)i), prefix, cfg,
-                       i);
+        at.file = cfg->pools[i].file;
+        snprintf(prefix, sizeof(prefix), "pools[%d]", cfg->pools[i].index);
+        rc = link_pool(&at, ld->src->pools[i], prefix, cfg, i);
         if (rc != 0)
             return rc;
     }
@@ -953,41 +1003,124 @@ static struct config *config_new(const char *path)
     return cfg;
 }
 
-static int load_root(const struct loader *ld, const config_setting_t *root,
-                     struct config *cfg)
+/* Adds a copy of `name` to cfg->files: the file read next. */
+static int add_file(const struct loader *ld, struct config *cfg,
+                    const char *name)
 {
-    int rc = load_group(ld, root, "", config_root_fields, cfg);
+    char *copy = strdup(name);
 
-    return rc != 0 ? rc : link_pools(ld, root, cfg);
+    if (copy == NULL || grow((void **)&cfg->files, cfg->nfiles, 1,
+                             sizeof(*cfg->files)) != 0) {
+        free(copy);
+        return oom(ld);
+    }
+    cfg->files[cfg->nfiles++] = copy;
+    return 0;
 }
 
-/* Loads and validates `path`; see config.h. A directory, FIFO or device
- * is refused without reading it. */
-int config_load(const char *path, struct config **out, char *err, size_t errlen)
+/* Reads the file `path` into the tree `lc` (initialised here; the caller
+ * destroys it) and stores its members through `fields` into cfg. A
+ * directory, FIFO or device is refused without reading it. */
+static int load_file(struct loader *ld, config_t *lc, const char *path,
+                     const struct config_field *fields, struct config *cfg)
 {
-    struct config *cfg;
-    struct loader ld = {path, NULL, err, errlen};
-    config_t lc;
     FILE *fp = NULL;
     int rc;
 
-    *out = NULL;
-    rc = open_config(path, &fp, err, errlen);
+    config_init(lc);
+    config_set_include_dir(lc, cfg->dir);
+    rc = add_file(ld, cfg, path);
+    if (rc == 0)
+        rc = open_config(path, &fp, ld->err, ld->errlen);
     if (rc != 0)
         return rc;
-    cfg = config_new(path);
-    if (cfg == NULL) {
-        fclose(fp);
-        return oom(&ld);
-    }
-    ld.dir = cfg->dir;
-    config_init(&lc);
-    config_set_include_dir(&lc, cfg->dir);
-    rc = read_config(&ld, &lc, fp);
+    ld->file = cfg->files[cfg->nfiles - 1];
+    rc = read_config(ld, lc, fp);
     fclose(fp);
     if (rc == 0)
-        rc = load_root(&ld, config_root_setting(&lc), cfg);
+        rc = load_group(ld, config_root_setting(lc), "", fields, cfg);
+    return rc;
+}
+
+/* The first directory glob() could not read, other than a missing one. */
+static _Thread_local char glob_fault[PATH_MAX + 64];
+
+static int glob_error(const char *path, int e)
+{
+    if (e == ENOENT || e == ENOTDIR)
+        return 0;
+    snprintf(glob_fault, sizeof glob_fault, "%s: %s", path, strerror(e));
+    return 1;
+}
+
+/* Reads the drop-in files that host.include matches, in name order. A
+ * pattern that matches nothing adds nothing (an empty or missing conf.d);
+ * a directory that cannot be read is an error, not silence. */
+static int load_dropins(struct loader *ld, struct config *cfg)
+{
+    const char *main_file = ld->file;
+    char *pattern;
+    glob_t g;
+    int rc = 0, grc;
+
+    if (cfg->host.include == NULL)
+        return 0;
+    pattern = config_resolve_path(cfg->dir, cfg->host.include);
+    if (pattern == NULL)
+        return oom(ld);
+    glob_fault[0] = '\0';
+    grc = glob(pattern, 0, glob_error, &g);
+    free(pattern);
+    if (grc == GLOB_NOMATCH)
+        return 0;
+    if (grc != 0) {
+        globfree(&g);
+        put_err(ld->err, ld->errlen, "%s: host.include \"%s\": %s", main_file,
+                cfg->host.include,
+                glob_fault[0] ? glob_fault : "out of memory");
+        return grc == GLOB_NOSPACE ? TH_ENOMEM : TH_EIO;
+    }
+    ld->src->trees = calloc(g.gl_pathc, sizeof(*ld->src->trees));
+    if (ld->src->trees == NULL)
+        rc = oom(ld);
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++)
+        rc = load_file(ld, &ld->src->trees[ld->src->ntrees++], g.gl_pathv[i],
+                       dropin_fields, cfg);
+    globfree(&g);
+    ld->file = main_file;
+    return rc;
+}
+
+static void sources_free(struct sources *src)
+{
+    for (size_t i = 0; i < src->ntrees; i++)
+        config_destroy(&src->trees[i]);
+    free(src->trees);
+    free(src->plugins);
+    free(src->pools);
+}
+
+/* Loads and validates `path` and its drop-ins; see config.h. */
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+    struct sources src = {NULL, NULL, NULL, 0};
+    struct loader ld = {path, NULL, err, errlen, &src};
+    struct config *cfg;
+    config_t lc;
+    int rc;
+
+    *out = NULL;
+    cfg = config_new(path);
+    if (cfg == NULL)
+        return oom(&ld);
+    ld.dir = cfg->dir;
+    rc = load_file(&ld, &lc, path, config_root_fields, cfg);
+    if (rc == 0)
+        rc = load_dropins(&ld, cfg);
+    if (rc == 0)
+        rc = link_pools(&ld, cfg);
     config_destroy(&lc);
+    sources_free(&src);
     if (rc != 0) {
         config_free(cfg);
         return rc;
@@ -1011,6 +1144,9 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->npools; i++)
         pool_cfg_clear(&cfg->pools[i]);
     free(cfg->pools);
+    for (size_t i = 0; i < cfg->nfiles; i++)
+        free(cfg->files[i]);
+    free(cfg->files);
     free(cfg->path);
     free(cfg->dir);
     free(cfg);
