@@ -1,7 +1,8 @@
 /* taskhost_client.h - talk to a running taskhostd over its local socket.
  *
- * Build with $(pkg-config --cflags taskhost) and link with
- * -ltaskhost-client -ltaskhost. One th_client is one
+ * Build and link with $(pkg-config --cflags --libs taskhost-client): the
+ * client library stands alone (th_strerror() and th_state_name() are in
+ * it too), the engine is not needed. One th_client is one
  * connection; it is single-threaded: use it from one thread at a time.
  *
  *   th_client *c;
@@ -50,8 +51,9 @@ extern "C" {
 
 typedef struct th_client th_client;
 
-/* The socket used when none is given: $TASKHOST_SOCKET if set, else
- * "taskhost.sock" in the current directory. */
+/* The socket used when none is given: $TASKHOST_SOCKET if set, else the
+ * socket the installed daemon listens on (/run/taskhost/taskhost.sock
+ * unless taskhost was configured --with-socket=PATH). */
 TH_EXPORT const char *th_client_default_socket(void);
 
 /* Connects to the daemon listening at `path` (NULL: the default above).

@@ -94,11 +94,17 @@ struct th_client {
     char err[256];
 };
 
+#ifndef TH_DEFAULT_SOCKET
+#define TH_DEFAULT_SOCKET "/run/taskhost/taskhost.sock"
+#endif
+
+/* $TASKHOST_SOCKET, else the socket of the installed config (configure's
+ * --with-socket). */
 const char *th_client_default_socket(void)
 {
     const char *s = getenv("TASKHOST_SOCKET");
 
-    return s && *s ? s : "taskhost.sock";
+    return s && *s ? s : TH_DEFAULT_SOCKET;
 }
 
 /* ---- the table of waiting requests ---- */
