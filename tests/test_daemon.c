@@ -973,7 +973,7 @@ static void pidfile_is_written_and_removed(void **state)
 }
 
 /* Reads one datagram from fd within the deadline into buf. */
-static void read_notify(int fd, char *buf, size_t len)
+static void read_datagram(int fd, char *buf, size_t len)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     ssize_t n;
@@ -982,6 +982,70 @@ static void read_notify(int fd, char *buf, size_t len)
     n = recv(fd, buf, len - 1, 0);
     assert_true(n > 0);
     buf[n] = '\0';
+}
+
+/* Reads the next state change from fd into buf, past the periodic
+ * STATUS= lines. */
+static void read_notify(int fd, char *buf, size_t len)
+{
+    do
+        read_datagram(fd, buf, len);
+    while (strncmp(buf, "STATUS=", 7) == 0);
+}
+
+/* Binds a datagram socket in t->dir for NOTIFY_SOCKET; env gets the
+ * variable. */
+static int notify_listen(struct td *t, char *env, size_t envlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/notify", t->dir);
+    snprintf(env, envlen, "NOTIFY_SOCKET=%s", sa.sun_path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void watchdog_is_pinged_with_a_status_line(void **state)
+{
+    struct td *t = *state;
+    char env[160], buf[512];
+    char *envp[] = {env, "WATCHDOG_USEC=200000", NULL};
+    int fd = notify_listen(t, env, sizeof env);
+    int pings = 0;
+
+    td_start_env(t, envp);
+    read_datagram(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "READY=1"));
+    assert_int_equal(run_ctl(t, NULL, "submit", "echo", "echo", NULL), 0);
+    /* every 0.1 s: three pings within the deadline prove the timer */
+    while (pings < 3) {
+        read_datagram(fd, buf, sizeof buf);
+        if (strstr(buf, "WATCHDOG=1") == NULL)
+            continue;
+        assert_non_null(strstr(buf, "STATUS=2 pools, "));
+        assert_non_null(strstr(buf, " tasks/s"));
+        pings++;
+    }
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    close(fd);
+}
+
+static void status_line_without_watchdog_has_no_ping(void **state)
+{
+    struct td *t = *state;
+    char env[160], buf[512];
+    char *envp[] = {env, NULL};
+    int fd = notify_listen(t, env, sizeof env);
+
+    td_start_env(t, envp);
+    read_datagram(fd, buf, sizeof buf);
+    assert_non_null(strstr(buf, "READY=1"));
+    read_datagram(fd, buf, sizeof buf); /* the first status, at once */
+    assert_non_null(strstr(buf, "STATUS=2 pools, "));
+    assert_null(strstr(buf, "WATCHDOG=1"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    close(fd);
 }
 
 static void notify_socket(struct td *t, int abstract)
@@ -1145,6 +1209,8 @@ int main(int argc, char **argv)
         T(pidfile_is_written_and_removed),
         T(systemd_is_notified_on_a_path_socket),
         T(systemd_is_notified_on_an_abstract_socket),
+        T(watchdog_is_pinged_with_a_status_line),
+        T(status_line_without_watchdog_has_no_ping),
         T(shutdown_request_stops_the_daemon),
         T(cancel_by_task_id_cancels_a_running_task),
         T(submitter_who_is_not_admin_cannot_restart),

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "plugin.h"
 #include "server.h"
+#include "stats.h"
 #include "taskhost_version.h"
 
 #ifndef TH_DEFAULT_CONFIG
@@ -41,6 +42,10 @@ struct daemon {
     int check_only;
     int ready_fd;   /* pipe to the waiting parent, or -1 */
     char *notify;   /* $NOTIFY_SOCKET, or NULL */
+    double watchdog; /* systemd's WatchdogSec in seconds, or 0 */
+    th_timer *status_timer; /* STATUS= and WATCHDOG=1 */
+    double status_at;      /* when the last STATUS= was sent */
+    uint64_t status_done;  /* tasks finished by then */
     int sigfd;
     th_watch *sig_w;
     th_host *host;
@@ -196,6 +201,51 @@ static void notify(const char *state)
                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) == -1)
         log_warn("notify %s: %s", d.notify, strerror(errno));
     close(fd);
+}
+
+/* Every STATUS_PERIOD seconds (and every half watchdog interval, if
+ * shorter) the loop tells systemd it is alive (WATCHDOG=1) and how it
+ * fares, for `systemctl status`. A loop that hangs stops the pings, and
+ * systemd restarts the service. */
+#define STATUS_PERIOD 5.0
+
+static double status_period(void)
+{
+    if (d.watchdog > 0 && d.watchdog / 2 < STATUS_PERIOD)
+        return d.watchdog / 2;
+    return STATUS_PERIOD;
+}
+
+static void status_tick(th_timer *t, void *arg)
+{
+    struct stats_summary sum;
+    double now = th_host_now(d.host), rate = 0;
+    char msg[256];
+
+    stats_summary(d.host, &sum);
+    if (sum.finished >= d.status_done && now > d.status_at)
+        rate = (double)(sum.finished - d.status_done) / (now - d.status_at);
+    d.status_at = now;
+    d.status_done = sum.finished;
+    snprintf(msg, sizeof msg,
+             "STATUS=%s%zu pools, %zu workers (%zu busy), %zu queued, "
+             "%.1f tasks/s%s",
+             d.stopping ? "stopping: " : "", sum.pools, sum.workers,
+             sum.busy, sum.queued, rate, d.watchdog > 0 ? "\nWATCHDOG=1" : "");
+    notify(msg);
+}
+
+/* Starts the status line and the watchdog pings, when under systemd. */
+static void status_start(void)
+{
+    if (d.notify == NULL)
+        return;
+    if (th_timer_new(d.host, status_tick, NULL, &d.status_timer) < 0) {
+        log_warn("no status for systemd: out of memory");
+        return;
+    }
+    d.status_at = th_host_now(d.host);
+    th_timer_start(d.status_timer, 0, status_period());
 }
 
 static int pidfile_write(void)
@@ -386,14 +436,25 @@ static int block_signals(void)
     return d.sigfd == -1 ? -1 : 0;
 }
 
-/* Takes $NOTIFY_SOCKET for ourselves, so that workers do not inherit it. */
+/* Takes $NOTIFY_SOCKET and the watchdog interval (when meant for this
+ * process) for ourselves, so that workers do not inherit them. */
 static void take_notify_socket(void)
 {
     const char *s = getenv("NOTIFY_SOCKET");
+    const char *us = getenv("WATCHDOG_USEC");
+    const char *pid = getenv("WATCHDOG_PID");
+    char *end;
 
     if (s && *s)
         d.notify = strdup(s);
+    if (d.notify && us && (pid == NULL || atol(pid) == (long)getpid())) {
+        double v = strtod(us, &end);
+        if (*end == '\0' && v > 0)
+            d.watchdog = v / 1e6;
+    }
     unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
 }
 
 /* Logs why the start failed, and tells the user at the terminal too when
@@ -494,6 +555,8 @@ static void stop(void)
     /* The watches live in the engine's loop: let go of them before it
      * closes. The answers it still gives are sent by server_close(). */
     th_watch_stop(d.sig_w);
+    th_timer_free(d.status_timer);
+    d.status_timer = NULL;
     if (d.srv)
         server_unwatch(d.srv);
     if (d.host)
@@ -531,6 +594,7 @@ int main(int argc, char **argv)
     }
     log_info("taskhostd %s ready (pid %d)", TH_VERSION_STRING, (int)getpid());
     notify("READY=1");
+    status_start();
     detach_done();
     rc = run();
     stop();

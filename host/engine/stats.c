@@ -875,3 +875,16 @@ TH_EXPORT int th_host_stats(th_host *h, const char *pool, int format,
         return TH_ENOMEM;
     return 0;
 }
+
+void stats_summary(const struct th_host *h, struct stats_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    for (const struct pool *p = h->pools; p != NULL; p = p->next) {
+        out->pools++;
+        out->workers += (size_t)p->nworkers;
+        out->busy += (size_t)p->nbusy;
+        out->queued += queue_len(&p->queue);
+        for (int s = TH_STATE_OK; s < TH_STATE_COUNT; s++)
+            out->finished += p->stats.finished[s];
+    }
+}

@@ -152,4 +152,15 @@ int stats_health(const struct th_host *h, char *why, size_t len);
  * microseconds (an upper bucket bound); 0 when empty. */
 uint64_t hist_percentile(const struct hist *h, double q);
 
+/* The host at a glance, for a status line (systemd's STATUS=). */
+struct stats_summary {
+    size_t pools;
+    size_t workers, busy;
+    size_t queued;      /* tasks waiting in queues */
+    uint64_t finished;  /* tasks answered so far, every pool */
+};
+
+/* Fills `out` from the serving pools of `host`. */
+void stats_summary(const struct th_host *host, struct stats_summary *out);
+
 #endif /* TH_STATS_H */
