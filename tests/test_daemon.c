@@ -232,6 +232,110 @@ static void taskhostctl_submit_prints_the_output(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+/* Whether file `path` holds exactly one line. */
+static int one_line(const char *path)
+{
+    char buf[1024];
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return n > 0 && strchr(buf, '\n') == buf + n - 1;
+}
+
+static void taskhostctl_unknown_command_suggests_the_near_one(void **state)
+{
+    struct td *t = *state;
+
+    assert_int_equal(run_ctl(t, NULL, "stat", NULL, NULL, NULL), 2);
+    assert_true(file_contains(dir_file(t, "ctl.err"),
+                              "taskhostctl: unknown command 'stat' (did you "
+                              "mean 'stats'?)\n"));
+    assert_true(one_line(dir_file(t, "ctl.err")));
+    assert_int_equal(run_ctl(t, NULL, "submit", "--bogus", NULL, NULL), 2);
+    assert_true(file_contains(dir_file(t, "ctl.err"),
+                              "taskhostctl submit: unknown option '--bogus'"));
+    assert_true(one_line(dir_file(t, "ctl.err")));
+}
+
+static void taskhostctl_help_prints_a_commands_help(void **state)
+{
+    struct td *t = *state;
+
+    assert_int_equal(run_ctl(t, NULL, "help", "submit", NULL, NULL), 0);
+    assert_true(file_contains(dir_file(t, "ctl.out"),
+                              "Usage: taskhostctl submit POOL TASK"));
+    assert_int_equal(run_ctl(t, NULL, "help", NULL, NULL, NULL), 0);
+    assert_true(file_contains(dir_file(t, "ctl.out"), "Exit status:"));
+}
+
+static void taskhostctl_without_daemon_names_the_socket_and_the_fix(void **state)
+{
+    struct td *t = *state;
+    char want[200];
+
+    assert_int_equal(run_ctl(t, NULL, "stats", NULL, NULL, NULL), 1);
+    snprintf(want, sizeof want, "cannot connect to %s (from -s)", t->sock);
+    assert_true(file_contains(dir_file(t, "ctl.err"), want));
+    assert_true(file_contains(dir_file(t, "ctl.err"), "TASKHOST_SOCKET"));
+    assert_true(one_line(dir_file(t, "ctl.err")));
+}
+
+static void taskhostctl_finds_the_socket_in_the_environment(void **state)
+{
+    struct td *t = *state;
+    char env[200], path[4096];
+    char *envp[] = {env, path, NULL};
+    char *argv[] = {CTL, "submit", "echo", "echo", NULL};
+
+    snprintf(env, sizeof env, "TASKHOST_SOCKET=%s", t->sock);
+    snprintf(path, sizeof path, "PATH=%s",
+             getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    td_start(t);
+    assert_int_equal(td_wait_exit(spawn(t, argv, NULL, dir_file(t, "ctl.out"),
+                                        dir_file(t, "ctl.err"), envp)),
+                     0);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void journal_stderr_gets_priorities_and_no_timestamps(void **state)
+{
+    struct td *t = *state;
+    char env[160], buf[4096];
+    char *envp[] = {env, NULL};
+    struct stat st;
+    FILE *f = fopen(t->conf, "w");
+    size_t n;
+
+    assert_non_null(f);
+    fprintf(f, "host: { socket = \"%s\"; log = \"stderr\"; };\n"
+               "plugins = ( { name = \"echo\"; path = \"" PLUGINS
+               "/echo.so\"; } );\n"
+               "pools = ( { name = \"echo\"; plugin = \"echo\"; "
+               "min_workers = 1; } );\n", t->sock);
+    fclose(f);
+    fclose(fopen(t->log, "w")); /* the daemon's stderr, made here */
+    assert_int_equal(stat(t->log, &st), 0);
+    snprintf(env, sizeof env, "JOURNAL_STREAM=%llu:%llu",
+             (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    td_start_env(t, envp);
+    assert_int_equal(run_ctl(t, NULL, "submit", "echo", "nosuch", NULL), 6);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    f = fopen(t->log, "r");
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* every line starts with a priority, none with a date */
+    for (char *line = buf; *line; line = strchr(line, '\n') + 1) {
+        assert_true(line[0] == '<' && line[2] == '>');
+        assert_null(strchr(line, '\n') == NULL ? line : NULL);
+    }
+    assert_non_null(strstr(buf, "<6>["));
+    assert_null(strstr(buf, " info "));
+}
+
 static void taskhostctl_names_the_state_of_a_failed_task(void **state)
 {
     struct td *t = *state;
@@ -1210,6 +1314,11 @@ int main(int argc, char **argv)
         T(systemd_is_notified_on_a_path_socket),
         T(systemd_is_notified_on_an_abstract_socket),
         T(watchdog_is_pinged_with_a_status_line),
+        T(journal_stderr_gets_priorities_and_no_timestamps),
+        T(taskhostctl_unknown_command_suggests_the_near_one),
+        T(taskhostctl_help_prints_a_commands_help),
+        T(taskhostctl_without_daemon_names_the_socket_and_the_fix),
+        T(taskhostctl_finds_the_socket_in_the_environment),
         T(status_line_without_watchdog_has_no_ping),
         T(shutdown_request_stops_the_daemon),
         T(cancel_by_task_id_cancels_a_running_task),

@@ -3,11 +3,17 @@
  * One process-wide sink. Workers inherit it through fork and tag their
  * lines with their pool and pid; a file sink is opened O_APPEND so lines
  * from the host and its workers interleave whole.
+ *
+ * When stderr is systemd's journal ($JOURNAL_STREAM names its device and
+ * inode), lines carry a "<N>" syslog priority prefix instead of our own
+ * time and level, so that `journalctl -p err` selects exactly the errors.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +29,7 @@ static int log_lvl = TH_LOG_INFO;
 static const char *log_tag;
 static char log_path[4096];
 static char log_last[512];
+static int log_journal = -1; /* stderr is the journal: 1, no: 0, unknown */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
@@ -36,6 +43,7 @@ int log_open(const char *target, int level, char *err, size_t errlen)
 {
     log_close();
     log_lvl = level;
+    log_journal = -1;
     if (target == NULL || strcmp(target, "stderr") == 0)
         return 0;
     if (strcmp(target, "syslog") == 0) {
@@ -153,6 +161,24 @@ size_t log_escape(char *out, size_t len, const char *text)
     return n;
 }
 
+/* Whether fd 2 is the stream systemd's journal gave us: $JOURNAL_STREAM
+ * is "DEVICE:INODE" of it, and stays set in children whose stderr went
+ * elsewhere, hence the comparison. */
+static int stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    char end;
+
+    if (e == NULL || sscanf(e, "%llu:%llu%c", &dev, &ino, &end) != 2)
+        return 0;
+    if (fstat(2, &st) == -1)
+        return 0;
+    return (unsigned long long)st.st_dev == dev &&
+           (unsigned long long)st.st_ino == ino;
+}
+
 /* Formats "[tag pid] " into buf; returns its length. */
 static int format_origin(char *buf, size_t len)
 {
@@ -182,7 +208,11 @@ void log_vmsg(int level, const char *fmt, va_list ap)
         level = TH_LOG_DEBUG;
     char line[2048];
     size_t n = 0;
-    if (log_sink != SINK_SYSLOG) {
+    if (log_sink == SINK_STDERR && log_journal < 0)
+        log_journal = stderr_is_journal();
+    if (log_sink == SINK_STDERR && log_journal) {
+        n += (size_t)snprintf(line, sizeof line, "<%d>", syslog_prio[level]);
+    } else if (log_sink != SINK_SYSLOG) {
         n += (size_t)format_time(line, sizeof line);
         n += (size_t)snprintf(line + n, sizeof line - n, "%-5s ",
                               level_names[level]);
