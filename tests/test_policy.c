@@ -1297,6 +1297,44 @@ static void test_tasks_behind_a_dying_task_are_run_elsewhere_once(
     assert_int_equal(counter(f, "p", "tasks", "ok"), 430);
 }
 
+/* A task submitted from inside a callback, in the middle of a loop
+ * iteration, is dispatched in that same iteration: its wait time is never
+ * negative (it used to wrap to 2^64 - 1 microseconds). */
+static void chain_done(const th_result *r, void *arg)
+{
+    struct fix *f = arg;
+    struct ans *a = new_ans(f);
+    (void)r;
+    assert_int_equal(th_host_submit(f->h, "e", "echo", "x", 1, NULL, on_done,
+                                    a, &a->id),
+                     0);
+}
+
+static void test_wait_time_of_a_task_submitted_from_a_callback_is_not_negative(
+    void **state)
+{
+    struct fix *f = *state;
+    th_pool_opts o = opts("e", "echo", 1, 1);
+    add_pool(f, &o);
+    WAIT_FOR(f, counter(f, "e", "workers", "idle") == 1);
+    for (int i = 0; i < 20; i++) {
+        uint64_t id;
+        assert_int_equal(th_host_submit(f->h, "e", "echo", "x", 1, NULL,
+                                        chain_done, f, &id),
+                         0);
+        WAIT_FOR(f, th_host_pending(f->h) == 0);
+    }
+    for (int i = 0; i < f->nans; i++) {
+        assert_ok(&f->ans[i]);
+        assert_true(f->ans[i].wait >= 0);
+    }
+    char *j = stats(f, "e", TH_STATS_JSON);
+    long long p99 = json_num(j, "wait_us", "p99");
+    free(j);
+    /* 40 waits of an idle pool: far below a minute in all. */
+    assert_true(p99 >= 0 && p99 < 60 * 1000000LL);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1332,6 +1370,7 @@ int main(void)
         T(test_cancelled_task_whose_worker_still_answers_is_answered_once),
         T(test_task_whose_worker_dies_is_answered_crashed_once),
         T(test_tasks_behind_a_dying_task_are_run_elsewhere_once),
+        T(test_wait_time_of_a_task_submitted_from_a_callback_is_not_negative),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

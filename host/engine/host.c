@@ -435,7 +435,10 @@ TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
     t->id = ++h->next_id;
     t->done = done;
     t->arg = arg;
-    t->submitted = loop_clock();
+    /* The loop's own time, refreshed: every later time the engine takes
+     * (dispatch, answer) comes from the same clock, never earlier. */
+    loop_update_time(h->loop);
+    t->submitted = loop_now(h->loop);
     if (task_map_add(&h->tasks, t) < 0) {
         task_free(&h->tasks, t);
         return TH_ENOMEM;

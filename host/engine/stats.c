@@ -137,7 +137,11 @@ static unsigned win_bucket(uint64_t us)
 
 uint64_t stats_us(double seconds)
 {
-    return seconds > 0 ? (uint64_t)(seconds * 1e6) : 0;
+    if (!(seconds > 0))
+        return 0; /* also NaN */
+    /* A year at most: any bigger value is a clock mix-up, and the cast of
+     * a double beyond 2^64 would be undefined. */
+    return seconds < 3.2e7 ? (uint64_t)(seconds * 1e6) : 32000000000000ull;
 }
 
 void stats_wait(struct pool_stats *s, double now, uint64_t us)
