@@ -437,9 +437,11 @@ static void closes_its_fds_and_parent_socket(void **state)
 {
     struct fx *f = *state;
 
-    faulty_scenario(state, "closefds", 4, CRASHED,
+    /* The task ran to its end: its output, kept in the arena, is its
+     * answer; the worker could not go on and exits. */
+    faulty_scenario(state, "closefds", 4, OK,
                     "closes_its_fds_and_parent_socket");
-    expect_log(f, "exited with status 0 mid-task", NULL, 4);
+    expect_log(f, "exited with status 0", "error", 4);
 }
 
 static void garbage_on_parent_socket(void **state)
@@ -888,7 +890,7 @@ static void mixed_faults_at_once(void **state)
         {"exit", "crash", "exit", "x", CRASHED, 3, 0},
         {"spin", "faulty", "spin", "x", TIMEOUT, 2, 0},
         {"block", "faulty", "block", "x", TIMEOUT, 2, 0},
-        {"closefds", "faulty", "closefds", "x", CRASHED, 2, 0},
+        {"closefds", "faulty", "closefds", "x", OK, 2, 0},
         {"scribble", "faulty", "scribble", "x", CRASHED, 2, 0},
         {"fork", "faulty", "fork", "x", OK, 2, 0},
         {"garbage", "faulty", "garbage", "x", OK, 2, 0},
@@ -919,7 +921,10 @@ static void mixed_faults_at_once(void **state)
     expect_log(f, "exited with status 3", NULL, 3);
     expect_log(f, "ran longer than", NULL, 4);
     expect_log(f, "above memory_hard_limit", NULL, 2);
-    expect_log(f, "exited with status 0 mid-task", NULL, 2);
+    /* Two closefds tasks in one batch can end one worker. */
+    int closed = hx_log_count2(&f->h, "exited with status 0", "error");
+    printf("    log: 'exited with status 0' with 'error' x%d\n", closed);
+    assert_in_range(closed, 1, 2);
     expect_log(f, "answered a task it was not running", NULL, 2);
     expect_log(f, "pool echo: worker", "killed by signal 9 (SIGKILL)", 4);
     expect_log(f, "left with", NULL, 1);

@@ -1335,6 +1335,91 @@ static void test_wait_time_of_a_task_submitted_from_a_callback_is_not_negative(
     assert_true(p99 >= 0 && p99 < 60 * 1000000LL);
 }
 
+/* Warms pool `pool` up with short tasks, so that it sends tasks to its
+ * worker in batches (the pipeline follows the average run time). */
+static void warm_up_pipeline(struct fix *f, const char *pool)
+{
+    for (int i = 0; i < 300; i++)
+        submit(f, pool, "pid", "", NULL);
+    WAIT_FOR(f, th_host_pending(f->h) == 0);
+    WAIT_FOR(f, counter(f, pool, "workers", "idle") >= 1);
+}
+
+/* How many lines of the file at `path` read `n`. */
+static int tally_count(const char *path, long n)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    char line[64];
+    int count = 0;
+    while (fgets(line, sizeof line, fp) != NULL)
+        if (strtol(line, NULL, 10) == n)
+            count++;
+    fclose(fp);
+    return count;
+}
+
+static void test_crash_in_a_pipelined_batch_blames_only_the_running_task(
+    void **state)
+{
+    struct fix *f = *state;
+    th_pool_opts o = opts("p", "probe", 1, 1);
+    add_pool(f, &o);
+    WAIT_FOR(f, counter(f, "p", "workers", "idle") == 1);
+    warm_up_pipeline(f, "p");
+    char path[128];
+    snprintf(path, sizeof path, "%s/tally", scratch_dir(f));
+
+    enum { N = 100, POISON = 50 };
+    struct ans *a[N];
+    for (int i = 0; i < N; i++) {
+        char input[160];
+        snprintf(input, sizeof input, "%d %s", i, path);
+        a[i] = submit(f, "p", i == POISON ? "die" : "tally", input, NULL);
+    }
+    WAIT_FOR(f, th_host_pending(f->h) == 0);
+    for (int i = 0; i < 20; i++)
+        th_host_step(f->h, 5);
+    for (int i = 0; i < N; i++) {
+        if (i == POISON) {
+            assert_int_equal(a[i]->n, 1);
+            assert_int_equal(a[i]->state, TH_STATE_CRASHED);
+            assert_int_equal(tally_count(path, i), 0);
+            continue;
+        }
+        assert_ok(a[i]);
+        assert_int_equal(atol(a[i]->data), i);
+        if (tally_count(path, i) != 1)
+            fail_msg("task %d ran %d times", i, tally_count(path, i));
+    }
+    assert_int_equal(counter(f, "p", "tasks", "crashed"), 1);
+}
+
+/* A worker that dies running a task is that task's fault: the pool starts
+ * the next worker at once, however often it happens. */
+static void test_tasks_that_crash_their_worker_do_not_back_off_the_pool(
+    void **state)
+{
+    struct fix *f = *state;
+    th_pool_opts o = opts("p", "probe", 1, 1);
+    add_pool(f, &o);
+    WAIT_FOR(f, counter(f, "p", "workers", "idle") == 1);
+    double slowest = 0;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(call(f, "p", "die", "", NULL)->state,
+                         TH_STATE_CRASHED);
+        double t0 = now();
+        assert_ok(call(f, "p", "pid", "", NULL));
+        if (now() - t0 > slowest)
+            slowest = now() - t0;
+    }
+    /* Backing off would have waited 0.1, 0.2, 0.4 then 0.8 s. */
+    if (slowest >= 0.35)
+        fail_msg("a task waited %.3f s for a worker after a crash", slowest);
+    assert_int_equal(counter(f, "p", "tasks", "crashed"), 6);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1371,6 +1456,8 @@ int main(void)
         T(test_task_whose_worker_dies_is_answered_crashed_once),
         T(test_tasks_behind_a_dying_task_are_run_elsewhere_once),
         T(test_wait_time_of_a_task_submitted_from_a_callback_is_not_negative),
+        T(test_crash_in_a_pipelined_batch_blames_only_the_running_task),
+        T(test_tasks_that_crash_their_worker_do_not_back_off_the_pool),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

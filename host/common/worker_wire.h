@@ -19,8 +19,13 @@
  *                 written at once, so possibly ahead of results of earlier
  *                 tasks still held for a batch.
  * Every payload is followed by zero padding up to a multiple of 8 bytes.
- * A worker runs its tasks strictly in the order received, so the host
- * knows that the oldest unanswered task of a worker is the running one.
+ * A worker runs its tasks strictly in the order received. It may hold
+ * finished results for a short while to answer a batch with one write, so
+ * the oldest unanswered task is not always the running one: the worker
+ * names the task it runs in the arena's header (`running`), and keeps a
+ * copy of the results it holds there too (the staging area), so that the
+ * host, when the worker dies, still gets every finished result and knows
+ * which task was running.
  */
 #ifndef TH_FRAME_H
 #define TH_FRAME_H
@@ -70,7 +75,9 @@ _Static_assert(sizeof(struct frame) == 32, "frame header is 32 bytes");
 #define FRAME_F_SHM 1
 #define SHM_MIN (32 * 1024)          /* smaller payloads use the socket */
 #define SHM_RING (16u * 1024 * 1024) /* bytes per ring */
-#define SHM_HEADER 4096
+#define SHM_STAGE_OFF 4096           /* staging area: after the header page */
+#define SHM_STAGE_SIZE (64 * 1024)   /* held results beyond this are sent */
+#define SHM_HEADER (SHM_STAGE_OFF + SHM_STAGE_SIZE)
 #define SHM_SIZE (SHM_HEADER + 2 * (size_t)SHM_RING)
 #define SHM_ALIGN(n) (((uint64_t)(n) + 63) & ~(uint64_t)63)
 
@@ -89,11 +96,23 @@ struct shm_header {
      * starts each task, which it then skips. */
     _Atomic uint64_t cancelled[SHM_CANCEL_SLOTS];
     uint32_t cancel_next; /* host only */
+    /* Written by the worker only. `running`: the id of the task it runs,
+     * set before the task starts and cleared once its result is staged or
+     * sent; 0 between tasks. `staged`: bytes of complete result frames in
+     * the staging area that may not have reached the socket yet (a copy
+     * of what the worker holds; reset once they are written). The host
+     * reads both when the worker is gone, and `running` at any time. */
+    _Atomic uint64_t running;
+    _Atomic uint32_t staged;
 };
+
+_Static_assert(sizeof(struct shm_header) <= SHM_STAGE_OFF,
+               "the arena's header fits its page");
 
 /* Ring bases inside an arena. */
 #define SHM_IN(arena) ((char *)(arena) + SHM_HEADER)
 #define SHM_OUT(arena) ((char *)(arena) + SHM_HEADER + SHM_RING)
+#define SHM_STAGE(arena) ((char *)(arena) + SHM_STAGE_OFF)
 
 /* Payloads are padded to 8 bytes so that every header is aligned. */
 #define FRAME_PAD(len) (((size_t)(len) + 7) & ~(size_t)7)

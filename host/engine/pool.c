@@ -2,9 +2,13 @@
  *
  * Invariants:
  * - A task is in exactly one place: the queue, a worker's in-flight list,
- *   or answered. A killed worker's in-flight list is emptied when it is
- *   killed: its running task is answered there and then, the tasks queued
- *   behind it go back to the head of the queue.
+ *   or answered. When the host kills a worker, the task it is running
+ *   (worker_running(), not always the oldest: results may be held) is
+ *   answered there and then, and stays on the list, answered, until the
+ *   worker is gone. When a worker is gone, its in-flight tasks are
+ *   settled: results it held are delivered first (worker.c), then the task
+ *   it died running is answered crashed, and the ones it never started go
+ *   back to the head of the queue, to run once, elsewhere.
  * - Only IDLE and BUSY workers take tasks; STARTING ones once READY;
  *   STOPPING ones never.
  * - Answers given here (inside the loop) are immediate; the ones caused by
@@ -459,41 +463,43 @@ int pool_submit(struct pool *p, struct task *t)
     return 0;
 }
 
-/* Takes every task off a worker that is being killed: the running one is
- * returned (unanswered ones only), the rest go back to the queue head. */
-static struct task *strip_worker(struct pool *p, struct worker *w)
+/* Takes every task off a worker that is gone: answered ones are released,
+ * `culprit` (what it died running) is returned if unanswered, for the
+ * caller to answer; the others never started and go back to the queue's
+ * head, in order (or are cancelled, the pool being stopped by force). */
+static struct task *settle_worker(struct pool *p, struct worker *w,
+                                  struct task *culprit)
 {
-    struct task *head = task_list_pop(&w->inflight);
-    struct task *t;
+    struct task *t, *ret = NULL;
     while ((t = w->inflight.tail) != NULL) {
         task_list_remove(&w->inflight, t);
         t->worker = NULL;
         if (t->answered) {
             host_task_release(p->host, t);
-            continue;
+        } else if (t == culprit) {
+            ret = t;
+        } else if (p->forced) {
+            static const char why[] = "cancelled: the pool was stopped by force";
+            p->stats.finished[TH_STATE_CANCELLED]++;
+            host_answer(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED, why,
+                        sizeof why - 1);
+        } else {
+            t->state = TH_QUEUED;
+            queue_push_front(&p->queue, t);
         }
-        t->state = TH_QUEUED;
-        queue_push_front(&p->queue, t);
     }
-    if (head == NULL)
-        return NULL;
-    head->worker = NULL;
-    if (head->answered) {
-        host_task_release(p->host, head);
-        return NULL;
-    }
-    return head;
+    return ret;
 }
 
-/* Kills w (SIGTERM, or SIGKILL), requeues what it had not started, and
- * returns its running task if still unanswered, for the caller to answer. */
-static struct task *abort_worker(struct pool *p, struct worker *w, int reason,
-                                 int sig)
+/* Kills w (SIGTERM, or SIGKILL) and returns `culprit`, the task it runs,
+ * if still unanswered, for the caller to answer. The worker's other tasks
+ * are settled when it is gone. */
+static struct task *abort_worker(struct pool *p, struct worker *w,
+                                 struct task *culprit, int reason, int sig)
 {
     worker_kill(w, reason, sig);
-    struct task *t = strip_worker(p, w);
     host_mark_pool(p->host, p);
-    return t;
+    return culprit != NULL && !culprit->answered ? culprit : NULL;
 }
 
 void pool_cancel(struct pool *p, struct task *t)
@@ -503,10 +509,10 @@ void pool_cancel(struct pool *p, struct task *t)
     if (w == NULL) {
         queue_remove(&p->queue, t);
         loop_timer_stop(loop_of(p), &t->qtimer);
-    } else if (w->inflight.head == t) {
+    } else if (worker_running(w) == t) {
         log_info("pool %s: task %llu cancelled, stopping worker %d",
                  p->cfg.name, (unsigned long long)t->id, w->pid);
-        abort_worker(p, w, RETIRE_KILLED, SIGTERM);
+        abort_worker(p, w, t, RETIRE_KILLED, SIGTERM);
     } else {
         worker_skip(w, t->id);
     }
@@ -536,10 +542,23 @@ static void on_run_timer(struct loop_timer *timer)
 {
     struct worker *w = container_of(timer, struct worker, run_timer);
     struct pool *p = w->pool;
-    double limit = w->inflight.head ? w->inflight.head->task_timeout : 0;
+    struct task *run = worker_running(w);
+    if (run == NULL) {
+        /* Between tasks: the head's result is on its way, and re-arms. */
+        loop_timer_start(loop_of(p), &w->run_timer, 0.01);
+        return;
+    }
+    if (run->task_timeout <= 0)
+        return; /* a later task without a limit runs: no timer */
+    double limit = run->task_timeout;
+    if (loop_now(loop_of(p)) - w->head_since < limit) {
+        /* A later task than the head runs: it gets its own full time. */
+        loop_timer_at(loop_of(p), &w->run_timer, w->head_since + limit);
+        return;
+    }
     log_warn("pool %s: task ran longer than %.3g s, stopping worker %d",
              p->cfg.name, limit, w->pid);
-    struct task *t = abort_worker(p, w, RETIRE_KILLED, SIGTERM);
+    struct task *t = abort_worker(p, w, run, RETIRE_KILLED, SIGTERM);
     if (t == NULL)
         return;
     p->stats.finished[TH_STATE_TIMEOUT]++;
@@ -569,13 +588,16 @@ static void on_backoff(struct loop_timer *timer)
     host_mark_pool(p->host, p);
 }
 
-static void kill_for_memory(struct pool *p, struct worker *w, uint32_t rss)
+/* Kills w, over the hard limit; `culprit`, the task that grew it (NULL:
+ * none known), is answered `memory`. */
+static void kill_for_memory(struct pool *p, struct worker *w,
+                            struct task *culprit, uint32_t rss)
 {
     log_warn("pool %s: worker %d RSS %.1f MiB above memory_hard_limit "
              "%.1f MiB, killing it",
              p->cfg.name, w->pid, mib(rss),
              (double)p->cfg.memory_hard_limit / 1048576.0);
-    struct task *t = abort_worker(p, w, RETIRE_MEMORY_HARD, SIGKILL);
+    struct task *t = abort_worker(p, w, culprit, RETIRE_MEMORY_HARD, SIGKILL);
     if (t == NULL)
         return;
     p->stats.finished[TH_STATE_MEMORY]++;
@@ -636,7 +658,7 @@ static void on_mem_timer(struct loop_timer *timer)
             total += w->rss_kib;
         if (runs && p->cfg.memory_hard_limit > 0 &&
             (uint64_t)w->rss_kib * 1024 > p->cfg.memory_hard_limit)
-            kill_for_memory(p, w, w->rss_kib);
+            kill_for_memory(p, w, worker_running(w), w->rss_kib);
     }
     check_budget(p, total);
     if (running)
@@ -708,15 +730,39 @@ static void after_result(struct pool *p, struct worker *w, uint32_t rss)
     host_mark_pool(p->host, p);
 }
 
+/* A result from a worker the host killed: a task it finished before it
+ * was killed still gets its own result; its worker takes no more. */
+static void killed_result(struct pool *p, struct worker *w,
+                          const struct frame *f, const char *payload)
+{
+    struct task *t = w->inflight.head;
+    if (t == NULL || t->id != f->id)
+        return;
+    task_list_remove(&w->inflight, t);
+    t->worker = NULL;
+    if (t->answered) {
+        host_task_release(p->host, t);
+        return;
+    }
+    th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
+    p->stats.finished[st]++;
+    hist_add(&p->stats.run, f->run_us);
+    host_answer(p->host, t, st, f->code, payload, f->len);
+}
+
 void pool_worker_result(struct worker *w, const struct frame *f,
                         const char *payload)
 {
     struct pool *p = w->pool;
     struct task *t = w->inflight.head;
+    if (w->killed) {
+        killed_result(p, w, f, payload);
+        return;
+    }
     if (t == NULL || t->id != f->id) {
         log_error("pool %s: worker %d answered a task it was not running",
                   p->cfg.name, w->pid);
-        struct task *head = abort_worker(p, w, RETIRE_CRASH, SIGKILL);
+        struct task *head = abort_worker(p, w, t, RETIRE_CRASH, SIGKILL);
         /* Not requeued: the task may be what broke its worker, and would
          * break every worker it went to. */
         if (head != NULL)
@@ -728,7 +774,7 @@ void pool_worker_result(struct worker *w, const struct frame *f,
         /* It passed the hard limit running this task, even if it ended
          * before a sample saw it: the task is answered `memory`. */
         w->rss_kib = f->rss_kib;
-        kill_for_memory(p, w, f->rss_kib);
+        kill_for_memory(p, w, t, f->rss_kib);
         return;
     }
     task_list_remove(&w->inflight, t);
@@ -774,18 +820,24 @@ static void fail_pool(struct pool *p, const char *why)
         reject_queue(p);
 }
 
-static void back_off(struct pool *p, int failures)
+/* Waits before starting workers again, after `failures` of `what` in a
+ * row ("failed worker starts", ...). */
+static void back_off(struct pool *p, int failures, const char *what)
 {
     double delay = BACKOFF_FIRST * pow(2.0, failures - 1);
     if (delay > BACKOFF_MAX)
         delay = BACKOFF_MAX;
-    log_warn("pool %s: %d failed worker starts in a row, waiting %.1f s",
-             p->cfg.name, failures, delay);
+    log_warn("pool %s: %d %s in a row, waiting %.1f s", p->cfg.name, failures,
+             what, delay);
     loop_timer_start(loop_of(p), &p->backoff, delay);
 }
 
-/* Counts a worker that died before READY, or soon after. */
-static void count_failure(struct pool *p, struct worker *w, const char *how)
+/* Counts a worker that died before READY, or soon after without having
+ * run a task. One that died running a task, or after tasks, is the doing
+ * of a task (answered crashed, never run again): it does not slow the
+ * pool. */
+static void count_failure(struct pool *p, struct worker *w, const char *how,
+                          const struct task *culprit)
 {
     if (w->state == W_STARTING || (w->reason == RETIRE_INIT && w->killed)) {
         p->start_failures++;
@@ -795,13 +847,16 @@ static void count_failure(struct pool *p, struct worker *w, const char *how)
         if (p->start_failures >= START_FAILURES_MAX)
             fail_pool(p, why);
         else
-            back_off(p, p->start_failures);
+            back_off(p, p->start_failures, "failed worker starts");
         return;
     }
+    if (culprit != NULL || w->tasks_done > 0)
+        return;
     double lived = loop_now(loop_of(p)) - w->started;
     p->early_deaths = lived < EARLY_DEATH ? p->early_deaths + 1 : 0;
     if (p->early_deaths >= EARLY_DEATHS_FREE)
-        back_off(p, p->early_deaths - EARLY_DEATHS_FREE + 1);
+        back_off(p, p->early_deaths - EARLY_DEATHS_FREE + 1,
+                 "workers died within a second of starting, before any task,");
 }
 
 static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
@@ -821,17 +876,20 @@ void pool_worker_exited(struct worker *w, const char *how, int crashed)
     struct pool *p = w->pool;
     int starting = w->state == W_STARTING;
     int reason = (crashed && !w->killed) ? RETIRE_CRASH : w->reason;
+    /* Its held results were delivered (worker.c): what it still runs is
+     * what it died of. A task the host killed it for was answered then. */
+    struct task *culprit = w->killed ? NULL : worker_running(w);
     if (starting)
         reason = RETIRE_INIT;
     if (crashed && !w->killed)
         log_error("pool %s: worker %d %s%s", p->cfg.name, w->pid, how,
-                  w->inflight.n ? " mid-task" : "");
+                  culprit ? " mid-task" : "");
     else
         log_info("pool %s: worker %d %s (%s)", p->cfg.name, w->pid, how,
                  retire_reason_name(reason));
     if ((crashed && !w->killed) || starting || reason == RETIRE_INIT)
-        count_failure(p, w, how);
-    struct task *head = strip_worker(p, w);
+        count_failure(p, w, how, culprit);
+    struct task *head = settle_worker(p, w, culprit);
     p->stats.restarts[reason]++;
     stats_worker_exited(&p->host->events, p->cfg.name, (int)w->pid, reason,
                         crashed && !w->killed, how);
@@ -848,7 +906,7 @@ void pool_worker_exited(struct worker *w, const char *how, int crashed)
 
 static void cancel_running(struct pool *p, struct worker *w, int reason)
 {
-    struct task *t = abort_worker(p, w, reason, SIGKILL);
+    struct task *t = abort_worker(p, w, worker_running(w), reason, SIGKILL);
     if (t == NULL)
         return;
     p->stats.finished[TH_STATE_CANCELLED]++;
@@ -873,6 +931,7 @@ static void stop_all(struct pool *p, int force, int reason)
 void pool_drain(struct pool *p, int force)
 {
     p->draining = 1;
+    p->forced |= force;
     loop_timer_stop(loop_of(p), &p->backoff);
     if (force) {
         /* Workers first: what they had not started goes back to the queue,

@@ -30,6 +30,7 @@ struct pool {
     struct worker *idle;       /* idle stack: most recently idle first */
     int nworkers, nstarting, nidle, nbusy, nstopping;
     int draining;              /* closing or removed: no new workers */
+    int forced;                /* stopped by force: nothing more runs */
     int failed;                /* init kept failing: tasks are rejected */
     char *fail_reason;
     int start_failures;        /* consecutive failed starts */

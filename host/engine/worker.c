@@ -378,12 +378,6 @@ static int handle_frame(struct worker *w, const struct frame *f,
  * a protocol error. */
 static long parse_frames(struct worker *w)
 {
-    if (w->killed) {
-        /* Its tasks were answered or requeued when it was killed: what it
-         * still sends, frames or garbage, counts for nothing. */
-        buf_consume(&w->in, buf_avail(&w->in));
-        return 0;
-    }
     while (buf_avail(&w->in) >= sizeof(struct frame)) {
         struct frame f;
         memcpy(&f, buf_head(&w->in), sizeof f);
@@ -392,7 +386,7 @@ static long parse_frames(struct worker *w)
         size_t total = sizeof f + FRAME_PAD(f.len);
         if (buf_avail(&w->in) < total)
             return (long)(total - buf_avail(&w->in));
-        if (!w->killed && handle_frame(w, &f, buf_head(&w->in) + sizeof f) < 0)
+        if (handle_frame(w, &f, buf_head(&w->in) + sizeof f) < 0)
             return -1;
         buf_consume(&w->in, total);
     }
@@ -406,6 +400,10 @@ static int read_worker(struct worker *w, int rounds)
     int drained = 0;
     for (int i = 0; i < rounds; i++) {
         long need = parse_frames(w);
+        if (need < 0 && w->killed) {
+            buf_consume(&w->in, buf_avail(&w->in));
+            return 1; /* going away anyway: what it sends is ignored */
+        }
         if (need < 0) {
             log_error("pool %s: worker %d sent a malformed frame; killing it",
                       w->pool->cfg.name, w->pid);
@@ -466,6 +464,47 @@ static int describe_exit(const struct worker *w, int status, char *buf,
     return code != 0 || w->state != W_STOPPING || w->inflight.n > 0;
 }
 
+/* Once the worker is gone: hands over the results it held but had not
+ * sent (frame.h), skipping those that did reach the socket. A frame cut
+ * short in the socket is whole in the staging area. */
+static void harvest(struct worker *w)
+{
+    if (w->arena == NULL)
+        return;
+    struct shm_header *h = (struct shm_header *)w->arena;
+    uint32_t n = atomic_load_explicit(&h->staged, memory_order_acquire);
+    if (n > SHM_STAGE_SIZE)
+        return;
+    buf_consume(&w->in, buf_avail(&w->in));
+    const char *at = SHM_STAGE(w->arena), *end = at + n;
+    while ((size_t)(end - at) >= sizeof(struct frame)) {
+        struct frame f;
+        memcpy(&f, at, sizeof f);
+        size_t total = sizeof f + FRAME_PAD(f.len);
+        if (f.len > SHM_STAGE_SIZE || total > (size_t)(end - at))
+            return;
+        struct task *head = w->inflight.head;
+        if (f.type == FRAME_RESULT && head != NULL && head->id == f.id &&
+            handle_frame(w, &f, at + sizeof f) < 0)
+            return;
+        at += total;
+    }
+}
+
+struct task *worker_running(const struct worker *w)
+{
+    if (w->arena == NULL)
+        return w->inflight.head; /* it sends each result at once */
+    const struct shm_header *h = (const struct shm_header *)w->arena;
+    uint64_t id = atomic_load_explicit(&h->running, memory_order_acquire);
+    if (id == 0)
+        return NULL;
+    for (struct task *t = w->inflight.head; t != NULL; t = t->next)
+        if (t->id == id)
+            return t;
+    return NULL;
+}
+
 static void on_pidfd(struct loop_io *io, uint32_t events)
 {
     struct worker *w = container_of(io, struct worker, pidfd);
@@ -485,6 +524,7 @@ static void on_pidfd(struct loop_io *io, uint32_t events)
     /* Results it wrote before dying still count. */
     if (w->sock.fd >= 0)
         read_worker(w, 1 << 20);
+    harvest(w);
     loop_del(loop_of(w), &w->pidfd);
     close(w->pidfd.fd);
     w->pidfd.fd = -1;

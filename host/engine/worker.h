@@ -9,8 +9,8 @@
  *   iteration, since other events of the same iteration may name it)
  *
  * A STOPPING worker is never given a task, and counts for nothing in the
- * pool's capacity; a killed one's results are ignored (its in-flight tasks
- * were answered or requeued when it was killed).
+ * pool's capacity. A killed worker's results still count until it is
+ * gone (they are of tasks it finished); its other tasks are settled then.
  */
 #ifndef TH_WORKER_H
 #define TH_WORKER_H
@@ -75,6 +75,11 @@ void worker_kill(struct worker *w, int reason, int sig);
 /* Tells the worker to skip task `id`, sent to it but perhaps not started
  * (it was cancelled): best effort, through the arena. */
 void worker_skip(struct worker *w, uint64_t id);
+
+/* The task the worker is running now (one of its in-flight tasks), or
+ * NULL between tasks. The oldest in-flight task may have finished already,
+ * its result held by the worker for a batch (frame.h). */
+struct task *worker_running(const struct worker *w);
 
 /* Releases a reaped worker's memory; it must be unlinked from its pool. */
 void worker_free(struct worker *w);

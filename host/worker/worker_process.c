@@ -5,7 +5,9 @@
  * Results are sent in batches: the worker flushes when it has no further
  * task already read, when the batch is large, or when it has held results
  * for a while, so a deep pipeline costs one write per batch and a lone
- * task is answered at once.
+ * task is answered at once. What it holds is also copied to the arena's
+ * staging area, and the task it runs is named in the arena's header, so
+ * that nothing is lost or misattributed if a task kills it (frame.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,14 +57,18 @@ static struct {
     uint64_t out_head;    /* next free output position */
     uint64_t in_touched;  /* high-water offsets: pages the worker has */
     uint64_t out_touched; /* mapped, not counted as its own memory */
+    uint64_t stage_touched;
 } arena;
 
 static uint32_t arena_kib(void)
 {
-    if (arena.in_touched == 0 && arena.out_touched == 0)
+    if (arena.in_touched == 0 && arena.out_touched == 0 &&
+        arena.stage_touched == 0)
         return 0;
     uint64_t page = 4096;
-    uint64_t bytes = SHM_HEADER + (arena.in_touched + page - 1) / page * page +
+    uint64_t bytes = SHM_STAGE_OFF +
+                     (arena.stage_touched + page - 1) / page * page +
+                     (arena.in_touched + page - 1) / page * page +
                      (arena.out_touched + page - 1) / page * page;
     return (uint32_t)(bytes / 1024);
 }
@@ -365,7 +371,53 @@ struct child {
     int statm;
     double last_flush;
     size_t last_result; /* offset of the newest result header + 1, or 0 */
+    size_t staged;      /* bytes of `out` copied to the staging area */
+    int must_flush;     /* a result could not be staged: send it now */
 };
+
+static struct shm_header *arena_header(void)
+{
+    return (struct shm_header *)arena.base;
+}
+
+/* Names the task the worker runs (0: none) for the host to read. */
+static void announce(uint64_t id)
+{
+    if (arena.base != NULL)
+        atomic_store_explicit(&arena_header()->running, id,
+                              memory_order_release);
+}
+
+/* Copies the result just finished, out[header..len), to the staging area,
+ * where the host finds it should the worker die before sending it. A
+ * result that does not fit, or a worker without an arena, sends at once. */
+static void stage_result(struct child *c, size_t header)
+{
+    size_t n = c->out.len - header;
+    if (arena.base == NULL || c->staged + n > SHM_STAGE_SIZE) {
+        c->must_flush = 1;
+        return;
+    }
+    memcpy(SHM_STAGE(arena.base) + c->staged, c->out.data + header, n);
+    c->staged += n;
+    if (c->staged > arena.stage_touched)
+        arena.stage_touched = c->staged;
+    atomic_store_explicit(&arena_header()->staged, (uint32_t)c->staged,
+                          memory_order_release);
+}
+
+/* Sends every held result; the staging area is empty after. */
+static void send_held(struct child *c)
+{
+    flush_all(&c->out, CHILD_FD);
+    c->staged = 0;
+    c->must_flush = 0;
+    if (arena.base != NULL) {
+        atomic_store_explicit(&arena_header()->staged, 0,
+                              memory_order_release);
+        announce(0);
+    }
+}
 
 /* Offsets into `out` stay valid between flushes: nothing is consumed from
  * it until flush_all() empties it. */
@@ -374,7 +426,7 @@ static void stamp_rss(struct child *c);
 static void child_exit(struct child *c)
 {
     stamp_rss(c);
-    flush_all(&c->out, CHILD_FD);
+    send_held(c);
     if (c->p->plugin->desc.fini != NULL)
         c->p->plugin->desc.fini(c->state);
     fflush(NULL);
@@ -498,11 +550,12 @@ static const struct frame *next_frame(struct child *c)
 static void maybe_flush(struct child *c)
 {
     double now = now_s();
-    if (next_frame(c) == NULL || buf_avail(&c->out) >= FLUSH_BYTES ||
+    if (c->must_flush || next_frame(c) == NULL ||
+        buf_avail(&c->out) >= FLUSH_BYTES ||
         now - c->last_flush >= FLUSH_AFTER) {
         stamp_rss(c);
         c->last_result = 0;
-        flush_all(&c->out, CHILD_FD);
+        send_held(c);
         c->last_flush = now;
     }
 }
@@ -537,8 +590,16 @@ __attribute__((noreturn)) static void serve(struct child *c)
         const char *input = buf_head(&c->in) + sizeof *f;
         if (copy.type == FRAME_STOP)
             child_exit(c);
-        if (copy.type == FRAME_TASK)
+        if (copy.type == FRAME_TASK) {
+            size_t header = c->out.len;
+            announce(copy.id);
             start_task(c, &copy, input);
+            stage_result(c, header);
+            /* Unstaged, it is still running as far as a crash goes, until
+             * the result is sent. */
+            if (!c->must_flush)
+                announce(0);
+        }
         buf_consume(&c->in, sizeof copy + FRAME_PAD(copy.len));
         maybe_flush(c);
     }

@@ -10,6 +10,8 @@
  *   die   abort()s mid-task
  *   nap   sleeps N milliseconds, then returns "napped"
  *   mark  creates the file named by its input: proof that it ran
+ *   tally input "N PATH": appends the line "N" to PATH (one line per run,
+ *         so a test can count how often each task ran), returns "N"
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -149,6 +151,24 @@ static int probe_mark(void *state, th_task *task, const void *in, size_t len)
     return th_task_write(task, "marked", 6);
 }
 
+static int probe_tally(void *state, th_task *task, const void *in, size_t len)
+{
+    struct args a;
+    (void)state;
+    if (parse(in, len, &a) < 0 || a.path[0] == '\0')
+        return th_task_fail(task, TH_EINVAL, "tally: want 'N PATH'");
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", a.n);
+    int fd = open(a.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd == -1 || write(fd, line, (size_t)n) != n) {
+        if (fd != -1)
+            close(fd);
+        return th_task_fail(task, TH_EIO, "tally: cannot append to %s", a.path);
+    }
+    close(fd);
+    return th_task_write(task, line, (size_t)n - 1);
+}
+
 static const th_task_def tasks[] = {
     {"pid", probe_pid},
     {"hold", probe_hold},
@@ -156,6 +176,7 @@ static const th_task_def tasks[] = {
     {"die", probe_die},
     {"nap", probe_nap},
     {"mark", probe_mark},
+    {"tally", probe_tally},
     {NULL, NULL},
 };
 
