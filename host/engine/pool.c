@@ -746,7 +746,7 @@ static void killed_result(struct pool *p, struct worker *w,
     }
     th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
     p->stats.finished[st]++;
-    hist_add(&p->stats.run, f->run_us);
+    stats_run(&p->stats, loop_now(loop_of(p)), f->run_us);
     host_answer(p->host, t, st, f->code, payload, f->len);
 }
 
