@@ -46,12 +46,16 @@ static void write_conf(struct td *t, const char *host_extra, const char *pools,
     assert_non_null(f);
     fprintf(f,
             "host: { socket = \"%s\"; log = \"%s\"; log_level = \"info\";\n"
-            "        shutdown_timeout = 10.0; %s };\n"
+            "        %s %s };\n"
             "plugins = (\n"
             "  { name = \"echo\"; path = \"%s\"; },\n"
             "  { name = \"sleep\"; path = \"" PLUGINS "/sleep.so\"; }\n"
             ");\n%s",
-            t->sock, t->log, host_extra ? host_extra : "",
+            t->sock, t->log,
+            host_extra && strstr(host_extra, "shutdown_timeout")
+                ? ""
+                : "shutdown_timeout = 10.0;",
+            host_extra ? host_extra : "",
             echo_path ? echo_path : PLUGINS "/echo.so",
             pools ? pools : default_pools);
     fclose(f);
@@ -1276,6 +1280,101 @@ static void sigusr2_reopens_the_log(void **state)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 /* An optional argument selects tests by name ("sighup_*"). */
+/* A sleep pool whose tasks have no time limit, and a short kill_grace. */
+static const char pools_endless[] =
+    "pools = (\n"
+    "  { name = \"sleep\"; plugin = \"sleep\"; min_workers = 1;"
+    "    max_workers = 1; task_timeout = 0.0; kill_grace = 0.5; }\n"
+    ");\n";
+
+/* Starts a task that sleeps for an hour, and waits until it runs. */
+static th_client *start_endless(struct td *t, struct tally *ty)
+{
+    th_client *c = queue_sleeps(t, ty, 1, "3600000");
+    double end = td_now() + DEADLINE;
+    int busy = 0;
+    while (!busy && td_now() < end) {
+        char *j = NULL;
+        th_client_step(c, 20);
+        if (th_client_stats(c, "sleep", TH_STATS_JSON, &j) == 0 && j != NULL)
+            busy = strstr(j, "\"busy\":1") != NULL;
+        free(j);
+    }
+    assert_true(busy);
+    return c;
+}
+
+/* Waits for the daemon to exit; returns the seconds it took since t0. */
+static double exit_time(struct td *t, double t0)
+{
+    int status = td_wait_exit_within(t->pid, DEADLINE);
+    double took = td_now() - t0;
+    t->pid = 0;
+    assert_true(WIFEXITED(status));
+    return took;
+}
+
+static void sigterm_after_a_rolling_restart_ends_within_the_timeouts(
+    void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    write_conf(t, "shutdown_timeout = 0.5;", pools_endless, NULL);
+    td_start(t);
+    th_client *c = start_endless(t, &ty);
+    /* The worker now stops after its task, which never ends. */
+    kill(t->pid, SIGUSR1);
+    td_wait_log(t, "rolling restart");
+    double t0 = td_now();
+    kill(t->pid, SIGTERM);
+    double took = exit_time(t, t0);
+    /* shutdown_timeout + kill_grace, with time to spare for a slow box */
+    if (took > 0.5 + 0.5 + 2.0)
+        fail_msg("the daemon took %.2f s to stop", took);
+    STEP_UNTIL(c, ty.answered == 1);
+    assert_int_equal(ty.by_state[TH_STATE_CANCELLED], 1);
+    th_client_close(c);
+}
+
+static void sigquit_after_a_rolling_restart_ends_at_once(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    write_conf(t, NULL, pools_endless, NULL);
+    td_start(t);
+    th_client *c = start_endless(t, &ty);
+    kill(t->pid, SIGUSR1);
+    td_wait_log(t, "rolling restart");
+    double t0 = td_now();
+    kill(t->pid, SIGQUIT);
+    double took = exit_time(t, t0);
+    if (took > 0.5 + 2.0)
+        fail_msg("the daemon took %.2f s to stop", took);
+    STEP_UNTIL(c, ty.answered == 1);
+    assert_int_equal(ty.by_state[TH_STATE_CANCELLED], 1);
+    th_client_close(c);
+}
+
+static void second_sigterm_forces_the_shutdown(void **state)
+{
+    struct td *t = *state;
+    struct tally ty = {0};
+    /* 0: no limit; only a second SIGTERM (or SIGQUIT) ends the wait. */
+    write_conf(t, "shutdown_timeout = 0;", pools_endless, NULL);
+    td_start(t);
+    th_client *c = start_endless(t, &ty);
+    kill(t->pid, SIGTERM);
+    td_wait_log(t, "graceful shutdown");
+    double t0 = td_now();
+    kill(t->pid, SIGTERM);
+    double took = exit_time(t, t0);
+    if (took > 0.5 + 2.0)
+        fail_msg("the daemon took %.2f s to stop", took);
+    STEP_UNTIL(c, ty.answered == 1);
+    assert_int_equal(ty.by_state[TH_STATE_CANCELLED], 1);
+    th_client_close(c);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1324,6 +1423,9 @@ int main(int argc, char **argv)
         T(cancel_by_task_id_cancels_a_running_task),
         T(submitter_who_is_not_admin_cannot_restart),
         T(sigusr2_reopens_the_log),
+        T(sigterm_after_a_rolling_restart_ends_within_the_timeouts),
+        T(sigquit_after_a_rolling_restart_ends_at_once),
+        T(second_sigterm_forces_the_shutdown),
     };
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1)

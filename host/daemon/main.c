@@ -399,7 +399,10 @@ static void on_signal(int sig)
             log_error("cannot reopen the log");
         break;
     case SIGTERM:
-    case SIGINT: begin_shutdown(TH_CLOSE_GRACEFUL); break;
+    case SIGINT:
+        /* A second one means: do not wait for the tasks. */
+        begin_shutdown(d.stopping ? TH_CLOSE_FORCE : TH_CLOSE_GRACEFUL);
+        break;
     case SIGQUIT: begin_shutdown(TH_CLOSE_FORCE); break;
     }
 }

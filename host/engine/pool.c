@@ -914,17 +914,23 @@ static void cancel_running(struct pool *p, struct worker *w, int reason)
                       "cancelled: the pool was stopped by force");
 }
 
+/* Stops every worker: gracefully (after its tasks; a worker stopping
+ * already goes on as it was), or by force: whatever a worker does, also
+ * one stopping already, it is gone within kill_grace, its running task
+ * answered cancelled. */
 static void stop_all(struct pool *p, int force, int reason)
 {
     struct worker *next;
     for (struct worker *w = p->workers; w != NULL; w = next) {
         next = w->next;
-        if (w->state == W_STOPPING)
+        if (w->killed || (w->state == W_STOPPING && !force))
             continue;
-        if (force && w->inflight.n > 0)
+        if (force && (w->inflight.n > 0 || w->state == W_STARTING))
             cancel_running(p, w, reason);
         else
             worker_stop(w, reason);
+        if (force && !w->killed)
+            worker_hurry(w, p->cfg.kill_grace);
     }
 }
 

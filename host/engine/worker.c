@@ -244,6 +244,17 @@ void worker_stop(struct worker *w, int reason)
     }
 }
 
+void worker_hurry(struct worker *w, double limit)
+{
+    struct loop *l = loop_of(w);
+    if (w->reaped || w->killed)
+        return;
+    if (loop_timer_armed(&w->kill_timer) &&
+        w->kill_timer.when <= loop_now(l) + limit)
+        return;
+    loop_timer_start(l, &w->kill_timer, limit);
+}
+
 void worker_kill(struct worker *w, int reason, int sig)
 {
     if (w->state != W_STOPPING)

@@ -68,6 +68,10 @@ void worker_flush(struct worker *w);
 /* Asks the worker to finish what it holds, run fini() and exit. */
 void worker_stop(struct worker *w, int reason);
 
+/* Makes sure a stopping worker is killed if it has not exited within
+ * `limit` seconds. */
+void worker_hurry(struct worker *w, double limit);
+
 /* Signals the worker with `sig` (SIGTERM then SIGKILL after kill_grace,
  * or SIGKILL at once). Its results stop counting. */
 void worker_kill(struct worker *w, int reason, int sig);
