@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "host.h"
+#include "http.h"
 #include "log.h"
 #include "plugin.h"
 #include "server.h"
@@ -366,8 +367,10 @@ static int do_reload(char *err, size_t errlen)
         log_error("reload refused, the running config stays: %s", err);
     } else {
         cfg = host_config(d.host);
-        if (cfg)
+        if (cfg) {
             reload_host_group(&cfg->host);
+            http_reload(&cfg->http);
+        }
         log_info("config %s reloaded", d.config);
     }
     notify("READY=1");
@@ -514,8 +517,9 @@ static int start(void)
     if ((rc = config_load(d.config, &cfg, err, sizeof err)) == 0 &&
         (rc = open_log(cfg, err, sizeof err)) == 0 &&
         (rc = open_socket(cfg, err, sizeof err)) == 0 &&
-        (rc = th_host_open(&d.host, d.config, err, sizeof err)) == 0)
-        rc = watch_all(err, sizeof err);
+        (rc = th_host_open(&d.host, d.config, err, sizeof err)) == 0 &&
+        (rc = watch_all(err, sizeof err)) == 0)
+        rc = http_open(d.host, &cfg->http, err, sizeof err);
     config_free(cfg);
     if (rc < 0) {
         report(err);
@@ -560,6 +564,7 @@ static void stop(void)
     th_watch_stop(d.sig_w);
     th_timer_free(d.status_timer);
     d.status_timer = NULL;
+    http_close();
     if (d.srv)
         server_unwatch(d.srv);
     if (d.host)

@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "config/kinds.h"
@@ -36,6 +37,18 @@ struct host_cfg {
 #define HOST_KEY(key, field, kind, def, shown, doc) CONFIG_CTYPE(kind) field;
 #include "config/host_keys.def"
 #undef HOST_KEY
+};
+
+/* The `http` group, the daemon's optional HTTP endpoint: one field per
+ * line of config/http_keys.def, then what the loader derives. */
+struct http_cfg {
+#define HTTP_KEY(key, kind, def, shown, doc) CONFIG_CTYPE(kind) key;
+#include "config/http_keys.def"
+#undef HTTP_KEY
+    struct sockaddr_storage addr; /* listen, parsed (a unix path resolved) */
+    socklen_t addrlen;
+    int loopback;     /* 127.0.0.0/8, ::1 or a unix socket */
+    char *auth_token; /* auth_token_file's first line, or NULL: none */
 };
 
 struct plugin_cfg {
@@ -64,6 +77,7 @@ struct config {
     char *path; /* as given */
     char *dir;  /* directory of the file, for relative paths */
     struct host_cfg host;
+    struct http_cfg http;
     struct plugin_cfg *plugins;
     size_t nplugins;
     struct pool_cfg *pools;
@@ -128,5 +142,11 @@ int host_cfg_defaults(struct host_cfg *h, const char *dir);
 
 /* Frees what a host_cfg owns. */
 void host_cfg_clear(struct host_cfg *h);
+
+/* Fills `h` with the defaults of http_keys.def (listen NULL: off). */
+void http_cfg_defaults(struct http_cfg *h);
+
+/* Frees what an http_cfg owns (the token is wiped first). */
+void http_cfg_clear(struct http_cfg *h);
 
 #endif /* TH_CONFIG_H */

@@ -39,6 +39,13 @@ static const struct key host_keys[] = {
     {NULL, K_NAME, NULL, NULL},
 };
 
+static const struct key http_keys[] = {
+#define HTTP_KEY(key, kind, def, shown, doc) {#key, K_##kind, shown, doc},
+#include "http_keys.def"
+#undef HTTP_KEY
+    {NULL, K_NAME, NULL, NULL},
+};
+
 static const struct key plugin_keys[] = {
 #define PLUGIN_KEY(key, kind, doc) {#key, K_##kind, "(required)", doc},
 #include "plugin_keys.def"
@@ -61,6 +68,10 @@ static const struct {
 } groups[] = {
     {"host", "The `host` group: the daemon's socket, log and access.",
      host_keys},
+    {"http",
+     "The optional `http` group: the daemon's HTTP endpoint for metrics, "
+     "health and the status page (docs/http.md).",
+     http_keys},
     {"plugins", "Each entry of the `plugins` list: one shared object.",
      plugin_keys},
     {"pools",

@@ -49,6 +49,7 @@ enum config_kind {
     CONFIG_KINDS(CONFIG_KIND_ENUM)
 #undef CONFIG_KIND_ENUM
         K_HOST,
+    K_HTTP,
     K_PLUGINS,
     K_POOLS
 };

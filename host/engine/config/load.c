@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -619,6 +621,8 @@ static int unknown_key(const struct loader *ld, const config_setting_t *s,
 
 static int load_host(const struct loader *ld, const config_setting_t *s,
                      const char *key, struct host_cfg *host);
+static int load_http(const struct loader *ld, const config_setting_t *s,
+                     const char *key, struct http_cfg *http);
 static int load_plugins(const struct loader *ld, const config_setting_t *s,
                         const char *key, struct config *cfg);
 static int load_pools(const struct loader *ld, const config_setting_t *s,
@@ -666,6 +670,8 @@ static int set_field(const struct loader *ld, const config_setting_t *s,
         return get_settings(ld, s, key, dst);
     case K_HOST:
         return load_host(ld, s, key, dst);
+    case K_HTTP:
+        return load_http(ld, s, key, dst);
     case K_PLUGINS:
         return load_plugins(ld, s, key, base);
     case K_POOLS:
@@ -742,6 +748,155 @@ static int load_host(const struct loader *ld, const config_setting_t *s,
     if (host->max_payload == 0)
         return fault(ld, member_or(s, "max_payload"), "host.max_payload",
                      "must be > 0");
+    return 0;
+}
+
+/* ---- http ---- */
+
+static int parse_port(const char *t, unsigned short *port)
+{
+    char *end;
+    long v;
+
+    if (!isdigit((unsigned char)*t))
+        return -1;
+    errno = 0;
+    v = strtol(t, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 0 || v > 65535)
+        return -1;
+    *port = (unsigned short)v;
+    return 0;
+}
+
+/* "127.0.0.1:9464", "[::1]:9464" or "localhost:9464" into h->addr;
+ * port 0 lets the kernel choose. Returns 0 or -1. */
+static int parse_inet(const char *t, struct http_cfg *h)
+{
+    char host[INET6_ADDRSTRLEN + 2];
+    const char *colon = strrchr(t, ':');
+    size_t n = colon ? (size_t)(colon - t) : 0;
+    unsigned short port;
+
+    if (colon == NULL || n == 0 || n >= sizeof host ||
+        parse_port(colon + 1, &port) < 0)
+        return -1;
+    memcpy(host, t, n);
+    host[n] = '\0';
+    if (host[0] == '[' && host[n - 1] == ']') {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&h->addr;
+        host[n - 1] = '\0';
+        if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+            return -1;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        h->addrlen = sizeof *a;
+        h->loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+                      (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) &&
+                       a->sin6_addr.s6_addr[12] == 127);
+        return 0;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *)&h->addr;
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+        return -1;
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    h->addrlen = sizeof *a;
+    h->loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    return 0;
+}
+
+/* http.listen: an address with a port, or a unix socket path (absolute,
+ * or relative to the config file). */
+static int check_listen(const struct loader *ld, const config_setting_t *s,
+                        struct http_cfg *h)
+{
+    const char *t = h->listen;
+    struct sockaddr_un *un = (struct sockaddr_un *)&h->addr;
+
+    memset(&h->addr, 0, sizeof h->addr);
+    if (t[0] != '/' && t[0] != '.' && strchr(t, ':') != NULL) {
+        if (parse_inet(t, h) < 0)
+            return fault(ld, s, "http.listen",
+                         "not an address and port (\"127.0.0.1:9464\", "
+                         "\"[::1]:9464\") nor a unix socket path: %s", t);
+        return 0;
+    }
+    char *abs = config_resolve_path(ld->dir, t);
+    if (abs == NULL)
+        return oom(ld);
+    if (strlen(abs) >= sizeof un->sun_path) {
+        free(abs);
+        return fault(ld, s, "http.listen",
+                     "too long for a unix socket (%zu bytes at most): %s",
+                     sizeof un->sun_path - 1, t);
+    }
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, abs, strlen(abs) + 1);
+    h->addrlen = (socklen_t)sizeof *un;
+    h->loopback = 1;
+    free(abs);
+    return 0;
+}
+
+/* Reads the token: the file's first line, without surrounding blanks. */
+static int read_token(const struct loader *ld, const config_setting_t *s,
+                      struct http_cfg *h)
+{
+    char buf[1024];
+    FILE *f = fopen(h->auth_token_file, "re");
+    size_t n;
+
+    if (f == NULL)
+        return fault(ld, s, "http.auth_token_file", "%s: %s",
+                     h->auth_token_file, strerror(errno));
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    char *b = buf, *e = buf + strlen(buf);
+    while (*b == ' ' || *b == '\t')
+        b++;
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+        *--e = '\0';
+    if (strlen(b) < 16)
+        return fault(ld, s, "http.auth_token_file",
+                     "%s: the token (its first line) must have 16 characters "
+                     "at least", h->auth_token_file);
+    return set_string(ld, &h->auth_token, b);
+}
+
+static int load_http(const struct loader *ld, const config_setting_t *s,
+                     const char *key, struct http_cfg *h)
+{
+    int rc;
+
+    if (!config_setting_is_group(s))
+        return wrong_type(ld, s, key, "a group");
+    rc = load_group(ld, s, key, config_http_fields, h);
+    if (rc != 0)
+        return rc;
+    if (h->listen == NULL)
+        return missing(ld, s, key, "listen");
+    if (h->max_connections < 1 || h->max_connections > 10000)
+        return fault(ld, member_or(s, "max_connections"),
+                     "http.max_connections", "must be 1 to 10000 (got %d)",
+                     h->max_connections);
+    if (h->idle_timeout < 1)
+        return fault(ld, member_or(s, "idle_timeout"), "http.idle_timeout",
+                     "must be 1 s at least (got %g)", h->idle_timeout);
+    rc = check_listen(ld, member_or(s, "listen"), h);
+    if (rc == 0 && h->auth_token_file != NULL)
+        rc = read_token(ld, member_or(s, "auth_token_file"), h);
+    if (rc != 0)
+        return rc;
+    if (!h->loopback && h->auth_token == NULL)
+        return fault(ld, member_or(s, "listen"), "http.listen",
+                     "%s is not a loopback address: set "
+                     "http.auth_token_file (a Bearer token), or listen on "
+                     "127.0.0.1, [::1] or a unix socket path",
+                     h->listen);
     return 0;
 }
 
@@ -993,6 +1148,7 @@ static struct config *config_new(const char *path)
 
     if (cfg == NULL)
         return NULL;
+    http_cfg_defaults(&cfg->http);
     cfg->path = strdup(path);
     cfg->dir = absolute_dir(path);
     if (cfg->path == NULL || cfg->dir == NULL ||
@@ -1135,6 +1291,7 @@ void config_free(struct config *cfg)
     if (cfg == NULL)
         return;
     host_cfg_clear(&cfg->host);
+    http_cfg_clear(&cfg->http);
     for (size_t i = 0; i < cfg->nplugins; i++) {
 #define PLUGIN_KEY(key, kind, doc) free(cfg->plugins[i].key);
 #include "plugin_keys.def"

@@ -36,6 +36,14 @@ const struct config_field config_host_fields[] = {
     {NULL, K_NAME, 0},
 };
 
+const struct config_field config_http_fields[] = {
+#define HTTP_KEY(key, kind, def, shown, doc)                                   \
+    {#key, K_##kind, offsetof(struct http_cfg, key)},
+#include "http_keys.def"
+#undef HTTP_KEY
+    {NULL, K_NAME, 0},
+};
+
 const struct config_field config_plugin_fields[] = {
 #define PLUGIN_KEY(key, kind, doc)                                             \
     {#key, K_##kind, offsetof(struct plugin_cfg, key)},
@@ -54,6 +62,7 @@ const struct config_field config_pool_fields[] = {
 
 const struct config_field config_root_fields[] = {
     {"host", K_HOST, offsetof(struct config, host)},
+    {"http", K_HTTP, offsetof(struct config, http)},
     {"plugins", K_PLUGINS, 0},
     {"pools", K_POOLS, 0},
     {NULL, K_NAME, 0},
@@ -483,4 +492,25 @@ void host_cfg_clear(struct host_cfg *h)
 #define HOST_KEY(key, field, kind, def, shown, doc) FREE_##kind(h->field);
 #include "host_keys.def"
 #undef HOST_KEY
+}
+
+/* ---- http ---- */
+
+void http_cfg_defaults(struct http_cfg *h)
+{
+    memset(h, 0, sizeof(*h));
+#define HTTP_KEY(key, kind, def, shown, doc) h->key = def;
+#include "http_keys.def"
+#undef HTTP_KEY
+}
+
+void http_cfg_clear(struct http_cfg *h)
+{
+#define HTTP_KEY(key, kind, def, shown, doc) FREE_##kind(h->key);
+#include "http_keys.def"
+#undef HTTP_KEY
+    if (h->auth_token != NULL)
+        explicit_bzero(h->auth_token, strlen(h->auth_token));
+    free(h->auth_token);
+    h->auth_token = NULL;
 }

@@ -2,7 +2,7 @@
  *
  * Each group of the file has a table of its keys (name, kind, offset in
  * the group's struct), built from the key lists (pool_keys.def,
- * host_keys.def, plugin_keys.def); a NULL name ends it.
+ * host_keys.def, http_keys.def, plugin_keys.def); a NULL name ends it.
  */
 #ifndef TH_CONFIG_SCHEMA_H
 #define TH_CONFIG_SCHEMA_H
@@ -18,6 +18,7 @@ struct config_field {
 };
 
 extern const struct config_field config_host_fields[];
+extern const struct config_field config_http_fields[];
 extern const struct config_field config_plugin_fields[];
 extern const struct config_field config_pool_fields[];
 extern const struct config_field config_root_fields[];
