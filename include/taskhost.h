@@ -31,10 +31,16 @@
 extern "C" {
 #endif
 
-/* The plugin ABI version. A plugin whose descriptor carries another value is
- * refused at load, with a message naming both versions. Fields of
- * th_plugin are only ever appended; appending does not change this. */
-#define TH_ABI_VERSION 1
+/* The plugin ABI. A plugin's descriptor names the ABI it was built for;
+ * the host loads every plugin from TH_ABI_VERSION_MIN to its own
+ * TH_ABI_VERSION and refuses any other with one line naming both. Fields
+ * of th_plugin and th_task_info are only ever appended, and each is read
+ * only from a plugin whose ABI has it (and whose struct_size covers it);
+ * TH_ABI_VERSION goes up by one whenever a field is appended.
+ *   1  name, version, init, fini, tasks
+ *   2  task_info: tasks described by growable entries */
+#define TH_ABI_VERSION 2
+#define TH_ABI_VERSION_MIN 1
 
 /* Marks a symbol as exported from a plugin or from the host library. */
 #if defined(__GNUC__)
@@ -152,15 +158,32 @@ typedef void (*th_fini_fn)(void *state);
 typedef int (*th_run_fn)(void *state, th_task *task, const void *input,
                          size_t len);
 
-/* One named task. A table of them ends with { NULL, NULL }. */
+/* One named task. A table of them ends with { NULL, NULL }. This is the
+ * ABI 1 form of a task table and it never changes; th_task_info below is
+ * the form that can grow. */
 typedef struct th_task_def {
     const char *name;
     th_run_fn run;
 } th_task_def;
 
-/* What TH_PLUGIN() exports. The host copies min(sizeof, struct_size) bytes
+/* One named task, as an entry that can grow: struct_size tells the host
+ * how far apart the entries of a table are and which fields they have.
+ * Write entries with TH_TASK() and end the table with TH_TASK_END:
+ *   static const th_task_info tasks[] = {TH_TASK("echo", echo),
+ *                                        TH_TASK_END};
+ * and name the table as the descriptor's task_info (TH_PLUGIN_DESC). */
+typedef struct th_task_info {
+    uint32_t struct_size; /* sizeof(th_task_info) when built */
+    const char *name;
+    th_run_fn run;
+} th_task_info;
+
+#define TH_TASK(name, run) {sizeof(th_task_info), (name), (run)}
+#define TH_TASK_END {sizeof(th_task_info), NULL, NULL}
+
+/* What the plugin exports. The host copies min(sizeof, struct_size) bytes
  * of it into a zeroed struct, so old plugins keep loading as fields are
- * appended. */
+ * appended; a NULL optional field means the default. */
 typedef struct th_plugin {
     uint32_t abi_version;      /* TH_ABI_VERSION when built */
     uint32_t struct_size;      /* sizeof(th_plugin) when built */
@@ -168,15 +191,28 @@ typedef struct th_plugin {
     const char *version;       /* the plugin's own version string */
     th_init_fn init;           /* optional */
     th_fini_fn fini;           /* optional */
-    const th_task_def *tasks;  /* mandatory, at least one task */
+    const th_task_def *tasks;  /* the tasks, ABI 1 form; or NULL and: */
+    /* ABI 2 */
+    const th_task_info *task_info; /* the tasks, growable form */
 } th_plugin;
 
-/* Declares the plugin. Use once, at file scope. */
+/* Declares the plugin. Use once, at file scope. (Every later field is
+ * given as NULL, so that -Wextra stays quiet, in C++ too.) */
 #define TH_PLUGIN(name, version, init, fini, tasks)                         \
     TH_EXPORT extern const th_plugin taskhost_plugin;                       \
     const th_plugin taskhost_plugin = {TH_ABI_VERSION, sizeof(th_plugin),   \
                                        (name), (version), (init), (fini),   \
-                                       (tasks)}
+                                       (tasks), NULL}
+
+/* Declares the plugin by field names (C99 designated initializers), for
+ * the fields TH_PLUGIN() has no place for. Use once, at file scope:
+ *   TH_PLUGIN_DESC(.name = "hash", .version = "1.0", .init = hash_init,
+ *                  .task_info = tasks); */
+#define TH_PLUGIN_DESC(...)                                                 \
+    TH_EXPORT extern const th_plugin taskhost_plugin;                       \
+    const th_plugin taskhost_plugin = {.abi_version = TH_ABI_VERSION,       \
+                                       .struct_size = sizeof(th_plugin),    \
+                                       __VA_ARGS__}
 
 #ifdef __cplusplus
 }

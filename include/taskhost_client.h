@@ -98,9 +98,15 @@ TH_EXPORT void th_client_on_progress(th_client *client, th_progress_fn fn,
 /* Submits a task and runs the loop until its answer, which is copied into
  * *result (free with th_client_result_free()); data is NUL-terminated.
  * Returns 0 when an answer, whatever its state, was had. */
-TH_EXPORT int th_client_call(th_client *client, const char *pool,
-                             const char *task, const void *input, size_t len,
-                             const th_submit_opts *opts, th_result *result);
+#define th_client_call(client, pool, task, input, len, opts, result)       \
+    th_client_call_sized((client), (pool), (task), (input), (len), (opts),   \
+                         (result), sizeof(*(result)))
+/* What th_client_call() calls, with the size of the caller's th_result so
+ * that a newer library never writes past an older program's struct. */
+TH_EXPORT int th_client_call_sized(th_client *client, const char *pool,
+                                   const char *task, const void *input,
+                                   size_t len, const th_submit_opts *opts,
+                                   th_result *result, size_t result_size);
 
 /* Frees what th_client_call() copied into `result`. */
 TH_EXPORT void th_client_result_free(th_result *result);

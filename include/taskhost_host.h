@@ -54,6 +54,9 @@ TH_EXPORT const char *th_state_name(th_state state);
  * states data is a NUL-terminated message for a human (len excludes the
  * NUL) and code a TH_E* code (the plugin's own code for TH_STATE_ERROR). */
 typedef struct th_result {
+    size_t size; /* bytes of this struct that hold fields: the host's
+                    sizeof(th_result), or less when the caller's is smaller;
+                    a field past it is absent (see TH_HAS_FIELD) */
     uint64_t id;
     th_state state;
     int code;
@@ -68,12 +71,24 @@ typedef struct th_result {
  * tasks, but must not close the host. */
 typedef void (*th_done_fn)(const th_result *result, void *arg);
 
-/* Per-task options; zero means "the pool's value". */
+/* Per-task options; zero means "the pool's value". Start from
+ * TH_SUBMIT_OPTS_INIT (or all zero: a size of 0 stands for the fields up
+ * to `priority`, so `{.priority = 5}` keeps working); fields are only
+ * ever appended, and the host reads only those within `size`. */
 typedef struct th_submit_opts {
+    size_t size;          /* sizeof(th_submit_opts), or 0 (see above) */
     double task_timeout;  /* seconds; only smaller than the pool's applies */
     double queue_timeout; /* seconds; likewise */
     int priority;         /* -128..127, higher first, FIFO within one */
 } th_submit_opts;
+
+#define TH_SUBMIT_OPTS_INIT {sizeof(th_submit_opts), 0, 0, 0}
+
+/* Non-zero when the struct at `ptr` (of a type with a leading `size`)
+ * holds `field`: for reading a result filled by a host library that may
+ * be older than the header a program was built with. */
+#define TH_HAS_FIELD(ptr, type, field)                                       \
+    (offsetof(type, field) + sizeof(((type *)0)->field) <= (ptr)->size)
 
 /* Opens the config file at `path`, loads and validates its plugins and
  * starts its pools. On failure returns a negative code and writes one line
@@ -88,8 +103,13 @@ TH_EXPORT int th_host_new(th_host **host);
 TH_EXPORT int th_host_add_plugin(th_host *host, const char *name,
                                  const char *path, char *err, size_t errlen);
 
-/* Pool options for th_host_add_pool(); fill with th_pool_opts_init(). */
+/* Pool options for th_host_add_pool(); fill with th_pool_opts_init()
+ * first, which sets `size`. Fields are only ever appended: a program
+ * built against an older header passes a smaller struct, and the host
+ * takes the defaults for the fields it lacks. Every pool key of the
+ * config file is here, under the same name (docs/config.md). */
 typedef struct th_pool_opts {
+    size_t size; /* set by th_pool_opts_init() */
     const char *name;
     const char *plugin;
     int min_workers;
@@ -116,10 +136,12 @@ typedef struct th_pool_opts {
     long rlimit_core;          /* workers' RLIMIT_CORE bytes, -1: inherited */
 } th_pool_opts;
 
-/* Fills `opts` with the defaults the config file uses. */
-TH_EXPORT void th_pool_opts_init(th_pool_opts *opts);
+/* Fills `opts` with the defaults the config file uses, and its size. */
+#define th_pool_opts_init(opts) th_pool_opts_init_sized((opts), sizeof(*(opts)))
+TH_EXPORT void th_pool_opts_init_sized(th_pool_opts *opts, size_t size);
 
-/* Adds and starts a pool. */
+/* Adds and starts a pool. Returns TH_EINVAL (with a line in err) for
+ * options not filled by th_pool_opts_init(). */
 TH_EXPORT int th_host_add_pool(th_host *host, const th_pool_opts *opts,
                                char *err, size_t errlen);
 
@@ -153,10 +175,16 @@ TH_EXPORT int th_host_on_progress(th_host *host, uint64_t id,
 
 /* Submits a task and runs the loop until its answer. Copies the answer
  * into *result: free it with th_result_free(). Returns 0 when an answer
- * (whatever its state) was had, or a negative code as th_host_submit(). */
-TH_EXPORT int th_host_call(th_host *host, const char *pool, const char *task,
-                           const void *input, size_t len,
-                           const th_submit_opts *opts, th_result *result);
+ * (whatever its state) was had, or a negative code as th_host_submit().
+ * th_host_call() passes the size of the caller's th_result, so that a
+ * newer library never writes past an older program's struct. */
+#define th_host_call(host, pool, task, input, len, opts, result)            \
+    th_host_call_sized((host), (pool), (task), (input), (len), (opts),       \
+                       (result), sizeof(*(result)))
+TH_EXPORT int th_host_call_sized(th_host *host, const char *pool,
+                                 const char *task, const void *input,
+                                 size_t len, const th_submit_opts *opts,
+                                 th_result *result, size_t result_size);
 
 /* Frees what th_host_call() copied into `result`. */
 TH_EXPORT void th_result_free(th_result *result);

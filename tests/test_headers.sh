@@ -68,6 +68,20 @@ if command -v "$CXX" >/dev/null 2>&1; then
     fi
 fi
 
+# A plugin declared by field names, with a growable task table, in C99.
+cat >"$tmp/desc.c" <<'C'
+#include <taskhost.h>
+static int run(void *state, th_task *task, const void *in, size_t len)
+{
+    (void)state;
+    return th_task_write(task, in, len);
+}
+static const th_task_info tasks[] = {TH_TASK("echo", run), TH_TASK_END};
+TH_PLUGIN_DESC(.name = "desc", .version = "1.0", .task_info = tasks);
+C
+check_compile "TH_PLUGIN_DESC() and TH_TASK() in C99" $CC -std=c99 -pedantic \
+    -Wall -Wextra -Werror -fPIC -c -o "$tmp/desc.o" $INC "$tmp/desc.c"
+
 # The linker may add its own section markers to the dynamic symbol table,
 # and AddressSanitizer an ODR indicator per exported variable; they are not
 # the plugin's doing.

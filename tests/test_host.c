@@ -611,6 +611,127 @@ static void test_open_refuses_a_plugin_of_another_abi(void **state)
     rmdir(dir);
 }
 
+/* A plugin built against the SDK header of plugin ABI 1 runs unchanged:
+ * its settings, state across tasks, failures and SDK calls. */
+static void test_abi_1_plugin_runs_its_tasks(void **state)
+{
+    th_host *h = host_with("v1", TEST_PLUGIN("compat_v1"), 1, 1,
+                           "greeting = \"hi\";");
+    char out[128];
+    assert_int_equal(call(h, "echo", "abc", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "abc");
+    assert_int_equal(call(h, "greet", "bob", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "hi, bob (call 2)");
+    assert_int_equal(call(h, "v1_name", "", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "v1_name 0");
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "fail", "x", 1, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_ERROR);
+    assert_int_equal(r.code, TH_EINVAL);
+    assert_string_equal(r.data, "no good: x");
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* Tasks given as a growable th_task_info table run by name. */
+static void test_growable_task_table_runs_by_name(void **state)
+{
+    th_host *h = host_with("ti", TEST_PLUGIN("taskinfo"), 1, 1, NULL);
+    char out[64];
+    assert_int_equal(call(h, "upper", "abc", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "ABC");
+    assert_int_equal(call(h, "echo", "abc", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "abc");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* A program built against an older, shorter th_pool_opts: init and
+ * add_pool touch only its bytes, the rest of the pool gets defaults. */
+static void test_shorter_pool_opts_get_defaults_for_what_they_lack(void **state)
+{
+    struct {
+        th_pool_opts o;
+        unsigned char canary[64];
+    } old;
+    size_t n = offsetof(th_pool_opts, user);
+    memset(&old, 0xa5, sizeof old);
+    th_pool_opts_init_sized(&old.o, n);
+    assert_int_equal(old.o.size, n);
+    for (size_t i = n; i < sizeof old; i++)
+        assert_int_equal(((unsigned char *)&old)[i], 0xa5);
+    old.o.name = "p";
+    old.o.plugin = "echo";
+    th_host *h;
+    char err[256] = "";
+    assert_int_equal(th_host_new(&h), 0);
+    assert_int_equal(th_host_add_plugin(h, "echo", PLUGIN("echo"), err,
+                                        sizeof err), 0);
+    if (th_host_add_pool(h, &old.o, err, sizeof err) != 0)
+        fail_msg("add_pool: %s", err);
+    char out[16];
+    assert_int_equal(call(h, "echo", "old", out, sizeof out), TH_STATE_OK);
+    assert_string_equal(out, "old");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_pool_opts_not_from_init_are_refused(void **state)
+{
+    th_pool_opts o;
+    memset(&o, 0, sizeof o);
+    o.name = "p";
+    o.plugin = "echo";
+    th_host *h;
+    char err[256] = "";
+    assert_int_equal(th_host_new(&h), 0);
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), TH_EINVAL);
+    assert_non_null(strstr(err, "th_pool_opts_init()"));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* An older program's shorter th_result is filled up to its size only. */
+static void test_call_fills_only_the_callers_result_size(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    struct {
+        th_result r;
+        unsigned char canary[64];
+    } old;
+    size_t n = offsetof(th_result, wait_time);
+    memset(&old, 0xa5, sizeof old);
+    assert_int_equal(th_host_call_sized(h, "p", "echo", "ab", 2, NULL, &old.r,
+                                        n), 0);
+    assert_int_equal(old.r.size, n);
+    assert_int_equal(old.r.state, TH_STATE_OK);
+    assert_int_equal(old.r.len, 2);
+    for (size_t i = n; i < sizeof old; i++)
+        assert_int_equal(((unsigned char *)&old)[i], 0xa5);
+    assert_false(TH_HAS_FIELD(&old.r, th_result, wait_time));
+    assert_true(TH_HAS_FIELD(&old.r, th_result, len));
+    th_result_free(&old.r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void size_seen(const th_result *r, void *arg)
+{
+    *(size_t *)arg = r->size;
+}
+
+/* A callback's result says how much of it there is; submit options
+ * from TH_SUBMIT_OPTS_INIT apply. */
+static void test_callback_result_carries_its_size(void **state)
+{
+    th_host *h = host_with("echo", PLUGIN("echo"), 1, 1, NULL);
+    th_submit_opts so = TH_SUBMIT_OPTS_INIT;
+    size_t seen = 0;
+    so.task_timeout = 5;
+    assert_int_equal(so.size, sizeof so);
+    assert_int_equal(th_host_submit(h, "p", "echo", "x", 1, &so, size_seen,
+                                    &seen, NULL), 0);
+    assert_int_equal(th_host_wait(h, 30), 0);
+    assert_int_equal(seen, sizeof(th_result));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
 int main(void)
 {
     log_set_level(TH_LOG_WARN);
@@ -644,6 +765,12 @@ int main(void)
         cmocka_unit_test(test_host_fd_becomes_readable_when_an_answer_is_due),
         cmocka_unit_test(test_open_reports_a_missing_plugin_with_file_and_line),
         cmocka_unit_test(test_open_refuses_a_plugin_of_another_abi),
+        cmocka_unit_test(test_abi_1_plugin_runs_its_tasks),
+        cmocka_unit_test(test_growable_task_table_runs_by_name),
+        cmocka_unit_test(test_shorter_pool_opts_get_defaults_for_what_they_lack),
+        cmocka_unit_test(test_pool_opts_not_from_init_are_refused),
+        cmocka_unit_test(test_call_fills_only_the_callers_result_size),
+        cmocka_unit_test(test_callback_result_carries_its_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

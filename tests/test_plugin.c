@@ -363,6 +363,72 @@ static void symlink_from_open_directory_is_refused(void **state)
     unlink(link);
 }
 
+/* A plugin built against the ABI 1 header of the SDK loads as it was. */
+static void abi_1_plugin_loads_with_its_tasks(void **state)
+{
+    struct plugin *p = load_ok(TEST_PLUGINS "compat_v1.so", 1);
+    (void)state;
+    assert_int_equal(p->desc.abi_version, 1);
+    assert_int_equal(p->desc.struct_size, offsetof(th_plugin, tasks) +
+                                              sizeof(void *));
+    assert_string_equal(p->desc.name, "compat_v1");
+    assert_non_null(p->desc.init);
+    assert_non_null(p->desc.fini);
+    assert_null(p->desc.task_info);
+    assert_int_equal(p->ntasks, 4);
+    assert_string_equal(p->tasks[1].name, "greet");
+    assert_int_equal(plugin_find_task(p, "v1_name"), 3);
+    plugin_unref(p);
+}
+
+/* The line a refused newer plugin gets names its ABI and the host's. */
+static void want_newer_abi_line(char *buf, size_t n)
+{
+    snprintf(buf, n, "built for plugin ABI %d, this host supports ABI %d to %d",
+             TH_ABI_VERSION + 1, TH_ABI_VERSION_MIN, TH_ABI_VERSION);
+}
+
+static void future_abi_is_refused_naming_both_versions(void **state)
+{
+    char want[128];
+    (void)state;
+    want_newer_abi_line(want, sizeof want);
+    load_fails(TEST_PLUGINS "future_abi.so", 1, TH_EABI, want);
+}
+
+/* A newer plugin that calls an SDK function this host lacks cannot be
+ * dlopen()ed whole; its ABI is still read and named. */
+static void newer_sdk_plugin_is_refused_by_abi_not_dlerror(void **state)
+{
+    char want[128];
+    (void)state;
+    want_newer_abi_line(want, sizeof want);
+    load_fails(TEST_PLUGINS "newer_sdk.so", 1, TH_EABI, want);
+}
+
+static void missing_sdk_function_is_named(void **state)
+{
+    (void)state;
+    load_fails(TEST_PLUGINS "newer_sdk_same_abi.so", 1, TH_EABI,
+               "needs th_task_teleport, which this host");
+}
+
+/* Entries larger than this host's th_task_info are walked by their own
+ * size; the fields the host knows are kept. */
+static void growable_task_table_with_larger_entries_loads(void **state)
+{
+    struct plugin *p = load_ok(TEST_PLUGINS "taskinfo.so", 1);
+    (void)state;
+    assert_int_equal(p->desc.abi_version, TH_ABI_VERSION);
+    assert_null(p->desc.tasks);
+    assert_int_equal(p->ntasks, 2);
+    assert_string_equal(p->tasks[0].name, "echo");
+    assert_string_equal(p->tasks[1].name, "upper");
+    assert_non_null(p->tasks[1].run);
+    assert_int_equal(p->tasks[1].struct_size, sizeof(th_task_info) + 16);
+    plugin_unref(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +441,11 @@ int main(void)
                                         scratch_setup, scratch_teardown),
         cmocka_unit_test(missing_symbol_is_einval_naming_it),
         cmocka_unit_test(abi_mismatch_names_both_versions),
+        cmocka_unit_test(abi_1_plugin_loads_with_its_tasks),
+        cmocka_unit_test(future_abi_is_refused_naming_both_versions),
+        cmocka_unit_test(newer_sdk_plugin_is_refused_by_abi_not_dlerror),
+        cmocka_unit_test(missing_sdk_function_is_named),
+        cmocka_unit_test(growable_task_table_with_larger_entries_loads),
         cmocka_unit_test(empty_task_table_is_refused),
         cmocka_unit_test(failing_init_still_loads),
         cmocka_unit_test(find_task_by_name),

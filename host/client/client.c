@@ -351,7 +351,8 @@ const char *th_client_error(const th_client *c)
 /* Answers every waiting request after the connection was lost. */
 static void fail_all(th_client *c, const char *why)
 {
-    th_result r = {.state = TH_STATE_CANCELLED, .code = TH_EIO};
+    th_result r = {
+        .size = sizeof r, .state = TH_STATE_CANCELLED, .code = TH_EIO};
     char msg[320];
 
     c->dead = 1;
@@ -443,6 +444,7 @@ static void on_result(th_client *c, const struct proto_frame *f)
         pr.data = "connection to taskhostd lost: bad output memfd";
         pr.len = strlen(pr.data);
     }
+    r.size = sizeof r;
     r.id = f->tag;
     r.state = (th_state)pr.state;
     r.code = pr.code;
@@ -465,7 +467,7 @@ static void reject_task(th_client *c, struct pend *p,
                         const struct proto_reply *pr)
 {
     struct pend copy = *p;
-    th_result r = {.id = p->tag, .state = TH_STATE_REJECTED,
+    th_result r = {.size = sizeof r, .id = p->tag, .state = TH_STATE_REJECTED,
                    .code = pr->code, .data = c->err,
                    .len = strlen(c->err)};
 
@@ -838,21 +840,34 @@ static void call_done(const th_result *r, void *arg)
     copy[r->len] = '\0';
 }
 
-int th_client_call(th_client *c, const char *pool, const char *task,
-                   const void *input, size_t len, const th_submit_opts *opts,
-                   th_result *result)
+/* Runs the call into a whole th_result, then hands the caller the part
+ * its struct has room for. */
+int th_client_call_sized(th_client *c, const char *pool, const char *task,
+                         const void *input, size_t len,
+                         const th_submit_opts *opts, th_result *result,
+                         size_t result_size)
 {
-    struct call_wait w = {0, result};
+    th_result full;
+    struct call_wait w = {0, &full};
     int rc;
 
-    memset(result, 0, sizeof *result);
+    if (result == NULL ||
+        result_size < offsetof(th_result, len) + sizeof(size_t))
+        return TH_EINVAL;
+    memset(&full, 0, sizeof full);
+    full.size = result_size < sizeof full ? result_size : sizeof full;
+    memset(result, 0, full.size);
     if (c->dispatching)
         return TH_EBUSY;
     rc = th_client_submit(c, pool, task, input, len, opts, call_done, &w,
                           NULL);
     while (rc == 0 && !w.done)
         rc = th_client_step(c, -1);
-    return w.done ? 0 : rc;
+    if (!w.done)
+        return rc;
+    full.size = result_size < sizeof full ? result_size : sizeof full;
+    memcpy(result, &full, full.size);
+    return 0;
 }
 
 void th_client_result_free(th_result *r)

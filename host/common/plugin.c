@@ -4,7 +4,10 @@
  * permissions) before dlopen(), because dlopen() runs the object's
  * constructors in the host process. Then the descriptor is checked field by
  * field and copied into a zeroed struct, so that a plugin built against an
- * older, shorter th_plugin reads as if its missing fields were NULL.
+ * older, shorter th_plugin reads as if its missing fields were NULL. Every
+ * ABI from TH_ABI_VERSION_MIN to TH_ABI_VERSION loads; the tasks, in the
+ * fixed ABI 1 table or the growable th_task_info table, are copied into
+ * one array of th_task_info that the rest of the host uses.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -41,7 +44,7 @@ static const struct {
 /* A task table longer than this is taken for one missing its terminator. */
 #define PLUGIN_MAX_TASKS 4096
 
-/* The descriptor must reach at least to the end of `tasks`. */
+/* The descriptor must reach at least to the end of `tasks` (ABI 1). */
 #define PLUGIN_MIN_SIZE (offsetof(th_plugin, tasks) + sizeof(void *))
 
 /* The dynamic loader knows an object by the name it was opened with before
@@ -272,58 +275,181 @@ static void loaded_remove(const struct plugin *p)
     }
 }
 
-/* Checks the task table of a copied descriptor; sets *ntasks. */
-static int check_tasks(const char *path, const th_plugin *d, size_t *ntasks,
-                       char *err, size_t errlen)
+/* Checks the task names and functions of p->tasks[0..n). */
+static int check_task_entries(const struct plugin *p, size_t n, char *err,
+                              size_t errlen)
 {
-    size_t n = 0;
-
-    if (d->tasks == NULL || d->tasks[0].name == NULL)
-        return fail(err, errlen, TH_EINVAL, path, "plugin '%s' has no tasks",
-                    d->name);
-    for (; d->tasks[n].name != NULL; n++) {
-        const th_task_def *t = &d->tasks[n];
-        if (n == PLUGIN_MAX_TASKS)
-            return fail(err, errlen, TH_EINVAL, path,
-                        "more than %d tasks (is the table's { NULL, NULL } "
-                        "terminator missing?)",
-                        PLUGIN_MAX_TASKS);
+    for (size_t i = 0; i < n; i++) {
+        const th_task_info *t = &p->tasks[i];
         if (t->name[0] == '\0')
-            return fail(err, errlen, TH_EINVAL, path,
-                        "task %zu has an empty name", n + 1);
+            return fail(err, errlen, TH_EINVAL, p->path,
+                        "task %zu has an empty name", i + 1);
         if (t->run == NULL)
-            return fail(err, errlen, TH_EINVAL, path,
+            return fail(err, errlen, TH_EINVAL, p->path,
                         "task '%s' has no run function", t->name);
-        for (size_t j = 0; j < n; j++)
-            if (strcmp(d->tasks[j].name, t->name) == 0)
-                return fail(err, errlen, TH_EINVAL, path,
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->tasks[j].name, t->name) == 0)
+                return fail(err, errlen, TH_EINVAL, p->path,
                             "task '%s' is defined twice", t->name);
     }
-    *ntasks = n;
     return 0;
+}
+
+static int too_many_tasks(const struct plugin *p, char *err, size_t errlen)
+{
+    return fail(err, errlen, TH_EINVAL, p->path,
+                "more than %d tasks (is the table's terminator missing?)",
+                PLUGIN_MAX_TASKS);
+}
+
+/* Counts the entries of the ABI 1 table desc.tasks and copies them into
+ * p->tasks. */
+static int copy_task_defs(struct plugin *p, char *err, size_t errlen)
+{
+    const th_task_def *defs = p->desc.tasks;
+    size_t n = 0;
+
+    while (defs[n].name != NULL) {
+        if (++n > PLUGIN_MAX_TASKS)
+            return too_many_tasks(p, err, errlen);
+    }
+    p->tasks = calloc(n + 1, sizeof *p->tasks);
+    if (p->tasks == NULL)
+        return fail(err, errlen, TH_ENOMEM, p->path, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        p->tasks[i].struct_size = sizeof p->tasks[i];
+        p->tasks[i].name = defs[i].name;
+        p->tasks[i].run = defs[i].run;
+    }
+    p->ntasks = n;
+    return 0;
+}
+
+/* The size of one task_info entry must cover name and run, keep them
+ * aligned, and be sane. */
+#define TASK_INFO_MIN (offsetof(th_task_info, run) + sizeof(th_run_fn))
+#define TASK_INFO_MAX 4096
+
+/* Walks the growable table desc.task_info, entries struct_size bytes
+ * apart, and copies min(sizeof, struct_size) of each into a zeroed
+ * p->tasks entry. */
+static int copy_task_info(struct plugin *p, char *err, size_t errlen)
+{
+    const char *base = (const char *)p->desc.task_info;
+    size_t step = p->desc.task_info[0].struct_size;
+    size_t keep = step < sizeof *p->tasks ? step : sizeof *p->tasks;
+    size_t n = 0;
+
+    if (step < TASK_INFO_MIN || step > TASK_INFO_MAX ||
+        step % _Alignof(th_task_info) != 0)
+        return fail(err, errlen, TH_EINVAL, p->path,
+                    "task_info entries are %zu bytes: not a th_task_info "
+                    "table (use TH_TASK())",
+                    step);
+    while (((const th_task_info *)(base + n * step))->name != NULL) {
+        if (++n > PLUGIN_MAX_TASKS)
+            return too_many_tasks(p, err, errlen);
+    }
+    p->tasks = calloc(n + 1, sizeof *p->tasks);
+    if (p->tasks == NULL)
+        return fail(err, errlen, TH_ENOMEM, p->path, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        memcpy(&p->tasks[i], base + i * step, keep);
+    p->ntasks = n;
+    return 0;
+}
+
+/* Copies the plugin's tasks, in whichever form it gave them, into
+ * p->tasks, and checks them. */
+static int load_tasks(struct plugin *p, char *err, size_t errlen)
+{
+    const th_plugin *d = &p->desc;
+    int rc;
+
+    if (d->tasks != NULL && d->task_info != NULL)
+        return fail(err, errlen, TH_EINVAL, p->path,
+                    "plugin '%s' sets both tasks and task_info", d->name);
+    if (d->tasks != NULL)
+        rc = copy_task_defs(p, err, errlen);
+    else if (d->task_info != NULL)
+        rc = copy_task_info(p, err, errlen);
+    else
+        rc = 0;
+    if (rc == 0 && p->ntasks == 0)
+        return fail(err, errlen, TH_EINVAL, p->path, "plugin '%s' has no tasks",
+                    d->name);
+    return rc != 0 ? rc : check_task_entries(p, p->ntasks, err, errlen);
+}
+
+/* How many bytes of a descriptor of ABI `abi` and size `size` this host
+ * reads: fields of a later ABI than the plugin's stay zero. */
+static size_t descriptor_bytes(uint32_t abi, uint32_t size)
+{
+    size_t n = abi >= 2 ? sizeof(th_plugin) : PLUGIN_MIN_SIZE;
+
+    return size < n ? size : n;
+}
+
+/* The line for a plugin built for an ABI this host does not load. */
+static int abi_refused(const char *path, uint32_t abi, char *err, size_t errlen)
+{
+    return fail(err, errlen, TH_EABI, path,
+                "built for plugin ABI %lu, this host supports ABI %d to %d%s",
+                (unsigned long)abi, TH_ABI_VERSION_MIN, TH_ABI_VERSION,
+                abi > TH_ABI_VERSION ? " (built against a newer taskhost "
+                                       "SDK: upgrade the host)"
+                                     : "");
 }
 
 /* Validates the exported descriptor `sym` and copies it into p->desc. */
 static int check_descriptor(struct plugin *p, const th_plugin *sym, char *err,
                             size_t errlen)
 {
-    if (sym->abi_version != TH_ABI_VERSION)
-        return fail(err, errlen, TH_EABI, p->path,
-                    "built for plugin ABI %lu, this host supports ABI %d",
-                    (unsigned long)sym->abi_version, TH_ABI_VERSION);
+    if (sym->abi_version < TH_ABI_VERSION_MIN ||
+        sym->abi_version > TH_ABI_VERSION)
+        return abi_refused(p->path, sym->abi_version, err, errlen);
     if (sym->struct_size < PLUGIN_MIN_SIZE)
         return fail(err, errlen, TH_EINVAL, p->path,
                     "plugin descriptor is %lu bytes, at least %zu expected",
                     (unsigned long)sym->struct_size, PLUGIN_MIN_SIZE);
-    size_t n =
-        sym->struct_size < sizeof p->desc ? sym->struct_size : sizeof p->desc;
     memset(&p->desc, 0, sizeof p->desc);
-    memcpy(&p->desc, sym, n);
+    memcpy(&p->desc, sym, descriptor_bytes(sym->abi_version, sym->struct_size));
     if (p->desc.name == NULL || p->desc.version == NULL)
         return fail(err, errlen, TH_EINVAL, p->path,
                     "plugin descriptor has no %s",
                     p->desc.name == NULL ? "name" : "version");
-    return check_tasks(p->path, &p->desc, &p->ntasks, err, errlen);
+    return load_tasks(p, err, errlen);
+}
+
+/* A plugin that needs an SDK function this host lacks fails dlopen()
+ * with "undefined symbol: th_...". Opened lazily, its descriptor can still
+ * be read: when it names a newer ABI, say so; otherwise name the missing
+ * function. Returns the code, with the line in err. */
+static int explain_missing_sdk(const struct plugin *p, const char *dlname,
+                               const char *reason, char *err, size_t errlen)
+{
+    const char *sym = strstr(reason, "undefined symbol: ");
+    char name[128];
+    void *dl;
+    int rc;
+
+    /* dlerror()'s text dies with the next dl call: keep the name. */
+    sym += strlen("undefined symbol: ");
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(sym, " ,("), sym);
+    dl = dlopen(dlname, RTLD_LAZY | RTLD_LOCAL);
+    if (dl != NULL) {
+        const th_plugin *d = dlsym(dl, TH_PLUGIN_SYMBOL);
+        if (d != NULL && d->abi_version > TH_ABI_VERSION) {
+            rc = abi_refused(p->path, d->abi_version, err, errlen);
+            dlclose(dl);
+            return rc;
+        }
+        dlclose(dl);
+    }
+    return fail(err, errlen, TH_EABI, p->path,
+                "needs %s, which this host (plugin ABI %d) does not have: "
+                "built against a newer taskhost SDK?",
+                name, TH_ABI_VERSION);
 }
 
 /* dlopen()s p->path, makes sure it is still the file that was checked
@@ -339,10 +465,13 @@ static int open_object(struct plugin *p, const struct stat *st, char *err,
     dlerror();
     p->dl = dlopen(dlname, RTLD_NOW | RTLD_LOCAL);
     if (p->dl == NULL) {
-        fail(err, errlen, TH_EINVAL, p->path, "cannot load: %s",
-             dl_reason(dlname));
+        const char *reason = dl_reason(dlname);
+        int rc = strstr(reason, "undefined symbol: th_") != NULL
+                     ? explain_missing_sdk(p, dlname, reason, err, errlen)
+                     : fail(err, errlen, TH_EINVAL, p->path, "cannot load: %s",
+                            reason);
         free(dlname);
-        return TH_EINVAL;
+        return rc;
     }
     if (loaded_add(p, dlname) != 0)
         return fail(err, errlen, TH_ENOMEM, p->path, "out of memory");
@@ -400,7 +529,7 @@ int plugin_find_task(const struct plugin *p, const char *name)
     if (p == NULL || name == NULL)
         return -1;
     for (size_t i = 0; i < p->ntasks; i++)
-        if (strcmp(p->desc.tasks[i].name, name) == 0)
+        if (strcmp(p->tasks[i].name, name) == 0)
             return (int)i;
     return -1;
 }
@@ -434,6 +563,7 @@ void plugin_unref(struct plugin *p)
     loaded_remove(p);
     if (p->dl != NULL)
         dlclose(p->dl);
+    free(p->tasks);
     free(p->name);
     free(p->path);
     free(p);

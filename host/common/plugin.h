@@ -19,8 +19,11 @@ struct plugin {
     char *name;      /* the config's name for it */
     char *path;      /* absolute path as loaded */
     void *dl;        /* dlopen handle */
-    th_plugin desc;  /* copy of the descriptor, zero-extended */
-    size_t ntasks;   /* entries in desc.tasks before the terminator */
+    th_plugin desc;  /* copy of the descriptor, zero-extended; the fields
+                        of ABIs after the plugin's own are zero */
+    th_task_info *tasks; /* the tasks, whichever form the plugin used,
+                            each entry zero-extended */
+    size_t ntasks;   /* entries in tasks */
     dev_t dev;       /* identity of the file when loaded, to notice a */
     ino_t ino;       /* rebuilt .so at reload */
     struct timespec mtime;
@@ -29,9 +32,11 @@ struct plugin {
 
 /* Loads plugin `path` as `name`. `strict` enables the permission checks.
  * On failure returns TH_ENOENT (missing file), TH_EPERM (permissions),
- * TH_EABI (ABI mismatch) or TH_EINVAL (no symbol, bad descriptor, dlopen
- * error) and writes one line into err, naming the path and the reason,
- * e.g. "/x/hash.so: built for plugin ABI 2, this host supports ABI 1".
+ * TH_EABI (an ABI outside TH_ABI_VERSION_MIN..TH_ABI_VERSION, or an SDK
+ * function this host lacks) or TH_EINVAL (no symbol, bad descriptor,
+ * dlopen error) and writes one line into err, naming the path and the
+ * reason, e.g.
+ *   "/x/hash.so: built for plugin ABI 3, this host supports ABI 1 to 2".
  * The caller prefixes the config location. refs starts at 1. */
 int plugin_load(const char *name, const char *path, int strict,
                 struct plugin **out, char *err, size_t errlen);

@@ -58,6 +58,7 @@ void host_answer(struct th_host *h, struct task *t, th_state state, int code,
     t->answered = 1;
     t->state = (uint8_t)state;
     th_result r = {
+        .size = sizeof r,
         .id = t->id,
         .state = state,
         .code = state == TH_STATE_OK ? 0 : code,
@@ -105,6 +106,7 @@ static void deliver_answers(struct th_host *h)
             h->answers_tail = NULL;
         const char *msg = t->message ? t->message : "";
         th_result r = {
+            .size = sizeof r,
             .id = t->id,
             .state = (th_state)t->state,
             .code = t->code,
@@ -320,20 +322,48 @@ static int start_pool(struct th_host *h, const struct pool_cfg *cfg,
     return 0;
 }
 
-TH_EXPORT void th_pool_opts_init(th_pool_opts *o)
+/* Fills the first `size` bytes of the caller's th_pool_opts (its header's
+ * sizeof) with the defaults; see taskhost_host.h. */
+TH_EXPORT void th_pool_opts_init_sized(th_pool_opts *o, size_t size)
 {
-    pool_opts_defaults(o);
+    th_pool_opts full;
+
+    if (o == NULL || size < sizeof full.size)
+        return;
+    pool_opts_defaults(&full);
+    full.size = size < sizeof full ? size : sizeof full;
+    memcpy(o, &full, full.size);
+}
+
+/* The caller's options over the defaults: a program built against an
+ * older header passes fewer fields. Returns 0 or TH_EINVAL. */
+static int read_pool_opts(th_pool_opts *full, const th_pool_opts *o,
+                          char *err, size_t errlen)
+{
+    size_t need = offsetof(th_pool_opts, plugin) + sizeof o->plugin;
+
+    if (o->size < need) {
+        set_err(err, errlen, "pool options not filled by "
+                             "th_pool_opts_init() (size %zu)", o->size);
+        return TH_EINVAL;
+    }
+    pool_opts_defaults(full);
+    memcpy(full, o, o->size < sizeof *full ? o->size : sizeof *full);
+    full->size = sizeof *full;
+    return 0;
 }
 
 TH_EXPORT int th_host_add_pool(th_host *h, const th_pool_opts *o, char *err,
                                size_t errlen)
 {
-    if (h == NULL || o == NULL || o->name == NULL || o->plugin == NULL)
+    th_pool_opts full;
+    if (h == NULL || o == NULL || read_pool_opts(&full, o, err, errlen) < 0 ||
+        full.name == NULL || full.plugin == NULL)
         return TH_EINVAL;
     if (h->closing)
         return TH_ECLOSED;
     struct pool_cfg c;
-    int r = pool_cfg_from_opts(&c, o, err, errlen);
+    int r = pool_cfg_from_opts(&c, &full, err, errlen);
     if (r == 0)
         r = start_pool(h, &c, err, errlen);
     pool_cfg_clear(&c);
@@ -522,27 +552,32 @@ static void call_done(const th_result *r, void *arg)
     c->done = 1;
 }
 
-TH_EXPORT int th_host_call(th_host *h, const char *pool, const char *task,
-                           const void *input, size_t len,
-                           const th_submit_opts *opts, th_result *result)
+/* Runs the call into a whole th_result, then hands the caller the part
+ * its struct has room for. */
+TH_EXPORT int th_host_call_sized(th_host *h, const char *pool,
+                                 const char *task, const void *input,
+                                 size_t len, const th_submit_opts *opts,
+                                 th_result *result, size_t result_size)
 {
-    if (result == NULL)
+    if (result == NULL || result_size < offsetof(th_result, len) + sizeof(size_t))
         return TH_EINVAL;
-    memset(result, 0, sizeof *result);
-    struct call c = {.out = result};
+    th_result full;
+    memset(&full, 0, sizeof full);
+    struct call c = {.out = &full};
     int r;
     do {
         r = th_host_submit(h, pool, task, input, len, opts, call_done, &c, NULL);
         if (r == TH_EBUSY)
             th_host_step(h, 10);
     } while (r == TH_EBUSY);
+    while (r >= 0 && !c.done)
+        r = th_host_step(h, -1);
+    full.size = result_size < sizeof full ? result_size : sizeof full;
+    memset(result, 0, full.size);
+    if (c.done)
+        memcpy(result, &full, full.size);
     if (r < 0)
         return r;
-    while (!c.done) {
-        r = th_host_step(h, -1);
-        if (r < 0)
-            return r;
-    }
     return result->data == NULL ? TH_ENOMEM : 0;
 }
 

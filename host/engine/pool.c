@@ -1027,7 +1027,7 @@ void pool_take_queue(struct pool *to, struct pool *from)
 {
     struct task *t;
     while ((t = queue_pop(&from->queue)) != NULL) {
-        const char *name = from->plugin->desc.tasks[t->index].name;
+        const char *name = from->plugin->tasks[t->index].name;
         int idx = plugin_find_task(to->plugin, name);
         if (idx < 0) {
             loop_timer_stop(loop_of(from), &t->qtimer);

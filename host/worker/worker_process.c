@@ -474,7 +474,7 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     } else if (skipped(f->id)) {
         code = th_task_fail(&task, TH_ECANCELED, "cancelled before it started");
     } else {
-        const th_task_def *def = &pl->desc.tasks[f->aux];
+        const th_task_info *def = &pl->tasks[f->aux];
         task.name = def->name;
         code = def->run(c->state, &task, input, len);
         if (code >= 0)

@@ -359,6 +359,7 @@ void pool_opts_defaults(struct th_pool_opts *o)
 
     pool_cfg_defaults(&c);
     memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
 #define POOL_KEY(name, kind, min, def, shown, opts, reload, doc)               \
     OPTS_##opts(TO_OPTS_##kind(name);)
 #include "pool_keys.def"
