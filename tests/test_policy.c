@@ -12,6 +12,8 @@
 #include <config.h>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1420,6 +1422,76 @@ static void test_tasks_that_crash_their_worker_do_not_back_off_the_pool(
     assert_int_equal(counter(f, "p", "tasks", "crashed"), 6);
 }
 
+/* Takes every free descriptor below the soft limit; returns how many, in
+ * fds[] (closed by release_fds()). */
+static int exhaust_fds(int *fds, int max)
+{
+    int n = 0;
+    while (n < max) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd == -1)
+            break;
+        fds[n++] = fd;
+    }
+    return n;
+}
+
+static void release_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* A worker that cannot be started (no descriptor for its socket) is
+ * started again after a back-off: the queued task is served once the
+ * descriptors are back, without another submit to wake the pool. */
+static void test_failed_worker_start_is_retried_until_resources_return(
+    void **state)
+{
+    struct fix *f = *state;
+    th_pool_opts o = opts("e", "echo", 0, 1);
+    add_pool(f, &o);
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = old.rlim_max < 256 ? old.rlim_max : 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    static int fds[256];
+    int n = exhaust_fds(fds, 256);
+    assert_true(n > 0);
+    struct ans *a = submit(f, "e", "echo", "back", NULL);
+    for (int i = 0; i < 30; i++)
+        th_host_step(f->h, 10);
+    assert_int_equal(a->n, 0); /* no worker could start */
+    release_fds(fds, n);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    WAIT_FOR(f, a->n > 0);
+    assert_ok(a);
+    assert_string_equal(a->data, "back");
+}
+
+static void test_task_waiting_for_a_worker_that_cannot_start_times_out(
+    void **state)
+{
+    struct fix *f = *state;
+    th_pool_opts o = opts("e", "echo", 0, 1);
+    o.queue_timeout = 0.2;
+    add_pool(f, &o);
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = old.rlim_max < 256 ? old.rlim_max : 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    static int fds[256];
+    int n = exhaust_fds(fds, 256);
+    struct ans *a = submit(f, "e", "echo", "late", NULL);
+    WAIT_FOR(f, a->n > 0);
+    release_fds(fds, n);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(a->n, 1);
+    assert_int_equal(a->state, TH_STATE_TIMEOUT);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1458,6 +1530,8 @@ int main(void)
         T(test_wait_time_of_a_task_submitted_from_a_callback_is_not_negative),
         T(test_crash_in_a_pipelined_batch_blames_only_the_running_task),
         T(test_tasks_that_crash_their_worker_do_not_back_off_the_pool),
+        T(test_failed_worker_start_is_retried_until_resources_return),
+        T(test_task_waiting_for_a_worker_that_cannot_start_times_out),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,6 +49,7 @@ static void on_run_timer(struct loop_timer *t);
 static void on_queue_timer(struct loop_timer *t);
 static void on_backoff(struct loop_timer *t);
 static void on_mem_timer(struct loop_timer *t);
+static void back_off(struct pool *p, int failures, const char *what);
 static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
                            const char *how);
 
@@ -276,15 +277,23 @@ int pool_owns_pid(const struct pool *p, pid_t pid)
     return 0;
 }
 
-static void spawn(struct pool *p)
+/* Starts a worker. Returns 0, or -1 when the system refused (no process
+ * or descriptor to spare, logged): the pool then retries after a back-off,
+ * however long resources take to return, without failing. */
+static int spawn(struct pool *p)
 {
     struct worker *w = worker_spawn(p);
-    if (w == NULL)
-        return;
+    if (w == NULL) {
+        p->spawn_errors++;
+        back_off(p, p->spawn_errors, "worker starts refused by the system");
+        return -1;
+    }
+    p->spawn_errors = 0;
     link_worker(p, w);
     set_max_tasks(p, w);
     p->stats.spawned++;
     stats_worker_started(&p->host->events, p->cfg.name, (int)w->pid);
+    return 0;
 }
 
 /* Starts workers: min_workers always (unless draining), and more, up to
@@ -303,7 +312,8 @@ static void maintain(struct pool *p)
             want = 1;
     }
     for (int i = live; i < want; i++)
-        spawn(p);
+        if (spawn(p) < 0)
+            break;
 }
 
 /* ---- dispatch ---- */
@@ -970,6 +980,7 @@ void pool_restart(struct pool *p, int force, int reason)
 {
     p->failed = 0;
     p->start_failures = 0;
+    p->spawn_errors = 0;
     p->early_deaths = 0;
     p->soft_limit_broken = 0;
     loop_timer_stop(loop_of(p), &p->backoff);

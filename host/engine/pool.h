@@ -35,6 +35,7 @@ struct pool {
     char *fail_reason;
     int start_failures;        /* consecutive failed starts */
     int early_deaths;          /* consecutive deaths soon after start */
+    int spawn_errors;          /* consecutive fork/socketpair failures */
     struct loop_timer backoff; /* no spawn until it fires */
     struct loop_timer mem_timer; /* memory_check_interval while busy */
     double avg_run_us;         /* moving average of task run time */
