@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -61,6 +62,9 @@ static void write_conf(struct td *t, const char *host_extra, const char *pools,
     fclose(f);
 }
 
+/* When set, the RLIMIT_NOFILE of the processes spawn() starts. */
+static const struct rlimit *spawn_nofile;
+
 /* Runs argv with stdin from `in` (NULL: /dev/null), stdout and stderr
  * into files of t->dir; returns the child's pid. */
 static pid_t spawn(struct td *t, char *const argv[], const char *in,
@@ -78,6 +82,8 @@ static pid_t spawn(struct td *t, char *const argv[], const char *in,
         dup2(fi, 0);
         dup2(fo, 1);
         dup2(fe, 2);
+        if (spawn_nofile != NULL && setrlimit(RLIMIT_NOFILE, spawn_nofile) == -1)
+            _exit(125);
         if (env)
             execve(argv[0], argv, env);
         else
@@ -1375,6 +1381,103 @@ static void second_sigterm_forces_the_shutdown(void **state)
     th_client_close(c);
 }
 
+/* RLIMIT_NOFILE of the daemon's process from /proc: soft and hard. */
+static void fd_limits(pid_t pid, long long *soft, long long *hard)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/limits", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    *soft = *hard = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "Max open files", 14) == 0)
+            sscanf(line + 14, "%lld %lld", soft, hard);
+    fclose(f);
+}
+
+/* User and system CPU time of process pid, in seconds. */
+static double cpu_seconds(pid_t pid)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    const char *p = strrchr(text, ')');
+    assert_non_null(p);
+    unsigned long long ut = 0, st = 0;
+    /* after "pid (comm)": state and 10 fields, then utime and stime */
+    int k = sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                   &ut, &st);
+    assert_int_equal(k, 2);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void daemon_raises_its_fd_soft_limit_to_the_hard_limit(void **state)
+{
+    struct td *t = *state;
+    struct rlimit rl = {256, 512};
+    long long soft, hard;
+    spawn_nofile = &rl;
+    td_start_env(t, NULL);
+    spawn_nofile = NULL;
+    fd_limits(t->pid, &soft, &hard);
+    assert_int_equal(hard, 512);
+    assert_int_equal(soft, 512);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients(
+    void **state)
+{
+    struct td *t = *state;
+    struct rlimit rl = {48, 48};
+    enum { EXTRA = 64 };
+    int fds[EXTRA];
+    th_result r;
+    spawn_nofile = &rl;
+    td_start_env(t, NULL);
+    spawn_nofile = NULL;
+    th_client *c = td_connect(t);
+    assert_int_equal(th_client_call(c, "echo", "echo", "a", 1, NULL, &r), 0);
+    th_client_result_free(&r);
+    for (int i = 0; i < EXTRA; i++)
+        fds[i] = td_raw_connect(t);
+    td_wait_log(t, "Too many open files");
+    /* Over a second of being out of descriptors: no busy loop, one line
+     * in the log, and the client it has is served. */
+    double cpu0 = cpu_seconds(t->pid);
+    double end = td_now() + 1.0;
+    while (td_now() < end) {
+        assert_int_equal(th_client_call(c, "echo", "echo", "b", 1, NULL, &r),
+                         0);
+        assert_int_equal(r.state, TH_STATE_OK);
+        th_client_result_free(&r);
+        td_pause_ms(50);
+    }
+    double cpu = cpu_seconds(t->pid) - cpu0;
+    int lines = 0;
+    const char *log = td_read_file(t->log);
+    for (const char *p = log; (p = strstr(p, "Too many open files")) != NULL;
+         p++)
+        lines++;
+    if (lines > 1 || cpu > 0.5)
+        fail_msg("out of fds: %d log lines, %.2f s of CPU in 1 s", lines, cpu);
+    /* Room again: new clients get in. */
+    for (int i = 0; i < EXTRA; i++)
+        close(fds[i]);
+    th_client *late = td_connect(t);
+    assert_int_equal(th_client_call(late, "echo", "echo", "c", 1, NULL, &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    th_client_result_free(&r);
+    th_client_close(late);
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1426,6 +1529,8 @@ int main(int argc, char **argv)
         T(sigterm_after_a_rolling_restart_ends_within_the_timeouts),
         T(sigquit_after_a_rolling_restart_ends_at_once),
         T(second_sigterm_forces_the_shutdown),
+        T(daemon_raises_its_fd_soft_limit_to_the_hard_limit),
+        T(out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients),
     };
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1)

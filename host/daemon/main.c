@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -508,6 +509,25 @@ static int watch_all(char *err, size_t errlen)
 }
 
 /* Opens the log, the socket, the engine. Returns 0 or -1 (reported). */
+/* Takes every descriptor the hard limit allows: each client holds one,
+ * and systemd's default soft limit (1,024) is soon reached. Workers
+ * inherit it unless their pool sets rlimit_nofile. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    unsigned long long was = (unsigned long long)rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+        log_warn("cannot raise the descriptor limit from %llu: %s", was,
+                 strerror(errno));
+    else
+        log_info("descriptor limit raised from %llu to %llu", was,
+                 (unsigned long long)rl.rlim_cur);
+}
+
 static int start(void)
 {
     struct config *cfg = NULL;
@@ -516,7 +536,7 @@ static int start(void)
 
     if ((rc = config_load(d.config, &cfg, err, sizeof err)) == 0 &&
         (rc = open_log(cfg, err, sizeof err)) == 0 &&
-        (rc = open_socket(cfg, err, sizeof err)) == 0 &&
+        (raise_fd_limit(), rc = open_socket(cfg, err, sizeof err)) == 0 &&
         (rc = th_host_open(&d.host, d.config, err, sizeof err)) == 0 &&
         (rc = watch_all(err, sizeof err)) == 0)
         rc = http_open(d.host, &cfg->http, err, sizeof err);

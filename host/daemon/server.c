@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -38,6 +39,8 @@
 #define BUF_KEEP (1u << 20)       /* idle buffers above this are freed */
 #define SLAB_SLOTS 1024
 #define ACCEPT_BURST 64
+#define ACCEPT_PAUSE 0.1     /* seconds without accepting, out of fds */
+#define ACCEPT_REPORT 10.0   /* seconds between two reports of that */
 
 struct conn;
 
@@ -99,6 +102,9 @@ struct server {
     struct slab *slabs;
     struct slot *free_slots;
     struct server_counts counts;
+    th_timer *resume;      /* accepting again after a pause, or NULL */
+    uint64_t fd_pauses;    /* pauses for want of fds since the last report */
+    double fd_reported;    /* monotonic time of that report, 0: never */
 };
 
 static void conn_close(struct conn *c);
@@ -1044,6 +1050,55 @@ static void accept_one(struct server *s, int fd)
     conn_refuse(c, 0);
 }
 
+static size_t count_conns(const struct server *s)
+{
+    size_t n = 0;
+    for (const struct conn *c = s->conns; c; c = c->next)
+        n++;
+    return n;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void on_resume(th_timer *t, void *arg)
+{
+    struct server *s = arg;
+
+    (void)t;
+    if (s->w != NULL)
+        th_watch_set(s->w, TH_WATCH_READ);
+}
+
+/* Out of descriptors (or kernel memory): the pending connection stays in
+ * the backlog, and the listener would wake the loop again at once. Stop
+ * watching it for ACCEPT_PAUSE, serving the connections there are, and
+ * say so once per ACCEPT_REPORT with how often it happened. */
+static void pause_accepting(struct server *s, int err)
+{
+    double now = mono_now();
+
+    s->fd_pauses++;
+    if (s->fd_reported == 0 || now - s->fd_reported >= ACCEPT_REPORT) {
+        log_warn("accept on %s: %s: not accepting for %.1f s (%llu time%s "
+                 "since the last report); %zu connections open",
+                 s->path, strerror(err), ACCEPT_PAUSE,
+                 (unsigned long long)s->fd_pauses, s->fd_pauses > 1 ? "s" : "",
+                 count_conns(s));
+        s->fd_reported = now;
+        s->fd_pauses = 0;
+    }
+    if (s->resume == NULL &&
+        th_timer_new(s->host, on_resume, s, &s->resume) < 0)
+        return; /* no timer: keep trying at the loop's pace */
+    th_watch_set(s->w, 0);
+    th_timer_start(s->resume, ACCEPT_PAUSE, 0);
+}
+
 static void server_event(th_watch *w, int lfd, unsigned events, void *arg)
 {
     struct server *s = arg;
@@ -1051,8 +1106,12 @@ static void server_event(th_watch *w, int lfd, unsigned events, void *arg)
     for (int i = 0; i < ACCEPT_BURST; i++) {
         int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                log_warn("accept on %s: %s", s->path, strerror(errno));
+            int err = errno;
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                err == ENOMEM)
+                pause_accepting(s, err);
+            else if (err != EAGAIN && err != EINTR && err != ECONNABORTED)
+                log_warn("accept on %s: %s", s->path, strerror(err));
             return;
         }
         accept_one(s, fd);
@@ -1200,6 +1259,8 @@ int server_set_host(struct server *s, th_host *host)
 
 void server_unwatch(struct server *s)
 {
+    th_timer_free(s->resume);
+    s->resume = NULL;
     th_watch_stop(s->w);
     s->w = NULL;
     for (struct conn *c = s->conns; c; c = c->next) {
