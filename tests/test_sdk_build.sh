@@ -1,6 +1,7 @@
 #!/bin/sh
-# test_sdk_build.sh - a plugin author's view of the SDK: install taskhost
-# into a scratch root, build a plugin out of tree with nothing but
+# test_sdk_build.sh - a plugin author's view of the SDK: install its headers
+# and pkg-config file into a scratch root, build a plugin out of tree with
+# nothing but
 #     cc -shared -fPIC $(pkg-config --cflags taskhost) x.c -o x.so
 # and check that the result is a plugin the host would accept: it exports
 # taskhost_plugin, carries the host's ABI version and its task runs.
@@ -22,11 +23,15 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/th-sdk.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 root=$tmp/root
 
-# install-exec and install-data are `make install` without its `all` step:
-# everything is built already, and `all` would touch the build tree under
-# the feet of tests running in parallel.
-echo "+ $MAKE -C $abs_top_builddir install-exec install-data DESTDIR=$root"
-if ! $MAKE -C "$abs_top_builddir" install-exec install-data \
+# Only the SDK is installed: the headers and taskhost.pc, all a plugin
+# author builds against. Installing the libraries and programs goes through
+# libtool's install mode, which may relink them (a libtool that relinks
+# moves each library of the build tree aside meanwhile), under the feet of
+# the tests that run the programs in parallel (`make -j8 check`).
+sdk="install-includeHEADERS install-nodist_includeHEADERS install-pkgconfigDATA"
+echo "+ $MAKE -C $abs_top_builddir $sdk DESTDIR=$root"
+# shellcheck disable=SC2086 # $sdk is a list of targets
+if ! $MAKE -C "$abs_top_builddir" $sdk \
     DESTDIR="$root" >"$tmp/install.log" 2>&1; then
     cat "$tmp/install.log"
     echo "FAIL: make install"
