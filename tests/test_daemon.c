@@ -1478,6 +1478,26 @@ static void out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients(
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+/* A notify socket nobody reads fills up after a few datagrams: the daemon
+ * drops its status lines then, and goes on serving and stops when told. */
+static void notify_reader_that_falls_behind_never_blocks_the_daemon(
+    void **state)
+{
+    struct td *t = *state;
+    char env[160];
+    char *envp[] = {env, "WATCHDOG_USEC=20000", NULL};
+    int fd = notify_listen(t, env, sizeof env);
+
+    td_start_env(t, envp);
+    /* 50 pings and more, every 10 ms, none read */
+    double end = td_now() + 0.5;
+    while (td_now() < end)
+        td_pause_ms(20);
+    assert_int_equal(td_ping(t), 0);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+    close(fd);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1531,6 +1551,7 @@ int main(int argc, char **argv)
         T(second_sigterm_forces_the_shutdown),
         T(daemon_raises_its_fd_soft_limit_to_the_hard_limit),
         T(out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients),
+        T(notify_reader_that_falls_behind_never_blocks_the_daemon),
     };
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1)

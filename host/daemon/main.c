@@ -198,10 +198,13 @@ static void notify(const char *state)
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return;
-    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+    /* Never blocking: a reader that falls behind (its queue holds a few
+     * datagrams only) must not stop the loop; that line is dropped. */
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT,
                (struct sockaddr *)&sa,
                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) == -1)
-        log_warn("notify %s: %s", d.notify, strerror(errno));
+        log_msg(errno == EAGAIN ? TH_LOG_DEBUG : TH_LOG_WARN,
+                "notify %s: %s", d.notify, strerror(errno));
     close(fd);
 }
 
