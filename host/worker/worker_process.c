@@ -37,9 +37,10 @@
 #define FLUSH_AFTER 0.0005 /* seconds results may wait for a batch */
 
 /* The task handle of the SDK. Output goes to the socket buffer behind the
- * result's header, or, once it is large, to the arena's output ring. */
+ * result's header, or, once it is large, to the arena's output ring.
+ * bench/cpu.c builds handles of its own with the first four fields and
+ * zeroes after them: new fields go at the end, zero meaning unused. */
 struct th_task {
-    uint64_t id;
     struct buf *out;
     size_t header; /* offset of this result's frame header in out */
     int failed;
@@ -49,6 +50,7 @@ struct th_task {
     uint64_t apos;  /* ring position of the output */
     size_t acap;    /* contiguous room there */
     size_t alen;    /* output bytes there */
+    uint64_t id;    /* the task's id, for progress reports; 0: none */
 };
 
 /* The worker's side of the arena (frame.h). */
