@@ -234,3 +234,22 @@ def test_the_sleep_example_reports_progress(client):
                        progress=lambda d, t, m: seen.append((d, t, m))) == b"slept 200"
     assert seen and seen[0] == (0, 200, "sleeping")
     assert all(t == 200 for _, t, _ in seen)
+
+
+def test_submit_callback_answers_each_task_once(client):
+    got = []
+    done = threading.Event()
+
+    def cb(out, err):
+        got.append((out, err))
+        if len(got) == 1001:
+            done.set()
+
+    for i in range(1000):
+        client.submit_callback("echo", "echo", b"%d" % i, cb)
+    client.submit_callback("sleep", "sleep", b"bad", cb)
+    assert done.wait(20)
+    outs = sorted(int(o) for o, e in got if e is None)
+    assert outs == list(range(1000))
+    errs = [e for o, e in got if e is not None]
+    assert len(errs) == 1 and isinstance(errs[0], taskhost.TaskFailed)

@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator, Callable, Optional, Union
 from . import _wire
 from ._errors import ControlError, TaskhostError
 from ._sync import ProgressFn, open_socket
-from ._wire import Input, Pending
+from ._wire import Input
 
 
 class TaskFuture(asyncio.Future):  # type: ignore[type-arg]
@@ -19,6 +19,19 @@ class TaskFuture(asyncio.Future):  # type: ignore[type-arg]
 
     tag = 0
     _client: Optional["AsyncClient"] = None
+    # the protocol's entry (see _wire.Pending)
+    kind = _wire.K_TASK
+    progress: Optional[ProgressFn] = None
+    mfd = -1
+    task_id = 0
+
+    def answer(self, state: int, code: int, data: Any, task_id: int) -> None:
+        if self.done():
+            return
+        if state == 2:
+            self.set_result(data)
+        else:
+            self.set_exception(_wire.outcome(state, code, data, task_id))
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
@@ -84,21 +97,14 @@ class AsyncClient:
         task that does not end ok raises a TaskError subclass. progress
         (done, total, message) is called from the loop as it reports."""
         fut = TaskFuture(loop=self._loop)
-
-        def done(state: int, code: int, data: Any, task_id: int,
-                 wait_us: int, run_us: int) -> None:
-            if fut.done():
-                return
-            if state == 2:
-                fut.set_result(data)
-            else:
-                fut.set_exception(_wire.outcome(state, code, data, task_id))
-
-        fut.tag = self._p.submit(pool, task, input, Pending(_wire.K_TASK, done,
-                                                            progress),
-                                 timeout, queue_timeout, priority)
+        if progress is not None:
+            fut.progress = progress
+        fut.tag = self._p.submit(pool, task, input, fut, timeout,
+                                 queue_timeout, priority)
         fut._client = self
-        self._kick()
+        if not self._flush_soon and not self._writing:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
         return fut
 
     async def call(self, pool: str, task: str, input: Input = b"", **opts: Any) -> bytes:

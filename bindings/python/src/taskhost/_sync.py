@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from . import _wire
 from ._errors import ConnectionLost, ControlError, TaskhostError
-from ._wire import Input, Pending
+from ._wire import Input
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -32,6 +32,49 @@ def open_socket(path: Optional[str]) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+class _TaskFuture(Future):  # type: ignore[type-arg]
+    """The future of a submitted task, and the protocol's entry for it
+    (see _wire.Pending; the defaults live in the class)."""
+
+    kind = _wire.K_TASK
+    progress: Optional[ProgressFn] = None
+    mfd = -1
+    task_id = 0
+    tag = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_running_or_notify_cancel()  # the daemon has it now
+
+    def answer(self, state: int, code: int, data: Any, task_id: int) -> None:
+        if state == 2:
+            self.set_result(data)
+        else:
+            self.set_exception(_wire.outcome(state, code, data, task_id))
+
+
+class _Callback:
+    """The protocol's entry of a task submitted with a callback."""
+
+    __slots__ = ("callback", "progress", "mfd", "task_id")
+    kind = _wire.K_TASK
+
+    def __init__(self, callback: "DoneFn", progress: Optional[ProgressFn]) -> None:
+        self.callback = callback
+        self.progress = progress
+        self.mfd = -1
+        self.task_id = 0
+
+    def answer(self, state: int, code: int, data: Any, task_id: int) -> None:
+        if state == 2:
+            self.callback(data, None)
+        else:
+            self.callback(None, _wire.outcome(state, code, data, task_id))
+
+
+DoneFn = Callable[[Optional[bytes], Optional[BaseException]], None]
 
 
 class Client:
@@ -73,22 +116,34 @@ class Client:
         that does not end ok raises a TaskError subclass from result().
         timeout and queue_timeout (seconds) only lower the pool's limits.
         progress(done, total, message) is called as the plugin reports."""
-        fut: Future[bytes] = Future()
-        fut.set_running_or_notify_cancel()
-
-        def done(state: int, code: int, data: Any, task_id: int,
-                 wait_us: int, run_us: int) -> None:
-            if state == 2:
-                fut.set_result(data)
-            else:
-                fut.set_exception(_wire.outcome(state, code, data, task_id))
-
-        entry = Pending(_wire.K_TASK, done, progress)
+        fut = _TaskFuture()
+        if progress is not None:
+            fut.progress = progress
         with self._lock:
-            fut.tag = self._p.submit(pool, task, input, entry, timeout,  # type: ignore[attr-defined]
+            fut.tag = self._p.submit(pool, task, input, fut, timeout,
                                      queue_timeout, priority)
-            self._kick()
+            if not self._woken and threading.get_ident() != self._io_ident:
+                self._woken = True
+                os.write(self._wake_w, b"\0")
         return fut
+
+    def submit_callback(self, pool: str, task: str, input: Input,
+                        callback: DoneFn, *, timeout: Optional[float] = None,
+                        queue_timeout: Optional[float] = None,
+                        priority: int = 0,
+                        progress: Optional[ProgressFn] = None) -> int:
+        """Queues a task without a Future, the cheapest way to have many in
+        flight: callback(output, None) or callback(None, error) is called
+        once from the I/O thread (as multiprocessing's apply_async calls
+        its callback). Returns the task's tag, for cancel()."""
+        entry = _Callback(callback, progress)
+        with self._lock:
+            tag = self._p.submit(pool, task, input, entry, timeout,
+                                 queue_timeout, priority)
+            if not self._woken and threading.get_ident() != self._io_ident:
+                self._woken = True
+                os.write(self._wake_w, b"\0")
+        return tag
 
     def call(self, pool: str, task: str, input: Input = b"", *,
              timeout: Optional[float] = None,
@@ -118,7 +173,7 @@ class Client:
         one is removed, a running one's worker is killed. Returns True
         when the daemon cancelled it (its future then raises
         TaskCancelled), False when it was no longer pending."""
-        tag = task if isinstance(task, int) else task.tag  # type: ignore[attr-defined]
+        tag = task if isinstance(task, int) else task.tag  # type: ignore[union-attr]
         code, _ = self._control(_wire.CANCEL, 0, _wire.U64.pack(tag), ok=(0, -3))
         return code == 0
 
@@ -210,6 +265,8 @@ class Client:
             why = str(e)
         except OSError as e:
             why = e.strerror or str(e)
+        except BaseException as e:  # a bug: fail the tasks, not hang them
+            why = f"{type(e).__name__}: {e}"
         with self._lock:
             entries = p.mark_lost(why)
         p.fail_all(entries)

@@ -16,6 +16,8 @@ import struct
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
+import logging
+
 from ._errors import (
     ConnectionLost,
     ProtocolError,
@@ -23,6 +25,7 @@ from ._errors import (
     task_error,
 )
 
+LOG = logging.getLogger("taskhost")
 VERSION = 1
 HEADER = struct.Struct("<IBBHQ")
 SUBMIT_HEAD = struct.Struct("<IBBHQIIbBBB")  # header and the fixed body
@@ -56,12 +59,17 @@ K_TASK, K_CTL, K_PROBE = 0, 1, 2
 
 
 class Pending:
-    __slots__ = ("kind", "done", "progress", "mfd", "task_id")
+    """A waiting request. Tasks' entries are the clients' futures, which
+    carry the same attributes (as class defaults, so that the hot path
+    sets none): kind, answer (called with the answer), progress (None or
+    a callback), mfd (-1 or the input memfd), task_id."""
 
-    def __init__(self, kind: int, done: Callable[..., None],
+    __slots__ = ("kind", "answer", "progress", "mfd", "task_id")
+
+    def __init__(self, kind: int, answer: Callable[..., None],
                  progress: Optional[Callable[[int, int, str], None]] = None):
         self.kind = kind
-        self.done = done
+        self.answer = answer
         self.progress = progress
         self.mfd = -1
         self.task_id = 0
@@ -145,51 +153,55 @@ class Protocol:
 
     # ---- requests ----
 
-    def _names(self, pool: str, task: str) -> bytes:
+    def _names(self, pool: str, task: str) -> Tuple[int, int, bytes]:
         key = (pool, task)
-        b = self.names.get(key)
-        if b is None:
+        n = self.names.get(key)
+        if n is None:
             p, t = _name(pool, "pool"), _name(task, "task")
-            b = bytes((len(p), len(t), 0)) + p + b"\0" + t + b"\0"
+            n = (len(p), len(t), p + b"\0" + t + b"\0")
             if len(self.names) < 1024:
-                self.names[key] = b
-        return b
+                self.names[key] = n
+        return n
 
-    def submit(self, pool: str, task: str, data: Input, entry: Pending,
+    def submit(self, pool: str, task: str, data: Input, entry: Any,
                timeout: Optional[float], queue_timeout: Optional[float],
                priority: int) -> int:
         """Encodes a SUBMIT and registers entry under a new tag."""
         if self.lost is not None:
             raise self.lost
-        names = self._names(pool, task)
-        data = as_bytes(data)
-        size = len(data) if not isinstance(data, memoryview) else data.nbytes
-        if not -128 <= priority <= 127:
+        key = (pool, task)
+        names = self.names.get(key) or self._names(pool, task)
+        if type(data) is not bytes:
+            data = as_bytes(data)
+        size = len(data) if type(data) is not memoryview else data.nbytes
+        if priority and not -128 <= priority <= 127:
             raise ValueError("priority must be -128..127")
-        flags = F_PROGRESS if entry.progress is not None else 0
+        flags = F_OUT_FD if self.fd_mode == FD_YES else 0
+        if entry.progress is not None:
+            flags |= F_PROGRESS
         if self.want_accept:
             flags |= F_ACK
-        if self.fd_mode != FD_NO and size >= FD_MIN:
+        if size >= FD_MIN and self.fd_mode != FD_NO:
             if self.fd_mode == FD_UNKNOWN:
                 self._probe()
             elif self.fd_mode == FD_YES and self.nmfd < FD_MAX:
                 entry.mfd = _memfd(data)
                 self.nmfd += 1
                 flags |= F_IN_FD
-        if self.fd_mode == FD_YES:
-            flags |= F_OUT_FD
         tag = self.next_tag
         self.next_tag = tag + 1
-        body = 12 + len(names) - 3 + (8 if flags & F_IN_FD else size)
+        tail = names[2]
+        body = 12 + len(tail) + (8 if flags & F_IN_FD else size)
         if body > 0xFFFFFFFF:
             raise ValueError("input over 4 GiB")
         ob = self.obuf
         if flags & F_IN_FD:
             self.ofds.append((self.opos + len(ob), entry.mfd))
         ob += SUBMIT_HEAD.pack(body, VERSION, SUBMIT, flags, tag,
-                               _ms(timeout), _ms(queue_timeout), priority,
-                               names[0], names[1], 0)
-        ob += memoryview(names)[3:]
+                               _ms(timeout) if timeout else 0,
+                               _ms(queue_timeout) if queue_timeout else 0,
+                               priority, names[0], names[1], 0)
+        ob += tail
         if flags & F_IN_FD:
             ob += U64.pack(size)
         elif size:
@@ -283,7 +295,9 @@ class Protocol:
         n = len(buf)
         pos = 0
         unpack = HEADER.unpack_from
+        unpack_result = RESULT.unpack_from
         pending = self.pending
+        mv = memoryview(buf)
         try:
             while n - pos >= 16:
                 ln, ver, typ, flags, tag = unpack(buf, pos)
@@ -294,14 +308,27 @@ class Protocol:
                     break
                 if self.ifds and self.ifds[0][2] <= self.ipos + pos:
                     raise ProtocolError("a descriptor came with no frame")
-                if typ == T_RESULT:
+                if typ == T_RESULT and not flags and ln >= 32:
+                    e = pending.get(tag)
+                    if e is not None and e.kind == K_TASK:
+                        del pending[tag]
+                        if e.mfd != -1:
+                            os.close(e.mfd)
+                            e.mfd = -1
+                            self.nmfd -= 1
+                        task_id, state, code, _, _ = unpack_result(buf, pos + 16)
+                        e.answer(state, code, mv[pos + 48:end].tobytes(), task_id)
+                elif typ == T_RESULT:
                     self._result(buf, pos, end, flags, tag)
                 elif typ == T_PROGRESS:
                     e = pending.get(tag)
-                    if e is not None and e.progress is not None:
+                    if e is not None and e.progress is not None and ln >= 16:
                         done, total = PROGRESS.unpack_from(buf, pos + 16)
                         msg = bytes(buf[pos + 32:end]).decode("utf-8", "replace")
-                        e.progress(done, total, msg)
+                        try:
+                            e.progress(done, total, msg)
+                        except Exception:  # the caller's bug, not the link's
+                            LOG.exception("taskhost: progress callback failed")
                 elif typ == T_REPLY or typ == T_ERROR:
                     self._reply(buf, pos, end, typ, flags, tag)
                 elif typ == T_ACCEPTED:
@@ -310,6 +337,7 @@ class Protocol:
                         e.task_id = U64.unpack_from(buf, pos + 16)[0]
                 pos = end
         finally:
+            mv.release()
             del buf[:pos]
             self.ipos += pos
 
@@ -349,7 +377,7 @@ class Protocol:
                 e.mfd = -1
                 self.nmfd -= 1
         if e.kind == K_TASK:
-            e.done(state, code, data, task_id, wait_us, run_us)
+            e.answer(state, code, data, task_id)
 
     def _reply(self, buf: bytearray, pos: int, end: int, typ: int, flags: int,
                tag: int) -> None:
@@ -365,14 +393,14 @@ class Protocol:
             self.fd_mode = FD_YES if typ == T_REPLY and flags & F_FD_OK else FD_NO
         elif e.kind == K_CTL:
             del self.pending[tag]
-            e.done(code, text, flags)
+            e.answer(code, text, flags)
         elif typ == T_ERROR:  # the daemon refused this very task
             del self.pending[tag]
             if e.mfd != -1:
                 os.close(e.mfd)
                 e.mfd = -1
                 self.nmfd -= 1
-            e.done(6, code, text.encode(), 0, 0, 0)
+            e.answer(6, code, text.encode(), 0)
 
     # ---- the end ----
 
@@ -401,9 +429,9 @@ class Protocol:
                 e.mfd = -1
                 self.nmfd -= 1
             if e.kind == K_TASK:
-                e.done(5, EIO, lost, 0, 0, 0)
+                e.answer(5, EIO, lost, 0)
             elif e.kind == K_CTL:
-                e.done(EIO, str(lost), 0)
+                e.answer(EIO, str(lost), 0)
 
 
 def _ignore(*_: Any) -> None:
