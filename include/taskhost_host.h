@@ -66,9 +66,20 @@ typedef struct th_result {
     double run_time;  /* seconds running */
 } th_result;
 
-/* Called once per accepted task with its final answer. `result` and its
- * data live only during the call. The callback may submit or cancel
- * tasks, but must not close the host. */
+/* Called once per accepted task with its final answer. It runs from
+ * th_host_step(), in the loop's answer phase (after events and timers,
+ * before new work is handed out), never from inside another th_host_*
+ * call nor in the middle of a change of the host's state. `result` and
+ * its data live only during the call.
+ *
+ * A callback may call every function that does not run the loop:
+ * th_host_submit(), th_host_cancel(), th_host_task_state(),
+ * th_host_restart(), th_host_reload(), th_host_stats(), th_host_pending(),
+ * th_host_shutdown() and the th_watch and th_timer functions; what they
+ * answer is delivered in the same phase or a later one. It must not run
+ * the loop: th_host_step(), th_host_wait() and th_host_call() return
+ * TH_EBUSY there, and th_host_close() only begins a shutdown (close the
+ * host once th_host_step() has returned). */
 typedef void (*th_done_fn)(const th_result *result, void *arg);
 
 /* Per-task options; zero means "the pool's value". Start from

@@ -1,10 +1,13 @@
-/* host.c - the embedding API: a host of plugins and pools on one loop.
+/* host.c - the embedding API (engine layer): a host of plugins and pools
+ * on one loop.
  *
- * Each loop iteration: events (worker frames, pidfds), due timers, then
- * the after-hook here: deliver deferred answers, dispatch the pools that
- * have work, write what is queued for workers (one write per worker per
- * iteration), and free workers reaped in the iteration.
+ * Each loop iteration: events (worker frames, pidfds, embedders' watches),
+ * due timers, then the after-hook here: deliver the queued answers (the
+ * only place a task's callback runs), dispatch the pools that have work,
+ * write what is queued for workers (one write per worker per iteration),
+ * and free workers reaped in the iteration.
  */
+#include <assert.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,7 +45,14 @@ const struct config *host_config(const th_host *h)
     return h->cfg;
 }
 
-/* ---- answers ---- */
+/* ---- answers ----
+ *
+ * Every final answer goes the same way: host_answer() (or its variants)
+ * records it in the task and appends the task to the answer queue; the
+ * after-hook delivers the queue (deliver_answers()) before anything else.
+ * So a task's callback never runs inside a state change of the pool or a
+ * worker, nor inside an API call: it may call the engine freely.
+ */
 
 static void finish(struct th_host *h, struct task *t)
 {
@@ -52,42 +62,23 @@ static void finish(struct th_host *h, struct task *t)
         task_free(&h->tasks, t);
 }
 
-void host_answer(struct th_host *h, struct task *t, th_state state, int code,
-                 const void *data, size_t len)
+/* Marks t answered with `state` and `code`, stamps its times and queues it
+ * for delivery. Its data is set by the caller. */
+static void enqueue(struct th_host *h, struct task *t, th_state state, int code)
 {
+    assert(!t->answered);
+    assert(t->mapped);
+    double now = loop_now(h->loop);
     t->answered = 1;
     t->state = (uint8_t)state;
-    th_result r = {
-        .size = sizeof r,
-        .id = t->id,
-        .state = state,
-        .code = state == TH_STATE_OK ? 0 : code,
-        .data = data,
-        .len = len,
-    };
+    t->code = state == TH_STATE_OK ? 0 : code;
     if (t->started > 0) {
-        r.wait_time = t->started - t->submitted;
-        r.run_time = loop_now(h->loop) - t->started;
+        t->wait_time = t->started - t->submitted;
+        t->run_time = now - t->started;
     } else {
-        r.wait_time = loop_now(h->loop) - t->submitted;
+        t->wait_time = now - t->submitted;
+        t->run_time = 0;
     }
-    t->done(&r, t->arg);
-    finish(h, t);
-}
-
-void host_answer_later(struct th_host *h, struct task *t, th_state state,
-                       int code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    t->answered = 1;
-    t->state = (uint8_t)state;
-    t->code = code;
-    free(t->message);
-    t->message = strdup(msg);
     t->anext = NULL;
     if (h->answers_tail != NULL)
         h->answers_tail->anext = t;
@@ -97,6 +88,38 @@ void host_answer_later(struct th_host *h, struct task *t, th_state state,
     loop_wake(h->loop);
 }
 
+void host_answer(struct th_host *h, struct task *t, th_state state, int code,
+                 const void *data, size_t len)
+{
+    enqueue(h, t, state, code);
+    if (task_set_output(&h->tasks, t, data, len, state != TH_STATE_OK) < 0)
+        log_error("task %llu: out of memory keeping its answer's %zu bytes",
+                  (unsigned long long)t->id, len);
+}
+
+void host_answer_ref(struct th_host *h, struct task *t, th_state state,
+                     int code, const void *data, size_t len)
+{
+    enqueue(h, t, state, code);
+    t->out = (char *)data;
+    t->out_len = len;
+}
+
+void host_answerf(struct th_host *h, struct task *t, th_state state, int code,
+                  const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
+    host_answer(h, t, state, code, msg, (size_t)n);
+}
+
 static void deliver_answers(struct th_host *h)
 {
     while (h->answers != NULL) {
@@ -104,17 +127,19 @@ static void deliver_answers(struct th_host *h)
         h->answers = t->anext;
         if (h->answers == NULL)
             h->answers_tail = NULL;
-        const char *msg = t->message ? t->message : "";
         th_result r = {
             .size = sizeof r,
             .id = t->id,
             .state = (th_state)t->state,
             .code = t->code,
-            .data = msg,
-            .len = strlen(msg),
-            .wait_time = loop_now(h->loop) - t->submitted,
+            .data = t->out != NULL ? t->out : "",
+            .len = t->out != NULL ? t->out_len : 0,
+            .wait_time = t->wait_time,
+            .run_time = t->run_time,
         };
+        h->in_callback++;
         t->done(&r, t->arg);
+        h->in_callback--;
         finish(h, t);
     }
 }
@@ -439,11 +464,11 @@ static void reject_unknown(struct th_host *h, struct task *t, const char *pool,
 {
     struct pool *p = find_pool(h, pool);
     if (p == NULL)
-        host_answer_later(h, t, TH_STATE_REJECTED, TH_ENOENT,
+        host_answerf(h, t, TH_STATE_REJECTED, TH_ENOENT,
                           "no pool named '%s'", pool);
     else {
         p->stats.finished[TH_STATE_REJECTED]++;
-        host_answer_later(h, t, TH_STATE_REJECTED, TH_ENOENT,
+        host_answerf(h, t, TH_STATE_REJECTED, TH_ENOENT,
                           "plugin '%s' of pool '%s' has no task '%s'",
                           p->plugin->name, pool, task);
     }
@@ -561,6 +586,10 @@ TH_EXPORT int th_host_call_sized(th_host *h, const char *pool,
 {
     if (result == NULL || result_size < offsetof(th_result, len) + sizeof(size_t))
         return TH_EINVAL;
+    if (h == NULL)
+        return TH_EINVAL;
+    if (h->in_callback)
+        return TH_EBUSY; /* it would have to run the loop */
     th_result full;
     memset(&full, 0, sizeof full);
     struct call c = {.out = &full};
@@ -601,6 +630,8 @@ TH_EXPORT int th_host_step(th_host *h, int timeout_ms)
 {
     if (h == NULL)
         return TH_EINVAL;
+    if (h->in_callback)
+        return TH_EBUSY; /* the loop does not run inside its own callbacks */
     return loop_run_once(h->loop, timeout_ms);
 }
 
@@ -863,6 +894,12 @@ TH_EXPORT void th_host_close(th_host *h, int how)
 {
     if (h == NULL)
         return;
+    if (h->in_callback) {
+        log_error("th_host_close() called from a task's callback: only "
+                  "shutting down; close the host after th_host_step()");
+        th_host_shutdown(h, how);
+        return;
+    }
     th_host_shutdown(h, how);
     while (!h->stopped)
         if (th_host_step(h, 100) < 0)

@@ -1,5 +1,5 @@
-/* host.h - the engine's internals shared by its modules, and what the
- * daemon (taskhostd) needs beyond the public embedding API.
+/* host.h - the engine's internals shared by its modules (engine layer),
+ * and what the daemon (taskhostd) needs beyond the public embedding API.
  */
 #ifndef TH_HOST_INTERNAL_H
 #define TH_HOST_INTERNAL_H
@@ -24,7 +24,8 @@ struct th_host {
     struct pool *pools;        /* serving pools */
     struct pool *retired;      /* pools draining after reload or removal */
     struct task_table tasks;   /* pending tasks by id, free list */
-    struct task *answers, *answers_tail; /* deferred answers, via anext */
+    struct task *answers, *answers_tail; /* answers to deliver, via anext */
+    int in_callback;           /* a task's callback is running */
     struct pool *dispatch;     /* pools with work to hand out */
     struct worker *flush;      /* workers with bytes to write */
     struct worker *graveyard;  /* reaped workers, freed after the step */
@@ -43,18 +44,24 @@ struct th_host {
  * replaced by a successful th_host_reload(): do not keep the pointer. */
 const struct config *host_config(const th_host *host);
 
-/* Gives task t its final answer now: calls its callback with the state,
- * code and data (output, or a message), unmaps it, and frees it unless a
- * worker still holds it. Only from inside the loop. */
+/* Gives task t its final answer: the state, the code and a copy of the
+ * data (the output, or a message for a human) are kept in the task, which
+ * joins the answer queue; its callback runs when the after-hook delivers
+ * the queue, never from inside the caller. The one way to answer a task:
+ * safe from the loop's handlers, from API calls and from callbacks. */
 void host_answer(struct th_host *h, struct task *t, th_state state, int code,
                  const void *data, size_t len);
 
-/* Like host_answer() with a printf message, but delivered at the end of
- * the current (or next) loop iteration: for answers that arise inside API
- * calls, so callbacks never run nested in them. */
-void host_answer_later(struct th_host *h, struct task *t, th_state state,
-                       int code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+/* host_answer() without the copy, for an output in a worker's arena: the
+ * caller keeps `data` valid until the answer queue has been delivered in
+ * this loop iteration (the arena's output ring is released only when
+ * workers are flushed, after the delivery). */
+void host_answer_ref(struct th_host *h, struct task *t, th_state state,
+                     int code, const void *data, size_t len);
+
+/* host_answer() with a printf message. */
+void host_answerf(struct th_host *h, struct task *t, th_state state, int code,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Frees a task that was answered and has left its worker. */
 void host_task_release(struct th_host *h, struct task *t);

@@ -1,4 +1,5 @@
-/* pool.c - dispatch, sizing, retirement and the answers of hard cases.
+/* pool.c - the pool (engine layer): dispatch, sizing, retirement, worker
+ * states, and the answers of hard cases.
  *
  * Invariants:
  * - A task is in exactly one place: the queue, a worker's in-flight list,
@@ -11,9 +12,9 @@
  *   back to the head of the queue, to run once, elsewhere.
  * - Only IDLE and BUSY workers take tasks; STARTING ones once READY;
  *   STOPPING ones never.
- * - Answers given here (inside the loop) are immediate; the ones caused by
- *   API calls (cancel, forced restart or close) go through
- *   host_answer_later(), so user callbacks never nest in API calls.
+ * - Every answer goes through the host's answer queue (host_answer()):
+ *   callbacks run later, from the after-hook, so no state change here is
+ *   ever interrupted by user code, and none needs to guard against it.
  */
 #include <errno.h>
 #include <grp.h>
@@ -422,7 +423,7 @@ static void reject_later(struct pool *p, struct task *t, int code,
                          const char *why)
 {
     p->stats.finished[TH_STATE_REJECTED]++;
-    host_answer_later(p->host, t, TH_STATE_REJECTED, code, "%s", why);
+    host_answerf(p->host, t, TH_STATE_REJECTED, code, "%s", why);
 }
 
 static int overflow(struct pool *p, struct task *t)
@@ -529,7 +530,7 @@ void pool_cancel(struct pool *p, struct task *t)
     /* A task sent but not started stays with its worker, which skips it
      * if it has not started it yet; its result is dropped either way,
      * since it is answered now. */
-    host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
+    host_answerf(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
                       "cancelled");
 }
 
@@ -761,7 +762,7 @@ static void killed_result(struct pool *p, struct worker *w,
 }
 
 void pool_worker_result(struct worker *w, const struct frame *f,
-                        const char *payload)
+                        const char *payload, int in_arena)
 {
     struct pool *p = w->pool;
     struct task *t = w->inflight.head;
@@ -920,7 +921,7 @@ static void cancel_running(struct pool *p, struct worker *w, int reason)
     if (t == NULL)
         return;
     p->stats.finished[TH_STATE_CANCELLED]++;
-    host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
+    host_answerf(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
                       "cancelled: the pool was stopped by force");
 }
 
@@ -957,7 +958,7 @@ void pool_drain(struct pool *p, int force)
         while ((t = queue_pop(&p->queue)) != NULL) {
             loop_timer_stop(loop_of(p), &t->qtimer);
             p->stats.finished[TH_STATE_CANCELLED]++;
-            host_answer_later(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
+            host_answerf(p->host, t, TH_STATE_CANCELLED, TH_ECANCELED,
                               "cancelled: the host was shut down");
         }
     } else {
@@ -1043,7 +1044,7 @@ void pool_take_queue(struct pool *to, struct pool *from)
         if (idx < 0) {
             loop_timer_stop(loop_of(from), &t->qtimer);
             from->stats.finished[TH_STATE_REJECTED]++;
-            host_answer_later(to->host, t, TH_STATE_REJECTED, TH_ENOENT,
+            host_answerf(to->host, t, TH_STATE_REJECTED, TH_ENOENT,
                               "task '%s' is gone from pool '%s' after reload",
                               name, to->cfg.name);
             continue;

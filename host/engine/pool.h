@@ -110,8 +110,11 @@ void pool_worker_set_state(struct worker *w, int state);
 
 void pool_worker_ready(struct worker *w, uint32_t rss_kib);
 void pool_worker_init_failed(struct worker *w, const char *msg, size_t len);
+/* A result frame: `payload` is in the worker's read buffer (copied if
+ * kept), or with `in_arena` in its arena's output ring, valid until the
+ * worker is next flushed (after the answers are delivered). */
 void pool_worker_result(struct worker *w, const struct frame *f,
-                        const char *payload);
+                        const char *payload, int in_arena);
 void pool_worker_exited(struct worker *w, const char *how, int crashed);
 
 #endif /* TH_POOL_H */

@@ -1,4 +1,4 @@
-/* task.c - task allocation, the id map and task lists. */
+/* task.c - task allocation, the id map and task lists (engine layer). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,12 +64,39 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
     return t;
 }
 
+int task_set_output(struct task_table *tt, struct task *t, const void *data,
+                    size_t len, int nul)
+{
+    (void)tt;
+    char *dst;
+    size_t cap;
+    if (len < TASK_INLINE) {
+        dst = t->inline_input;
+        cap = TASK_INLINE;
+    } else if (t->input != t->inline_input && len + (nul != 0) <= t->input_cap) {
+        dst = t->input; /* an echo's output fills its input's buffer */
+        cap = t->input_cap;
+    } else {
+        dst = t->out_own = malloc(len + 1);
+        cap = len + 1;
+    }
+    t->out = dst;
+    t->out_len = dst != NULL ? len : 0;
+    if (dst == NULL)
+        return TH_ENOMEM;
+    if (len > 0)
+        memcpy(dst, data, len);
+    if (len < cap)
+        dst[len] = '\0';
+    return 0;
+}
+
 void task_free(struct task_table *tt, struct task *t)
 {
     if (t->input != t->inline_input)
         big_put(tt, t->input, t->input_cap);
-    free(t->message);
-    t->message = NULL;
+    free(t->out_own);
+    t->out_own = NULL;
     if (tt->nfree >= TASK_FREE_MAX) {
         free(t);
         return;

@@ -36,8 +36,12 @@ struct task {
     uint8_t answered; /* final answer given (or queued for delivery); a
                        * task is freed once answered and off its worker */
     uint8_t mapped;   /* in the id map */
-    int code;         /* for a deferred answer */
-    char *message;    /* for a deferred answer, malloc'd */
+    int code;         /* of the answer */
+    char *out;        /* the answer's data: in inline_input, input or
+                       * out_own, or borrowed (host_answer_ref()) */
+    size_t out_len;
+    char *out_own;    /* malloc'd for an answer that fits nowhere else */
+    double wait_time, run_time; /* of the answer, seconds */
     uint64_t shm_end; /* end of its input in its worker's arena, 0: none */
     double submitted, started;
     double task_timeout, queue_timeout; /* effective, 0: none */
@@ -67,8 +71,16 @@ struct task_table {
  * bytes in and gives it a fresh state. Returns NULL when out of memory. */
 struct task *task_new(struct task_table *tt, const void *input, size_t len);
 
+/* Keeps a copy of an answer's `len` data bytes in t: in its own buffers
+ * when they are large enough (its input is no longer needed once it is
+ * answered), else in a fresh one. NUL-terminated when there is room, and
+ * always with `nul` (a message). Returns 0 or TH_ENOMEM (the answer then
+ * has no data). */
+int task_set_output(struct task_table *tt, struct task *t, const void *data,
+                    size_t len, int nul);
+
 /* Returns a task to the free list, freeing an out-of-line input and
- * message. It must not be mapped or linked. */
+ * answer. It must not be mapped or linked. */
 void task_free(struct task_table *tt, struct task *t);
 
 /* Adds t to the id map. Returns 0 or TH_ENOMEM. */

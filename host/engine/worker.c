@@ -212,7 +212,19 @@ void worker_send(struct worker *w, struct task *t)
     put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
 }
 
-void worker_flush(struct worker *w)
+/* Gives the worker back the output ring up to what was delivered. */
+static void release_outputs(struct worker *w)
+{
+    if (w->arena == NULL || w->out_consumed == w->out_released)
+        return;
+    struct shm_header *h = (struct shm_header *)w->arena;
+    atomic_store_explicit(&h->out_consumed, w->out_consumed,
+                          memory_order_release);
+    w->out_released = w->out_consumed;
+}
+
+/* Writes what is queued for the worker and sets the socket's events. */
+static void write_out(struct worker *w)
 {
     if (w->reaped || w->killed) {
         buf_free(&w->out);
@@ -225,6 +237,12 @@ void worker_flush(struct worker *w)
         r = 0;
     }
     loop_mod(loop_of(w), &w->sock, r == 1 ? LOOP_READ | LOOP_WRITE : LOOP_READ);
+}
+
+void worker_flush(struct worker *w)
+{
+    release_outputs(w);
+    write_out(w);
 }
 
 void worker_stop(struct worker *w, int reason)
@@ -316,7 +334,7 @@ static int handle_result(struct worker *w, const struct frame *f,
     if (f->rss_kib != 0)
         w->arena_kib = f->arena_kib;
     if (!(f->aux & FRAME_F_SHM)) {
-        pool_worker_result(w, f, payload);
+        pool_worker_result(w, f, payload, 0);
         return 0;
     }
     struct frame_shm ref;
@@ -327,10 +345,11 @@ static int handle_result(struct worker *w, const struct frame *f,
         return -1;
     struct frame copy = *f;
     copy.len = (uint32_t)ref.len;
-    pool_worker_result(w, &copy, SHM_OUT(w->arena) + ref.pos % SHM_RING);
-    struct shm_header *h = (struct shm_header *)w->arena;
-    atomic_store_explicit(&h->out_consumed, SHM_ALIGN(ref.pos + ref.len),
-                          memory_order_release);
+    pool_worker_result(w, &copy, SHM_OUT(w->arena) + ref.pos % SHM_RING, 1);
+    /* The answer may point into the ring until it is delivered: the ring
+     * is released when the worker is flushed, after the delivery. */
+    w->out_consumed = SHM_ALIGN(ref.pos + ref.len);
+    host_mark_worker(w->pool->host, w);
     return 0;
 }
 
@@ -451,7 +470,7 @@ static void on_sock(struct loop_io *io, uint32_t events)
     if (w->reaped)
         return; /* reaped earlier in this loop iteration */
     if (events & LOOP_WRITE)
-        worker_flush(w);
+        write_out(w);
     if (events & (LOOP_READ | LOOP_HUP)) {
         if (read_worker(w, 4))
             loop_mod(loop_of(w), &w->sock, 0); /* EOF: the pidfd says how */

@@ -49,6 +49,8 @@ struct worker {
     char *arena;           /* shared with the worker (frame.h), or NULL */
     uint64_t in_head;      /* input ring: next free position */
     uint64_t in_tail;      /* input ring: oldest position still in use */
+    uint64_t out_consumed; /* output ring: read up to here */
+    uint64_t out_released; /* output ring: given back up to here */
     struct loop_timer idle_timer;  /* idle_timeout */
     struct loop_timer run_timer;   /* task_timeout of the head task */
     struct loop_timer kill_timer;  /* SIGKILL after the grace; init timeout */
@@ -62,7 +64,9 @@ struct worker *worker_spawn(struct pool *pool);
  * go out when the host flushes. */
 void worker_send(struct worker *w, struct task *t);
 
-/* Writes what is queued for the worker. */
+/* From the host's after-hook, once answers are delivered: gives back the
+ * arena's output ring up to the last result read, and writes what is
+ * queued for the worker. */
 void worker_flush(struct worker *w);
 
 /* Asks the worker to finish what it holds, run fini() and exit. */
