@@ -17,6 +17,7 @@
 
 #include "taskhost_client.h"
 #include "taskhost_version.h"
+#include "top.h"
 
 enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_STATE_BASE = 3 };
 
@@ -35,6 +36,8 @@ static const char main_help[] =
     "to stdout\n"
     "  stats [POOL] [--json|--prometheus]\n"
     "                       pool statistics (a table by default)\n"
+    "  top [POOL] [-d S] [-n N]\n"
+    "                       the statistics, refreshed in place (q quits)\n"
     "  restart POOL|--all [--force]\n"
     "                       restart one or every pool's workers\n"
     "  reload               reload the daemon's config file\n"
@@ -170,6 +173,14 @@ static const char stats_help[] =
     "Usage: taskhostctl stats [POOL] [--json|--prometheus]\n"
     "Prints the statistics of POOL (default: every pool): a readable\n"
     "table, or JSON, or the Prometheus text format.\n";
+
+static const char top_help[] =
+    "Usage: taskhostctl top [POOL] [-d SECONDS] [-n COUNT]\n"
+    "Shows the statistics of POOL (default: every pool) refreshed in\n"
+    "place every SECONDS (default 1): workers, throughput and latency\n"
+    "over the last minute, the last five minutes as charts, recent\n"
+    "worker events. q, Esc or Ctrl-C quits. Without a terminal, or with\n"
+    "-n, prints COUNT frames one after the other.\n";
 
 static const char restart_help[] =
     "Usage: taskhostctl restart POOL|--all [--force]\n"
@@ -385,6 +396,43 @@ static int cmd_stats(int argc, char **argv)
     return rc;
 }
 
+static int cmd_top(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        COMMON_OPTS, {"delay", required_argument, NULL, 'd'},
+        {"iterations", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0}};
+    double delay = 1.0;
+    long count = 0;
+    char *end;
+    int c, rc;
+    th_client *cl;
+
+    while ((c = next_opt(argc, argv, "hs:d:n:", opts, top_help)) >= 0) {
+        if (c == 'd') {
+            delay = strtod(optarg, &end);
+            if (*end || end == optarg || !(delay >= 0.1 && delay <= 3600))
+                return usage_error("top", "-d wants 0.1 to 3600 seconds, "
+                                          "not '%s'", optarg);
+        } else {
+            count = strtol(optarg, &end, 10);
+            if (*end || end == optarg || count < 1)
+                return usage_error("top", "-n wants a count >= 1, not '%s'",
+                                   optarg);
+        }
+    }
+    if (c == -2 || c == -3)
+        return c == -2 ? 0 : EXIT_USAGE;
+    if (argc - optind > 1)
+        return usage_error("top", "wants at most one POOL");
+    cl = connect_or_die();
+    rc = top_run(cl, socket_path ? socket_path : th_client_default_socket(),
+                 optind < argc ? argv[optind] : NULL, delay, count);
+    if (rc < 0)
+        rc = fail(cl, "top", rc);
+    th_client_close(cl);
+    return rc;
+}
+
 /* ---- restart, reload, cancel, shutdown ---- */
 
 static int cmd_restart(int argc, char **argv)
@@ -498,6 +546,7 @@ static const struct command {
 } commands[] = {
     {"submit", cmd_submit, submit_help},
     {"stats", cmd_stats, stats_help},
+    {"top", cmd_top, top_help},
     {"restart", cmd_restart, restart_help},
     {"reload", cmd_reload, reload_help},
     {"cancel", cmd_cancel, cancel_help},
