@@ -1,4 +1,5 @@
-/* client.c - the client library of taskhostd (taskhost_client.h).
+/* client.c - the client library of taskhostd (client layer;
+ * taskhost_client.h).
  *
  * Requests are encoded into one output buffer and written when the loop
  * runs; answers are read in large chunks and decoded in place. Waiting

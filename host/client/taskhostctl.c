@@ -1,4 +1,5 @@
-/* taskhostctl.c - the command line of taskhostd, over the client library.
+/* taskhostctl.c - the command line of taskhostd, over the client library
+ * (client layer).
  *
  * Exit status: 0 only when the request succeeded (for submit: the task's
  * answer is `ok`); 1 when the daemon could not be reached or refused the

@@ -1,4 +1,4 @@
-/* buf.c - a growable byte buffer with a read offset. */
+/* buf.c - a growable byte buffer with a read offset (common layer). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,5 @@
-/* protocol.c - encoding and decoding of taskhost frames (docs/protocol.md).
+/* client_wire.c - encoding and decoding of the client protocol's frames
+ * (common layer; docs/protocol.md).
  *
  * The decoder trusts nothing: every length is checked against the bytes
  * actually present before it is used, so any input yields a frame, a

@@ -1,4 +1,5 @@
-/* protocol.h - the wire format between taskhostd and its clients.
+/* client_wire.h - the wire format between taskhostd and its clients
+ * (common layer: the daemon and the client library both use it).
  *
  * Shared by the daemon (server.c) and the client library (client.c);
  * docs/protocol.md is the reference. Every frame is a 16-byte header and a

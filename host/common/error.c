@@ -1,4 +1,4 @@
-/* error.c - names of error codes and task states. */
+/* error.c - names of error codes and task states (common layer). */
 #include "taskhost.h"
 #include "taskhost_host.h"
 

@@ -1,4 +1,5 @@
-/* log.c - the host's log: stderr, syslog or a file, with levels.
+/* log.c - the log of every process (common layer): stderr, syslog or a
+ * file, with levels.
  *
  * One process-wide sink. Workers inherit it through fork and tag their
  * lines with their pool and pid; a file sink is opened O_APPEND so lines

@@ -1,4 +1,5 @@
-/* plugin.c - loading and validating plugin shared objects.
+/* plugin.c - loading and validating plugin shared objects (common
+ * layer: the engine and the worker process use it).
  *
  * The order of the checks matters: the file is looked at (existence, type,
  * permissions) before dlopen(), because dlopen() runs the object's

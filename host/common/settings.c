@@ -1,4 +1,5 @@
-/* settings.c - a pool's `settings` group, copied out of libconfig.
+/* settings.c - a pool's `settings` group, copied out of libconfig
+ * (common layer: the engine fills it, plugins read it in the worker).
  *
  * The group is flattened into an array of typed scalars: nested groups give
  * dotted keys ("cache.size"). Settings groups are small, so lookups are a

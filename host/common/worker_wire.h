@@ -1,4 +1,5 @@
-/* frame.h - the frames between the host and its workers.
+/* worker_wire.h - the frames between the host and its workers (common
+ * layer: the engine and the worker process both include it).
  *
  * Both ends are the same binary on the same machine, so frames are in
  * native byte order: a fixed 32-byte header, then `len` payload bytes. The

@@ -1,4 +1,5 @@
-/* server.c - the listening socket and the client connections of taskhostd.
+/* server.c - the listening socket and the client connections of taskhostd
+ * (daemon layer).
  *
  * Hot path: a readable connection is read in one large chunk, every whole
  * frame in it is decoded in place and submitted to the engine; answers are

@@ -1,4 +1,5 @@
-/* orphans.c - ending what a task left behind when its worker is gone.
+/* orphans.c - ending what a task left behind when its worker is gone
+ * (engine layer).
  *
  * A task may start processes that leave the worker's process group
  * (setsid(), a double fork). Each worker is the child subreaper of its

@@ -1,4 +1,5 @@
-/* queue.c - a priority FIFO over a sorted task list. */
+/* queue.c - a pool's priority FIFO over a sorted task list (engine
+ * layer). */
 #include "queue.h"
 
 void queue_push(struct queue *q, struct task *t)

@@ -1,4 +1,4 @@
-/* stats.c - latency histograms, recent windows, worker events, and the
+/* stats.c - (engine layer) latency histograms, recent windows, worker events, and the
  * stats of pools as text, JSON and Prometheus exposition. The JSON layout
  * is documented in docs/stats.md and only ever grows.
  */

@@ -1,4 +1,5 @@
-/* worker.c - forking workers, talking to them, noticing them die.
+/* worker.c - a worker process as the engine sees it (engine layer):
+ * forking it, talking to it, noticing it die.
  *
  * Policy lives in pool.c; this file moves frames and tracks the process.
  */
@@ -67,7 +68,7 @@ static int watch(struct worker *w, int sock, int pidfd)
     return loop_add(loop_of(w), &w->pidfd, LOOP_READ);
 }
 
-/* Maps a fresh arena (frame.h) to share with a worker through fork. Its
+/* Maps a fresh arena (worker_wire.h) to share with a worker through fork. Its
  * pages cost nothing until a large payload touches them. NULL on failure:
  * payloads then all travel through the socket. */
 static char *arena_new(void)
@@ -495,7 +496,7 @@ static int describe_exit(const struct worker *w, int status, char *buf,
 }
 
 /* Once the worker is gone: hands over the results it held but had not
- * sent (frame.h), skipping those that did reach the socket. A frame cut
+ * sent (worker_wire.h), skipping those that did reach the socket. A frame cut
  * short in the socket is whole in the staging area. */
 static void harvest(struct worker *w)
 {

@@ -1,7 +1,7 @@
 /* worker.h - a worker process as the host sees it.
  *
  * The host forks a worker per slot of a pool and talks to it over a
- * socketpair (frame.h); a pidfd tells when it is gone. The worker state
+ * socketpair (worker_wire.h); a pidfd tells when it is gone. The worker state
  * machine:
  *
  *   STARTING --READY--> IDLE <--last result-- BUSY <--task sent-- IDLE
@@ -46,7 +46,7 @@ struct worker {
     uint64_t max_tasks;    /* recycle after this many, with jitter; 0 never */
     uint32_t rss_kib;
     uint32_t arena_kib;    /* arena pages the worker has touched */
-    char *arena;           /* shared with the worker (frame.h), or NULL */
+    char *arena;           /* shared with the worker (worker_wire.h), or NULL */
     uint64_t in_head;      /* input ring: next free position */
     uint64_t in_tail;      /* input ring: oldest position still in use */
     uint64_t out_consumed; /* output ring: read up to here */
@@ -86,7 +86,7 @@ void worker_skip(struct worker *w, uint64_t id);
 
 /* The task the worker is running now (one of its in-flight tasks), or
  * NULL between tasks. The oldest in-flight task may have finished already,
- * its result held by the worker for a batch (frame.h). */
+ * its result held by the worker for a batch (worker_wire.h). */
 struct task *worker_running(const struct worker *w);
 
 /* Releases a reaped worker's memory; it must be unlinked from its pool. */

@@ -1,4 +1,5 @@
-/* child.c - the worker process: init once, run tasks in order, fini.
+/* worker_process.c - what runs inside a worker process (worker layer):
+ * init once, run tasks in order, fini.
  *
  * Output is written by the plugin straight into the outgoing buffer, behind
  * a reserved frame header, so a result is never copied inside the worker.
@@ -7,7 +8,7 @@
  * for a while, so a deep pipeline costs one write per batch and a lone
  * task is answered at once. What it holds is also copied to the arena's
  * staging area, and the task it runs is named in the arena's header, so
- * that nothing is lost or misattributed if a task kills it (frame.h).
+ * that nothing is lost or misattributed if a task kills it (worker_wire.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,7 +54,7 @@ struct th_task {
     uint64_t id;    /* the task's id, for progress reports; 0: none */
 };
 
-/* The worker's side of the arena (frame.h). */
+/* The worker's side of the arena (worker_wire.h). */
 static struct {
     char *base;           /* NULL: no arena */
     uint64_t out_head;    /* next free output position */

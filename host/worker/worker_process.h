@@ -1,10 +1,10 @@
-/* child.h - what runs inside a worker process.
+/* worker_process.h - what runs inside a worker process (worker layer).
  *
  * After fork the worker resets its signals, keeps only its socket to the
  * host (as fd 3), stdin on /dev/null, stdout, stderr and the log, applies
  * the pool's limits, calls the plugin's init() once, answers FRAME_READY,
  * and then runs FRAME_TASKs in order until FRAME_STOP, EOF or SIGTERM;
- * then it calls fini() and exits 0. See frame.h for the frames.
+ * then it calls fini() and exits 0. See worker_wire.h for the frames.
  */
 #ifndef TH_CHILD_H
 #define TH_CHILD_H
