@@ -112,6 +112,23 @@ void log_move_fd(int fd)
     log_fd = fd;
 }
 
+int log_kind(void)
+{
+    return log_sink;
+}
+
+void log_inherit(int kind, int fd, int level)
+{
+    log_lvl = level;
+    if (kind == SINK_SYSLOG) {
+        openlog("taskhostd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        log_sink = SINK_SYSLOG;
+    } else if (kind == SINK_FILE && fd >= 0) {
+        log_sink = SINK_FILE;
+        log_fd = fd;
+    }
+}
+
 const char *log_last_error(void)
 {
     return log_last;

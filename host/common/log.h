@@ -41,6 +41,14 @@ void log_move_fd(int fd);
  * prefix), or "" : a worker sends it when its plugin's init() fails. */
 const char *log_last_error(void);
 
+/* The sink in use (0 stderr, 1 syslog, 2 file): what a process started
+ * with exec needs, with the file's descriptor, to log to the same place. */
+int log_kind(void);
+
+/* Logs to the sink `kind` of another process: the file already open as
+ * fd, syslog, or stderr; at `level`. */
+void log_inherit(int kind, int fd, int level);
+
 /* Closes the file or syslog; stderr stays. */
 void log_close(void);
 

@@ -524,6 +524,52 @@ int plugin_load(const char *name, const char *path, int strict,
     return 0;
 }
 
+struct plugin *plugin_new_probed(const char *name, const char *path,
+                                 const char *desc_name, const char *version,
+                                 char **tasks, size_t ntasks, dev_t dev,
+                                 ino_t ino, struct timespec mtime)
+{
+    struct plugin *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->refs = 1;
+    p->name = strdup(name);
+    p->path = strdup(path);
+    p->meta_name = strdup(desc_name);
+    p->meta_version = strdup(version);
+    p->tasks = calloc(ntasks + 1, sizeof *p->tasks);
+    int ok = p->name && p->path && p->meta_name && p->meta_version &&
+             p->tasks;
+    for (size_t i = 0; ok && i < ntasks; i++) {
+        p->tasks[i].struct_size = sizeof p->tasks[i];
+        p->tasks[i].name = strdup(tasks[i]);
+        ok = p->tasks[i].name != NULL;
+        p->ntasks = i + 1;
+    }
+    p->desc.abi_version = TH_ABI_VERSION;
+    p->desc.struct_size = sizeof p->desc;
+    p->desc.name = p->meta_name;
+    p->desc.version = p->meta_version;
+    p->dev = dev;
+    p->ino = ino;
+    p->mtime = mtime;
+    if (!ok) {
+        plugin_unref(p);
+        return NULL;
+    }
+    return p;
+}
+
+int plugin_same_tasks(const struct plugin *a, const struct plugin *b)
+{
+    if (a->ntasks != b->ntasks)
+        return 0;
+    for (size_t i = 0; i < a->ntasks; i++)
+        if (strcmp(a->tasks[i].name, b->tasks[i].name) != 0)
+            return 0;
+    return 1;
+}
+
 /* Returns the index of task `name` in p's table, or -1. */
 int plugin_find_task(const struct plugin *p, const char *name)
 {
@@ -564,7 +610,12 @@ void plugin_unref(struct plugin *p)
     loaded_remove(p);
     if (p->dl != NULL)
         dlclose(p->dl);
+    if (p->meta_name != NULL && p->tasks != NULL)
+        for (size_t i = 0; i < p->ntasks; i++)
+            free((char *)p->tasks[i].name);
     free(p->tasks);
+    free(p->meta_name);
+    free(p->meta_version);
     free(p->name);
     free(p->path);
     free(p);

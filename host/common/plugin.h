@@ -1,10 +1,14 @@
 /* plugin.h - loading and validating plugin shared objects.
  *
- * A plugin is dlopen()ed once, in the host process, before any worker is
- * forked; workers inherit the mapping. Loading checks the file (it exists,
- * is a regular file, and, with strict permissions, is not writable by group
- * or others nor owned by another non-root user, nor is its directory), the
- * exported TH_PLUGIN_SYMBOL, its ABI version and its task table.
+ * plugin_load() dlopen()s a plugin: only a pool's spawner does that
+ * (host/worker/spawner.c), never the host, so a plugin's constructors
+ * and its descriptor never run in, nor are mapped by, the host; workers
+ * inherit the spawner's mapping. Loading checks the file (it exists, is a
+ * regular file, and, with strict permissions, is not writable by group
+ * or others nor owned by another non-root user, nor is its directory),
+ * the exported TH_PLUGIN_SYMBOL, its ABI version and its task table. The
+ * host knows a plugin by what a spawner reported of it
+ * (plugin_new_probed()): names and the file's identity, copied.
  */
 #ifndef TH_PLUGIN_H
 #define TH_PLUGIN_H
@@ -28,6 +32,10 @@ struct plugin {
     ino_t ino;       /* rebuilt .so at reload */
     struct timespec mtime;
     int refs;        /* pools using it, plus the host's table */
+    /* A plugin known from a spawner's report (plugin_probe()) is not
+     * loaded here: dl is NULL, desc's name and version are these copies,
+     * and tasks holds copied names with NULL run functions. */
+    char *meta_name, *meta_version;
 };
 
 /* Loads plugin `path` as `name`. `strict` enables the permission checks.
@@ -40,6 +48,17 @@ struct plugin {
  * The caller prefixes the config location. refs starts at 1. */
 int plugin_load(const char *name, const char *path, int strict,
                 struct plugin **out, char *err, size_t errlen);
+
+/* Makes a plugin that is not loaded in this process, from what a
+ * spawner reported of it: its descriptor's name and version, its ntasks
+ * task names, and the identity of its file. NULL when out of memory. */
+struct plugin *plugin_new_probed(const char *name, const char *path,
+                                 const char *desc_name, const char *version,
+                                 char **tasks, size_t ntasks, dev_t dev,
+                                 ino_t ino, struct timespec mtime);
+
+/* Non-zero when a and b have the same task names in the same order. */
+int plugin_same_tasks(const struct plugin *a, const struct plugin *b);
 
 /* Returns the index of task `name` in the descriptor's table, or -1. */
 int plugin_find_task(const struct plugin *p, const char *name);

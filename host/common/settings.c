@@ -10,6 +10,7 @@
 #endif
 
 #include "settings.h"
+#include "spawn_wire.h"
 
 #include <libconfig.h>
 #include <stdarg.h>
@@ -331,6 +332,51 @@ struct th_settings *settings_copy(const struct th_settings *src)
             settings_free(s);
             return NULL;
         }
+    }
+    return s;
+}
+
+/* ---- passing settings to a spawner ---- */
+
+int settings_pack(const struct th_settings *s, struct buf *b)
+{
+    int64_t n = s ? (int64_t)s->n : 0;
+    int rc = spw_put_i64(b, n);
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        const struct setting *e = &s->items[i];
+        rc = spw_put_str(b, e->key) | spw_put_i64(b, e->type) |
+             spw_put_i64(b, e->i) | spw_put(b, &e->f, sizeof e->f) |
+             spw_put_str(b, e->s);
+    }
+    return rc == 0 ? 0 : TH_ENOMEM;
+}
+
+struct th_settings *settings_unpack(struct spw_reader *r)
+{
+    struct th_settings *s = settings_new();
+    int64_t n = spw_get_i64(r);
+    if (s == NULL || n < 0 || n > 1000000)
+        r->bad = 1;
+    for (int64_t i = 0; i < n && !r->bad; i++) {
+        char *key = spw_get_str(r);
+        struct setting *e = key ? append(s, key) : NULL;
+        free(key);
+        if (e == NULL) {
+            r->bad = 1;
+            break;
+        }
+        e->type = (int)spw_get_i64(r);
+        e->i = spw_get_i64(r);
+        spw_get(r, &e->f, sizeof e->f);
+        e->s = spw_get_str(r);
+        if (e->type != SETTING_STRING) {
+            free(e->s);
+            e->s = NULL;
+        }
+    }
+    if (r->bad) {
+        settings_free(s);
+        return NULL;
     }
     return s;
 }

@@ -55,6 +55,16 @@ struct th_settings *settings_copy(const struct th_settings *src);
 /* Returns non-zero when both hold the same keys, types and values. */
 int settings_equal(const struct th_settings *a, const struct th_settings *b);
 
+struct buf;
+struct spw_reader;
+
+/* Appends s (NULL: empty) to a spawner message. Returns 0 or TH_ENOMEM. */
+int settings_pack(const struct th_settings *s, struct buf *b);
+
+/* Reads settings packed by settings_pack(); NULL (r->bad set) when the
+ * message is malformed or memory is short. */
+struct th_settings *settings_unpack(struct spw_reader *r);
+
 /* Frees. NULL is allowed. */
 void settings_free(struct th_settings *s);
 

@@ -31,6 +31,7 @@
 #include "plugin.h"
 #include "server.h"
 #include "stats.h"
+#include "spawner.h"
 #include "taskhost_version.h"
 
 #ifndef TH_DEFAULT_CONFIG
@@ -161,8 +162,8 @@ static int check_config(void)
     for (size_t i = 0; i < cfg->nplugins; i++) {
         const struct plugin_cfg *pc = &cfg->plugins[i];
         struct plugin *p;
-        if (plugin_load(pc->name, pc->path, cfg->host.strict_permissions, &p,
-                        err, sizeof err) < 0) {
+        if (plugin_probe(pc->name, pc->path, cfg->host.strict_permissions,
+                         host_plugin_timeout(cfg), &p, err, sizeof err) < 0) {
             fprintf(stderr, "%s:%d: plugins[%d].path: %s\n", pc->file,
                     pc->line, pc->index, err);
             config_free(cfg);

@@ -22,6 +22,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "settings.h"
+#include "spawner.h"
 
 #define SHUTDOWN_TIMEOUT_DEFAULT 30.0
 
@@ -43,6 +44,13 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 const struct config *host_config(const th_host *h)
 {
     return h->cfg;
+}
+
+double host_plugin_timeout(const struct config *cfg)
+{
+    if (cfg == NULL || cfg->host.plugin_load_timeout <= 0)
+        return PLUGIN_LOAD_TIMEOUT;
+    return cfg->host.plugin_load_timeout;
 }
 
 /* ---- answers ----
@@ -310,7 +318,8 @@ TH_EXPORT int th_host_add_plugin(th_host *h, const char *name,
     }
     struct plugin *pl;
     int strict = h->cfg ? h->cfg->host.strict_permissions : 1;
-    int r = plugin_load(name, path, strict, &pl, err, errlen);
+    int r = plugin_probe(name, path, strict, host_plugin_timeout(h->cfg), &pl,
+                         err, errlen);
     if (r < 0)
         return r;
     log_info("plugin %s %s loaded from %s", pl->desc.name,
@@ -678,7 +687,8 @@ static int load_plugins_aside(struct th_host *h, const struct config *cfg,
             continue;
         }
         char why[512];
-        int r = plugin_load(pc->name, pc->path, cfg->host.strict_permissions,
+        int r = plugin_probe(pc->name, pc->path, cfg->host.strict_permissions,
+                             host_plugin_timeout(cfg),
                             &v[i], why, sizeof why);
         if (r < 0) {
             set_err(err, errlen, "%s:%d: plugins[%d].path: %s", pc->file,

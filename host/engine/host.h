@@ -44,6 +44,10 @@ struct th_host {
  * replaced by a successful th_host_reload(): do not keep the pointer. */
 const struct config *host_config(const th_host *host);
 
+/* Seconds a plugin may take to load in a spawner, under cfg (NULL: the
+ * default). */
+double host_plugin_timeout(const struct config *cfg);
+
 /* Gives task t its final answer: the state, the code and a copy of the
  * data (the output, or a message for a human) are kept in the task, which
  * joins the answer queue; its callback runs when the after-hook delivers

@@ -34,6 +34,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "settings.h"
+#include "spawner.h"
 
 #define container_of(p, type, member) \
     ((type *)((char *)(p) - offsetof(type, member)))
@@ -163,6 +164,7 @@ void pool_free(struct pool *p)
         return;
     loop_timer_stop(loop_of(p), &p->backoff);
     loop_timer_stop(loop_of(p), &p->mem_timer);
+    spawner_close(p->spawner);
     plugin_unref(p->plugin);
     pool_cfg_clear(&p->cfg);
     free(p->fail_reason);
@@ -272,6 +274,8 @@ static void set_max_tasks(struct pool *p, struct worker *w)
 
 int pool_owns_pid(const struct pool *p, pid_t pid)
 {
+    if (p->spawner != NULL && p->spawner->pid == pid)
+        return 1;
     for (const struct worker *w = p->workers; w != NULL; w = w->next)
         if (w->pid == pid && !w->reaped)
             return 1;
@@ -815,6 +819,91 @@ static void reject_queue(struct pool *p)
         host_answer(p->host, t, TH_STATE_REJECTED, TH_EFAILED, p->fail_reason,
                     strlen(p->fail_reason));
     }
+}
+
+/* The pool's plugin cannot be loaded for its workers any more (the file
+ * changed or broke since it was checked): its tasks cannot run. */
+static void fail_plugin(struct pool *p, const char *why)
+{
+    char reason[800];
+    snprintf(reason, sizeof reason, "pool '%s' failed: plugin '%s': %s",
+             p->cfg.name, p->plugin->name, why);
+    log_error("%s", reason);
+    free(p->fail_reason);
+    p->fail_reason = strdup(reason);
+    p->failed = 1;
+    if (p->fail_reason != NULL)
+        reject_queue(p);
+}
+
+/* A worker's exit as its spawner reported it; pid -1: the spawner itself
+ * is gone, and its workers with it (their parent-death signal). */
+static void on_spawner_exit(void *arg, pid_t pid, int status)
+{
+    struct pool *p = arg;
+    struct worker *next;
+    if (pid != -1) {
+        for (struct worker *w = p->workers; w != NULL; w = w->next)
+            if (w->pid == pid && !w->reaped) {
+                worker_reaped(w, status);
+                return;
+            }
+        return;
+    }
+    log_warn("pool %s: its spawner (pid %d) is gone; its workers with it",
+             p->cfg.name, (int)p->spawner->pid);
+    struct spawner *sp = p->spawner;
+    p->spawner = NULL;
+    spawner_close(sp);
+    for (struct worker *w = p->workers; w != NULL; w = next) {
+        next = w->next;
+        if (!w->reaped)
+            worker_reaped(w, SIGKILL); /* a wait status: killed by SIGKILL */
+    }
+    host_reap_orphans(p->host);
+}
+
+struct spawner *pool_spawner(struct pool *p)
+{
+    if (p->spawner != NULL)
+        return p->spawner;
+    struct spawner_opts o = {
+        .strict = p->host->cfg ? p->host->cfg->host.strict_permissions : 1,
+        .path = p->plugin->path,
+        .pool = p->cfg.name,
+        .settings = p->cfg.settings,
+        .uid = p->uid,
+        .gid = p->gid,
+        .measure_rss = p->cfg.memory_soft_limit > 0 ||
+                       p->cfg.memory_hard_limit > 0 || p->cfg.memory_budget > 0,
+        .rlimit_nofile = p->cfg.rlimit_nofile,
+        .rlimit_core = p->cfg.rlimit_core,
+        .address_space_limit = p->cfg.address_space_limit,
+        .timeout = host_plugin_timeout(p->host->cfg),
+    };
+    struct plugin *now = NULL;
+    char err[640];
+    struct spawner *sp;
+    int rc = spawner_start(&o, p->plugin->name, &sp, &now, err, sizeof err);
+    if (rc == TH_EIO) {
+        log_error("pool %s: cannot start its spawner: %s", p->cfg.name, err);
+        return NULL;
+    }
+    if (rc < 0) {
+        fail_plugin(p, err);
+        return NULL;
+    }
+    int same = plugin_same_tasks(now, p->plugin);
+    plugin_unref(now);
+    if (!same || spawner_watch(sp, loop_of(p), on_spawner_exit, p) < 0) {
+        spawner_close(sp);
+        if (!same)
+            fail_plugin(p, "its file changed since it was checked, with "
+                           "other tasks: reload the config to use it");
+        return NULL;
+    }
+    p->spawner = sp;
+    return sp;
 }
 
 static void fail_pool(struct pool *p, const char *why)

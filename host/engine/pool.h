@@ -25,6 +25,7 @@ struct pool {
     struct th_host *host;
     struct pool_cfg cfg;       /* owned copy */
     struct plugin *plugin;     /* one reference */
+    struct spawner *spawner;   /* forks the workers; NULL until needed */
     struct queue queue;
     struct worker *workers;    /* every worker, any state */
     struct worker *idle;       /* idle stack: most recently idle first */
@@ -100,8 +101,14 @@ void pool_take_queue(struct pool *to, struct pool *from);
 /* Non-zero when a draining pool has no worker and no task left. */
 int pool_done(const struct pool *p);
 
-/* Non-zero when pid is one of the pool's processes (a worker). */
+/* Non-zero when pid is one of the pool's processes (its spawner or a
+ * worker). */
 int pool_owns_pid(const struct pool *p, pid_t pid);
+
+/* The pool's spawner, started (as the pool's user, loading the plugin)
+ * on first use. NULL when it cannot start: a plugin that no longer loads
+ * fails the pool, with one line naming it. */
+struct spawner *pool_spawner(struct pool *p);
 
 /* ---- called by worker.c ---- */
 

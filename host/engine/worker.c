@@ -1,5 +1,5 @@
 /* worker.c - a worker process as the engine sees it (engine layer):
- * forking it, talking to it, noticing it die.
+ * having its pool's spawner fork it, talking to it, noticing it die.
  *
  * Policy lives in pool.c; this file moves frames and tracks the process.
  */
@@ -22,6 +22,7 @@
 #include "log.h"
 #include "plugin.h"
 #include "pool.h"
+#include "spawner.h"
 #include "worker.h"
 
 #define container_of(p, type, member) \
@@ -32,7 +33,6 @@
 #define INIT_TIMEOUT_DEFAULT 30.0
 
 static void on_sock(struct loop_io *io, uint32_t events);
-static void on_pidfd(struct loop_io *io, uint32_t events);
 static void on_kill_timer(struct loop_timer *t);
 
 static struct loop *loop_of(const struct worker *w)
@@ -40,85 +40,55 @@ static struct loop *loop_of(const struct worker *w)
     return w->pool->host->loop;
 }
 
-static void fill_params(struct child_params *cp, struct pool *p, int fd)
-{
-    memset(cp, 0, sizeof *cp);
-    cp->fd = fd;
-    cp->plugin = p->plugin;
-    cp->settings = p->cfg.settings;
-    cp->pool = p->cfg.name;
-    cp->measure_rss = p->cfg.memory_soft_limit > 0 ||
-                      p->cfg.memory_hard_limit > 0 || p->cfg.memory_budget > 0;
-    cp->address_space_limit = p->cfg.address_space_limit;
-    cp->rlimit_nofile = p->cfg.rlimit_nofile;
-    cp->rlimit_core = p->cfg.rlimit_core;
-    cp->uid = p->uid;
-    cp->gid = p->gid;
-    cp->host_pid = (int)getpid();
-}
-
 static int watch(struct worker *w, int sock, int pidfd)
 {
     w->sock.fd = sock;
     w->sock.cb = on_sock;
     w->pidfd.fd = pidfd;
-    w->pidfd.cb = on_pidfd;
-    if (loop_add(loop_of(w), &w->sock, LOOP_READ) < 0)
+    return loop_add(loop_of(w), &w->sock, LOOP_READ);
+}
+
+/* Has the pool's spawner fork the worker, and maps its arena (NULL when
+ * it has none: payloads then all travel through the socket). Returns the
+ * pid, or -1 after logging why. */
+static pid_t fork_child(struct pool *p, struct worker *w, int *sock,
+                        int *pidfd)
+{
+    struct spawner *sp = pool_spawner(p);
+    struct spawned s;
+    char err[512];
+    if (sp == NULL)
         return -1;
-    return loop_add(loop_of(w), &w->pidfd, LOOP_READ);
-}
-
-/* Maps a fresh arena (worker_wire.h) to share with a worker through fork. Its
- * pages cost nothing until a large payload touches them. NULL on failure:
- * payloads then all travel through the socket. */
-static char *arena_new(void)
-{
-    int fd = memfd_create("taskhost-arena", MFD_CLOEXEC);
-    if (fd == -1)
-        return NULL;
-    void *a = MAP_FAILED;
-    if (ftruncate(fd, (off_t)SHM_SIZE) == 0)
-        a = mmap(NULL, SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    return a == MAP_FAILED ? NULL : a;
-}
-
-/* Forks the worker process on the socket pair's sv[1]; the child never
- * returns from here. Returns the pid in the host, or -1. */
-static pid_t fork_child(struct pool *p, struct worker *w, int sv[2])
-{
-    struct child_params cp;
-    fill_params(&cp, p, sv[1]);
-    w->arena = arena_new();
-    cp.arena = w->arena;
-    /* Otherwise the worker inherits, and one day flushes, a copy of what
-     * the host has buffered for stdout. */
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(sv[0]);
-        setpgid(0, 0); /* a group of its own, for on_pidfd() to kill */
-        child_main(&cp);
+    if (spawner_spawn(sp, &s, err, sizeof err) < 0) {
+        log_error("pool %s: cannot start a worker: %s", p->cfg.name, err);
+        return -1;
     }
-    if (pid > 0)
-        setpgid(pid, pid); /* whichever of the two runs first */
-    if (pid == -1)
-        log_error("pool %s: fork: %s", p->cfg.name, strerror(errno));
-    close(sv[1]);
-    return pid;
+    if (s.arena >= 0) {
+        void *a = mmap(NULL, SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       s.arena, 0);
+        w->arena = a == MAP_FAILED ? NULL : a;
+        close(s.arena);
+    }
+    *sock = s.sock;
+    *pidfd = s.pidfd;
+    return s.pid;
 }
 
-/* Takes down a worker the host cannot watch: without a pidfd it could
- * never be reaped. */
+/* Signals the worker through its pidfd: its pid may name another process
+ * once its spawner reaped it. */
+static void signal_worker(const struct worker *w, int sig)
+{
+    if (w->pidfd.fd >= 0)
+        syscall(SYS_pidfd_send_signal, w->pidfd.fd, sig, NULL, 0);
+}
+
+/* Takes down a worker the host cannot watch. */
 static void abandon(struct worker *w, int sock, int pidfd)
 {
     log_error("pool %s: cannot watch worker %d: %s", w->pool->cfg.name,
               w->pid, strerror(errno));
-    kill(w->pid, SIGKILL);
-    waitpid(w->pid, NULL, 0);
-    if (pidfd != -1)
-        close(pidfd);
-    loop_del(loop_of(w), &w->sock);
+    w->pidfd.fd = pidfd;
+    signal_worker(w, SIGKILL); /* its spawner reaps it */
     close(sock);
     worker_free(w);
 }
@@ -126,27 +96,21 @@ static void abandon(struct worker *w, int sock, int pidfd)
 struct worker *worker_spawn(struct pool *p)
 {
     struct worker *w = calloc(1, sizeof *w);
-    int sv[2];
     if (w == NULL)
         return NULL;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
-        log_error("pool %s: socketpair: %s", p->cfg.name, strerror(errno));
-        free(w);
-        return NULL;
-    }
     w->pool = p;
-    w->pid = fork_child(p, w, sv);
+    w->pidfd.fd = -1;
+    int sock = -1, pidfd = -1;
+    w->pid = fork_child(p, w, &sock, &pidfd);
     if (w->pid == -1) {
-        close(sv[0]);
         worker_free(w);
         return NULL;
     }
     w->state = W_STARTING;
     w->started = loop_now(p->host->loop);
-    int pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0);
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    if (pidfd == -1 || watch(w, sv[0], pidfd) < 0) {
-        abandon(w, sv[0], pidfd);
+    fcntl(sock, F_SETFL, O_NONBLOCK);
+    if (watch(w, sock, pidfd) < 0) {
+        abandon(w, sock, pidfd);
         return NULL;
     }
     w->kill_timer.cb = on_kill_timer;
@@ -233,7 +197,7 @@ static void write_out(struct worker *w)
     }
     int r = buf_flush(&w->out, w->sock.fd);
     if (r == -1) {
-        /* The worker is going away; its pidfd will say how. */
+        /* The worker is going away; its spawner will say how. */
         buf_free(&w->out);
         r = 0;
     }
@@ -285,7 +249,7 @@ void worker_kill(struct worker *w, int reason, int sig)
     loop_timer_stop(loop_of(w), &w->run_timer);
     if (w->reaped)
         return;
-    kill(w->pid, sig);
+    signal_worker(w, sig);
     if (sig != SIGKILL)
         loop_timer_start(loop_of(w), &w->kill_timer, w->pool->cfg.kill_grace);
     else
@@ -474,7 +438,7 @@ static void on_sock(struct loop_io *io, uint32_t events)
         write_out(w);
     if (events & (LOOP_READ | LOOP_HUP)) {
         if (read_worker(w, 4))
-            loop_mod(loop_of(w), &w->sock, 0); /* EOF: the pidfd says how */
+            loop_mod(loop_of(w), &w->sock, 0); /* EOF: its spawner says how */
         parse_frames(w);
     }
 }
@@ -536,28 +500,16 @@ struct task *worker_running(const struct worker *w)
     return NULL;
 }
 
-static void on_pidfd(struct loop_io *io, uint32_t events)
+void worker_reaped(struct worker *w, int status)
 {
-    struct worker *w = container_of(io, struct worker, pidfd);
-    int status = 0;
-    pid_t r;
-    siginfo_t si = {0};
-    /* Dead but not reaped yet, its pid still names its process group:
-     * what it forked and left behind goes with it. */
-    if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        si.si_pid == w->pid)
-        kill(-w->pid, SIGKILL);
-    do {
-        r = waitpid(w->pid, &status, WNOHANG);
-    } while (r == -1 && errno == EINTR);
-    if (r == 0)
-        return; /* not yet: spurious */
+    if (w->reaped)
+        return;
     /* Results it wrote before dying still count. */
     if (w->sock.fd >= 0)
         read_worker(w, 1 << 20);
     harvest(w);
-    loop_del(loop_of(w), &w->pidfd);
-    close(w->pidfd.fd);
+    if (w->pidfd.fd >= 0)
+        close(w->pidfd.fd);
     w->pidfd.fd = -1;
     close_sock(w);
     w->reaped = 1;
@@ -566,8 +518,6 @@ static void on_pidfd(struct loop_io *io, uint32_t events)
     loop_timer_stop(loop_of(w), &w->idle_timer);
     char how[96];
     int crashed = describe_exit(w, status, how, sizeof how);
-    /* What it orphaned came to the host with its exit. */
-    host_reap_orphans(w->pool->host);
     pool_worker_exited(w, how, crashed);
 }
 
@@ -582,6 +532,8 @@ void worker_skip(struct worker *w, uint64_t id)
 
 void worker_free(struct worker *w)
 {
+    if (w->pidfd.fd >= 0)
+        close(w->pidfd.fd);
     if (w->arena != NULL)
         munmap(w->arena, SHM_SIZE);
     buf_free(&w->in);

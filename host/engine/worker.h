@@ -30,7 +30,7 @@ struct worker {
     struct pool *pool;
     pid_t pid;
     struct loop_io sock;
-    struct loop_io pidfd;
+    struct loop_io pidfd;   /* only .fd: for signals, never reused */
     int state;             /* enum worker_state */
     int reason;            /* enum retire_reason, once stopping */
     int killed;            /* signalled by the host */
@@ -88,6 +88,10 @@ void worker_skip(struct worker *w, uint64_t id);
  * NULL between tasks. The oldest in-flight task may have finished already,
  * its result held by the worker for a batch (worker_wire.h). */
 struct task *worker_running(const struct worker *w);
+
+/* The worker exited with wait status `status` (its spawner reaped it):
+ * reads what it wrote last, closes its descriptors, and tells the pool. */
+void worker_reaped(struct worker *w, int status);
 
 /* Releases a reaped worker's memory; it must be unlinked from its pool. */
 void worker_free(struct worker *w);

@@ -1,0 +1,45 @@
+/* plugin_probe.c - checking a plugin without running its code here.
+ *
+ * dlopen() runs a plugin's constructors, and reading its descriptor
+ * trusts its memory: a plugin that crashes, exits or hangs there would
+ * take the host with it. So the host never loads a plugin: a spawner in
+ * probe mode (spawner.h) loads and checks it in a process of its own,
+ * reports its name, version and task names, and exits. A crash, an exit
+ * or a hang (bounded by the timeout) there is one line naming the plugin;
+ * the host goes on. The same child is where a plugin's own check of its
+ * settings will run.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "plugin.h"
+#include "spawner.h"
+#include "taskhost.h"
+
+int plugin_probe(const char *name, const char *path, int strict,
+                 double timeout, struct plugin **out, char *err,
+                 size_t errlen)
+{
+    char abs[PATH_MAX], cwd[PATH_MAX];
+    if (path[0] != '/' && getcwd(cwd, sizeof cwd) != NULL &&
+        (size_t)snprintf(abs, sizeof abs, "%s/%s", cwd, path) < sizeof abs)
+        path = abs;
+    struct spawner_opts o = {
+        .probe = 1,
+        .strict = strict,
+        .path = path,
+        .pool = "",
+        .uid = -1,
+        .gid = -1,
+        .rlimit_core = -1,
+        .timeout = timeout,
+    };
+    struct spawner *sp;
+    int rc = spawner_start(&o, name, &sp, out, err, errlen);
+    if (rc < 0)
+        return rc;
+    spawner_close(sp);
+    return 0;
+}
