@@ -356,6 +356,200 @@ static void admin_right_removed_by_reload_ends_on_an_open_connection(
     rights_removed_by_reload(*state, RESTART);
 }
 
+
+/* ---- a worker sees nothing of other workers or clients ---- */
+
+static void on_held(const th_result *r, void *arg)
+{
+    th_result *out = arg;
+    *out = *r;
+    char *copy = malloc(r->len + 1);
+    memcpy(copy, r->data, r->len);
+    copy[r->len] = '\0';
+    out->data = copy;
+}
+
+/* A root pool's task holds an input with a secret (in its worker's arena
+ * and, queued, in the daemon) while a worker of another pool, started
+ * after it, searches its own memory for the secret: it must find nothing,
+ * and the first task's output must come back as it went in. */
+static void worker_holds_nothing_of_other_workers_or_clients(void **state)
+{
+    struct td *t = *state;
+    char pools[512], secret[64], reversed[64];
+    const struct passwd *pw = other_user();
+
+    snprintf(pools, sizeof pools,
+             "{ name = \"victim\"; plugin = \"hostile\"; min_workers = 1;"
+             " max_workers = 1; task_timeout = 0.0; },\n"
+             "{ name = \"other\"; plugin = \"hostile\"; min_workers = 0;"
+             " max_workers = 1; task_timeout = 0.0; %s%s%s }",
+             pw ? "user = \"" : "", pw ? pw->pw_name : "", pw ? "\";" : "");
+    write_conf(t, NULL, pools);
+    td_start(t);
+    snprintf(secret, sizeof secret, "SECRET-%d-%ld-%d", (int)getpid(),
+             (long)time(NULL), rand());
+    size_t n = strlen(secret);
+    for (size_t i = 0; i < n; i++)
+        reversed[i] = secret[n - 1 - i];
+    size_t len = 64 * 1024;
+    char *input = malloc(len);
+    memset(input, '.', len);
+    memcpy(input, "3000\n", 5);
+    memcpy(input + 1000, secret, n);
+    memcpy(input + 40000, secret, n);
+
+    th_client *c = td_connect(t);
+    th_result held = {0};
+    uint64_t tag;
+    assert_int_equal(th_client_submit(c, "victim", "hold", input, len, NULL,
+                                      on_held, &held, &tag),
+                     0);
+    assert_int_equal(th_client_step(c, 0), 0);
+    worker_pid(t, "victim", "busy");
+    const char *seen = ask(t, "other", "scan", reversed, n);
+    assert_int_equal(th_client_wait(c, DEADLINE), 0);
+    assert_int_equal(held.state, TH_STATE_OK);
+    assert_int_equal(held.len, len);
+    assert_memory_equal(held.data, input, len);
+    free((void *)held.data);
+    if (strcmp(seen, "clean") != 0)
+        fail_msg("a worker of another pool found the secret: %s", seen);
+    th_client_close(c);
+    free(input);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* ---- plugin code never runs in the daemon ---- */
+
+/* taskhostd --check-config on t->conf: its exit status; stderr in *err. */
+static int check_config(const struct td *t, const char **err)
+{
+    char *argv[] = {DAEMON, "--check-config", "-c", (char *)t->conf, NULL};
+    char path[160];
+
+    snprintf(path, sizeof path, "%s/check.err", t->dir);
+    unlink(path);
+    int status = td_wait_exit(td_spawn(argv, t->out, path));
+    *err = td_read_file(path);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+struct bad_plugin {
+    const char *file; /* in TEST_PLUGINS */
+    const char *says; /* in the one line naming it */
+};
+
+static const struct bad_plugin bad_plugins[] = {
+    {"ctorsegv.so", "crashed while loading (killed by signal 11, SIGSEGV)"},
+    {"ctorexit.so", "exited with status 3 while loading"},
+    {"badtable.so", "crashed while loading"},
+    {"ctorhang.so", "did not finish loading within 1 s"},
+};
+
+/* A config with the echo pool and, if bad is not NULL, a pool on it. */
+static void write_bad_conf(struct td *t, const struct bad_plugin *bad)
+{
+    char rest[2048];
+
+    snprintf(rest, sizeof rest,
+             "plugins = ( { name = \"echo\"; path = \"" PLUGINS "/echo.so\"; }"
+             "%s%s%s );\n"
+             "pools = ( { name = \"echo\"; plugin = \"echo\"; min_workers = 1; }"
+             "%s );\n",
+             bad ? ", { name = \"bad\"; path = \"" TEST_PLUGINS "/" : "",
+             bad ? bad->file : "", bad ? "\"; }" : "",
+             bad ? ", { name = \"bad\"; plugin = \"bad\"; }" : "");
+    td_write_conf(t, "plugin_load_timeout = 1.0;", rest);
+}
+
+static void check_config_names_a_plugin_that_crashes_exits_or_hangs(
+    void **state)
+{
+    struct td *t = *state;
+    const char *err;
+
+    for (size_t i = 0; i < sizeof bad_plugins / sizeof bad_plugins[0]; i++) {
+        write_bad_conf(t, &bad_plugins[i]);
+        assert_int_equal(check_config(t, &err), 1);
+        if (!strstr(err, bad_plugins[i].file) ||
+            !strstr(err, bad_plugins[i].says))
+            fail_msg("%s: got: %s", bad_plugins[i].file, err);
+        assert_non_null(strstr(err, "plugins[1].path"));
+    }
+}
+
+static void reload_with_a_plugin_that_fails_loading_is_refused_and_serving_goes_on(
+    void **state)
+{
+    struct td *t = *state;
+
+    write_bad_conf(t, NULL);
+    td_start(t);
+    for (size_t i = 0; i < sizeof bad_plugins / sizeof bad_plugins[0]; i++) {
+        char needle[256];
+        write_bad_conf(t, &bad_plugins[i]);
+        kill(t->pid, SIGHUP);
+        snprintf(needle, sizeof needle, "%s: the plugin %s", bad_plugins[i].file,
+                 bad_plugins[i].says);
+        td_wait_log(t, needle);
+        assert_non_null(strstr(td_read_file(t->log), "reload refused"));
+        assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
+    }
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* Copies src over dst without a new inode, as `cp` onto a live file does. */
+static void overwrite_in_place(const char *src, const char *dst)
+{
+    char buf[65536];
+    int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_TRUNC);
+    ssize_t n;
+
+    assert_true(in >= 0 && out >= 0);
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        assert_int_equal(write(out, buf, (size_t)n), n);
+    close(in);
+    close(out);
+}
+
+static void plugin_file_overwritten_in_place_crashes_nothing(void **state)
+{
+    struct td *t = *state;
+    char dir[128], path[200], cmd[512], rest[1024];
+
+    snprintf(dir, sizeof dir, "%s/sub", t->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/live.so", dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", HOSTILE, path);
+    assert_int_equal(system(cmd), 0);
+    snprintf(rest, sizeof rest,
+             "plugins = ( { name = \"live\"; path = \"%s\"; },\n"
+             "            { name = \"echo\"; path = \"" PLUGINS "/echo.so\"; } );\n"
+             "pools = ( { name = \"live\"; plugin = \"live\"; min_workers = 1; },\n"
+             "          { name = \"echo\"; plugin = \"echo\"; min_workers = 1; } );\n",
+             path);
+    td_write_conf(t, NULL, rest);
+    td_start(t);
+    assert_string_equal(ask(t, "live", "log", "x", 1), "logged");
+    overwrite_in_place(PLUGINS "/crash.so", path);
+    /* whatever the task's answer, the daemon must be there to give it */
+    th_client *c = td_connect(t);
+    th_result r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(th_client_call(c, "live", "log", "x", 1, NULL, &r), 0);
+        th_client_result_free(&r);
+    }
+    th_client_close(c);
+    assert_true(alive(t->pid));
+    assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
+    kill(t->pid, SIGHUP);
+    td_wait_log(t, "reloaded");
+    assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -367,6 +561,10 @@ int main(void)
         T(what_a_task_detaches_dies_with_the_daemon),
         T(submit_right_removed_by_reload_ends_on_an_open_connection),
         T(admin_right_removed_by_reload_ends_on_an_open_connection),
+        T(worker_holds_nothing_of_other_workers_or_clients),
+        T(check_config_names_a_plugin_that_crashes_exits_or_hangs),
+        T(reload_with_a_plugin_that_fails_loading_is_refused_and_serving_goes_on),
+        T(plugin_file_overwritten_in_place_crashes_nothing),
     };
 
     signal(SIGPIPE, SIG_IGN);
