@@ -178,6 +178,61 @@ static void test_sleep_reports_the_time_slept(void **state)
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
+struct reports {
+    int n, after_answer, answered;
+    uint64_t id, done, total;
+    char msg[32];
+};
+
+static void on_report(uint64_t id, uint64_t done, uint64_t total,
+                      const char *msg, void *arg)
+{
+    struct reports *r = arg;
+    r->n++;
+    r->after_answer += r->answered;
+    r->id = id;
+    r->done = done;
+    r->total = total;
+    snprintf(r->msg, sizeof r->msg, "%s", msg);
+}
+
+static void on_reported_answer(const th_result *res, void *arg)
+{
+    struct reports *r = arg;
+    assert_int_equal(res->state, TH_STATE_OK);
+    r->answered = 1;
+}
+
+static void test_progress_reaches_the_embedder_until_the_answer(void **state)
+{
+    th_host *h = host_with("chatty", TEST_PLUGIN("chatty"), 1, 1, NULL);
+    struct reports r = {0};
+    uint64_t id;
+    assert_int_equal(th_host_submit(h, "p", "steps", "3", 1, NULL,
+                                    on_reported_answer, &r, &id),
+                     0);
+    assert_int_equal(th_host_on_progress(h, id, on_report, &r), 0);
+    assert_int_equal(th_host_wait(h, 20), 0);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.id, id);
+    assert_int_equal(r.done, 3);
+    assert_int_equal(r.total, 3);
+    assert_string_equal(r.msg, "step 3");
+    assert_int_equal(r.after_answer, 0);
+    assert_int_equal(th_host_on_progress(h, id, on_report, &r), TH_ENOENT);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_progress_nobody_asked_for_is_dropped_quietly(
+    void **state)
+{
+    th_host *h = host_with("chatty", TEST_PLUGIN("chatty"), 1, 1, NULL);
+    char out[64];
+    assert_int_equal(call(h, "chatty", "100", out, sizeof out), TH_STATE_OK);
+    assert_true(strtoull(out, NULL, 10) > 1000);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
 static void test_sleep_refuses_a_non_number_as_error(void **state)
 {
     th_host *h = host_with("sleep", PLUGIN("sleep"), 1, 1, NULL);
@@ -746,6 +801,8 @@ int main(void)
         cmocka_unit_test(test_hash_gives_sha256_hex),
         cmocka_unit_test(test_hash_rounds_setting_rehashes_the_digest),
         cmocka_unit_test(test_sleep_reports_the_time_slept),
+        cmocka_unit_test(test_progress_reaches_the_embedder_until_the_answer),
+        cmocka_unit_test(test_progress_nobody_asked_for_is_dropped_quietly),
         cmocka_unit_test(test_sleep_refuses_a_non_number_as_error),
         cmocka_unit_test(test_leak_reports_its_pid_and_a_grown_rss),
         cmocka_unit_test(test_ten_thousand_tasks_on_two_workers_each_answered_once),
