@@ -4,13 +4,13 @@
 // against Piscina doing the same in worker threads. Prints one JSON line
 // per figure.
 //
-//   node node_bench.js SOCKET PISCINA_DIR NOOP_POOL SHA_POOL SECONDS ROUNDS
+//   node node_bench.js SOCKET PISCINA_DIR NOOP_POOL SHA_POOL SECONDS SIZE
 //
-// ROUNDS calibrates the JavaScript SHA loop to about 5 ms here (computed
-// when 0); the taskhost pool is calibrated by the caller.
+// SIZE is the bytes each SHA-256 task hashes (bench/peers/shabuf.c), set
+// by the caller for about 5 ms; the Piscina task hashes as many.
 
 const path = require('node:path');
-const [sock, piscinaDir, noopPool, shaPool, secondsArg, roundsArg] =
+const [sock, piscinaDir, noopPool, shaPool, secondsArg, sizeArg] =
   process.argv.slice(2);
 const seconds = Number(secondsArg);
 const th = require(path.join(__dirname, '..', '..', 'bindings', 'node'));
@@ -62,32 +62,24 @@ async function single(run, n = 5) {
   return best;
 }
 
-// Rounds of the JavaScript SHA loop for a 5 ms task, timed through
-// Piscina itself at two round counts so that its round trip cancels out.
-async function calibrate(pis) {
-  const lo = await single(() => pis.run(2000, { name: 'sha' }));
-  const hi = await single(() => pis.run(20000, { name: 'sha' }));
-  return Math.max(1, Math.round(5 / Math.max((hi - lo) / 18000, 1e-9)));
-}
-
 async function main() {
   const client = await th.connect(sock);
   const pis = Piscina && new Piscina({
     filename: path.join(__dirname, 'piscina_worker.js'),
     minThreads: 2, maxThreads: 2, idleTimeout: 60000,
   });
-  const rounds = Number(roundsArg) || (pis ? await calibrate(pis) : 0);
+  const size = Number(sizeArg);
   // Each side's task, one at a time: both should take about 5 ms.
   const taskMs = {
     taskhost: await single(() => client.run(shaPool, 'sha256', 'taskhost')),
-    piscina: pis ? await single(() => pis.run(rounds, { name: 'sha' })) : undefined,
+    piscina: pis ? await single(() => pis.run(size, { name: 'sha' })) : undefined,
   };
   const empty = Buffer.alloc(0);
   const figures = [
     ['noop', 'taskhost', () => client.run(noopPool, 'echo', empty), 256],
     ['noop', 'piscina', () => pis.run(empty, { name: 'noop' }), 256],
     ['sha', 'taskhost', () => client.run(shaPool, 'sha256', 'taskhost'), 4],
-    ['sha', 'piscina', () => pis.run(rounds, { name: 'sha' }), 4],
+    ['sha', 'piscina', () => pis.run(size, { name: 'sha' }), 4],
   ].filter((f) => pis || f[1] !== 'piscina');
   const runs = {};
   for (const [what, who, fn, window] of figures) await drive(fn, window, 0.3);
@@ -101,7 +93,7 @@ async function main() {
     const [what, who] = k.split(' ');
     console.log(JSON.stringify({ side: 'node', what, who, rate: median(v),
       runs: v, task_ms: what === 'sha' ? taskMs[who] : undefined,
-      rounds: what === 'sha' && who === 'piscina' ? rounds : undefined }));
+    }));
   }
   if (!pis) console.log(JSON.stringify({ side: 'node', missing: 'piscina' }));
   client.close();

@@ -4,13 +4,14 @@ pools those languages already have, measured in the same run.
     python3 peers.py BUILDDIR [-s SECONDS] [-o FILE]
 
 Starts taskhostd from BUILDDIR on a temporary config (an echo pool and a
-SHA-256 pool of 2 workers each), calibrates the hash plugin's rounds so
-that one task takes about 5 ms, then:
+SHA-256 pool of 2 workers each; the CPU-bound task is SHA-256 over a
+buffer of a size that OpenSSL hashes in about 5 ms here, bench/peers/
+shabuf.c, and every peer hashes as many bytes through OpenSSL), then:
 
 * from this one Python process: no-op tasks at 256 in flight and the
   5 ms tasks (4 in flight on 2 workers) through taskhost.Client, against
   concurrent.futures.ProcessPoolExecutor and multiprocessing.Pool (2
-  processes) running the same (the SHA loop calibrated to 5 ms in Python);
+  processes) running the same;
 * from one Node.js process (node_bench.js): the same through the Node.js
   client against Piscina (2 threads), if node and Piscina are there
   (BUILDDIR/bench/node, installed by `make bench-peers`).
@@ -50,11 +51,30 @@ def noop(x):
     return x
 
 
-def sha(rounds):
-    h = hashlib.sha256(b"taskhost").digest()
-    for _ in range(rounds - 1):
-        h = hashlib.sha256(h).digest()
-    return h.hex()
+_BUF = [b""]
+
+
+def sha(size):
+    """What bench/peers/shabuf.c does: SHA-256 over `size` bytes of 't'
+    held by the worker, then the input."""
+    if len(_BUF[0]) != size:
+        _BUF[0] = b"t" * size
+    h = hashlib.sha256(_BUF[0])
+    h.update(b"taskhost")
+    return h.hexdigest()
+
+
+def calibrate_size():
+    """Bytes that SHA-256 takes TASK_MS over here, through OpenSSL."""
+    size = 4 << 20
+    best = min(_timed(lambda: sha(size)) for _ in range(7))
+    return max(4096, int(size * TASK_MS / 1e3 / best))
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 # ---- driving: `window` tasks in flight for `seconds` ----
@@ -89,6 +109,10 @@ def drive(submit, window, seconds):
     return state["done"] / (time.perf_counter() - t0)
 
 
+def median(v):
+    return sorted(v)[len(v) // 2]
+
+
 def single(run, n=5):
     """The fastest of n runs of one task at a time, in seconds."""
     best = float("inf")
@@ -97,18 +121,6 @@ def single(run, n=5):
         run()
         best = min(best, time.perf_counter() - t)
     return best
-
-
-def calibrate(run_rounds, lo=2000, hi=20000):
-    """Rounds for a TASK_MS task from two round counts timed one at a
-    time through the pool itself, so that its round trip cancels out."""
-    per_round = max((single(lambda: run_rounds(hi)) -
-                     single(lambda: run_rounds(lo))) / (hi - lo), 1e-9)
-    return max(1, round(TASK_MS / 1e3 / per_round))
-
-
-def median(v):
-    return sorted(v)[len(v) // 2]
 
 
 # ---- the daemon ----
@@ -126,7 +138,7 @@ class Daemon:
         with open(self.conf, "w") as f:
             f.write(f'host: {{ socket = "{self.sock}"; log = "{self.log}"; }};\n'
                     f'plugins = ( {{ name = "echo"; path = "{p}/echo.so"; }},\n'
-                    f'  {{ name = "hash"; path = "{p}/hash.so"; }} );\n'
+                    f'  {{ name = "shabuf"; path = "{self.build}/bench/peers/.libs/shabuf.so"; }} );\n'
                     f"pools = ({pools});\n")
 
     def start(self):
@@ -157,14 +169,9 @@ def pool(name, plugin, workers, settings=""):
             f' max_workers = {workers}; max_queue = 100000;{s} }}')
 
 
-def calibrate_taskhost(client):
-    pools = {2000: "cal_lo", 20000: "cal_hi"}
-    return calibrate(lambda r: client.call(pools[r], "sha256", b"taskhost"))
-
-
 # ---- the Python side ----
 
-def python_figures(client, seconds, py_rounds, ppe, mpp):
+def python_figures(client, seconds, size, ppe, mpp):
 
     def th_noop(cb):
         client.submit_callback("noop", "echo", b"", cb)
@@ -184,14 +191,14 @@ def python_figures(client, seconds, py_rounds, ppe, mpp):
          lambda cb: mpp.apply_async(noop, (b"",), callback=cb), WINDOW_NOOP),
         ("sha", "taskhost", th_sha, WINDOW_CPU),
         ("sha", "ProcessPoolExecutor",
-         lambda cb: ppe.submit(sha, py_rounds).add_done_callback(cb), WINDOW_CPU),
+         lambda cb: ppe.submit(sha, size).add_done_callback(cb), WINDOW_CPU),
         ("sha", "multiprocessing.Pool",
-         lambda cb: mpp.apply_async(sha, (py_rounds,), callback=cb), WINDOW_CPU),
+         lambda cb: mpp.apply_async(sha, (size,), callback=cb), WINDOW_CPU),
     ]
     runs = {}
     ms = {"taskhost": single(lambda: client.call("sha", "sha256", b"taskhost")) * 1e3,
-          "peer": min(single(lambda: mpp.apply(sha, (py_rounds,))),
-                      single(lambda: ppe.submit(sha, py_rounds).result())) * 1e3}
+          "peer": min(single(lambda: mpp.apply(sha, (size,))),
+                      single(lambda: ppe.submit(sha, size).result())) * 1e3}
     for what, who, fn, window in figures:
         drive(fn, window, 0.3)
     for _ in range(3):
@@ -202,13 +209,13 @@ def python_figures(client, seconds, py_rounds, ppe, mpp):
     return res
 
 
-def node_figures(d, seconds, piscina_dir):
+def node_figures(d, seconds, size, piscina_dir):
     node = os.environ.get("NODE") or shutil.which("node")
     if not node:
         return None, "node not found"
     out = subprocess.run(
         [node, os.path.join(HERE, "node_bench.js"), d.sock, piscina_dir,
-         "noop", "sha", str(seconds), "0"],
+         "noop", "sha", str(seconds), str(size)],
         capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         return None, "node_bench.js failed: " + out.stderr.strip()[-300:]
@@ -226,7 +233,7 @@ def node_figures(d, seconds, piscina_dir):
 
 # ---- the table ----
 
-def table(py, nd, note, th_rounds, py_rounds):
+def table(py, nd, note, size):
     rows = []
 
     def row(figure, ours, peer, peer_name, target, ratio_needed):
@@ -271,7 +278,7 @@ def table(py, nd, note, th_rounds, py_rounds):
     load = os.getloadavg()[0]
     text = (f"Machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
-            f"{load:.2f}; SHA rounds: taskhost {th_rounds}, Python {py_rounds}.\n\n"
+            f"{load:.2f}; each SHA-256 task hashes {size:,} bytes (OpenSSL on every side).\n\n"
             + "\n".join(head + rows) + "\n")
     if note:
         text += f"\nNode.js: {note}\n"
@@ -293,33 +300,22 @@ def main():
     ppe.submit(noop, b"").result()
     mpp.apply(noop, (b"",))
     d = Daemon(build)
+    size = calibrate_size()
     d.write(",\n".join([pool("noop", "echo", 2),
-                        pool("cal_lo", "hash", 1, "rounds = 2000;"),
-                        pool("cal_hi", "hash", 1, "rounds = 20000;")]))
+                        pool("sha", "shabuf", 2, f"size = {size};")]))
     d.start()
     try:
         with taskhost.Client(d.sock) as c:
-            th_rounds = calibrate_taskhost(c)
-            d.write(",\n".join([pool("noop", "echo", 2),
-                                pool("sha", "hash", 2, f"rounds = {th_rounds};")]))
-            c.reload()
-            end = time.monotonic() + 20
-            while not any(p["name"] == "sha" and p["workers"]["idle"] == 2
-                          for p in c.stats()["pools"]):
-                if time.monotonic() > end:
-                    raise SystemExit("the sha pool did not start")
-                time.sleep(0.01)
-            py_rounds = calibrate(lambda r: mpp.apply(sha, (r,)))
             print("bench/peers: Node.js side...", file=sys.stderr)
-            nd, note = node_figures(d, a.seconds,
+            nd, note = node_figures(d, a.seconds, size,
                                     a.piscina or os.path.join(build, "bench", "node"))
             print("bench/peers: Python side...", file=sys.stderr)
-            py = python_figures(c, a.seconds, py_rounds, ppe, mpp)
+            py = python_figures(c, a.seconds, size, ppe, mpp)
     finally:
         d.stop()
         ppe.shutdown()
         mpp.terminate()
-    text = table(py, nd, note, th_rounds, py_rounds)
+    text = table(py, nd, note, size)
     print(text)
     if a.output:
         with open(a.output, "w") as f:
