@@ -2,7 +2,7 @@
  *
  * The input's first byte picks the size of the reads (1 to 256 bytes, or
  * everything at once); the rest is the byte stream of one connection. Each
- * chunk is appended to a proto_buf, every whole frame in it is decoded and
+ * chunk is appended to a buf, every whole frame in it is decoded and
  * parsed by the parser of its type, and the consumed bytes are dropped, as
  * conn_parse() does. A parsed SUBMIT is encoded again and must decode to
  * the same fields. Any fault the decoder reports ends the stream, as it
@@ -30,7 +30,7 @@ static void touch_name(const char *s, size_t n)
 
 static void resubmit(const struct proto_frame *f, const struct proto_submit *s)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame g;
     struct proto_submit t;
     size_t need = 0;
@@ -48,7 +48,7 @@ static void resubmit(const struct proto_frame *f, const struct proto_submit *s)
     check(t.priority == s->priority &&
           t.task_timeout_ms == s->task_timeout_ms &&
           t.queue_timeout_ms == s->queue_timeout_ms);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 /* Parses one whole frame with the parser of its type. */
@@ -82,31 +82,32 @@ static void parse_frame(const struct proto_frame *f)
 }
 
 /* Decodes and parses every whole frame in `in`; returns -1 on a fault. */
-static int drain(struct proto_buf *in)
+static int drain(struct buf *in)
 {
     struct proto_frame f;
     size_t pos = 0, need = 0;
     long n;
 
     for (;;) {
-        n = proto_decode(in->data + pos, in->len - pos, MAX_BODY, &f, &need);
+        n = proto_decode(buf_head(in) + pos, buf_avail(in) - pos, MAX_BODY, &f,
+                         &need);
         if (n < 0)
             return -1;
         if (n == 0)
             break;
-        check(n >= 16 && (size_t)n <= in->len - pos);
+        check(n >= 16 && (size_t)n <= buf_avail(in) - pos);
         parse_frame(&f);
         pos += (size_t)n;
     }
-    check(need > in->len - pos);
-    proto_buf_consume(in, pos);
-    check(proto_buf_reserve(in, need - in->len) != NULL);
+    check(need > buf_avail(in) - pos);
+    buf_consume(in, pos);
+    check(buf_reserve(in, need - buf_avail(in)) == 0);
     return 0;
 }
 
 int fuzz_protocol(const uint8_t *data, size_t size)
 {
-    struct proto_buf in = {0};
+    struct buf in = {0};
     size_t chunk, off = 1;
     uint8_t *p;
 
@@ -116,15 +117,14 @@ int fuzz_protocol(const uint8_t *data, size_t size)
     while (off < size) {
         size_t n = size - off < chunk ? size - off : chunk;
 
-        p = proto_buf_reserve(&in, n);
+        p = buf_extend(&in, n);
         check(p != NULL);
         memcpy(p, data + off, n);
-        in.len += n;
         off += n;
         if (drain(&in) < 0)
             break;
     }
-    proto_buf_free(&in);
+    buf_free(&in);
     return 0;
 }
 

@@ -46,12 +46,12 @@ static int raw_submit(int fd, const char *pool, size_t pool_len,
     struct proto_submit s = {.pool = pool, .pool_len = pool_len,
                              .task = task, .task_len = task_len,
                              .input = in, .input_len = len};
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
 
     assert_int_equal(proto_put_submit(&b, 7, 0, &s), 0);
     assert_int_equal(send(fd, b.data, b.len, MSG_NOSIGNAL), (ssize_t)b.len);
-    proto_buf_free(&b);
+    buf_free(&b);
     assert_true(td_read_frame(fd, buf, cap - 1, &f) > 0);
     assert_int_equal(f.type, PROTO_RESULT);
     assert_int_equal(f.tag, 7);
@@ -97,7 +97,7 @@ static void oversized_payload_gets_an_error_and_the_next_client_is_served(
     struct proto_submit s = {.pool = "echo", .pool_len = 4, .task = "echo",
                              .task_len = 4, .input = big,
                              .input_len = sizeof big};
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
     struct proto_reply rep;
     uint8_t buf[4096];
@@ -108,7 +108,7 @@ static void oversized_payload_gets_an_error_and_the_next_client_is_served(
     assert_int_equal(proto_put_submit(&b, 9, 0, &s), 0);
     /* the daemon may close before it took it all: a short send is fine */
     (void)!send(fd, b.data, b.len, MSG_NOSIGNAL);
-    proto_buf_free(&b);
+    buf_free(&b);
     assert_true(td_read_frame(fd, buf, sizeof buf, &f) > 0);
     assert_int_equal(f.type, PROTO_ERROR);
     assert_int_equal(f.tag, 9);

@@ -850,31 +850,31 @@ static void fault_case(struct td *t, const void *bytes, size_t len, int code)
 
 static void truncated_frame_gets_an_error(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
 
     /* a whole frame whose submit body is cut short */
     proto_put_empty(&b, PROTO_SUBMIT, 1, 0);
     fault_case(*state, b.data, b.len, TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void oversized_frame_gets_an_error(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
 
     proto_put_empty(&b, PROTO_PING, 2, 0);
     b.data[1] = 0x10; /* a header announcing 4096 bytes, over 1K */
     fault_case(*state, b.data, b.len, TH_ETOOBIG);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void unknown_frame_type_gets_an_error(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
 
     proto_put_empty(&b, 0x42, 3, 0);
     fault_case(*state, b.data, b.len, TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void garbage_bytes_get_an_error(void **state)
@@ -917,7 +917,7 @@ static void client_that_never_reads_is_throttled(void **state)
     struct proto_submit sub = {.pool = "echo", .pool_len = 4, .task = "echo",
                                .task_len = 4, .input = input,
                                .input_len = sizeof input};
-    struct proto_buf b = {0};
+    struct buf b = {0};
     size_t sent = 0, off = 0, limit = 256u << 20;
     double end = td_now() + DEADLINE;
     int fd;
@@ -944,7 +944,7 @@ static void client_that_never_reads_is_throttled(void **state)
     assert_int_equal(call_state(t, "echo", "echo", "served", NULL, 0),
                      TH_STATE_OK);
     close(fd);
-    proto_buf_free(&b);
+    buf_free(&b);
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
@@ -956,7 +956,7 @@ static void half_closed_client_still_gets_its_answers(void **state)
     struct proto_submit sub = {.pool = "sleep", .pool_len = 5,
                                .task = "sleep", .task_len = 5, .input = "20",
                                .input_len = 2};
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
     struct proto_result r;
     uint8_t buf[4096];
@@ -982,7 +982,7 @@ static void half_closed_client_still_gets_its_answers(void **state)
     }
     assert_int_equal(answers, 3);
     close(fd);
-    proto_buf_free(&b);
+    buf_free(&b);
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 

@@ -635,7 +635,7 @@ static void client_vanishes_mid_stream(void **state)
 
 struct slow {
     int fd;
-    struct proto_buf out, in;
+    struct buf out, in;
     size_t sent_before_reading, total;
     uint8_t got[SLOW_TASKS + 1];
     long answers, dup, bad;
@@ -664,11 +664,11 @@ static void slow_send(struct slow *s)
 {
     ssize_t n;
 
-    if (s->out.len == 0)
+    if (buf_avail(&s->out) == 0)
         return;
-    n = send(s->fd, s->out.data, s->out.len, MSG_NOSIGNAL);
+    n = send(s->fd, buf_head(&s->out), buf_avail(&s->out), MSG_NOSIGNAL);
     if (n > 0)
-        proto_buf_consume(&s->out, (size_t)n);
+        buf_consume(&s->out, (size_t)n);
 }
 
 /* Handles the answers read so far. */
@@ -680,8 +680,8 @@ static void slow_parse(struct slow *s)
     long n;
     char want[SLOW_INPUT];
 
-    while ((n = proto_decode(s->in.data + pos, s->in.len - pos, UINT32_MAX, &fr,
-                             &need)) > 0) {
+    while ((n = proto_decode(buf_head(&s->in) + pos, buf_avail(&s->in) - pos,
+                             UINT32_MAX, &fr, &need)) > 0) {
         pos += (size_t)n;
         if (fr.type != PROTO_RESULT || fr.tag == 0 || fr.tag > SLOW_TASKS ||
             proto_parse_result(&fr, &r) < 0) {
@@ -698,7 +698,7 @@ static void slow_parse(struct slow *s)
             memcmp(r.data, want, SLOW_INPUT) != 0)
             s->bad++;
     }
-    proto_buf_consume(&s->in, pos);
+    buf_consume(&s->in, pos);
 }
 
 /* Reads at most `max` bytes of answers. Returns -1 at EOF. */
@@ -706,7 +706,7 @@ static int slow_read(struct slow *s, size_t max)
 {
     ssize_t n;
 
-    if (proto_buf_reserve(&s->in, max) == NULL)
+    if (buf_reserve(&s->in, max) < 0)
         return -1;
     n = recv(s->fd, s->in.data + s->in.len, max, 0);
     if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
@@ -728,14 +728,14 @@ static void slow_stall(struct slow *s, int go, int ready, double end)
     for (;;) {
         struct pollfd p[2] = {{.fd = go, .events = POLLIN},
                               {.fd = s->fd, .events = POLLOUT}};
-        int n = poll(p, s->out.len ? 2 : 1, 300);
+        int n = poll(p, buf_avail(&s->out) ? 2 : 1, 300);
         if (p[0].revents || hx_now() > end)
             return;
         if (p[1].revents & POLLOUT)
             slow_send(s);
-        if (!said && (n == 0 || s->out.len == 0)) {
+        if (!said && (n == 0 || buf_avail(&s->out) == 0)) {
             said = write(ready, "r", 1) == 1;
-            s->sent_before_reading = s->total - s->out.len;
+            s->sent_before_reading = s->total - buf_avail(&s->out);
         }
     }
 }

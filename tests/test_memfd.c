@@ -176,7 +176,7 @@ static void many_pipelined_large_tasks_are_all_answered_right(void **state)
 /* ---- raw frames ---- */
 
 /* Sends the frames in b, with fd attached to the first when fd >= 0. */
-static void send_frame(int sock, const struct proto_buf *b, int fd)
+static void send_frame(int sock, const struct buf *b, int fd)
 {
     struct fdpass_queue q = {0};
     size_t done = 0;
@@ -195,7 +195,7 @@ static void send_frame(int sock, const struct proto_buf *b, int fd)
     fdpass_clear(&q);
 }
 
-static void put_fd_submit(struct proto_buf *b, uint64_t len, uint16_t flags)
+static void put_fd_submit(struct buf *b, uint64_t len, uint16_t flags)
 {
     struct proto_submit s = {.pool = "echo", .pool_len = 4, .task = "echo",
                              .task_len = 4, .input_len = len};
@@ -217,7 +217,7 @@ static int make_memfd(size_t size, int seal)
 
 /* Sends a frame (and fd), expects an ERROR with `code` whose text holds
  * `why`, then end of file; and that other clients are still served. */
-static void expect_error(struct td *t, const struct proto_buf *b, int fd,
+static void expect_error(struct td *t, const struct buf *b, int fd,
                          int code, const char *why)
 {
     static uint8_t buf[4096];
@@ -240,27 +240,27 @@ static void expect_error(struct td *t, const struct proto_buf *b, int fd,
 static void submit_flagged_with_an_fd_but_without_one_gets_an_error(
     void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
 
     put_fd_submit(&b, 100000, 0);
     expect_error(*state, &b, -1, TH_EPROTO, "came without one");
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void memfd_shorter_than_announced_gets_an_error(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     int fd = make_memfd(1000, 1);
 
     put_fd_submit(&b, 100000, 0);
     expect_error(*state, &b, fd, TH_EPROTO, "fewer than the 100000");
     close(fd);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void pipe_instead_of_a_memfd_gets_an_error(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     int p[2];
 
     assert_int_equal(pipe(p), 0);
@@ -268,34 +268,34 @@ static void pipe_instead_of_a_memfd_gets_an_error(void **state)
     expect_error(*state, &b, p[0], TH_EPROTO, "is not a memfd");
     close(p[0]);
     close(p[1]);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void memfd_not_sealed_against_shrinking_gets_an_error(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     int fd = make_memfd(100000, 0);
 
     put_fd_submit(&b, 100000, 0);
     expect_error(*state, &b, fd, TH_EPROTO, "not sealed against shrinking");
     close(fd);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void memfd_over_max_payload_gets_too_big(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     int fd = make_memfd(5u << 20, 1); /* max_payload is 4 MiB */
 
     put_fd_submit(&b, 5u << 20, 0);
     expect_error(*state, &b, fd, TH_ETOOBIG, "over max_payload");
     close(fd);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void descriptor_on_a_frame_that_takes_none_gets_an_error(void **state)
 {
-    struct proto_buf b = {0}, b2 = {0};
+    struct buf b = {0}, b2 = {0};
     uint8_t buf[256];
     struct proto_frame f;
     int fd = make_memfd(100, 1), sock = td_raw_connect(*state);
@@ -316,8 +316,8 @@ static void descriptor_on_a_frame_that_takes_none_gets_an_error(void **state)
     close(sock);
     assert_int_equal(td_ping(*state), 0);
     close(fd);
-    proto_buf_free(&b);
-    proto_buf_free(&b2);
+    buf_free(&b);
+    buf_free(&b2);
 }
 
 /* Reads frames until the one tagged `tag`, collecting descriptors. */
@@ -347,7 +347,7 @@ static void large_output_of_an_inline_input_comes_in_an_attached_memfd(
     void **state)
 {
     enum { N = 3, LEN = 300000 };
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct fdpass_queue q = {0};
     uint8_t *in = malloc(LEN), hdr[4096];
     uint64_t pos = 0;
@@ -383,7 +383,7 @@ static void large_output_of_an_inline_input_comes_in_an_attached_memfd(
     assert_int_equal(fdpass_len(&q), 0); /* one descriptor per result */
     close(sock);
     fdpass_clear(&q);
-    proto_buf_free(&b);
+    buf_free(&b);
     free(in);
 }
 
@@ -426,14 +426,14 @@ static int daemon_sockets(const struct td *t)
 /* A client that sends a large task and leaves before its answer. */
 static void leave_with_a_task_in_flight(struct td *t)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     int fd = make_memfd(1u << 20, 1), sock = td_raw_connect(t);
 
     put_fd_submit(&b, 1u << 20, PROTO_F_OUT_FD);
     send_frame(sock, &b, fd);
     close(fd);
     close(sock);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void daemon_leaks_no_descriptor_after_many_large_tasks(void **state)

@@ -20,7 +20,7 @@ static struct proto_submit sample_submit(void)
     return s;
 }
 
-static long decode_all(const struct proto_buf *b, struct proto_frame *f)
+static long decode_all(const struct buf *b, struct proto_frame *f)
 {
     size_t need = 0;
 
@@ -29,7 +29,7 @@ static long decode_all(const struct proto_buf *b, struct proto_frame *f)
 
 static void submit_round_trips(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit in = sample_submit(), out;
     struct proto_frame f;
 
@@ -46,12 +46,12 @@ static void submit_round_trips(void **state)
     assert_int_equal(out.task_timeout_ms, 1500);
     assert_int_equal(out.queue_timeout_ms, 7);
     assert_int_equal(out.priority, -5);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void result_round_trips(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_result in = {.task_id = 1ull << 40, .state = TH_STATE_CRASHED,
                               .code = TH_EIO, .wait_us = 12, .run_us = 34,
                               .data = "killed by SIGSEGV", .len = 17},
@@ -68,12 +68,12 @@ static void result_round_trips(void **state)
     assert_int_equal(out.run_us, 34);
     assert_int_equal(out.len, 17);
     assert_memory_equal(out.data, "killed by SIGSEGV", 17);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void control_frames_round_trip(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
     struct proto_control c;
     struct proto_reply r;
@@ -117,12 +117,12 @@ static void control_frames_round_trip(void **state)
     assert_int_equal(id, 77);
     pos += (size_t)n;
     assert_int_equal(pos, b.len);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void progress_round_trips_and_caps_its_message(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
     struct proto_progress p = {.done = 3, .total = 1ull << 40, .msg = "half",
                                .msg_len = 4}, q;
@@ -141,7 +141,7 @@ static void progress_round_trips_and_caps_its_message(void **state)
     assert_int_equal(q.total, 1ull << 40);
     assert_int_equal(q.msg_len, 4);
     assert_memory_equal(q.msg, "half", 4);
-    proto_buf_consume(&b, (size_t)n);
+    buf_consume(&b, (size_t)n);
 
     memset(longmsg, 'x', sizeof longmsg);
     p.msg = longmsg;
@@ -152,24 +152,24 @@ static void progress_round_trips_and_caps_its_message(void **state)
     assert_int_equal(q.msg_len, PROTO_PROGRESS_MSG_MAX);
     f.len = 15; /* shorter than done and total */
     assert_int_equal(proto_parse_progress(&f, &q), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void header_is_little_endian(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     static const uint8_t want[16] = {4, 0, 0, 0, PROTO_VERSION, PROTO_REPLY,
                                      0, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0};
 
     assert_int_equal(proto_put_reply(&b, PROTO_REPLY, 0x0102, 0, NULL, 0), 0);
     assert_int_equal(b.len, 20);
     assert_memory_equal(b.data, want, 16);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void partial_frame_asks_for_more(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit s = sample_submit();
     struct proto_frame f;
     size_t need = 0;
@@ -179,12 +179,12 @@ static void partial_frame_asks_for_more(void **state)
     assert_int_equal(need, PROTO_HEADER_SIZE);
     assert_int_equal(proto_decode(b.data, b.len - 1, 1024, &f, &need), 0);
     assert_int_equal(need, b.len);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void oversized_frame_is_refused_from_its_header(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
     size_t need = 0;
 
@@ -194,12 +194,12 @@ static void oversized_frame_is_refused_from_its_header(void **state)
     assert_int_equal(proto_decode(b.data, PROTO_HEADER_SIZE, 13, &f, &need),
                      TH_ETOOBIG);
     assert_int_equal(f.tag, 9);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void other_version_is_refused(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_frame f;
     size_t need;
 
@@ -207,12 +207,12 @@ static void other_version_is_refused(void **state)
     b.data[4] = 2;
     assert_int_equal(proto_decode(b.data, b.len, 1024, &f, &need),
                      TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void submit_without_nul_is_malformed(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit s = sample_submit();
     struct proto_frame f;
 
@@ -220,12 +220,12 @@ static void submit_without_nul_is_malformed(void **state)
     b.data[PROTO_HEADER_SIZE + 12 + 7] = 'x'; /* the pool's NUL */
     assert_true(decode_all(&b, &f) > 0);
     assert_int_equal(proto_parse_submit(&f, &s), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void submit_names_past_the_body_are_malformed(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit s = sample_submit();
     struct proto_frame f;
 
@@ -234,12 +234,12 @@ static void submit_names_past_the_body_are_malformed(void **state)
     b.data[PROTO_HEADER_SIZE + 10] = 200; /* task_len beyond the body */
     assert_true(decode_all(&b, &f) > 0);
     assert_int_equal(proto_parse_submit(&f, &s), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void result_with_transient_state_is_malformed(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_result r = {.state = TH_STATE_OK};
     struct proto_frame f;
 
@@ -247,12 +247,12 @@ static void result_with_transient_state_is_malformed(void **state)
     b.data[PROTO_HEADER_SIZE + 8] = TH_RUNNING;
     assert_true(decode_all(&b, &f) > 0);
     assert_int_equal(proto_parse_result(&f, &r), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void long_names_are_refused_by_the_encoder(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit s = sample_submit();
     char name[300];
 
@@ -263,7 +263,7 @@ static void long_names_are_refused_by_the_encoder(void **state)
     assert_int_equal(proto_put_submit(&b, 1, 0, &s), TH_EINVAL);
     assert_int_equal(proto_put_stats(&b, 1, 0, name), TH_EINVAL);
     assert_int_equal(b.len, 0);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 /* Every parser on every frame decoded out of random bytes: none may read
@@ -309,21 +309,20 @@ static void random_bytes_never_crash_the_decoder(void **state)
 
 static void consume_keeps_the_rest(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
 
-    memcpy(proto_buf_reserve(&b, 6), "abcdef", 6);
-    b.len = 6;
-    proto_buf_consume(&b, 2);
-    assert_int_equal(b.len, 4);
-    assert_memory_equal(b.data, "cdef", 4);
-    proto_buf_consume(&b, 10);
-    assert_int_equal(b.len, 0);
-    proto_buf_free(&b);
+    assert_int_equal(buf_append(&b, "abcdef", 6), 0);
+    buf_consume(&b, 2);
+    assert_int_equal(buf_avail(&b), 4);
+    assert_memory_equal(buf_head(&b), "cdef", 4);
+    buf_consume(&b, 10);
+    assert_int_equal(buf_avail(&b), 0);
+    buf_free(&b);
 }
 
 static void submit_with_input_fd_carries_only_the_length(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit in = sample_submit(), out;
     struct proto_frame f;
 
@@ -338,12 +337,12 @@ static void submit_with_input_fd_carries_only_the_length(void **state)
     assert_null(out.input);
     assert_int_equal(out.input_len, 1u << 20);
     assert_string_equal(out.task, "sha256");
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void submit_with_input_fd_and_a_wrong_tail_is_malformed(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_submit in = sample_submit(), out;
     struct proto_frame f;
 
@@ -352,7 +351,7 @@ static void submit_with_input_fd_and_a_wrong_tail_is_malformed(void **state)
     assert_int_equal(decode_all(&b, &f), (long)b.len);
     f.flags = PROTO_F_IN_FD;
     assert_int_equal(proto_parse_submit(&f, &out), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void result_in_a_memfd_round_trips_its_length(void **state)
@@ -360,7 +359,7 @@ static void result_in_a_memfd_round_trips_its_length(void **state)
     static const uint16_t flags[] = {PROTO_F_RES_FD, PROTO_F_RES_IN_FD};
 
     for (size_t i = 0; i < 2; i++) {
-        struct proto_buf b = {0};
+        struct buf b = {0};
         struct proto_result in = {.task_id = 9, .state = TH_STATE_OK,
                                   .flags = flags[i], .len = 5u << 20},
                             out;
@@ -374,13 +373,13 @@ static void result_in_a_memfd_round_trips_its_length(void **state)
         assert_int_equal(out.flags, flags[i]);
         assert_null(out.data);
         assert_int_equal(out.len, 5u << 20);
-        proto_buf_free(&b);
+        buf_free(&b);
     }
 }
 
 static void result_with_both_memfd_flags_is_malformed(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_result in = {.state = TH_STATE_OK, .flags = PROTO_F_RES_FD,
                               .len = 100000},
                         out;
@@ -392,12 +391,12 @@ static void result_with_both_memfd_flags_is_malformed(void **state)
     assert_int_equal(proto_parse_result(&f, &out), TH_EPROTO);
     f.flags = 0x8;
     assert_int_equal(proto_parse_result(&f, &out), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void result_in_a_memfd_with_a_text_body_is_malformed(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_result in = {.state = TH_STATE_OK, .data = "0123456789",
                               .len = 10},
                         out;
@@ -407,12 +406,12 @@ static void result_in_a_memfd_with_a_text_body_is_malformed(void **state)
     assert_int_equal(decode_all(&b, &f), (long)b.len);
     f.flags = PROTO_F_RES_FD; /* 10 bytes where a u64 length belongs */
     assert_int_equal(proto_parse_result(&f, &out), TH_EPROTO);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 static void reply_carries_its_flags(void **state)
 {
-    struct proto_buf b = {0};
+    struct buf b = {0};
     struct proto_reply out;
     struct proto_frame f;
 
@@ -423,7 +422,7 @@ static void reply_carries_its_flags(void **state)
     assert_int_equal(f.flags, PROTO_F_FD_OK);
     assert_int_equal(proto_parse_reply(&f, &out), 0);
     assert_int_equal(out.len, 9);
-    proto_buf_free(&b);
+    buf_free(&b);
 }
 
 int main(void)

@@ -33,10 +33,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "fdpass.h"
 #include "client_wire.h"
 
-#define READ_CHUNK (256u << 10)
 #define TABLE_MIN 256
 #define MFD_MAX 64            /* input memfds of one connection */
 #define MFD_KEEP (64u << 20)  /* bytes of them kept for reuse */
@@ -70,11 +70,10 @@ struct pend {
 };
 
 struct th_client {
-    int fd;
     int dead;
     int dispatching;
     uint64_t next_tag;
-    struct proto_buf in, out;
+    struct conn io; /* the socket, its buffers and descriptor queues */
     struct pend *table;
     size_t mask; /* table size - 1 */
     size_t used; /* entries in the table */
@@ -83,9 +82,6 @@ struct th_client {
     void *accept_arg;
     th_progress_fn progress;
     void *progress_arg;
-    uint64_t in_pos, out_pos;       /* stream bytes received, sent */
-    uint64_t frame_pos;             /* stream offset of the frame at hand */
-    struct fdpass_queue rfds, sfds; /* descriptors received, to send */
     int fd_mode;                    /* FD_* */
     int broken;                     /* an answer broke the protocol */
     struct mfd *mfds[MFD_MAX];      /* every input memfd */
@@ -308,7 +304,7 @@ int th_client_connect(th_client **out, const char *path, char *err,
         close(fd);
         return set_err(err, errlen, TH_ENOMEM, "%s%s", "out of memory", "");
     }
-    c->fd = fd;
+    conn_init(&c->io, fd);
     c->next_tag = 1;
     *out = c;
     return 0;
@@ -318,25 +314,22 @@ void th_client_close(th_client *c)
 {
     if (c == NULL)
         return;
-    close(c->fd);
+    close(c->io.fd);
     while (c->nmfd)
         mfd_destroy(c, c->mfds[0]);
-    fdpass_clear(&c->rfds);
-    fdpass_clear(&c->sfds);
-    proto_buf_free(&c->in);
-    proto_buf_free(&c->out);
+    conn_clear(&c->io);
     free(c->table);
     free(c);
 }
 
 int th_client_fd(const th_client *c)
 {
-    return c->fd;
+    return c->io.fd;
 }
 
 int th_client_want_write(const th_client *c)
 {
-    return c->out.len > 0;
+    return buf_avail(&c->io.out) > 0;
 }
 
 size_t th_client_pending(const th_client *c)
@@ -362,7 +355,7 @@ static void fail_all(th_client *c, const char *why)
     snprintf(msg, sizeof msg, "connection to taskhostd lost: %s", c->err);
     r.data = msg;
     r.len = strlen(msg);
-    fdpass_clear(&c->sfds); /* nothing more is sent */
+    fdpass_clear(&c->io.sfds); /* nothing more is sent */
     for (size_t i = 0; i <= c->mask; i++) {
         struct pend p = c->table[i];
         if (p.tag == 0)
@@ -425,7 +418,7 @@ static void on_result(th_client *c, const struct proto_frame *f)
         return;
     }
     if (pr.flags == PROTO_F_RES_FD &&
-        (fd = fdpass_take(&c->rfds, c->frame_pos)) == -1) {
+        (fd = conn_take_fd(&c->io)) == -1) {
         c->broken = 1;
         return;
     }
@@ -553,30 +546,21 @@ static void on_frame(th_client *c, const struct proto_frame *f)
 static int dispatch(th_client *c)
 {
     struct proto_frame f;
-    size_t pos = 0, need = 0;
-    uint64_t base = c->in_pos - c->in.len; /* stream offset of in.data */
-    long n;
+    int n;
 
     c->dispatching = 1;
-    while ((n = proto_decode(c->in.data + pos, c->in.len - pos, UINT32_MAX,
-                             &f, &need)) > 0) {
-        c->frame_pos = base + pos;
-        if (fdpass_stray(&c->rfds, c->frame_pos))
-            c->broken = 1;
-        else
-            on_frame(c, &f);
-        pos += (size_t)n;
+    while ((n = conn_next(&c->io, UINT32_MAX, &f)) == CONN_FRAME) {
+        on_frame(c, &f);
         if (c->broken)
             break;
     }
     c->dispatching = 0;
-    proto_buf_consume(&c->in, pos);
-    if (n < 0 || c->broken) {
-        fail_all(c, "malformed answer from the daemon");
+    if (n == CONN_NOMEM) {
+        fail_all(c, "out of memory");
         return TH_EIO;
     }
-    if (need > c->in.len && proto_buf_reserve(&c->in, need - c->in.len) == NULL) {
-        fail_all(c, "out of memory");
+    if (n < 0 || c->broken) {
+        fail_all(c, "malformed answer from the daemon");
         return TH_EIO;
     }
     return 0;
@@ -586,68 +570,43 @@ static int dispatch(th_client *c)
  * frame, answers) may still wait to be read. Take it, then give up. */
 static void fail_after_write(th_client *c, int err)
 {
-    ssize_t n;
-
-    for (;;) {
-        if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL)
-            break;
-        n = fdpass_recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
-                        &c->rfds, c->in_pos);
-        if (n <= 0)
-            break;
-        c->in.len += (size_t)n;
-        c->in_pos += (uint64_t)n;
+    while (conn_read(&c->io) > 0)
         if (dispatch(c) < 0)
             return;
-    }
     fail_all(c, strerror(err));
 }
 
 static int do_write(th_client *c)
 {
-    ssize_t n;
-
-    if (c->out.len == 0)
-        return 0;
-    n = fdpass_send(c->fd, c->out.data, c->out.len, &c->sfds, c->out_pos);
-    if (n == -1) {
+    if (conn_send(&c->io) == -1) {
         fail_after_write(c, errno);
         return TH_EIO;
     }
-    proto_buf_consume(&c->out, (size_t)n);
-    c->out_pos += (uint64_t)n;
     return 0;
 }
 
 static int do_read(th_client *c)
 {
-    ssize_t n;
+    ssize_t n = conn_read(&c->io);
 
-    if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL) {
-        fail_all(c, "out of memory");
-        return TH_EIO;
-    }
-    n = fdpass_recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len,
-                    &c->rfds, c->in_pos);
     if (n == -1) {
         if (errno == EAGAIN || errno == EINTR)
             return 0;
-        fail_all(c, errno == EPROTO ? "descriptors from the daemon lost"
-                                    : strerror(errno));
+        fail_all(c, errno == EPROTO   ? "descriptors from the daemon lost"
+                    : errno == ENOMEM ? "out of memory"
+                                      : strerror(errno));
         return TH_EIO;
     }
     if (n == 0) {
         fail_all(c, "closed by the daemon");
         return TH_EIO;
     }
-    c->in.len += (size_t)n;
-    c->in_pos += (uint64_t)n;
     return dispatch(c);
 }
 
 int th_client_step(th_client *c, int timeout_ms)
 {
-    struct pollfd p = {.fd = c->fd};
+    struct pollfd p = {.fd = c->io.fd};
     int rc;
 
     if (c->dispatching)
@@ -656,7 +615,7 @@ int th_client_step(th_client *c, int timeout_ms)
         return TH_EIO;
     if ((rc = do_write(c)) < 0)
         return rc;
-    p.events = POLLIN | (c->out.len ? POLLOUT : 0);
+    p.events = POLLIN | (buf_avail(&c->io.out) ? POLLOUT : 0);
     rc = poll(&p, 1, timeout_ms);
     if (rc == -1)
         return errno == EINTR ? 0 : TH_EIO;
@@ -683,13 +642,13 @@ static uint32_t to_ms(double seconds)
 static void probe_fds(th_client *c)
 {
     uint64_t t = c->next_tag;
-    size_t before = c->out.len;
+    size_t before = buf_avail(&c->io.out);
     struct pend *p;
 
-    if (proto_put_empty(&c->out, PROTO_PING, t, 0) < 0)
+    if (proto_put_empty(&c->io.out, PROTO_PING, t, 0) < 0)
         return;
     if ((p = table_add(c, t)) == NULL) {
-        c->out.len = before;
+        buf_truncate(&c->io.out, before);
         return;
     }
     p->probe = 1;
@@ -716,13 +675,14 @@ static uint16_t submit_flags(th_client *c, const void *input, size_t len,
     return flags;
 }
 
-/* Takes back the last frame of c->out, begun at `before`, and its memfd. */
+/* Takes back the last frame of the output, begun when `before` bytes were
+ * waiting, and its memfd. */
 static void take_back(th_client *c, size_t before, struct mfd *m)
 {
-    c->out.len = before;
+    buf_truncate(&c->io.out, before);
     if (m == NULL)
         return;
-    fdpass_unpush(&c->sfds);
+    conn_unpush_fd(&c->io);
     mfd_put(c, m);
 }
 
@@ -754,13 +714,13 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
     }
     flags = submit_flags(c, input, len, &m);
     t = c->next_tag;
-    before = c->out.len;
-    if (m && fdpass_push(&c->sfds, m->fd, 0, c->out_pos + before, 0) < 0) {
+    before = buf_avail(&c->io.out);
+    if (m && conn_push_fd(&c->io, m->fd, 0) < 0) {
         mfd_put(c, m); /* too many waiting to be sent: in the frame then */
         m = NULL;
         flags &= (uint16_t)~PROTO_F_IN_FD;
     }
-    rc = proto_put_submit(&c->out, t, flags, &s);
+    rc = proto_put_submit(&c->io.out, t, flags, &s);
     if (rc < 0) {
         take_back(c, before, m);
         return rc;
@@ -933,7 +893,7 @@ int th_client_cancel(th_client *c, uint64_t tag)
 
     if (rc < 0)
         return rc;
-    return ctl_simple(c, t, proto_put_cancel(&c->out, t, 0, tag));
+    return ctl_simple(c, t, proto_put_cancel(&c->io.out, t, 0, tag));
 }
 
 int th_client_cancel_task(th_client *c, uint64_t task_id)
@@ -944,7 +904,7 @@ int th_client_cancel_task(th_client *c, uint64_t task_id)
     if (rc < 0)
         return rc;
     return ctl_simple(c, t,
-                      proto_put_cancel(&c->out, t, PROTO_F_TASK_ID, task_id));
+                      proto_put_cancel(&c->io.out, t, PROTO_F_TASK_ID, task_id));
 }
 
 int th_client_restart(th_client *c, const char *pool, int force)
@@ -954,7 +914,7 @@ int th_client_restart(th_client *c, const char *pool, int force)
 
     if (rc < 0)
         return rc;
-    return ctl_simple(c, t, proto_put_restart(&c->out, t,
+    return ctl_simple(c, t, proto_put_restart(&c->io.out, t,
                                               force ? PROTO_F_FORCE : 0, pool));
 }
 
@@ -965,7 +925,7 @@ int th_client_shutdown(th_client *c, int how)
 
     if (rc < 0)
         return rc;
-    return ctl_simple(c, t, proto_put_empty(&c->out, PROTO_SHUTDOWN, t,
+    return ctl_simple(c, t, proto_put_empty(&c->io.out, PROTO_SHUTDOWN, t,
                                             how == TH_CLOSE_FORCE
                                                 ? PROTO_F_FORCE
                                                 : 0));
@@ -994,7 +954,7 @@ int th_client_stats(th_client *c, const char *pool, int format, char **out)
     *out = NULL;
     if (rc < 0)
         return rc;
-    rc = ctl_text(c, t, proto_put_stats(&c->out, t, format, pool), out);
+    rc = ctl_text(c, t, proto_put_stats(&c->io.out, t, format, pool), out);
     if (rc < 0) {
         free(*out);
         *out = NULL;
@@ -1018,7 +978,7 @@ int th_client_reload(th_client *c, char *err, size_t errlen)
 
     if (rc < 0)
         return rc;
-    rc = ctl_text(c, t, proto_put_empty(&c->out, PROTO_RELOAD, t, 0), &text);
+    rc = ctl_text(c, t, proto_put_empty(&c->io.out, PROTO_RELOAD, t, 0), &text);
     return text_out(rc, text, err, errlen);
 }
 
@@ -1030,6 +990,6 @@ int th_client_ping(th_client *c, char *buf, size_t len)
 
     if (rc < 0)
         return rc;
-    rc = ctl_text(c, t, proto_put_empty(&c->out, PROTO_PING, t, 0), &text);
+    rc = ctl_text(c, t, proto_put_empty(&c->io.out, PROTO_PING, t, 0), &text);
     return text_out(rc, text, buf, len);
 }

@@ -14,24 +14,31 @@ int buf_reserve(struct buf *b, size_t extra)
         b->off = b->len = 0;
     if (b->cap - b->len >= extra)
         return 0;
-    /* Compact first: reclaiming consumed space avoids most growths. */
-    if (b->off > 0) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
+    size_t avail = b->len - b->off;
+    /* Slide back only when what moves is no more than what was consumed:
+     * a large buffer sent in small pieces is not moved again and again,
+     * and appending costs amortized O(1) per byte however it is split. */
+    if (b->off > 0 && b->off >= avail && b->cap - avail >= extra) {
+        memmove(b->data, b->data + b->off, avail);
         b->off = 0;
-        if (b->cap - b->len >= extra)
-            return 0;
+        b->len = avail;
+        return 0;
     }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap - b->len < extra) {
+    size_t cap = b->cap ? 2 * b->cap : 4096;
+    while (cap - avail < extra) {
         if (cap > SIZE_MAX / 2)
             return TH_ENOMEM;
         cap *= 2;
     }
-    char *d = realloc(b->data, cap);
+    char *d = malloc(cap);
     if (d == NULL)
         return TH_ENOMEM;
+    if (avail > 0)
+        memcpy(d, b->data + b->off, avail);
+    free(b->data);
     b->data = d;
+    b->off = 0;
+    b->len = avail;
     b->cap = cap;
     return 0;
 }
@@ -93,6 +100,14 @@ int buf_flush(struct buf *b, int fd)
         buf_consume(b, (size_t)n);
     }
     return 0;
+}
+
+void buf_truncate(struct buf *b, size_t avail)
+{
+    if (avail < buf_avail(b))
+        b->len = b->off + avail;
+    if (b->off == b->len)
+        b->off = b->len = 0;
 }
 
 void buf_free(struct buf *b)

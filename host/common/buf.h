@@ -1,8 +1,11 @@
-/* buf.h - a growable byte buffer with a read offset, for framed I/O.
+/* buf.h - a growable byte buffer with a read offset, for framed I/O
+ * (common layer): the one buffer type of the engine's worker links and of
+ * both ends of a client connection (conn.h).
  *
  * Bytes are appended at the tail and consumed from the head; consumed space
- * is reclaimed lazily (when the buffer empties, or by compaction before a
- * growth), so steady traffic does not allocate.
+ * is reclaimed lazily (when the buffer empties, or by a compaction that
+ * moves no more than was consumed), so steady traffic does not allocate
+ * and pointers into the buffer stay valid until the next reserve.
  */
 #ifndef TH_BUF_H
 #define TH_BUF_H
@@ -52,6 +55,11 @@ ssize_t buf_read(struct buf *b, int fd, size_t room);
  * written. Returns 0 when everything went, 1 when some is left (EAGAIN),
  * -1 with errno on error. */
 int buf_flush(struct buf *b, int fd);
+
+/* Drops bytes from the tail so that `avail` unconsumed bytes remain (no-op
+ * when fewer are there): takes back what was appended since
+ * buf_avail() was `avail`. */
+void buf_truncate(struct buf *b, size_t avail);
 
 /* Frees the memory; the buffer is empty and reusable after. */
 void buf_free(struct buf *b);

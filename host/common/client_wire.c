@@ -209,67 +209,16 @@ int proto_parse_accepted(const struct proto_frame *f, uint64_t *task_id)
     return 0;
 }
 
-uint8_t *proto_buf_reserve(struct proto_buf *b, size_t n)
-{
-    if (b->cap - b->len >= n)
-        return b->data + b->len;
-    size_t front = (size_t)(b->data - b->base);
-    /* Slide back only when what moves is no more than what was consumed:
-     * a large buffer sent in small pieces is not moved again and again. */
-    if (front >= b->len && front + b->cap - b->len >= n) {
-        memmove(b->base, b->data, b->len);
-        b->data = b->base;
-        b->cap += front;
-        return b->data + b->len;
-    }
-    size_t cap = (front + b->cap) ? 2 * (front + b->cap) : 4096;
-    while (cap - b->len < n) {
-        if (cap > SIZE_MAX / 2)
-            return NULL;
-        cap *= 2;
-    }
-    uint8_t *d = malloc(cap);
-    if (d == NULL)
-        return NULL;
-    if (b->len > 0)
-        memcpy(d, b->data, b->len);
-    free(b->base);
-    b->base = b->data = d;
-    b->cap = cap;
-    return b->data + b->len;
-}
-
-void proto_buf_consume(struct proto_buf *b, size_t n)
-{
-    if (n >= b->len) {
-        /* Empty: start over at the front. */
-        b->cap += (size_t)(b->data - b->base);
-        b->data = b->base;
-        b->len = 0;
-        return;
-    }
-    b->data += n;
-    b->len -= n;
-    b->cap -= n;
-}
-
-void proto_buf_free(struct proto_buf *b)
-{
-    free(b->base);
-    b->base = b->data = NULL;
-    b->len = b->cap = 0;
-}
-
 /* Reserves a whole frame of `body` bytes, writes its header and returns
- * where the body goes; the frame is committed at once (b->len grows). */
-static uint8_t *frame_start(struct proto_buf *b, uint8_t type, uint64_t tag,
+ * where the body goes; the frame is committed at once (b grows). */
+static uint8_t *frame_start(struct buf *b, uint8_t type, uint64_t tag,
                             uint16_t flags, size_t body)
 {
     uint8_t *p;
 
     if (body > UINT32_MAX)
         return NULL;
-    p = proto_buf_reserve(b, PROTO_HEADER_SIZE + body);
+    p = buf_extend(b, PROTO_HEADER_SIZE + body);
     if (p == NULL)
         return NULL;
     put32(p, (uint32_t)body);
@@ -277,7 +226,6 @@ static uint8_t *frame_start(struct proto_buf *b, uint8_t type, uint64_t tag,
     p[5] = type;
     put16(p + 6, flags);
     put64(p + 8, tag);
-    b->len += PROTO_HEADER_SIZE + body;
     return p + PROTO_HEADER_SIZE;
 }
 
@@ -288,7 +236,7 @@ static uint8_t *put_name(uint8_t *p, const char *name, size_t n)
     return p + n + 1;
 }
 
-int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
+int proto_put_submit(struct buf *b, uint64_t tag, uint16_t flags,
                      const struct proto_submit *s)
 {
     size_t body;
@@ -320,7 +268,7 @@ int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
     return 0;
 }
 
-int proto_put_result(struct proto_buf *b, uint64_t tag,
+int proto_put_result(struct buf *b, uint64_t tag,
                      const struct proto_result *r)
 {
     size_t body = RESULT_FIXED + (r->flags ? FD_LEN : r->len);
@@ -344,7 +292,7 @@ int proto_put_result(struct proto_buf *b, uint64_t tag,
     return 0;
 }
 
-int proto_put_accepted(struct proto_buf *b, uint64_t tag, uint64_t task_id)
+int proto_put_accepted(struct buf *b, uint64_t tag, uint64_t task_id)
 {
     uint8_t *p = frame_start(b, PROTO_ACCEPTED, tag, 0, 8);
 
@@ -354,7 +302,7 @@ int proto_put_accepted(struct proto_buf *b, uint64_t tag, uint64_t task_id)
     return 0;
 }
 
-int proto_put_progress(struct proto_buf *b, uint64_t tag,
+int proto_put_progress(struct buf *b, uint64_t tag,
                        const struct proto_progress *pr)
 {
     size_t n = pr->msg_len > PROTO_PROGRESS_MSG_MAX ? PROTO_PROGRESS_MSG_MAX
@@ -370,7 +318,7 @@ int proto_put_progress(struct proto_buf *b, uint64_t tag,
     return 0;
 }
 
-int proto_put_cancel(struct proto_buf *b, uint64_t tag, uint16_t flags,
+int proto_put_cancel(struct buf *b, uint64_t tag, uint16_t flags,
                      uint64_t target)
 {
     uint8_t *p = frame_start(b, PROTO_CANCEL, tag, flags, 8);
@@ -381,7 +329,7 @@ int proto_put_cancel(struct proto_buf *b, uint64_t tag, uint16_t flags,
     return 0;
 }
 
-static int put_control(struct proto_buf *b, uint8_t type, uint64_t tag,
+static int put_control(struct buf *b, uint8_t type, uint64_t tag,
                        uint16_t flags, int format, const char *pool)
 {
     size_t n = pool ? strlen(pool) : 0;
@@ -399,31 +347,31 @@ static int put_control(struct proto_buf *b, uint8_t type, uint64_t tag,
     return 0;
 }
 
-int proto_put_stats(struct proto_buf *b, uint64_t tag, int format,
+int proto_put_stats(struct buf *b, uint64_t tag, int format,
                     const char *pool)
 {
     return put_control(b, PROTO_STATS, tag, 0, format, pool);
 }
 
-int proto_put_restart(struct proto_buf *b, uint64_t tag, uint16_t flags,
+int proto_put_restart(struct buf *b, uint64_t tag, uint16_t flags,
                       const char *pool)
 {
     return put_control(b, PROTO_RESTART, tag, flags, 0, pool);
 }
 
-int proto_put_empty(struct proto_buf *b, uint8_t type, uint64_t tag,
+int proto_put_empty(struct buf *b, uint8_t type, uint64_t tag,
                     uint16_t flags)
 {
     return frame_start(b, type, tag, flags, 0) ? 0 : TH_ENOMEM;
 }
 
-int proto_put_reply(struct proto_buf *b, uint8_t type, uint64_t tag,
+int proto_put_reply(struct buf *b, uint8_t type, uint64_t tag,
                     int32_t code, const void *text, size_t len)
 {
     return proto_put_reply_flags(b, type, tag, 0, code, text, len);
 }
 
-int proto_put_reply_flags(struct proto_buf *b, uint8_t type, uint64_t tag,
+int proto_put_reply_flags(struct buf *b, uint8_t type, uint64_t tag,
                           uint16_t flags, int32_t code, const void *text,
                           size_t len)
 {

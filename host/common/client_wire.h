@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "taskhost_host.h"
 
 #define PROTO_VERSION 1
@@ -140,50 +141,29 @@ int proto_parse_accepted(const struct proto_frame *f, uint64_t *task_id);
 int proto_parse_progress(const struct proto_frame *f,
                          struct proto_progress *p);
 
-/* A growable output buffer. Zero-initialise; free with proto_buf_free(). */
-/* `data` is the first unconsumed byte and `cap` the room from there;
- * consumed bytes are reclaimed lazily, so consuming is O(1) and appending
- * costs amortized O(1) per byte however the writes are split. */
-struct proto_buf {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-    uint8_t *base; /* the allocation; data - base bytes are consumed */
-};
-
-/* Makes room for n more bytes and returns where they go (data + len),
- * or NULL when out of memory. The caller then adds n to len. */
-uint8_t *proto_buf_reserve(struct proto_buf *b, size_t n);
-
-/* Removes the first n bytes. */
-void proto_buf_consume(struct proto_buf *b, size_t n);
-
-/* Releases the memory. */
-void proto_buf_free(struct proto_buf *b);
-
 /* Encoders append one frame to b and return 0, TH_ENOMEM, or TH_EINVAL
  * (a name over PROTO_NAME_MAX, or a body over 4 GiB). */
-int proto_put_submit(struct proto_buf *b, uint64_t tag, uint16_t flags,
+int proto_put_submit(struct buf *b, uint64_t tag, uint16_t flags,
                      const struct proto_submit *s);
-int proto_put_result(struct proto_buf *b, uint64_t tag,
+int proto_put_result(struct buf *b, uint64_t tag,
                      const struct proto_result *r);
-int proto_put_accepted(struct proto_buf *b, uint64_t tag, uint64_t task_id);
-int proto_put_progress(struct proto_buf *b, uint64_t tag,
+int proto_put_accepted(struct buf *b, uint64_t tag, uint64_t task_id);
+int proto_put_progress(struct buf *b, uint64_t tag,
                        const struct proto_progress *p);
-int proto_put_cancel(struct proto_buf *b, uint64_t tag, uint16_t flags,
+int proto_put_cancel(struct buf *b, uint64_t tag, uint16_t flags,
                      uint64_t target);
-int proto_put_stats(struct proto_buf *b, uint64_t tag, int format,
+int proto_put_stats(struct buf *b, uint64_t tag, int format,
                     const char *pool);
-int proto_put_restart(struct proto_buf *b, uint64_t tag, uint16_t flags,
+int proto_put_restart(struct buf *b, uint64_t tag, uint16_t flags,
                       const char *pool);
 /* RELOAD, SHUTDOWN, PING: no body. */
-int proto_put_empty(struct proto_buf *b, uint8_t type, uint64_t tag,
+int proto_put_empty(struct buf *b, uint8_t type, uint64_t tag,
                     uint16_t flags);
 /* REPLY or ERROR. */
-int proto_put_reply(struct proto_buf *b, uint8_t type, uint64_t tag,
+int proto_put_reply(struct buf *b, uint8_t type, uint64_t tag,
                     int32_t code, const void *text, size_t len);
 /* The same with flag bits (PROTO_F_FD_OK). */
-int proto_put_reply_flags(struct proto_buf *b, uint8_t type, uint64_t tag,
+int proto_put_reply_flags(struct buf *b, uint8_t type, uint64_t tag,
                           uint16_t flags, int32_t code, const void *text,
                           size_t len);
 

@@ -29,12 +29,12 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "conn.h"
 #include "fdpass.h"
 #include "log.h"
 #include "client_wire.h"
 #include "taskhost_version.h"
 
-#define READ_CHUNK (256u << 10)   /* bytes asked of each read() */
 #define OUT_HIGH (8u << 20)       /* stop reading a client above this */
 #define OUT_LOW (1u << 20)        /* and resume below this */
 #define BUF_KEEP (1u << 20)       /* idle buffers above this are freed */
@@ -43,12 +43,12 @@
 #define ACCEPT_PAUSE 0.1     /* seconds without accepting, out of fds */
 #define ACCEPT_REPORT 10.0   /* seconds between two reports of that */
 
-struct conn;
+struct session;
 
 /* One task in flight for a connection; conn is NULL once it left. */
 struct slot {
     struct server *srv;
-    struct conn *conn;
+    struct session *conn;
     uint64_t tag;
     uint64_t id;
     struct fdpass_map *map; /* the input memfd, for the output too */
@@ -61,10 +61,10 @@ struct slab {
     struct slot slots[SLAB_SLOTS];
 };
 
-struct conn {
+struct session {
     th_watch *w;
     struct server *srv;
-    int fd;
+    struct conn io;  /* the socket, its buffers and descriptor queues */
     uid_t uid;
     gid_t gid;
     gid_t *groups;   /* supplementary groups, from SO_PEERGROUPS */
@@ -75,16 +75,11 @@ struct conn {
                         it asked, then close */
     int dirty;       /* on the server's dirty list */
     unsigned events; /* what the watch waits for now (TH_WATCH_*) */
-    struct proto_buf in, out;
-    uint64_t in_pos;   /* stream bytes received */
-    uint64_t out_pos;  /* stream bytes sent */
-    struct fdpass_queue rfds, sfds; /* descriptors received, to send */
     struct fdpass_maps maps; /* the client's input memfds, mapped */
-    uint64_t frame_pos; /* stream offset of the frame being handled */
     struct slot tasks; /* list head of the tasks in flight */
     size_t ntasks;
-    struct conn *prev, *next;  /* all connections */
-    struct conn *next_dirty;
+    struct session *prev, *next;  /* all connections */
+    struct session *next_dirty;
 };
 
 struct server {
@@ -98,8 +93,8 @@ struct server {
     int stopping;
     uint64_t max_payload;
     struct id_list submit_uids, submit_gids, admin_uids, admin_gids;
-    struct conn *conns;
-    struct conn *dirty;
+    struct session *conns;
+    struct session *dirty;
     struct slab *slabs;
     struct slot *free_slots;
     struct server_counts counts;
@@ -108,9 +103,9 @@ struct server {
     double fd_reported;    /* monotonic time of that report, 0: never */
 };
 
-static void conn_close(struct conn *c);
-static int conn_flush(struct conn *c);
-static unsigned conn_want(const struct conn *c);
+static void session_close(struct session *c);
+static int session_flush(struct session *c);
+static unsigned session_want(const struct session *c);
 
 /* ---- per-task slots ---- */
 
@@ -144,7 +139,7 @@ static void slot_put(struct server *s, struct slot *sl)
     s->free_slots = sl;
 }
 
-static void slot_link(struct conn *c, struct slot *sl)
+static void slot_link(struct session *c, struct slot *sl)
 {
     sl->conn = c;
     sl->next = c->tasks.next;
@@ -162,7 +157,7 @@ static void slot_unlink(struct slot *sl)
 }
 
 /* Ends the task's use of its input memfd, if any. */
-static void slot_drop_fd(struct conn *c, struct slot *sl)
+static void slot_drop_fd(struct session *c, struct slot *sl)
 {
     if (sl->map == NULL)
         return;
@@ -183,11 +178,11 @@ static int id_in(const struct id_list *l, unsigned id)
 /* Reads the peer's supplementary groups (as at connect time) into c:
  * `usermod -aG taskhost alice` is how a user joins a group, and
  * SO_PEERCRED carries only the primary one. Returns 0 or -1 (errno). */
-static int peer_groups(struct conn *c)
+static int peer_groups(struct session *c)
 {
     socklen_t len = 0;
 
-    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, NULL, &len) == -1 &&
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERGROUPS, NULL, &len) == -1 &&
         errno != ERANGE)
         return -1;
     if (len == 0)
@@ -195,7 +190,7 @@ static int peer_groups(struct conn *c)
     c->groups = malloc(len);
     if (c->groups == NULL)
         return -1;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == -1)
+    if (getsockopt(c->io.fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &len) == -1)
         return -1;
     c->ngroups = len / sizeof *c->groups;
     return 0;
@@ -205,7 +200,7 @@ static int peer_groups(struct conn *c)
  * group or a supplementary one; empty lists mean the daemon's own uid and
  * root. */
 static int peer_allowed(const struct id_list *uids, const struct id_list *gids,
-                        const struct conn *c)
+                        const struct session *c)
 {
     if (uids->n == 0 && gids->n == 0)
         return c->uid == 0 || c->uid == geteuid();
@@ -220,16 +215,16 @@ static int peer_allowed(const struct id_list *uids, const struct id_list *gids,
 /* Rights are looked up on every request, against the lists of the config
  * running now: a reload that takes a user out of them takes effect on
  * that user's open connections too. */
-static int conn_is_admin(const struct conn *c)
+static int session_is_admin(const struct session *c)
 {
     const struct server *s = c->srv;
     return peer_allowed(&s->admin_uids, &s->admin_gids, c);
 }
 
-static int conn_may_submit(const struct conn *c)
+static int session_may_submit(const struct session *c)
 {
     const struct server *s = c->srv;
-    return conn_is_admin(c) ||
+    return session_is_admin(c) ||
            peer_allowed(&s->submit_uids, &s->submit_gids, c);
 }
 
@@ -276,7 +271,7 @@ int server_configure(struct server *s, const struct host_cfg *cfg)
 
 /* ---- output ---- */
 
-static void conn_events(struct conn *c, unsigned events)
+static void session_events(struct session *c, unsigned events)
 {
     if (events == c->events || c->w == NULL)
         return;
@@ -287,7 +282,7 @@ static void conn_events(struct conn *c, unsigned events)
     c->events = events;
 }
 
-static void conn_mark(struct conn *c)
+static void session_mark(struct session *c)
 {
     if (c->dirty)
         return;
@@ -298,9 +293,9 @@ static void conn_mark(struct conn *c)
 
 /* Queues an ERROR frame, logs why and closes the connection once the
  * frame is sent. Reading stops at once. */
-static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
+static void session_fail(struct session *c, uint64_t tag, int code, const char *fmt,
                       ...) __attribute__((format(printf, 4, 5)));
-static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
+static void session_fail(struct session *c, uint64_t tag, int code, const char *fmt,
                       ...)
 {
     char msg[256];
@@ -317,39 +312,39 @@ static void conn_fail(struct conn *c, uint64_t tag, int code, const char *fmt,
     log_warn("client pid %d uid %u: %s; closing the connection", (int)c->pid,
              (unsigned)c->uid, msg);
     c->srv->counts.faults++;
-    proto_put_reply(&c->out, PROTO_ERROR, tag, code, msg, (size_t)n);
+    proto_put_reply(&c->io.out, PROTO_ERROR, tag, code, msg, (size_t)n);
     c->closing = 1;
-    conn_events(c, TH_WATCH_WRITE);
-    conn_mark(c);
+    session_events(c, TH_WATCH_WRITE);
+    session_mark(c);
 }
 
 /* Ends a connection whose peer may not use the daemon (any more). */
-static void conn_refuse(struct conn *c, uint64_t tag)
+static void session_refuse(struct session *c, uint64_t tag)
 {
     c->srv->counts.refused++;
-    conn_fail(c, tag, TH_EPERM, "permission denied: uid %u gid %u may not "
+    session_fail(c, tag, TH_EPERM, "permission denied: uid %u gid %u may not "
               "use this daemon", (unsigned)c->uid, (unsigned)c->gid);
 }
 
-static void reply(struct conn *c, uint64_t tag, int code, const char *text)
+static void reply(struct session *c, uint64_t tag, int code, const char *text)
 {
     size_t n = text ? strlen(text) : 0;
 
-    if (proto_put_reply(&c->out, PROTO_REPLY, tag, code, text, n) < 0)
+    if (proto_put_reply(&c->io.out, PROTO_REPLY, tag, code, text, n) < 0)
         log_error("out of memory answering client pid %d", (int)c->pid);
-    conn_mark(c);
+    session_mark(c);
 }
 
 /* Answers a task the engine never took. */
-static void answer_local(struct conn *c, uint64_t tag, th_state state,
+static void answer_local(struct session *c, uint64_t tag, th_state state,
                          int code, const char *text)
 {
     struct proto_result r = {.state = state, .code = code, .data = text,
                              .len = strlen(text)};
 
-    if (proto_put_result(&c->out, tag, &r) < 0)
+    if (proto_put_result(&c->io.out, tag, &r) < 0)
         log_error("out of memory answering client pid %d", (int)c->pid);
-    conn_mark(c);
+    session_mark(c);
 }
 
 static uint64_t to_us(double seconds)
@@ -361,7 +356,7 @@ static uint64_t to_us(double seconds)
  * the frame: into the task's own input memfd when it kept one (the client
  * has it mapped already), else into a new memfd queued to travel with the
  * frame. Sets r->flags, or leaves r alone to answer inline. */
-static void output_to_fd(struct conn *c, struct slot *sl,
+static void output_to_fd(struct session *c, struct slot *sl,
                          struct proto_result *r)
 {
     int fd;
@@ -378,7 +373,7 @@ static void output_to_fd(struct conn *c, struct slot *sl,
                   strerror(errno));
         return;
     }
-    if (fdpass_push(&c->sfds, fd, 1, c->out_pos + c->out.len, 0) < 0) {
+    if (conn_push_fd(&c->io, fd, 1) < 0) {
         close(fd);
         return;
     }
@@ -387,28 +382,28 @@ static void output_to_fd(struct conn *c, struct slot *sl,
 
 /* The engine's callback: a progress report of a task whose client asked
  * for them. Reports are coalesced by the worker already; one that finds
- * its client's answers piling up (see conn_want()) is dropped, as a newer
+ * its client's answers piling up (see session_want()) is dropped, as a newer
  * one supersedes it anyway. */
 static void on_progress(uint64_t id, uint64_t done, uint64_t total,
                         const char *msg, void *arg)
 {
     struct slot *sl = arg;
-    struct conn *c = sl->conn;
+    struct session *c = sl->conn;
     struct proto_progress p = {.done = done, .total = total, .msg = msg,
                                .msg_len = strlen(msg)};
 
     (void)id;
-    if (c == NULL || c->out.len >= OUT_LOW)
+    if (c == NULL || buf_avail(&c->io.out) >= OUT_LOW)
         return;
-    if (proto_put_progress(&c->out, sl->tag, &p) == 0)
-        conn_mark(c);
+    if (proto_put_progress(&c->io.out, sl->tag, &p) == 0)
+        session_mark(c);
 }
 
 /* The engine's callback: the final answer of one task. */
 static void on_done(const th_result *res, void *arg)
 {
     struct slot *sl = arg;
-    struct conn *c = sl->conn;
+    struct session *c = sl->conn;
     struct server *s = sl->srv;
     struct proto_result r;
 
@@ -428,13 +423,13 @@ static void on_done(const th_result *res, void *arg)
     r.len = res->len;
     r.flags = 0;
     output_to_fd(c, sl, &r);
-    if (proto_put_result(&c->out, sl->tag, &r) < 0) {
+    if (proto_put_result(&c->io.out, sl->tag, &r) < 0) {
         log_error("out of memory answering client pid %d", (int)c->pid);
         if (r.flags == PROTO_F_RES_FD)
-            close(fdpass_unpush(&c->sfds));
+            close(conn_unpush_fd(&c->io));
     }
     slot_drop_fd(c, sl);
-    conn_mark(c);
+    session_mark(c);
     slot_put(s, sl);
 }
 
@@ -474,7 +469,7 @@ static const char *name_fault(const char *name, size_t n, size_t *at)
 
 /* Answers `rejected` when a name of the submit cannot be one; returns
  * whether the names are fit to look up. */
-static int names_ok(struct conn *c, uint64_t tag, const struct proto_submit *sub)
+static int names_ok(struct session *c, uint64_t tag, const struct proto_submit *sub)
 {
     const char *what = "pool", *why;
     char msg[80];
@@ -494,20 +489,20 @@ static int names_ok(struct conn *c, uint64_t tag, const struct proto_submit *sub
 
 /* Maps the input memfd of a PROTO_F_IN_FD submit into *map and points
  * sub->input at it. Returns 0, or -1 once the connection failed. */
-static int input_map(struct conn *c, const struct proto_frame *f,
+static int input_map(struct session *c, const struct proto_frame *f,
                      struct proto_submit *sub, struct fdpass_map **map)
 {
     char why[96];
-    int fd = fdpass_take(&c->rfds, c->frame_pos);
+    int fd = conn_take_fd(&c->io);
 
     if (fd == -1) {
-        conn_fail(c, f->tag, TH_EPROTO,
+        session_fail(c, f->tag, TH_EPROTO,
                   "submit with its input in a memfd came without one");
         return -1;
     }
     if (sub->input_len > c->srv->max_payload) {
         close(fd);
-        conn_fail(c, f->tag, TH_ETOOBIG,
+        session_fail(c, f->tag, TH_ETOOBIG,
                   "input memfd of %zu bytes over max_payload (%llu)",
                   sub->input_len, (unsigned long long)c->srv->max_payload);
         return -1;
@@ -515,7 +510,7 @@ static int input_map(struct conn *c, const struct proto_frame *f,
     *map = fdpass_map_get(&c->maps, fd, sub->input_len, why, sizeof why);
     if (*map == NULL) {
         close(fd);
-        conn_fail(c, f->tag, TH_EPROTO, "input descriptor %s", why);
+        session_fail(c, f->tag, TH_EPROTO, "input descriptor %s", why);
         return -1;
     }
     sub->input = sub->input_len ? (const void *)(*map)->map : "";
@@ -524,7 +519,7 @@ static int input_map(struct conn *c, const struct proto_frame *f,
 
 /* Hands a parsed submit to the engine; returns its slot, or NULL when it
  * was answered at once. */
-static struct slot *submit_task(struct conn *c, const struct proto_frame *f,
+static struct slot *submit_task(struct session *c, const struct proto_frame *f,
                                 const struct proto_submit *sub)
 {
     struct server *s = c->srv;
@@ -563,20 +558,20 @@ static struct slot *submit_task(struct conn *c, const struct proto_frame *f,
     if (f->flags & PROTO_F_PROGRESS)
         th_host_on_progress(s->host, sl->id, on_progress, sl);
     if (f->flags & PROTO_F_ACK) {
-        proto_put_accepted(&c->out, f->tag, sl->id);
-        conn_mark(c);
+        proto_put_accepted(&c->io.out, f->tag, sl->id);
+        session_mark(c);
     }
     return sl;
 }
 
-static void do_submit(struct conn *c, const struct proto_frame *f)
+static void do_submit(struct session *c, const struct proto_frame *f)
 {
     struct proto_submit sub;
     struct fdpass_map *map = NULL;
     struct slot *sl;
 
     if (proto_parse_submit(f, &sub) < 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed submit frame");
+        session_fail(c, f->tag, TH_EPROTO, "malformed submit frame");
         return;
     }
     if ((f->flags & PROTO_F_IN_FD) && input_map(c, f, &sub, &map) < 0)
@@ -594,25 +589,25 @@ static void do_submit(struct conn *c, const struct proto_frame *f)
 /* Finds the slot of task `id` among every connection's tasks. */
 static struct slot *slot_find(struct server *s, uint64_t id)
 {
-    for (struct conn *c = s->conns; c; c = c->next)
+    for (struct session *c = s->conns; c; c = c->next)
         for (struct slot *sl = c->tasks.next; sl != &c->tasks; sl = sl->next)
             if (sl->id == id)
                 return sl;
     return NULL;
 }
 
-static void do_cancel(struct conn *c, const struct proto_frame *f)
+static void do_cancel(struct session *c, const struct proto_frame *f)
 {
     struct proto_control ctl;
     struct slot *sl = NULL;
 
     if (proto_parse_control(f, &ctl) < 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed cancel frame");
+        session_fail(c, f->tag, TH_EPROTO, "malformed cancel frame");
         return;
     }
     if (f->flags & PROTO_F_TASK_ID) {
         sl = slot_find(c->srv, ctl.target);
-        if (sl && sl->conn->uid != c->uid && !conn_is_admin(c)) {
+        if (sl && sl->conn->uid != c->uid && !session_is_admin(c)) {
             reply(c, f->tag, TH_EPERM, "task belongs to another user");
             return;
         }
@@ -630,14 +625,14 @@ static void do_cancel(struct conn *c, const struct proto_frame *f)
     reply(c, f->tag, 0, NULL);
 }
 
-static void do_stats(struct conn *c, const struct proto_frame *f)
+static void do_stats(struct session *c, const struct proto_frame *f)
 {
     struct proto_control ctl;
     char *text = NULL;
     int rc;
 
     if (proto_parse_control(f, &ctl) < 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed stats frame");
+        session_fail(c, f->tag, TH_EPROTO, "malformed stats frame");
         return;
     }
     rc = th_host_stats(c->srv->host, ctl.pool_len ? ctl.pool : NULL,
@@ -651,9 +646,9 @@ static void do_stats(struct conn *c, const struct proto_frame *f)
     free(text);
 }
 
-static int need_admin(struct conn *c, const struct proto_frame *f)
+static int need_admin(struct session *c, const struct proto_frame *f)
 {
-    if (conn_is_admin(c))
+    if (session_is_admin(c))
         return 1;
     log_warn("client pid %d uid %u: %s refused: not an admin", (int)c->pid,
              (unsigned)c->uid, proto_type_name(f->type));
@@ -661,13 +656,13 @@ static int need_admin(struct conn *c, const struct proto_frame *f)
     return 0;
 }
 
-static void do_restart(struct conn *c, const struct proto_frame *f)
+static void do_restart(struct session *c, const struct proto_frame *f)
 {
     struct proto_control ctl;
     int rc;
 
     if (proto_parse_control(f, &ctl) < 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed restart frame");
+        session_fail(c, f->tag, TH_EPROTO, "malformed restart frame");
         return;
     }
     if (!need_admin(c, f))
@@ -682,13 +677,13 @@ static void do_restart(struct conn *c, const struct proto_frame *f)
           rc == 0 ? NULL : rc == TH_ENOENT ? "no such pool" : th_strerror(rc));
 }
 
-static void do_reload(struct conn *c, const struct proto_frame *f)
+static void do_reload(struct session *c, const struct proto_frame *f)
 {
     char err[512] = "";
     int rc;
 
     if (f->len != 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed reload frame");
+        session_fail(c, f->tag, TH_EPROTO, "malformed reload frame");
         return;
     }
     if (!need_admin(c, f))
@@ -697,10 +692,10 @@ static void do_reload(struct conn *c, const struct proto_frame *f)
     reply(c, f->tag, rc, rc == 0 ? NULL : err[0] ? err : th_strerror(rc));
 }
 
-static void do_shutdown(struct conn *c, const struct proto_frame *f)
+static void do_shutdown(struct session *c, const struct proto_frame *f)
 {
     if (f->len != 0) {
-        conn_fail(c, f->tag, TH_EPROTO, "malformed shutdown frame");
+        session_fail(c, f->tag, TH_EPROTO, "malformed shutdown frame");
         return;
     }
     if (!need_admin(c, f))
@@ -727,14 +722,14 @@ static int flags_ok(const struct proto_frame *f)
     }
 }
 
-static void conn_frame(struct conn *c, const struct proto_frame *f)
+static void session_frame(struct session *c, const struct proto_frame *f)
 {
-    if (!conn_may_submit(c)) {
-        conn_refuse(c, f->tag);
+    if (!session_may_submit(c)) {
+        session_refuse(c, f->tag);
         return;
     }
     if (!flags_ok(f)) {
-        conn_fail(c, f->tag, TH_EPROTO, "unknown flags 0x%x on a %s frame",
+        session_fail(c, f->tag, TH_EPROTO, "unknown flags 0x%x on a %s frame",
                   f->flags, proto_type_name(f->type));
         return;
     }
@@ -747,178 +742,150 @@ static void conn_frame(struct conn *c, const struct proto_frame *f)
     case PROTO_SHUTDOWN: do_shutdown(c, f); return;
     case PROTO_PING:
         if (f->len != 0) {
-            conn_fail(c, f->tag, TH_EPROTO, "malformed ping frame");
+            session_fail(c, f->tag, TH_EPROTO, "malformed ping frame");
             return;
         }
-        proto_put_reply_flags(&c->out, PROTO_REPLY, f->tag, PROTO_F_FD_OK, 0,
+        proto_put_reply_flags(&c->io.out, PROTO_REPLY, f->tag, PROTO_F_FD_OK, 0,
                               "taskhostd " TH_VERSION_STRING,
                               strlen("taskhostd " TH_VERSION_STRING));
-        conn_mark(c);
+        session_mark(c);
         return;
     default:
-        conn_fail(c, f->tag, TH_EPROTO, "unknown frame type 0x%02x",
+        session_fail(c, f->tag, TH_EPROTO, "unknown frame type 0x%02x",
                   f->type);
     }
 }
 
 /* ---- input ---- */
 
-/* Decodes and handles every whole frame in c->in. Returns -1 once the
+/* Decodes and handles every whole frame read. Returns -1 once the
  * connection failed. */
-static int conn_parse(struct conn *c)
+static int session_parse(struct session *c)
 {
     struct server *s = c->srv;
     struct proto_frame f;
-    size_t pos = 0, need = 0;
-    uint64_t base = c->in_pos - c->in.len; /* stream offset of in.data */
-    long n;
+    int n;
 
     while (!c->closing) {
-        n = proto_decode(c->in.data + pos, c->in.len - pos, s->max_payload,
-                         &f, &need);
-        if (n == 0)
+        n = conn_next(&c->io, s->max_payload, &f);
+        if (n == CONN_FRAME) {
+            session_frame(c, &f);
+            continue;
+        }
+        if (n == CONN_MORE)
             break;
-        if (n == TH_ETOOBIG) {
-            conn_fail(c, f.tag, TH_ETOOBIG,
-                      "frame of %u bytes over max_payload (%llu)", f.len,
-                      (unsigned long long)s->max_payload);
-            return -1;
-        }
-        if (n < 0) {
-            conn_fail(c, f.tag, TH_EPROTO,
-                      "unsupported protocol version %u (this daemon speaks "
-                      "%d)", f.version, PROTO_VERSION);
-            return -1;
-        }
-        if (fdpass_stray(&c->rfds, base + pos)) {
-            conn_fail(c, f.tag, TH_EPROTO,
-                      "a descriptor came with no frame to carry it");
-            return -1;
-        }
-        c->frame_pos = base + pos;
-        conn_frame(c, &f);
-        pos += (size_t)n;
-    }
-    proto_buf_consume(&c->in, pos);
-    if (c->in.len == 0 && c->in.cap > BUF_KEEP)
-        proto_buf_free(&c->in);
-    if (!c->closing && need > c->in.len &&
-        proto_buf_reserve(&c->in, need - c->in.len) == NULL) {
-        conn_fail(c, 0, TH_ENOMEM, "out of memory for a %zu-byte frame", need);
+        if (n == CONN_TOOBIG)
+            session_fail(c, f.tag, TH_ETOOBIG,
+                         "frame of %u bytes over max_payload (%llu)", f.len,
+                         (unsigned long long)s->max_payload);
+        else if (n == CONN_VERSION)
+            session_fail(c, f.tag, TH_EPROTO,
+                         "unsupported protocol version %u (this daemon "
+                         "speaks %d)", f.version, PROTO_VERSION);
+        else if (n == CONN_STRAY)
+            session_fail(c, f.tag, TH_EPROTO,
+                         "a descriptor came with no frame to carry it");
+        else
+            session_fail(c, 0, TH_ENOMEM, "out of memory for a frame");
         return -1;
     }
+    if (buf_avail(&c->io.in) == 0 && c->io.in.cap > BUF_KEEP)
+        buf_free(&c->io.in);
     return c->closing ? -1 : 0;
 }
 
 /* The client will send no more (shutdown(SHUT_WR)) but may still read:
  * its tasks are answered, then the connection closes. */
-static void conn_half_closed(struct conn *c)
+static void session_half_closed(struct session *c)
 {
     c->eof = 1;
-    if (c->ntasks == 0 && c->out.len == 0) {
-        conn_close(c);
+    if (c->ntasks == 0 && buf_avail(&c->io.out) == 0) {
+        session_close(c);
         return;
     }
-    conn_events(c, conn_want(c));
+    session_events(c, session_want(c));
 }
 
-static void conn_read(struct conn *c, unsigned events)
+static void session_read(struct session *c, unsigned events)
 {
-    uint8_t *p;
-    ssize_t n;
-    size_t room;
+    ssize_t n = conn_read(&c->io);
 
-    if (proto_buf_reserve(&c->in, READ_CHUNK) == NULL) {
-        conn_fail(c, 0, TH_ENOMEM, "out of memory reading");
-        return;
-    }
-    p = c->in.data + c->in.len;
-    room = c->in.cap - c->in.len;
-    n = fdpass_recv(c->fd, p, room, &c->rfds, c->in_pos);
     if (n == -1) {
         if (errno == EAGAIN || errno == EINTR)
             return;
+        if (errno == ENOMEM) {
+            session_fail(c, 0, TH_ENOMEM, "out of memory reading");
+            return;
+        }
         if (errno == EPROTO) {
-            conn_fail(c, 0, TH_EPROTO, "descriptors lost: more than %d "
+            session_fail(c, 0, TH_EPROTO, "descriptors lost: more than %d "
                       "waiting, or none left to this daemon",
                       FDPASS_QUEUE_MAX);
             return;
         }
         log_debug("client pid %d: read: %s", (int)c->pid, strerror(errno));
-        conn_close(c);
+        session_close(c);
         return;
     }
     if (n == 0) {
         if (events & TH_WATCH_ERROR)
-            conn_close(c); /* gone both ways */
+            session_close(c); /* gone both ways */
         else
-            conn_half_closed(c);
+            session_half_closed(c);
         return;
     }
-    c->in.len += (size_t)n;
-    c->in_pos += (uint64_t)n;
-    conn_parse(c);
+    session_parse(c);
 }
 
-static void conn_event(th_watch *w, int fd, unsigned events, void *arg)
+static void session_event(th_watch *w, int fd, unsigned events, void *arg)
 {
-    struct conn *c = arg;
+    struct session *c = arg;
 
-    if ((events & TH_WATCH_WRITE) && conn_flush(c) < 0)
+    if ((events & TH_WATCH_WRITE) && session_flush(c) < 0)
         return;
     if ((c->closing || c->eof) && (events & TH_WATCH_ERROR)) {
-        conn_close(c); /* nobody left to answer */
+        session_close(c); /* nobody left to answer */
         return;
     }
     if ((events & TH_WATCH_READ) && !c->closing && !c->eof)
-        conn_read(c, events);
+        session_read(c, events);
 }
 
 /* What a connection waits for: no reading while closing, nor while its
  * client lets answers pile up (resumed below OUT_LOW). */
-static unsigned conn_want(const struct conn *c)
+static unsigned session_want(const struct session *c)
 {
     unsigned want = TH_WATCH_READ;
+    size_t out = buf_avail(&c->io.out);
 
-    if (c->closing || c->eof || c->out.len >= OUT_HIGH ||
-        (!(c->events & TH_WATCH_READ) && c->out.len > OUT_LOW))
+    if (c->closing || c->eof || out >= OUT_HIGH ||
+        (!(c->events & TH_WATCH_READ) && out > OUT_LOW))
         want = 0;
-    return c->out.len ? want | TH_WATCH_WRITE : want;
+    return out ? want | TH_WATCH_WRITE : want;
 }
 
 /* Sends what is buffered, once; then sets the watch to match.
  * Returns -1 when the connection was closed (and freed). */
-static int conn_flush(struct conn *c)
+static int session_flush(struct session *c)
 {
-    ssize_t n;
-
-    if (c->out.len) {
-        n = fdpass_send(c->fd, c->out.data, c->out.len, &c->sfds,
-                        c->out_pos);
-        if (n == -1) {
-            log_debug("client pid %d: send: %s", (int)c->pid,
-                      strerror(errno));
-            conn_close(c);
-            return -1;
-        }
-        if (n > 0) {
-            proto_buf_consume(&c->out, (size_t)n);
-            c->out_pos += (uint64_t)n;
-        }
-    }
-    if (c->out.len == 0 && c->out.cap > BUF_KEEP)
-        proto_buf_free(&c->out);
-    if ((c->closing || (c->eof && c->ntasks == 0)) && c->out.len == 0) {
-        conn_close(c);
+    if (conn_send(&c->io) == -1) {
+        log_debug("client pid %d: send: %s", (int)c->pid, strerror(errno));
+        session_close(c);
         return -1;
     }
-    conn_events(c, conn_want(c));
+    conn_trim(&c->io, BUF_KEEP);
+    if ((c->closing || (c->eof && c->ntasks == 0)) &&
+        buf_avail(&c->io.out) == 0) {
+        session_close(c);
+        return -1;
+    }
+    session_events(c, session_want(c));
     return 0;
 }
 
 /* Leaves the connection's tasks to the server: queued ones are cancelled,
  * running ones finish and their answers are dropped in on_done(). */
-static void conn_orphan_tasks(struct conn *c)
+static void session_orphan_tasks(struct session *c)
 {
     struct server *s = c->srv;
     size_t queued = 0, running = 0;
@@ -943,7 +910,7 @@ static void conn_orphan_tasks(struct conn *c)
                  running);
 }
 
-static void conn_unlist(struct conn *c)
+static void session_unlist(struct session *c)
 {
     struct server *s = c->srv;
 
@@ -955,7 +922,7 @@ static void conn_unlist(struct conn *c)
         c->next->prev = c->prev;
     if (!c->dirty)
         return;
-    for (struct conn **p = &s->dirty; *p; p = &(*p)->next_dirty) {
+    for (struct session **p = &s->dirty; *p; p = &(*p)->next_dirty) {
         if (*p == c) {
             *p = c->next_dirty;
             break;
@@ -964,19 +931,15 @@ static void conn_unlist(struct conn *c)
 }
 
 /* Closes the connection and frees it; its tasks are orphaned. */
-static void conn_close(struct conn *c)
+static void session_close(struct session *c)
 {
-    conn_orphan_tasks(c);
-    conn_unlist(c);
+    session_orphan_tasks(c);
+    session_unlist(c);
     th_watch_stop(c->w); /* safe from its own callback */
     c->w = NULL;
-    close(c->fd);
-    c->fd = -1;
-    proto_buf_free(&c->in);
-    proto_buf_free(&c->out);
-    fdpass_clear(&c->rfds);
-    fdpass_clear(&c->sfds);
-    fdpass_maps_clear(&c->maps); /* its tasks let go in conn_orphan_tasks */
+    close(c->io.fd);
+    conn_clear(&c->io);
+    fdpass_maps_clear(&c->maps); /* its tasks let go in session_orphan_tasks */
     log_debug("client pid %d uid %u disconnected", (int)c->pid,
               (unsigned)c->uid);
     free(c->groups);
@@ -985,9 +948,9 @@ static void conn_close(struct conn *c)
 
 /* ---- accepting ---- */
 
-static struct conn *conn_new(struct server *s, int fd)
+static struct session *session_new(struct server *s, int fd)
 {
-    struct conn *c = calloc(1, sizeof *c);
+    struct session *c = calloc(1, sizeof *c);
     struct ucred cred;
     socklen_t len = sizeof cred;
 
@@ -999,7 +962,7 @@ static struct conn *conn_new(struct server *s, int fd)
         return NULL;
     }
     c->srv = s;
-    c->fd = fd;
+    conn_init(&c->io, fd);
     c->uid = cred.uid;
     c->gid = cred.gid;
     c->pid = cred.pid;
@@ -1013,9 +976,9 @@ static struct conn *conn_new(struct server *s, int fd)
     return c;
 }
 
-static int conn_register(struct server *s, struct conn *c)
+static int session_register(struct server *s, struct session *c)
 {
-    int rc = th_watch_start(s->host, c->fd, TH_WATCH_READ, conn_event, c,
+    int rc = th_watch_start(s->host, c->io.fd, TH_WATCH_READ, session_event, c,
                             &c->w);
 
     if (rc < 0) {
@@ -1033,9 +996,9 @@ static int conn_register(struct server *s, struct conn *c)
 
 static void accept_one(struct server *s, int fd)
 {
-    struct conn *c = conn_new(s, fd);
+    struct session *c = session_new(s, fd);
 
-    if (c == NULL || conn_register(s, c) < 0) {
+    if (c == NULL || session_register(s, c) < 0) {
         if (c)
             free(c->groups);
         free(c);
@@ -1043,18 +1006,18 @@ static void accept_one(struct server *s, int fd)
         return;
     }
     s->counts.accepted++;
-    if (conn_may_submit(c)) {
+    if (session_may_submit(c)) {
         log_debug("client pid %d uid %u connected%s", (int)c->pid,
-                  (unsigned)c->uid, conn_is_admin(c) ? " (admin)" : "");
+                  (unsigned)c->uid, session_is_admin(c) ? " (admin)" : "");
         return;
     }
-    conn_refuse(c, 0);
+    session_refuse(c, 0);
 }
 
 static size_t count_conns(const struct server *s)
 {
     size_t n = 0;
-    for (const struct conn *c = s->conns; c; c = c->next)
+    for (const struct session *c = s->conns; c; c = c->next)
         n++;
     return n;
 }
@@ -1264,7 +1227,7 @@ void server_unwatch(struct server *s)
     s->resume = NULL;
     th_watch_stop(s->w);
     s->w = NULL;
-    for (struct conn *c = s->conns; c; c = c->next) {
+    for (struct session *c = s->conns; c; c = c->next) {
         th_watch_stop(c->w);
         c->w = NULL;
     }
@@ -1278,10 +1241,10 @@ void server_stop_accepting(struct server *s)
 void server_flush(struct server *s)
 {
     while (s->dirty) {
-        struct conn *c = s->dirty;
+        struct session *c = s->dirty;
         s->dirty = c->next_dirty;
         c->dirty = 0;
-        conn_flush(c);
+        session_flush(c);
     }
 }
 
@@ -1292,8 +1255,8 @@ void server_drain(struct server *s, int ms)
         return; /* no engine, no loop: nothing was ever accepted */
     for (int left = ms; left > 0; left -= 10) {
         int busy = 0;
-        for (struct conn *c = s->conns; c; c = c->next)
-            busy |= c->out.len > 0;
+        for (struct session *c = s->conns; c; c = c->next)
+            busy |= buf_avail(&c->io.out) > 0;
         if (!busy)
             return;
         /* The engine's loop serves the connections' writes (and takes
@@ -1326,11 +1289,10 @@ void server_close(struct server *s)
         return;
     s->host = NULL; /* closed by now: its tasks were all answered */
     while (s->conns) {
-        struct conn *c = s->conns;
-        if (c->out.len) /* last words, if the socket takes them now */
-            (void)!fdpass_send(c->fd, c->out.data, c->out.len, &c->sfds,
-                               c->out_pos);
-        conn_close(c);
+        struct session *c = s->conns;
+        /* last words, if the socket takes them now */
+        (void)!conn_send(&c->io);
+        session_close(c);
     }
     socket_remove(s);
     if (s->fd != -1)
