@@ -1,9 +1,10 @@
 /* taskhost.h - the plugin SDK of taskhost.
  *
  * A plugin is a shared object that exports exactly one symbol, made by the
- * TH_PLUGIN() macro below. The host loads it, forks worker processes, calls
- * the plugin's init() once in each worker, then runs tasks in that worker
- * one at a time until the worker is retired, and finally calls fini().
+ * TH_PLUGIN() or TH_PLUGIN_DESC() macro below. The host checks its
+ * settings with check(), forks worker processes, calls the plugin's init()
+ * once in each worker, then runs tasks in that worker one at a time until
+ * the worker is retired, and finally calls fini().
  *
  *   #include <taskhost.h>
  *
@@ -18,6 +19,57 @@
  * Build: cc -shared -fPIC $(pkg-config --cflags taskhost) echo.c -o echo.so
  *
  * Every function below returns 0 on success or a negative TH_E* code.
+ *
+ * What runs where, and as whom
+ *   constructors  Run wherever the object is loaded, never in the daemon:
+ *                 in the short-lived processes that load and validate the
+ *                 plugin (at start, at reload, for --check-config) and run
+ *                 check(), and in each pool's spawner, the process its
+ *                 workers are forked from, as the pool's user. Keep them
+ *                 free of side effects.
+ *   check()       Once per pool, at start, at reload and for
+ *                 --check-config, before any worker of the pool is
+ *                 forked: in a short-lived process that loads the plugin
+ *                 for this only (never in the daemon's own process), as
+ *                 the pool's user and group when the daemon runs as root.
+ *                 It has plugin_load_timeout (10 s) to load and return; a
+ *                 crash, an exit or a hang there refuses the pool like a
+ *                 failed check. Reads the settings only; keep no state.
+ *   init()        Once in each worker process (forked from the pool's
+ *                 spawner, so already the pool's user, group and
+ *                 rlimits), within the pool's init_timeout.
+ *   tasks         In the worker, one at a time, in the thread that called
+ *                 init(), each within the pool's task_timeout.
+ *   fini()        Once when the worker is retired gracefully (not when it
+ *                 is killed: a crash, a timeout, a memory limit, a forced
+ *                 stop), with what init() stored.
+ *
+ * Threads. A plugin may start threads in init() or in a task (a worker is
+ * a whole process of its own). th_task_*() calls take the task handle of
+ * the task being run and only from the thread that runs it, and only until
+ * the task returns; th_log() and th_setting_*() (within init() and check())
+ * may be called from any thread. The host runs no thread of its own in a
+ * worker. Threads are gone when the worker exits: join them in fini().
+ *
+ * Signals. The host owns SIGTERM (a stop: the worker exits after the
+ * running task, which sees th_task_cancelled() turn true when it is the
+ * one being stopped), SIGKILL (after kill_grace), and the signals a worker
+ * ignores so that only the host hears the operator: SIGPIPE, SIGHUP,
+ * SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTTOU and SIGTTIN. A plugin must
+ * not change their handling, nor block SIGTERM. Other signals, and the
+ * signal mask of threads it starts, are the plugin's.
+ *
+ * Sizes. An input and an output are each at most 1 GiB between host and
+ * worker (th_task_write() returns TH_ETOOBIG past it); the daemon's
+ * max_payload (64 MiB by default) bounds what its clients send and get. A th_task_fail() message is cut to 1023 bytes, a th_log() line to
+ * about 2 KiB, a th_task_progress() message to TH_PROGRESS_MSG_MAX bytes,
+ * a check() message to its errlen (at least 256 bytes).
+ *
+ * Cancellation. A task cancelled by its submitter or past its
+ * task_timeout sees th_task_cancelled(task) turn true; it should return
+ * soon (its answer is already given, and what it writes is dropped). If
+ * it has not returned kill_grace seconds later, its worker is killed and
+ * replaced; so is a worker whose task is cancelled and that did return.
  */
 #ifndef TASKHOST_H
 #define TASKHOST_H
@@ -38,7 +90,9 @@ extern "C" {
  * only from a plugin whose ABI has it (and whose struct_size covers it);
  * TH_ABI_VERSION goes up by one whenever a field is appended.
  *   1  name, version, init, fini, tasks
- *   2  task_info: tasks described by growable entries */
+ *   2  task_info: tasks described by growable entries; check
+ * A new SDK function does not change the ABI: a plugin that calls one on
+ * an older host is refused with a line naming the function. */
 #define TH_ABI_VERSION 2
 #define TH_ABI_VERSION_MIN 1
 
@@ -97,22 +151,25 @@ TH_EXPORT int th_setting_bool(const th_settings *s, const char *key, int def);
 /* Opaque handle of the task being run; valid only during the call. */
 typedef struct th_task th_task;
 
-/* Appends `len` bytes to the task's output. The host copies them. */
+/* Appends `len` bytes to the task's output. The host copies them.
+ * Returns 0, TH_ETOOBIG (over the output limit), TH_ENOMEM, or TH_EINVAL:
+ * also once th_task_fail() was called for the task, since a failed task's
+ * answer is its message (the data is dropped). */
 TH_EXPORT int th_task_write(th_task *task, const void *data, size_t len);
 
 /* Records why the task failed and returns `code` (TH_EPLUGIN if `code` is
  * not negative), so that a task can end with
  *     return th_task_fail(task, TH_EINVAL, "not a number: '%.*s'", ...);
- * Output written before is discarded. */
+ * Output written before is discarded, and later writes are refused. */
 TH_EXPORT int th_task_fail(th_task *task, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
 
-/* Returns non-zero once the task was cancelled or timed out. The worker is
- * killed after a short grace anyway; a long task that checks this can stop
- * early, and the worker then exits cleanly through fini(). */
+/* Returns non-zero once this task was cancelled or passed its
+ * task_timeout (never because of another task). A long task that checks
+ * it can stop early, before its worker is killed after kill_grace. */
 TH_EXPORT int th_task_cancelled(const th_task *task);
 
 /* The name of the task being run, as the client asked for it. */
@@ -151,6 +208,15 @@ typedef int (*th_init_fn)(const th_settings *settings, void **state);
 
 /* Called once when a worker is retired, with what init() stored. Optional. */
 typedef void (*th_fini_fn)(void *state);
+
+/* Checks a pool's settings before any of its workers starts: at start, at
+ * reload and for taskhostd --check-config (see "What runs where" above).
+ * Returns 0, or a negative TH_E* code with one line in err[0..errlen) that
+ * says what is wrong ("rounds must be >= 1, got 0"); the host refuses the
+ * pool (at reload: the whole new config) with that line, naming the file,
+ * the pool and the plugin. Optional (ABI 2). */
+typedef int (*th_check_fn)(const th_settings *settings, char *err,
+                           size_t errlen);
 
 /* Runs one task on `len` input bytes (not NUL-terminated). Writes output
  * with th_task_write() and returns 0, or returns a negative code, ideally
@@ -194,6 +260,7 @@ typedef struct th_plugin {
     const th_task_def *tasks;  /* the tasks, ABI 1 form; or NULL and: */
     /* ABI 2 */
     const th_task_info *task_info; /* the tasks, growable form */
+    th_check_fn check;             /* optional */
 } th_plugin;
 
 /* Declares the plugin. Use once, at file scope. (Every later field is
@@ -202,7 +269,7 @@ typedef struct th_plugin {
     TH_EXPORT extern const th_plugin taskhost_plugin;                       \
     const th_plugin taskhost_plugin = {TH_ABI_VERSION, sizeof(th_plugin),   \
                                        (name), (version), (init), (fini),   \
-                                       (tasks), NULL}
+                                       (tasks), NULL, NULL}
 
 /* Declares the plugin by field names (C99 designated initializers), for
  * the fields TH_PLUGIN() has no place for. Use once, at file scope:

@@ -1,6 +1,7 @@
 /* hash.c - a plugin with per-worker state, a setting and its own library.
  *
- * Shows init()/fini(): init reads the `rounds` setting of the pool once per
+ * Shows check(), init() and fini(): check refuses a bad `rounds` before
+ * any worker starts; init reads the `rounds` setting of the pool once per
  * worker and keeps it (with a reusable digest context) in the worker's
  * state; every task then uses that state. It links libcrypto, to show that
  * a plugin may bring its own dependencies.
@@ -10,6 +11,7 @@
  *   32-byte digest; the output is the hex of the last one (64 characters).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <openssl/evp.h>
@@ -19,6 +21,20 @@ struct hash_state {
     int64_t rounds;
     EVP_MD_CTX *ctx;
 };
+
+/* Runs before any worker starts (at start, reload and --check-config):
+ * a pool with rounds = 0 is refused with this line, instead of failing
+ * in each worker's init(). */
+static int hash_check(const th_settings *settings, char *err, size_t errlen)
+{
+    int64_t rounds = th_setting_int(settings, "rounds", 1);
+    if (rounds < 1) {
+        snprintf(err, errlen, "rounds must be >= 1, got %lld",
+                 (long long)rounds);
+        return TH_EINVAL;
+    }
+    return 0;
+}
 
 static int hash_init(const th_settings *settings, void **state)
 {
@@ -84,4 +100,5 @@ static const th_task_def tasks[] = {
     {NULL, NULL},
 };
 
-TH_PLUGIN("hash", "1.0", hash_init, hash_fini, tasks);
+TH_PLUGIN_DESC(.name = "hash", .version = "1.0", .init = hash_init,
+               .fini = hash_fini, .tasks = tasks, .check = hash_check);

@@ -181,6 +181,23 @@ static void check_config_refuses_a_plugin_without_the_symbol(void **state)
     assert_true(file_contains(t->log, "nosym.so"));
 }
 
+/* The plugin's own check() of a pool's settings runs for --check-config:
+ * the line names the file, the pool, the plugin and the plugin's reason. */
+static void check_config_runs_the_plugins_check_of_settings(void **state)
+{
+    struct td *t = *state;
+
+    write_conf(t, NULL,
+               "pools = ( { name = \"h\"; plugin = \"echo\";\n"
+               "  settings = { rounds = 0; }; } );\n",
+               PLUGINS "/hash.so");
+    assert_int_equal(run_check(t), 1);
+    assert_true(file_contains(t->log, "pools[0]: plugin 'echo'"));
+    assert_true(file_contains(t->log, "hash.so"));
+    assert_true(file_contains(t->log, "pool 'h': rounds must be >= 1, got 0"));
+    assert_true(file_contains(t->log, t->conf));
+}
+
 /* ---- submitting ---- */
 
 static void library_call_returns_the_output(void **state)
@@ -1504,6 +1521,7 @@ int main(int argc, char **argv)
         T(check_config_accepts_a_good_config),
         T(check_config_refuses_an_unknown_key),
         T(check_config_refuses_a_plugin_without_the_symbol),
+        T(check_config_runs_the_plugins_check_of_settings),
         T(library_call_returns_the_output),
         T(taskhostctl_submit_prints_the_output),
         T(taskhostctl_names_the_state_of_a_failed_task),

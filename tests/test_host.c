@@ -787,6 +787,225 @@ static void test_callback_result_carries_its_size(void **state)
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
+/* ---- the plugin's check() of a pool's settings ---- */
+
+/* A host with plugin sdkcheck; adds pool "p" with `settings`, returns the
+ * add's code and its message in err. */
+static int add_checked_pool(th_host **h, const char *settings, char *err,
+                            size_t errlen)
+{
+    assert_int_equal(th_host_new(h), 0);
+    assert_int_equal(th_host_add_plugin(*h, "sdkcheck", TEST_PLUGIN("sdkcheck"),
+                                        err, errlen), 0);
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    o.name = "p";
+    o.plugin = "sdkcheck";
+    o.min_workers = 1;
+    o.max_workers = 1;
+    o.settings = settings;
+    err[0] = '\0';
+    return th_host_add_pool(*h, &o, err, errlen);
+}
+
+static void test_check_refuses_a_pool_running_in_another_process(void **state)
+{
+    th_host *h;
+    char err[512];
+    assert_int_equal(add_checked_pool(&h, "mode = \"refuse\";", err,
+                                      sizeof err), TH_ECONFIG);
+    assert_non_null(strstr(err, "plugin 'sdkcheck'"));
+    assert_non_null(strstr(err, "sdkcheck.so"));
+    assert_non_null(strstr(err, "pool 'p'"));
+    const char *pid = strstr(err, "refused by pid ");
+    assert_non_null(pid);
+    assert_int_not_equal(atoi(pid + strlen("refused by pid ")), getpid());
+    assert_null(strchr(err, '\n'));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static void test_check_that_passes_lets_the_pool_run(void **state)
+{
+    th_host *h;
+    char err[512], out[8];
+    if (add_checked_pool(&h, "mode = \"ok\";", err, sizeof err) != 0)
+        fail_msg("add_pool: %s", err);
+    assert_int_equal(call(h, "cancelled_now", "", out, sizeof out),
+                     TH_STATE_OK);
+    assert_string_equal(out, "0");
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* check() that crashes or exits refuses its pool; the host goes on. */
+static void test_crashing_or_exiting_check_refuses_the_pool(void **state)
+{
+    th_host *h;
+    char err[512], out[8];
+    assert_true(add_checked_pool(&h, "mode = \"crash\";", err, sizeof err) <
+                0);
+    assert_non_null(strstr(err, "crashed"));
+    assert_non_null(strstr(err, "SIGSEGV"));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    assert_true(add_checked_pool(&h, "mode = \"exit\";", err, sizeof err) <
+                0);
+    assert_non_null(strstr(err, "exited with status 3"));
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    o.name = "q";
+    o.plugin = "sdkcheck";
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), 0);
+    th_result r;
+    assert_int_equal(th_host_call(h, "q", "cancelled_now", "", 0, NULL, &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    th_result_free(&r);
+    (void)out;
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* Writing after th_task_fail() is refused, not silently dropped. */
+static void test_write_after_fail_returns_einval(void **state)
+{
+    th_host *h;
+    char err[512];
+    if (add_checked_pool(&h, NULL, err, sizeof err) != 0)
+        fail_msg("add_pool: %s", err);
+    th_result r;
+    assert_int_equal(th_host_call(h, "p", "fail_then_write", "", 0, NULL, &r),
+                     0);
+    assert_int_equal(r.state, TH_STATE_ERROR);
+    char want[64];
+    snprintf(want, sizeof want, "write after fail: %d", TH_EINVAL);
+    assert_string_equal(r.data, want);
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+static int exists(const char *path, const char *suffix)
+{
+    char name[512];
+    snprintf(name, sizeof name, "%s%s", path, suffix);
+    return access(name, F_OK) == 0;
+}
+
+static void ignore_result(const th_result *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+}
+
+/* A cancelled running task learns of it through th_task_cancelled(),
+ * its own flag: not through the worker's SIGTERM, which it blocks here. */
+static void test_cancelled_task_sees_its_own_cancellation(void **state)
+{
+    th_host *h;
+    char err[512], dir[] = "/tmp/th-cancel-XXXXXX", path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t", dir);
+    if (add_checked_pool(&h, NULL, err, sizeof err) != 0)
+        fail_msg("add_pool: %s", err);
+    uint64_t id;
+    assert_int_equal(th_host_submit(h, "p", "wait_cancel", path, strlen(path),
+                                    NULL, ignore_result, NULL, &id), 0);
+    for (int i = 0; i < 3000 && !exists(path, ".started"); i++)
+        th_host_step(h, 10);
+    assert_true(exists(path, ".started"));
+    assert_int_equal(th_host_cancel(h, id), 0);
+    for (int i = 0; i < 3000 && !exists(path, ".seen"); i++)
+        th_host_step(h, 10);
+    assert_true(exists(path, ".seen"));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    char name[512];
+    snprintf(name, sizeof name, "%s.started", path);
+    unlink(name);
+    snprintf(name, sizeof name, "%s.seen", path);
+    unlink(name);
+    rmdir(dir);
+}
+
+/* A check() that never returns is killed after plugin_load_timeout; the
+ * pool is refused naming it. */
+static void test_hanging_check_is_killed_after_the_timeout(void **state)
+{
+    char dir[] = "/tmp/th-host-XXXXXX", conf[256], err[768] = "";
+    assert_non_null(mkdtemp(dir));
+    snprintf(conf, sizeof conf, "%s/t.conf", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "host: { plugin_load_timeout = 0.5; };\n"
+            "plugins = ( { name = \"s\"; path = \"%s\"; } );\n"
+            "pools = ( { name = \"p\"; plugin = \"s\";\n"
+            "  settings = { mode = \"hang\"; }; } );\n",
+            TEST_PLUGIN("sdkcheck"));
+    fclose(f);
+    th_host *h = NULL;
+    assert_true(th_host_open(&h, conf, err, sizeof err) < 0);
+    if (strstr(err, "pools[0]: plugin 's' could not check the settings of "
+                    "pool 'p'") == NULL ||
+        strstr(err, "within 0.5 s") == NULL)
+        fail_msg("message: %s", err);
+    unlink(conf);
+    rmdir(dir);
+}
+
+/* Writes a config with a hash pool of `rounds` into dir/t.conf. */
+static void write_hash_conf(const char *conf, int rounds)
+{
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "plugins = ( { name = \"hash\"; path = \"%s\"; } );\n"
+            "pools = ( { name = \"h\"; plugin = \"hash\"; min_workers = 1;\n"
+            "  max_workers = 1; settings = { rounds = %d; }; } );\n",
+            PLUGIN("hash"), rounds);
+    fclose(f);
+}
+
+/* hash's check() refuses rounds = 0 at open, naming file, pool, plugin. */
+static void test_open_refuses_settings_the_plugin_checks(void **state)
+{
+    char dir[] = "/tmp/th-host-XXXXXX", conf[256], err[768] = "";
+    assert_non_null(mkdtemp(dir));
+    snprintf(conf, sizeof conf, "%s/t.conf", dir);
+    write_hash_conf(conf, 0);
+    th_host *h = NULL;
+    assert_int_equal(th_host_open(&h, conf, err, sizeof err), TH_ECONFIG);
+    char want[300];
+    snprintf(want, sizeof want, "%s:2: pools[0]: plugin 'hash'", conf);
+    if (strstr(err, want) == NULL ||
+        strstr(err, "pool 'h': rounds must be >= 1, got 0") == NULL)
+        fail_msg("message: %s", err);
+    unlink(conf);
+    rmdir(dir);
+}
+
+/* A reload whose settings the plugin refuses changes nothing. */
+static void test_reload_refused_by_check_keeps_the_old_config(void **state)
+{
+    char dir[] = "/tmp/th-host-XXXXXX", conf[256], err[768] = "";
+    assert_non_null(mkdtemp(dir));
+    snprintf(conf, sizeof conf, "%s/t.conf", dir);
+    write_hash_conf(conf, 2);
+    th_host *h = NULL;
+    if (th_host_open(&h, conf, err, sizeof err) != 0)
+        fail_msg("open: %s", err);
+    write_hash_conf(conf, 0);
+    assert_int_equal(th_host_reload(h, NULL, err, sizeof err), TH_ECONFIG);
+    assert_non_null(strstr(err, "rounds must be >= 1, got 0"));
+    th_result r;
+    assert_int_equal(th_host_call(h, "h", "sha256", "abc", 3, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    /* sha256(sha256("abc")): still two rounds */
+    assert_string_equal(
+        r.data,
+        "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358");
+    th_result_free(&r);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    unlink(conf);
+    rmdir(dir);
+}
+
 int main(void)
 {
     log_set_level(TH_LOG_WARN);
@@ -828,6 +1047,14 @@ int main(void)
         cmocka_unit_test(test_pool_opts_not_from_init_are_refused),
         cmocka_unit_test(test_call_fills_only_the_callers_result_size),
         cmocka_unit_test(test_callback_result_carries_its_size),
+        cmocka_unit_test(test_check_refuses_a_pool_running_in_another_process),
+        cmocka_unit_test(test_check_that_passes_lets_the_pool_run),
+        cmocka_unit_test(test_crashing_or_exiting_check_refuses_the_pool),
+        cmocka_unit_test(test_write_after_fail_returns_einval),
+        cmocka_unit_test(test_cancelled_task_sees_its_own_cancellation),
+        cmocka_unit_test(test_open_refuses_settings_the_plugin_checks),
+        cmocka_unit_test(test_hanging_check_is_killed_after_the_timeout),
+        cmocka_unit_test(test_reload_refused_by_check_keeps_the_old_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

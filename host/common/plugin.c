@@ -419,6 +419,7 @@ static int check_descriptor(struct plugin *p, const th_plugin *sym, char *err,
         return fail(err, errlen, TH_EINVAL, p->path,
                     "plugin descriptor has no %s",
                     p->desc.name == NULL ? "name" : "version");
+    p->has_check = p->desc.check != NULL;
     return load_tasks(p, err, errlen);
 }
 

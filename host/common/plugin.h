@@ -36,6 +36,7 @@ struct plugin {
      * loaded here: dl is NULL, desc's name and version are these copies,
      * and tasks holds copied names with NULL run functions. */
     char *meta_name, *meta_version;
+    int has_check;   /* it has a check() (a probed one: as reported) */
 };
 
 /* Loads plugin `path` as `name`. `strict` enables the permission checks.

@@ -9,7 +9,8 @@
  *   requests (spawner fd 3), each answered before the next is sent:
  *     host -> spawner  SPW_HELLO   who to be, what to load (struct spw_hello
  *                                  then path, pool name, packed settings)
- *     spawner -> host  SPW_LOADED  the plugin's identity and task names
+ *     spawner -> host  SPW_LOADED  the plugin's identity, task names, and
+ *                                  whether it has a check() (i64)
  *                      SPW_FAILED  code (int32) and one line
  *     host -> spawner  SPW_SPAWN   (empty)
  *     spawner -> host  SPW_WORKER  pid (int32), with three descriptors: the
@@ -33,7 +34,7 @@
 
 #include "buf.h"
 
-#define SPW_VERSION 1
+#define SPW_VERSION 2
 #define SPW_MAX (128u * 1024) /* bytes of one message, header included */
 #define SPW_FD_REQ 3          /* the spawner's descriptors */
 #define SPW_FD_EVENTS 4
@@ -57,7 +58,8 @@ struct spw_hello {
     int32_t measure_rss;  /* workers report RSS with results */
     int32_t log_kind;     /* log_kind() of the host */
     int32_t log_level;
-    int32_t pad;
+    int32_t check;        /* after loading, run the plugin's check() on
+                             the settings: a refusal answers SPW_FAILED */
     int64_t rlimit_nofile; /* 0: inherit */
     int64_t rlimit_core;   /* -1: inherit */
     uint64_t address_space_limit; /* 0: none */

@@ -148,33 +148,67 @@ static int parse_args(int argc, char **argv)
 
 /* ---- --check-config ---- */
 
-/* Loads the config and every plugin it names, as a start would, and
- * reports the first fault. Returns the exit status. */
+/* Runs every pool's check() of its settings, with the plugins loaded in
+ * v (in the order of cfg->plugins). Returns 0 or prints the fault. */
+static int check_pools(const struct config *cfg, struct plugin **v)
+{
+    char why[768];
+
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct pool_cfg *c = &cfg->pools[i];
+        const struct plugin *pl = NULL;
+        for (size_t j = 0; j < cfg->nplugins && pl == NULL; j++)
+            if (strcmp(cfg->plugins[j].name, c->plugin) == 0)
+                pl = v[j];
+        if (host_check_pool(c, pl, cfg->host.strict_permissions,
+                            host_plugin_timeout(cfg), why, sizeof why) < 0) {
+            fprintf(stderr, "%s:%d: pools[%d]: %s\n", c->file, c->line,
+                    c->index, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Loads the config and every plugin it names, as a start would, runs the
+ * plugins' check() of each pool's settings, and reports the first fault.
+ * Returns the exit status. */
 static int check_config(void)
 {
     struct config *cfg;
+    struct plugin **v;
     char err[512];
+    int rc = 0;
 
     if (config_load(d.config, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    for (size_t i = 0; i < cfg->nplugins; i++) {
+    v = calloc(cfg->nplugins + 1, sizeof *v);
+    for (size_t i = 0; v != NULL && i < cfg->nplugins && rc == 0; i++) {
         const struct plugin_cfg *pc = &cfg->plugins[i];
-        struct plugin *p;
         if (plugin_probe(pc->name, pc->path, cfg->host.strict_permissions,
-                         host_plugin_timeout(cfg), &p, err, sizeof err) < 0) {
+                         host_plugin_timeout(cfg), &v[i], err,
+                         sizeof err) < 0) {
             fprintf(stderr, "%s:%d: plugins[%d].path: %s\n", pc->file,
                     pc->line, pc->index, err);
-            config_free(cfg);
-            return 1;
+            rc = 1;
         }
-        plugin_unref(p);
     }
-    printf("%s: ok (%zu plugins, %zu pools)\n", d.config, cfg->nplugins,
-           cfg->npools);
+    if (v == NULL) {
+        fprintf(stderr, "taskhostd: out of memory\n");
+        rc = 1;
+    } else if (rc == 0 && check_pools(cfg, v) < 0) {
+        rc = 1;
+    }
+    for (size_t i = 0; v != NULL && i < cfg->nplugins; i++)
+        plugin_unref(v[i]);
+    free(v);
+    if (rc == 0)
+        printf("%s: ok (%zu plugins, %zu pools)\n", d.config, cfg->nplugins,
+               cfg->npools);
     config_free(cfg);
-    return 0;
+    return rc;
 }
 
 /* ---- systemd notification and the pidfile ---- */

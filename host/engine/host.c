@@ -335,6 +335,33 @@ static void append_pool(struct pool **list, struct pool *p)
     *list = p;
 }
 
+/* Runs the plugin's check() of the pool's settings; see host.h. A pool
+ * user that is gone fails here too, rather than run check() as root. */
+int host_check_pool(const struct pool_cfg *c, const struct plugin *pl,
+                    int strict, double timeout, char *err, size_t errlen)
+{
+    int uid = -1, gid = -1;
+    char why[768];
+
+    if (!pl->has_check)
+        return 0;
+    if (geteuid() == 0 &&
+        config_account_ids(c->user, c->group, &uid, &gid) != 0) {
+        set_err(err, errlen, "pool '%s': its user or group does not exist",
+                c->name);
+        return TH_ECONFIG;
+    }
+    int r = plugin_probe_check(pl, c->name, c->settings, uid, gid, strict,
+                               timeout, why, sizeof why);
+    if (r == TH_ECONFIG)
+        set_err(err, errlen, "plugin '%s' (%s) refused the settings of pool "
+                             "'%s': %s", pl->name, pl->path, c->name, why);
+    else if (r < 0)
+        set_err(err, errlen, "plugin '%s' could not check the settings of "
+                             "pool '%s': %s", pl->name, c->name, why);
+    return r;
+}
+
 /* Starts a pool from a checked cfg. */
 static int start_pool(struct th_host *h, const struct pool_cfg *cfg,
                       char *err, size_t errlen)
@@ -349,6 +376,11 @@ static int start_pool(struct th_host *h, const struct pool_cfg *cfg,
         set_err(err, errlen, "pool '%s' exists already", cfg->name);
         return TH_EINVAL;
     }
+    int strict = h->cfg ? h->cfg->host.strict_permissions : 1;
+    int r = host_check_pool(cfg, pl, strict, host_plugin_timeout(h->cfg), err,
+                            errlen);
+    if (r < 0)
+        return r;
     struct pool *p = pool_new(h, cfg, pl);
     if (p == NULL)
         return TH_ENOMEM;
@@ -713,6 +745,36 @@ static struct plugin *plugin_in(struct plugin **v, size_t n, const char *name)
     return NULL;
 }
 
+/* Drops the plugins of a config that was not swapped in. */
+static void release_plugins(struct plugin **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        plugin_unref(v[i]);
+    free(v);
+}
+
+/* Runs every pool's check() of the new config, before anything changes:
+ * a refused pool refuses the whole reload. */
+static int check_pools_aside(const struct config *cfg, struct plugin **v,
+                             char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct pool_cfg *c = &cfg->pools[i];
+        char why[768];
+        int r = host_check_pool(c, plugin_in(v, cfg->nplugins, c->plugin),
+                                cfg->host.strict_permissions,
+                                host_plugin_timeout(cfg), why, sizeof why);
+        if (r < 0) {
+            set_err(err, errlen, "%s:%d: pools[%d]: %s", c->file, c->line,
+                    c->index, why);
+            return r;
+        }
+    }
+    return 0;
+}
+
 static void unlink_pool(struct pool **list, struct pool *p)
 {
     while (*list != NULL && *list != p)
@@ -811,8 +873,10 @@ TH_EXPORT int th_host_reload(th_host *h, const char *path, char *err,
     free(own);
     if (r < 0)
         return r;
-    struct plugin **v;
+    struct plugin **v = NULL;
     r = load_plugins_aside(h, cfg, &v, err, errlen);
+    if (r == 0 && (r = check_pools_aside(cfg, v, err, errlen)) < 0)
+        release_plugins(v, cfg->nplugins);
     if (r < 0) {
         config_free(cfg);
         return r;

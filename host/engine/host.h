@@ -13,6 +13,7 @@
 struct config;
 struct loop;
 struct plugin;
+struct pool_cfg;
 struct pool;
 struct worker;
 
@@ -66,6 +67,14 @@ void host_answer_ref(struct th_host *h, struct task *t, th_state state,
 /* host_answer() with a printf message. */
 void host_answerf(struct th_host *h, struct task *t, th_state state, int code,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Runs the check() of plugin `pl` on the settings of pool `c` in a probe
+ * spawner (as the pool's user when the host is root), before any worker
+ * of the pool exists, within `timeout` seconds. Returns 0, or a negative
+ * code with one line in err naming the plugin, its file, the pool and the
+ * plugin's message. */
+int host_check_pool(const struct pool_cfg *c, const struct plugin *pl,
+                    int strict, double timeout, char *err, size_t errlen);
 
 /* Frees a task that was answered and has left its worker. */
 void host_task_release(struct th_host *h, struct task *t);

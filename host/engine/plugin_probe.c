@@ -6,8 +6,8 @@
  * probe mode (spawner.h) loads and checks it in a process of its own,
  * reports its name, version and task names, and exits. A crash, an exit
  * or a hang (bounded by the timeout) there is one line naming the plugin;
- * the host goes on. The same child is where a plugin's own check of its
- * settings will run.
+ * the host goes on. A plugin's own check() of a pool's settings runs the
+ * same way (plugin_probe_check()), as the pool's user.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -17,6 +17,31 @@
 #include "plugin.h"
 #include "spawner.h"
 #include "taskhost.h"
+
+/* Runs p's check() of a pool's settings in a probe; see spawner.h. */
+int plugin_probe_check(const struct plugin *p, const char *pool,
+                       const struct th_settings *settings, int uid, int gid,
+                       int strict, double timeout, char *err, size_t errlen)
+{
+    struct spawner_opts o = {
+        .probe = 1,
+        .check = 1,
+        .strict = strict,
+        .path = p->path,
+        .pool = pool,
+        .settings = settings,
+        .uid = uid,
+        .gid = gid,
+        .rlimit_core = -1,
+        .timeout = timeout,
+    };
+    struct spawner *sp;
+    int rc = spawner_start(&o, p->name, &sp, NULL, err, errlen);
+    if (rc < 0)
+        return rc;
+    spawner_close(sp);
+    return 0;
+}
 
 int plugin_probe(const char *name, const char *path, int strict,
                  double timeout, struct plugin **out, char *err,

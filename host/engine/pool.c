@@ -512,6 +512,10 @@ static struct task *settle_worker(struct pool *p, struct worker *w,
 static struct task *abort_worker(struct pool *p, struct worker *w,
                                  struct task *culprit, int reason, int sig)
 {
+    /* A task given time to stop (SIGTERM) is also named in the worker's
+     * cancel slots: th_task_cancelled() answers for that task only. */
+    if (sig == SIGTERM && culprit != NULL)
+        worker_skip(w, culprit->id);
     worker_kill(w, reason, sig);
     host_mark_pool(p->host, p);
     return culprit != NULL && !culprit->answered ? culprit : NULL;

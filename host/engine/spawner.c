@@ -122,6 +122,7 @@ static int send_hello(struct spawner *sp, const struct spawner_opts *o)
         .rlimit_nofile = o->rlimit_nofile,
         .rlimit_core = o->rlimit_core,
         .address_space_limit = o->address_space_limit,
+        .check = o->check,
     };
     spw_begin(&sp->msg, SPW_HELLO);
     if (spw_put(&sp->msg, &h, sizeof h) < 0 ||
@@ -232,9 +233,12 @@ static struct plugin *read_loaded(struct spawner *sp, const char *name,
         tasks = calloc((size_t)n + 1, sizeof *tasks);
     for (int64_t i = 0; tasks && i < n && !r.bad; i++)
         tasks[i] = spw_get_str(&r);
+    int64_t has_check = spw_get_i64(&r);
     if (tasks != NULL && !r.bad)
         p = plugin_new_probed(name, path, desc_name, version, tasks,
                               (size_t)n, dev, ino, mtime);
+    if (p != NULL)
+        p->has_check = has_check != 0;
     for (int64_t i = 0; tasks && i < n; i++)
         free(tasks[i]);
     free(tasks);

@@ -40,6 +40,7 @@ struct spawner_opts {
     int64_t rlimit_core;       /* -1: inherit */
     uint64_t address_space_limit;
     double timeout;            /* seconds the load may take */
+    int check;                 /* run the plugin's check() on settings */
 };
 
 struct spawner {
@@ -92,5 +93,14 @@ void spawner_close(struct spawner *sp);
 int plugin_probe(const char *name, const char *path, int strict,
                  double timeout, struct plugin **out, char *err,
                  size_t errlen);
+
+/* Runs plugin p's check() on the settings of pool `pool` in a probe
+ * spawner (as uid/gid when >= 0; `strict` as for plugin_probe()), before any worker of the pool exists:
+ * plugin code never runs in this process. Returns 0, or TH_ECONFIG with
+ * the plugin's own message in err when check() refused, or another code
+ * with one line in err when it crashed, exited or hung (`timeout`). */
+int plugin_probe_check(const struct plugin *p, const char *pool,
+                       const struct th_settings *settings, int uid, int gid,
+                       int strict, double timeout, char *err, size_t errlen);
 
 #endif /* TH_SPAWNER_H */

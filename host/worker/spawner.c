@@ -145,6 +145,7 @@ static void report_loaded(void)
     spw_put_i64(&s.msg, (int64_t)p->ntasks);
     for (size_t i = 0; i < p->ntasks; i++)
         spw_put_str(&s.msg, p->tasks[i].name);
+    spw_put_i64(&s.msg, p->has_check);
     if (spw_send(SPW_FD_REQ, &s.msg, NULL, 0) < 0)
         fail(TH_EINVAL, "%s: too many or too long task names to report",
              s.path);
@@ -160,6 +161,19 @@ static void default_fault_signals(void)
         signal(sigs[i], SIG_DFL);
 }
 
+/* The plugin's check() of the pool's settings, when asked: here, as the
+ * pool's user, before any worker; a refusal is the plugin's own line. */
+static void check_settings(void)
+{
+    char msg[1024] = "";
+    if (!s.hello.check || s.plugin->desc.check == NULL)
+        return;
+    int rc = s.plugin->desc.check(s.settings, msg, sizeof msg);
+    msg[sizeof msg - 1] = '\0';
+    if (rc < 0)
+        fail(TH_ECONFIG, "%s", msg[0] ? msg : th_strerror(rc));
+}
+
 static void load(void)
 {
     char err[768];
@@ -168,6 +182,7 @@ static void load(void)
                          sizeof err);
     if (rc < 0)
         fail(rc, "%s", err);
+    check_settings();
     report_loaded();
 }
 

@@ -11,6 +11,7 @@
  * that nothing is lost or misattributed if a task kills it (worker_wire.h).
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -52,6 +53,7 @@ struct th_task {
     size_t acap;    /* contiguous room there */
     size_t alen;    /* output bytes there */
     uint64_t id;    /* the task's id, for progress reports; 0: none */
+    int seq;        /* this run's number, for the SIGTERM handler; 0: none */
 };
 
 /* The worker's side of the arena (worker_wire.h). */
@@ -121,6 +123,10 @@ static int write_arena(th_task *task, const void *data, size_t len)
 }
 
 static volatile sig_atomic_t child_term;
+/* The run number of the task running now (0: none), and of the one that
+ * was running when SIGTERM came: the host stops a worker by SIGTERM to
+ * stop its running task, and only that task is cancelled. */
+static volatile sig_atomic_t running_seq, term_seq;
 
 /* The progress of the running task: the latest report, and when one last
  * left. One task runs at a time, so this lives outside th_task and the
@@ -163,6 +169,8 @@ static void on_sigterm(int sig)
 {
     (void)sig;
     child_term = 1;
+    if (running_seq != 0)
+        term_seq = running_seq;
 }
 
 TH_EXPORT int th_task_write(th_task *task, const void *data, size_t len)
@@ -170,7 +178,7 @@ TH_EXPORT int th_task_write(th_task *task, const void *data, size_t len)
     if (task == NULL || (data == NULL && len > 0))
         return TH_EINVAL;
     if (task->failed)
-        return 0;
+        return TH_EINVAL; /* its answer is its failure message */
     if (task->in_arena)
         return write_arena(task, data, len);
     size_t used = task->out->len - task->header - sizeof(struct frame);
@@ -207,10 +215,15 @@ TH_EXPORT int th_task_fail(th_task *task, int code, const char *fmt, ...)
     return code;
 }
 
+static int skipped(uint64_t id);
+
+/* Whether this task was cancelled or timed out: the host names it in the
+ * arena's cancel slots, and SIGTERM came while it ran. */
 TH_EXPORT int th_task_cancelled(const th_task *task)
 {
-    (void)task;
-    return child_term != 0;
+    if (task == NULL)
+        return 0;
+    return (term_seq != 0 && term_seq == task->seq) || skipped(task->id);
 }
 
 TH_EXPORT const char *th_task_name(const th_task *task)
@@ -467,7 +480,10 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     struct frame *hdr = buf_extend(&c->out, sizeof *hdr);
     if (hdr == NULL)
         _exit(72);
-    struct th_task task = {.id = f->id, .out = &c->out, .header = header};
+    static int seq;
+    seq = seq == INT_MAX ? 1 : seq + 1;
+    struct th_task task = {
+        .id = f->id, .seq = seq, .out = &c->out, .header = header};
     int code;
     double start = now_s();
     progress.held = 0;
@@ -479,7 +495,9 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     } else {
         const th_task_info *def = &pl->tasks[f->aux];
         task.name = def->name;
+        running_seq = task.seq;
         code = def->run(c->state, &task, input, len);
+        running_seq = 0;
         if (code >= 0)
             code = 0;
         else if (!task.failed)

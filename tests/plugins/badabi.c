@@ -13,5 +13,5 @@ static const th_task_def tasks[] = {{"echo", badabi_run}, {NULL, NULL}};
 
 TH_EXPORT extern const th_plugin taskhost_plugin;
 const th_plugin taskhost_plugin = {
-    999, sizeof(th_plugin), "badabi", "1.0", NULL, NULL, tasks, NULL,
+    999, sizeof(th_plugin), "badabi", "1.0", NULL, NULL, tasks, NULL, NULL,
 };

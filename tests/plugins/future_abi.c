@@ -20,5 +20,5 @@ const th_plugin taskhost_plugin = {
     NULL,
     NULL,
     tasks,
-    NULL,
+    NULL, NULL,
 };

@@ -25,5 +25,5 @@ static const th_task_def tasks[] = {{"go", newer_run}, {NULL, NULL}};
 
 TH_EXPORT extern const th_plugin taskhost_plugin;
 const th_plugin taskhost_plugin = {
-    NEWER_ABI, sizeof(th_plugin), "newer", "1.0", NULL, NULL, tasks, NULL,
+    NEWER_ABI, sizeof(th_plugin), "newer", "1.0", NULL, NULL, tasks, NULL, NULL,
 };

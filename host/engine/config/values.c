@@ -193,6 +193,28 @@ char *config_resolve_path(const char *dir, const char *p)
     return abs;
 }
 
+/* The ids of a pool's user and group; see values.h. */
+int config_account_ids(const char *user, const char *group, int *uid,
+                       int *gid)
+{
+    unsigned id;
+
+    *uid = *gid = -1;
+    if (user != NULL) {
+        if (config_lookup_id(user, 0, &id) != 0 || id > INT_MAX)
+            return TH_ENOENT;
+        struct passwd *pw = getpwuid((uid_t)id);
+        *uid = (int)id;
+        *gid = pw != NULL ? (int)pw->pw_gid : (int)id;
+    }
+    if (group != NULL) {
+        if (config_lookup_id(group, 1, &id) != 0 || id > INT_MAX)
+            return TH_ENOENT;
+        *gid = (int)id;
+    }
+    return 0;
+}
+
 /* Formats a byte count the way a user would write it ("256M"). */
 void config_format_size(uint64_t v, char *buf, size_t n)
 {

@@ -45,6 +45,14 @@ int config_valid_name(const char *s);
  * digits taken as the id itself. Returns 0 and the id, or TH_EINVAL. */
 int config_lookup_id(const char *name, int is_group, unsigned *id);
 
+/* The ids a pool's `user` and `group` keys name (NULL: none), for a
+ * process about to switch to them: a user brings its primary group (a uid
+ * without a passwd entry, the gid of the same number), and a group
+ * overrides it. Sets -1 for what is not named. Returns 0, or TH_ENOENT
+ * when a name does not exist (any more). */
+int config_account_ids(const char *user, const char *group, int *uid,
+                       int *gid);
+
 /* Returns `path` made absolute against the directory `dir` (a malloc'd
  * copy either way), or NULL when out of memory. */
 char *config_resolve_path(const char *dir, const char *path);
