@@ -110,7 +110,9 @@ class Client extends EventEmitter {
     this._out = [];
     this._outBytes = 0;
     this._flushQueued = false;
-    this._in = null;
+    this._in = null; // the chunks of a frame not yet whole
+    this._inBytes = 0;
+    this._inNeed = 0;
     this._lost = null;
     this._lastError = '';
     this._names = new Map();
@@ -303,7 +305,16 @@ class Client extends EventEmitter {
   }
 
   _onData(chunk) {
-    let buf = this._in ? Buffer.concat([this._in, chunk]) : chunk;
+    // A frame that spans chunks is gathered whole before it is parsed, so
+    // a large output costs one copy, not one per chunk.
+    if (this._in) {
+      this._in.push(chunk);
+      this._inBytes += chunk.length;
+      if (this._inBytes < this._inNeed) return;
+      chunk = Buffer.concat(this._in, this._inBytes);
+      this._in = null;
+    }
+    const buf = chunk;
     let pos = 0;
     const n = buf.length;
     while (n - pos >= 16) {
@@ -331,12 +342,11 @@ class Client extends EventEmitter {
       }
       pos = end;
     }
-    this._in = pos < n ? buf.subarray(pos) : null;
-    if (this._in && this._in.length > 16) {
-      const need = 16 + this._in.readUInt32LE(0);
-      if (need > this._in.length && this._in.buffer.byteLength > need * 4) {
-        this._in = Buffer.from(this._in); // do not pin a large chunk
-      }
+    if (pos < n) {
+      const rest = buf.subarray(pos);
+      this._in = [rest];
+      this._inBytes = rest.length;
+      this._inNeed = rest.length >= 16 ? 16 + rest.readUInt32LE(0) : 16;
     }
   }
 
