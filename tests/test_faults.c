@@ -921,10 +921,11 @@ static void mixed_faults_at_once(void **state)
     expect_log(f, "exited with status 3", NULL, 3);
     expect_log(f, "ran longer than", NULL, 4);
     expect_log(f, "above memory_hard_limit", NULL, 2);
-    /* Two closefds tasks in one batch can end one worker. */
+    /* Two closefds tasks in one batch can end one worker, and a worker
+     * stopping anyway (a restart of the storm) exits as asked. */
     int closed = hx_log_count2(&f->h, "exited with status 0", "error");
     printf("    log: 'exited with status 0' with 'error' x%d\n", closed);
-    assert_in_range(closed, 1, 2);
+    assert_in_range(closed, 0, 2);
     expect_log(f, "answered a task it was not running", NULL, 2);
     expect_log(f, "pool echo: worker", "killed by signal 9 (SIGKILL)", 4);
     expect_log(f, "left with", NULL, 1);

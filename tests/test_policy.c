@@ -646,7 +646,9 @@ static void test_cancel_running_task_answers_it_and_serves_the_next(
                   "served %.2f ms after the answer (%.2f ms after cancel)\n",
                   (a->at - t0) * 1e3, (b->at - a->at) * 1e3,
                   (b->at - t0) * 1e3);
-    assert_served_within(a, b, 0.1);
+    /* Well before the SIGKILL (kill_grace), with room for a loaded box
+     * (make -j8 check) to start the replacement. */
+    assert_served_within(a, b, 0.4);
     WAIT_FOR(f, !worker_listed(f, "p", old));
     assert_true(now() - t0 >= o.kill_grace * 0.9); /* it did need SIGKILL */
     assert_int_equal(counter(f, "p", "tasks", "cancelled"), 1);
@@ -659,7 +661,7 @@ static void test_task_timeout_answers_timeout_and_serves_the_next(
 {
     struct fix *f = *state;
     th_pool_opts o = opts("p", "probe", 1, 1);
-    o.kill_grace = 0.2;
+    o.kill_grace = 0.5;
     add_pool(f, &o);
     WAIT_FOR(f, counter(f, "p", "workers", "idle") == 1);
     th_submit_opts so = {.task_timeout = 0.2}; /* the pool's is 10 s */
@@ -673,7 +675,7 @@ static void test_task_timeout_answers_timeout_and_serves_the_next(
     assert_true(a->run >= 0.19 && a->run < 1.0);
     WAIT_FOR(f, b->n);
     assert_true(pid_of(b) != old);
-    assert_served_within(a, b, 0.1);
+    assert_served_within(a, b, 0.4); /* before the SIGKILL, even loaded */
     WAIT_FOR(f, !worker_listed(f, "p", old));
     assert_int_equal(counter(f, "p", "tasks", "timeout"), 1);
     assert_int_equal(counter(f, "p", "restarts", "timeout_cancel"), 1);
@@ -1492,6 +1494,80 @@ static void test_task_waiting_for_a_worker_that_cannot_start_times_out(
     assert_int_equal(a->state, TH_STATE_TIMEOUT);
 }
 
+/* The host's resident memory, in KiB. */
+static unsigned long self_rss_kib(void)
+{
+    unsigned long size = 0, resident = 0;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    assert_non_null(fp);
+    assert_int_equal(fscanf(fp, "%lu %lu", &size, &resident), 2);
+    fclose(fp);
+    return resident * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* A payload too large for the arena goes through the worker's socket: the
+ * buffers that grew for it are given back once it is delivered. */
+static void test_buffers_grown_for_a_large_output_are_released(void **state)
+{
+#ifdef __SANITIZE_ADDRESS__
+    (void)state;
+    skip(); /* ASan keeps freed memory in quarantine: RSS says nothing */
+#else
+    struct fix *f = *state;
+    th_pool_opts o = opts("e", "echo", 1, 1);
+    add_pool(f, &o);
+    assert_ok(call(f, "e", "echo", "warm", NULL));
+    size_t len = 40u << 20;
+    unsigned long before = self_rss_kib();
+    char *big = malloc(len);
+    assert_non_null(big);
+    memset(big, 'x', len);
+    struct ans *a = new_ans(f);
+    assert_int_equal(th_host_submit(f->h, "e", "echo", big, len, NULL, on_done,
+                                    a, &a->id),
+                     0);
+    free(big);
+    WAIT_FOR(f, a->n > 0);
+    assert_ok(a);
+    for (int i = 0; i < 5; i++)
+        th_host_step(f->h, 5);
+    unsigned long grown = self_rss_kib() - before;
+    /* The engine may keep one such input for reuse; not the buffers the
+     * bytes went through (they held 80 MiB more). */
+    if (grown > 64 * 1024)
+        fail_msg("the host kept %lu MiB after a 40 MiB echo", grown / 1024);
+#endif
+}
+
+/* A worker that grows fast is killed soon after it passes the hard limit,
+ * not once a second's worth of allocation later. */
+static void test_hard_limit_stops_a_fast_growing_worker_near_the_limit(
+    void **state)
+{
+    struct fix *f = *state;
+    unsigned long base = base_rss(f);
+    unsigned long limit = base + 128 * 1024; /* KiB */
+    char pools[512];
+    snprintf(pools, sizeof pools,
+             "{ name = \"m\"; plugin = \"leak\"; min_workers = 1; "
+             "max_workers = 1; memory_hard_limit = \"%luK\"; "
+             "memory_check_interval = 1.0; }",
+             limit);
+    open_conf(f, pools);
+    WAIT_FOR(f, counter(f, "m", "workers", "idle") == 1);
+    struct ans *a = call(f, "m", "leak", "1024", NULL);
+    assert_int_equal(a->state, TH_STATE_MEMORY);
+    const char *used = strstr(a->data, " used ");
+    assert_non_null(used);
+    double mib_used = strtod(used + 6, NULL);
+    print_message("leak: killed at %.1f MiB, limit %.1f MiB\n", mib_used,
+                  (double)limit / 1024.0);
+    /* 10 ms of allocation at a few GB/s, and slack for a slow box */
+    if (mib_used > (double)limit / 1024.0 + 256.0)
+        fail_msg("killed at %.1f MiB, the limit being %.1f MiB", mib_used,
+                 (double)limit / 1024.0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1532,6 +1608,8 @@ int main(void)
         T(test_tasks_that_crash_their_worker_do_not_back_off_the_pool),
         T(test_failed_worker_start_is_retried_until_resources_return),
         T(test_task_waiting_for_a_worker_that_cannot_start_times_out),
+        T(test_buffers_grown_for_a_large_output_are_released),
+        T(test_hard_limit_stops_a_fast_growing_worker_near_the_limit),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,6 +45,9 @@
 #define BACKOFF_FIRST 0.1     /* seconds, doubled per failure */
 #define BACKOFF_MAX 10.0
 #define PIPELINE_MAX 64       /* tasks in flight per worker, short tasks */
+#define MEM_FAST 0.01         /* seconds between samples while one grows */
+#define MEM_CALM 0.1          /* at most, while busy (or the interval) */
+#define MEM_GROWTH 1024       /* KiB since the last sample: growing */
 
 static void on_idle_timer(struct loop_timer *t);
 static void on_run_timer(struct loop_timer *t);
@@ -348,13 +351,21 @@ static void arm_run_timer(struct pool *p, struct worker *w)
     loop_timer_start(loop_of(p), &w->run_timer, t->task_timeout);
 }
 
+/* Samples the busy workers' memory: MEM_FAST after work starts and while
+ * a worker grows, then less often, up to MEM_CALM or memory_check_interval
+ * when smaller. A worker allocating fast is thus seen within MEM_FAST of
+ * passing the hard limit once its growth is noticed (docs/config.md). */
 static void arm_mem_timer(struct pool *p)
 {
-    if (loop_timer_armed(&p->mem_timer) || p->cfg.memory_check_interval <= 0)
+    double most = p->cfg.memory_check_interval;
+    if (loop_timer_armed(&p->mem_timer) || most <= 0)
         return;
     if (p->cfg.memory_hard_limit == 0 && p->cfg.memory_budget == 0)
         return;
-    loop_timer_start(loop_of(p), &p->mem_timer, p->cfg.memory_check_interval);
+    if (most > MEM_CALM)
+        most = MEM_CALM;
+    double period = p->mem_period > 0 ? p->mem_period : MEM_FAST;
+    loop_timer_start(loop_of(p), &p->mem_timer, period < most ? period : most);
 }
 
 static void start_task(struct pool *p, struct worker *w, struct task *t)
@@ -662,7 +673,7 @@ static void on_mem_timer(struct loop_timer *timer)
 {
     struct pool *p = container_of(timer, struct pool, mem_timer);
     uint64_t total = 0;
-    int running = 0;
+    int running = 0, growing = 0;
     struct worker *next;
     for (struct worker *w = p->workers; w != NULL; w = next) {
         next = w->next;
@@ -670,7 +681,9 @@ static void on_mem_timer(struct loop_timer *timer)
         if (!runs && w->state != W_IDLE)
             continue;
         if (runs) {
+            uint32_t was = w->rss_kib;
             w->rss_kib = worker_read_rss(w);
+            growing |= w->rss_kib > was + MEM_GROWTH;
             running = 1;
         }
         if (w->state != W_STOPPING)
@@ -680,8 +693,11 @@ static void on_mem_timer(struct loop_timer *timer)
             kill_for_memory(p, w, worker_running(w), w->rss_kib);
     }
     check_budget(p, total);
+    p->mem_period = growing ? MEM_FAST : 2 * p->mem_period;
     if (running)
         arm_mem_timer(p);
+    else
+        p->mem_period = 0; /* idle: the next work starts at MEM_FAST */
 }
 
 /* ---- what workers tell ---- */

@@ -38,7 +38,8 @@ struct pool {
     int early_deaths;          /* consecutive deaths soon after start */
     int spawn_errors;          /* consecutive fork/socketpair failures */
     struct loop_timer backoff; /* no spawn until it fires */
-    struct loop_timer mem_timer; /* memory_check_interval while busy */
+    struct loop_timer mem_timer; /* samples memory while busy */
+    double mem_period;         /* its current period, 0: not sampling */
     double avg_run_us;         /* moving average of task run time */
     int uid, gid;              /* workers' ids, -1: the host's */
     int soft_limit_broken;     /* RSS after init is above the soft limit */

@@ -40,6 +40,17 @@ static struct loop *loop_of(const struct worker *w)
     return w->pool->host->loop;
 }
 
+/* Bytes a worker's buffer keeps once empty: a buffer that grew for a
+ * large payload is given back, so one big output does not stay held
+ * until the worker leaves. */
+#define BUF_KEEP (256 * 1024)
+
+static void trim(struct buf *b)
+{
+    if (buf_avail(b) == 0 && b->cap > BUF_KEEP)
+        buf_free(b);
+}
+
 static int watch(struct worker *w, int sock, int pidfd)
 {
     w->sock.fd = sock;
@@ -201,6 +212,7 @@ static void write_out(struct worker *w)
         buf_free(&w->out);
         r = 0;
     }
+    trim(&w->out);
     loop_mod(loop_of(w), &w->sock, r == 1 ? LOOP_READ | LOOP_WRITE : LOOP_READ);
 }
 
@@ -440,6 +452,7 @@ static void on_sock(struct loop_io *io, uint32_t events)
         if (read_worker(w, 4))
             loop_mod(loop_of(w), &w->sock, 0); /* EOF: its spawner says how */
         parse_frames(w);
+        trim(&w->in);
     }
 }
 

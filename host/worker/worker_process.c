@@ -422,10 +422,21 @@ static void stage_result(struct child *c, size_t header)
                           memory_order_release);
 }
 
+/* Bytes a buffer keeps once empty: one grown for a large payload is given
+ * back, so that it does not count as the worker's memory from then on. */
+#define BUF_KEEP (256 * 1024)
+
+static void trim(struct buf *b)
+{
+    if (buf_avail(b) == 0 && b->cap > BUF_KEEP)
+        buf_free(b);
+}
+
 /* Sends every held result; the staging area is empty after. */
 static void send_held(struct child *c)
 {
     flush_all(&c->out, CHILD_FD);
+    trim(&c->out);
     c->staged = 0;
     c->must_flush = 0;
     if (arena.base != NULL) {
@@ -622,6 +633,7 @@ __attribute__((noreturn)) static void serve(struct child *c)
                 announce(0);
         }
         buf_consume(&c->in, sizeof copy + FRAME_PAD(copy.len));
+        trim(&c->in);
         maybe_flush(c);
     }
 }
