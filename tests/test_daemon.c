@@ -1515,6 +1515,50 @@ static void notify_reader_that_falls_behind_never_blocks_the_daemon(
     close(fd);
 }
 
+/* The pid of an idle worker of pool `pool` other than `not`, or 0. */
+static int idle_worker_other_than(th_client *c, const char *pool, int not)
+{
+    char *j = NULL;
+    int found = 0;
+    if (th_client_stats(c, pool, TH_STATS_JSON, &j) == 0 && j != NULL) {
+        for (const char *p = j; (p = strstr(p, "{\"pid\":")) != NULL; p++) {
+            int pid = atoi(p + 7);
+            if (pid != not && strstr(p, "\"state\":\"idle\"") ==
+                                  strchr(p, ',') + 1) {
+                found = pid;
+                break;
+            }
+        }
+    }
+    free(j);
+    return found;
+}
+
+/* Workers that reached READY and died soon after, idle, are not failed
+ * starts: the back-off says what happened. */
+static void early_deaths_of_started_workers_are_not_called_failed_starts(
+    void **state)
+{
+    struct td *t = *state;
+    td_start_env(t, NULL);
+    th_client *c = td_connect(t);
+    int last = 0;
+    for (int i = 0; i < 3; i++) {
+        double end = td_now() + DEADLINE;
+        int pid;
+        while ((pid = idle_worker_other_than(c, "sleep", last)) == 0 &&
+               td_now() < end)
+            td_pause_ms(5);
+        assert_true(pid > 0);
+        kill(pid, SIGKILL);
+        last = pid;
+    }
+    td_wait_log(t, "died within a second");
+    assert_false(file_contains(t->log, "failed worker starts"));
+    th_client_close(c);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1570,6 +1614,7 @@ int main(int argc, char **argv)
         T(daemon_raises_its_fd_soft_limit_to_the_hard_limit),
         T(out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients),
         T(notify_reader_that_falls_behind_never_blocks_the_daemon),
+        T(early_deaths_of_started_workers_are_not_called_failed_starts),
     };
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1)

@@ -54,7 +54,7 @@ static void on_run_timer(struct loop_timer *t);
 static void on_queue_timer(struct loop_timer *t);
 static void on_backoff(struct loop_timer *t);
 static void on_mem_timer(struct loop_timer *t);
-static void back_off(struct pool *p, int failures, const char *what);
+static void back_off(struct pool *p, int step, int count, const char *what);
 static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
                            const char *how);
 
@@ -293,7 +293,8 @@ static int spawn(struct pool *p)
     struct worker *w = worker_spawn(p);
     if (w == NULL) {
         p->spawn_errors++;
-        back_off(p, p->spawn_errors, "worker starts refused by the system");
+        back_off(p, p->spawn_errors, p->spawn_errors,
+                 "worker starts refused by the system");
         return -1;
     }
     p->spawn_errors = 0;
@@ -940,14 +941,14 @@ static void fail_pool(struct pool *p, const char *why)
         reject_queue(p);
 }
 
-/* Waits before starting workers again, after `failures` of `what` in a
- * row ("failed worker starts", ...). */
-static void back_off(struct pool *p, int failures, const char *what)
+/* Waits before starting workers again (longer at each `step`), after
+ * `count` of `what` in a row ("failed worker starts", ...). */
+static void back_off(struct pool *p, int step, int count, const char *what)
 {
-    double delay = BACKOFF_FIRST * pow(2.0, failures - 1);
+    double delay = BACKOFF_FIRST * pow(2.0, step - 1);
     if (delay > BACKOFF_MAX)
         delay = BACKOFF_MAX;
-    log_warn("pool %s: %d %s in a row, waiting %.1f s", p->cfg.name, failures,
+    log_warn("pool %s: %d %s in a row, waiting %.1f s", p->cfg.name, count,
              what, delay);
     loop_timer_start(loop_of(p), &p->backoff, delay);
 }
@@ -967,7 +968,8 @@ static void count_failure(struct pool *p, struct worker *w, const char *how,
         if (p->start_failures >= START_FAILURES_MAX)
             fail_pool(p, why);
         else
-            back_off(p, p->start_failures, "failed worker starts");
+            back_off(p, p->start_failures, p->start_failures,
+                     "failed worker starts");
         return;
     }
     if (culprit != NULL || w->tasks_done > 0)
@@ -975,8 +977,8 @@ static void count_failure(struct pool *p, struct worker *w, const char *how,
     double lived = loop_now(loop_of(p)) - w->started;
     p->early_deaths = lived < EARLY_DEATH ? p->early_deaths + 1 : 0;
     if (p->early_deaths >= EARLY_DEATHS_FREE)
-        back_off(p, p->early_deaths - EARLY_DEATHS_FREE + 1,
-                 "workers died within a second of starting, before any task,");
+        back_off(p, p->early_deaths - EARLY_DEATHS_FREE + 1, p->early_deaths,
+                 "workers that started fine died within a second, idle,");
 }
 
 static void answer_crashed(struct pool *p, struct worker *w, struct task *t,
