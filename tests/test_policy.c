@@ -944,7 +944,8 @@ static void test_max_worker_age_recycles_old_workers(void **state)
     /* Too old: not given the task, replaced. */
     struct ans *b = call(f, "a", "pid", "", NULL);
     assert_true(pid_of(b) != first);
-    WAIT_FOR(f, counter(f, "a", "restarts", "max_age") == 1);
+    /* On a loaded box its replacement may grow too old as well. */
+    WAIT_FOR(f, counter(f, "a", "restarts", "max_age") >= 1);
     assert_false(worker_listed(f, "a", first));
 }
 
