@@ -1559,6 +1559,45 @@ static void early_deaths_of_started_workers_are_not_called_failed_starts(
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+/* A SIGHUP that brings a large config (seconds to parse): the daemon goes
+ * on answering while it parses, then applies it. */
+static void sighup_with_a_large_config_keeps_serving(void **state)
+{
+    struct td *t = *state;
+    enum { KEYS = 7000 };
+    size_t cap = (size_t)KEYS * 64 + 1024, len = 0;
+    char *pools = malloc(cap);
+    assert_non_null(pools);
+    len += (size_t)snprintf(pools + len, cap - len,
+                            "pools = (\n  { name = \"echo\"; plugin = \"echo\";"
+                            " min_workers = 1; max_workers = 1;\n"
+                            "    settings = {\n");
+    for (int i = 0; i < KEYS; i++)
+        len += (size_t)snprintf(pools + len, cap - len,
+                                "      key_%d = \"value %d\";\n", i, i);
+    snprintf(pools + len, cap - len,
+             "    }; },\n  { name = \"sleep\"; plugin = \"sleep\"; "
+             "min_workers = 1; max_workers = 1; }\n);\n");
+    td_start_env(t, NULL);
+    write_conf(t, NULL, pools, NULL);
+    free(pools);
+    double t0 = td_now(), slowest = 0;
+    kill(t->pid, SIGHUP);
+    while (!file_contains(t->log, "reloaded") && td_now() < t0 + 60) {
+        double p0 = td_now();
+        assert_int_equal(td_ping(t), 0);
+        if (td_now() - p0 > slowest)
+            slowest = td_now() - p0;
+        td_pause_ms(20);
+    }
+    print_message("reload took %.2f s, slowest ping %.3f s\n", td_now() - t0,
+                  slowest);
+    assert_true(file_contains(t->log, "reloaded"));
+    if (slowest > 0.5)
+        fail_msg("a ping waited %.2f s during the reload", slowest);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1615,6 +1654,7 @@ int main(int argc, char **argv)
         T(out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients),
         T(notify_reader_that_falls_behind_never_blocks_the_daemon),
         T(early_deaths_of_started_workers_are_not_called_failed_starts),
+        T(sighup_with_a_large_config_keeps_serving),
     };
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1)

@@ -12,11 +12,13 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -395,13 +397,11 @@ static void reload_host_group(const struct host_cfg *h)
 
 /* Reloads the config; the socket stays where it is. Returns 0 or a code
  * with the reason in err (also logged). */
-static int do_reload(char *err, size_t errlen)
+/* Logs how a reload went and applies the host group of a new config. */
+static void reload_done(int rc, const char *err)
 {
     const struct config *cfg;
-    int rc;
 
-    notify("RELOADING=1");
-    rc = th_host_reload(d.host, NULL, err, errlen);
     if (rc < 0) {
         log_error("reload refused, the running config stays: %s", err);
     } else {
@@ -413,7 +413,102 @@ static int do_reload(char *err, size_t errlen)
         log_info("config %s reloaded", d.config);
     }
     notify("READY=1");
+}
+
+static int do_reload(char *err, size_t errlen)
+{
+    notify("RELOADING=1");
+    int rc = th_host_reload(d.host, NULL, err, errlen);
+    reload_done(rc, err);
     return rc;
+}
+
+/* SIGHUP: the new config is parsed on a thread of its own, since a large
+ * file takes seconds, and the loop serves meanwhile; the thread touches
+ * nothing of the daemon's. The loop applies the result (loading plugins
+ * and swapping pools) when the thread says it is done. A SIGHUP during a
+ * parse asks for one more once it ends. */
+static struct {
+    pthread_t thread;
+    int efd;        /* eventfd: the thread is done */
+    th_watch *w;
+    int busy, again;
+    struct config *cfg;
+    int rc;
+    char err[512];
+} rl = {.efd = -1};
+
+static void *parse_config(void *arg)
+{
+    uint64_t one = 1;
+
+    (void)arg;
+    rl.rc = config_load(d.config, &rl.cfg, rl.err, sizeof rl.err);
+    if (write(rl.efd, &one, sizeof one) == -1)
+        abort(); /* an eventfd write cannot fail short of a bug */
+    return NULL;
+}
+
+/* Joins the parsing thread, if any, and lets go of its resources. */
+static void reload_join(void)
+{
+    if (!rl.busy)
+        return;
+    pthread_join(rl.thread, NULL);
+    th_watch_stop(rl.w);
+    rl.w = NULL;
+    close(rl.efd);
+    rl.efd = -1;
+    rl.busy = 0;
+}
+
+static void start_reload(void);
+
+static void on_parsed(th_watch *w, int fd, unsigned events, void *arg)
+{
+    char err[512];
+    int rc;
+
+    reload_join();
+    if (rl.rc == 0) {
+        rc = host_reload_parsed(d.host, rl.cfg, err, sizeof err);
+    } else {
+        rc = rl.rc;
+        snprintf(err, sizeof err, "%s", rl.err);
+    }
+    rl.cfg = NULL;
+    reload_done(rc, err);
+    if (rl.again && !d.stopping) {
+        rl.again = 0;
+        start_reload();
+    }
+}
+
+static void start_reload(void)
+{
+    char err[512];
+
+    if (rl.busy) {
+        rl.again = 1;
+        return;
+    }
+    notify("RELOADING=1");
+    rl.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (rl.efd != -1 &&
+        th_watch_start(d.host, rl.efd, TH_WATCH_READ, on_parsed, NULL,
+                       &rl.w) == 0 &&
+        pthread_create(&rl.thread, NULL, parse_config, NULL) == 0) {
+        rl.busy = 1;
+        return;
+    }
+    log_warn("reload: cannot parse the config aside (%s); parsing it now",
+             strerror(errno));
+    th_watch_stop(rl.w);
+    rl.w = NULL;
+    if (rl.efd != -1)
+        close(rl.efd);
+    rl.efd = -1;
+    do_reload(err, sizeof err);
 }
 
 static int ops_reload(void *arg, char *err, size_t errlen)
@@ -428,10 +523,8 @@ static void ops_shutdown(void *arg, int how)
 
 static void on_signal(int sig)
 {
-    char err[512] = "";
-
     switch (sig) {
-    case SIGHUP: do_reload(err, sizeof err); break;
+    case SIGHUP: start_reload(); break;
     case SIGUSR1:
         log_info("rolling restart of every pool");
         th_host_restart(d.host, NULL, 0);
@@ -546,26 +639,26 @@ static int watch_all(char *err, size_t errlen)
     return rc;
 }
 
-/* Opens the log, the socket, the engine. Returns 0 or -1 (reported). */
 /* Takes every descriptor the hard limit allows: each client holds one,
  * and systemd's default soft limit (1,024) is soon reached. Workers
  * inherit it unless their pool sets rlimit_nofile. */
 static void raise_fd_limit(void)
 {
-    struct rlimit rl;
+    struct rlimit lim;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= rl.rlim_max)
+    if (getrlimit(RLIMIT_NOFILE, &lim) == -1 || lim.rlim_cur >= lim.rlim_max)
         return;
-    unsigned long long was = (unsigned long long)rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+    unsigned long long was = (unsigned long long)lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) == -1)
         log_warn("cannot raise the descriptor limit from %llu: %s", was,
                  strerror(errno));
     else
         log_info("descriptor limit raised from %llu to %llu", was,
-                 (unsigned long long)rl.rlim_cur);
+                 (unsigned long long)lim.rlim_cur);
 }
 
+/* Opens the log, the socket, the engine. Returns 0 or -1 (reported). */
 static int start(void)
 {
     struct config *cfg = NULL;
@@ -619,6 +712,9 @@ static void stop(void)
     }
     /* The watches live in the engine's loop: let go of them before it
      * closes. The answers it still gives are sent by server_close(). */
+    reload_join();
+    config_free(rl.cfg);
+    rl.cfg = NULL;
     th_watch_stop(d.sig_w);
     th_timer_free(d.status_timer);
     d.status_timer = NULL;

@@ -873,8 +873,19 @@ TH_EXPORT int th_host_reload(th_host *h, const char *path, char *err,
     free(own);
     if (r < 0)
         return r;
+    return host_reload_parsed(h, cfg, err, errlen);
+}
+
+int host_reload_parsed(struct th_host *h, struct config *cfg, char *err,
+                       size_t errlen)
+{
+    if (h->closing) {
+        config_free(cfg);
+        set_err(err, errlen, "the host is shutting down");
+        return TH_ECLOSED;
+    }
     struct plugin **v = NULL;
-    r = load_plugins_aside(h, cfg, &v, err, errlen);
+    int r = load_plugins_aside(h, cfg, &v, err, errlen);
     if (r == 0 && (r = check_pools_aside(cfg, v, err, errlen)) < 0)
         release_plugins(v, cfg->nplugins);
     if (r < 0) {

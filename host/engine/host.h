@@ -101,4 +101,10 @@ void host_reap_orphans(struct th_host *h);
 /* At the end: sweeps until no orphan is left or `limit` seconds passed. */
 void host_end_orphans(struct th_host *h, double limit);
 
+/* th_host_reload() with a config parsed already (by config_load(),
+ * perhaps on another thread: parsing a large file takes a while). Takes
+ * cfg, and frees it on failure. Returns 0 or a code, the reason in err. */
+int host_reload_parsed(struct th_host *h, struct config *cfg, char *err,
+                       size_t errlen);
+
 #endif /* TH_HOST_INTERNAL_H */
