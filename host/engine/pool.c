@@ -17,10 +17,8 @@
  *   ever interrupted by user code, and none needs to guard against it.
  */
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <math.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "account.h"
 #include "worker_wire.h"
 #include "host.h"
 #include "log.h"
@@ -70,20 +69,6 @@ static double mib(uint64_t kib)
 
 /* ---- creation ---- */
 
-/* The id a config's user or group string spells in decimal digits (the
- * config takes ids as well as names), or -1 for a name. */
-static int numeric_id(const char *s)
-{
-    char *end;
-    unsigned long v;
-
-    if (*s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    return errno == 0 && *end == '\0' && v <= INT_MAX ? (int)v : -1;
-}
-
 /* Resolves the pool's user/group; -1 keeps the host's. A user brings its
  * primary group; a uid without a passwd entry, the group of the same
  * number, so that a worker never keeps the host's group by accident. */
@@ -102,27 +87,20 @@ static void fail_closed(struct pool *p, const char *what, const char *name)
 
 static void resolve_ids(struct pool *p)
 {
+    unsigned uid, gid;
+
     p->uid = p->gid = -1;
     if (p->cfg.user != NULL) {
-        int id = numeric_id(p->cfg.user);
-        struct passwd *pw =
-            id >= 0 ? getpwuid((uid_t)id) : getpwnam(p->cfg.user);
-        if (pw != NULL) {
-            p->uid = (int)pw->pw_uid;
-            p->gid = (int)pw->pw_gid;
-        } else if (id >= 0) {
-            p->uid = p->gid = id;
+        if (account_user(p->cfg.user, &uid, &gid) == 0) {
+            p->uid = (int)uid;
+            p->gid = (int)gid;
         } else {
             fail_closed(p, "user", p->cfg.user);
         }
     }
     if (p->cfg.group != NULL) {
-        int id = numeric_id(p->cfg.group);
-        struct group *gr = id >= 0 ? NULL : getgrnam(p->cfg.group);
-        if (id >= 0)
-            p->gid = id;
-        else if (gr != NULL)
-            p->gid = (int)gr->gr_gid;
+        if (account_group(p->cfg.group, &gid) == 0)
+            p->gid = (int)gid;
         else
             fail_closed(p, "group", p->cfg.group);
     }

@@ -3,14 +3,13 @@
 #define _GNU_SOURCE
 #endif
 
+#include "account.h"
 #include "values.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
 #include <math.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,31 +151,11 @@ int config_valid_name(const char *s)
 /* Looks up a user or group name, or a string of digits; see values.h. */
 int config_lookup_id(const char *name, int is_group, unsigned *id)
 {
-    char *end;
-    unsigned long v;
+    unsigned gid;
 
-    if (name[0] >= '0' && name[0] <= '9') {
-        errno = 0;
-        v = strtoul(name, &end, 10);
-        if (errno != 0 || *end != '\0' || v >= UINT_MAX)
-            return TH_EINVAL;
-        *id = (unsigned)v;
-        return 0;
-    }
-    if (is_group) {
-        struct group *gr = getgrnam(name);
-
-        if (gr == NULL)
-            return TH_EINVAL;
-        *id = gr->gr_gid;
-        return 0;
-    }
-    struct passwd *pw = getpwnam(name);
-
-    if (pw == NULL)
-        return TH_EINVAL;
-    *id = pw->pw_uid;
-    return 0;
+    if (is_group)
+        return account_group(name, id) == 0 ? 0 : TH_EINVAL;
+    return account_user(name, id, &gid) == 0 ? 0 : TH_EINVAL;
 }
 
 /* Returns `p` made absolute against `dir`; see values.h. */
