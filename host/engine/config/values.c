@@ -176,18 +176,17 @@ char *config_resolve_path(const char *dir, const char *p)
 int config_account_ids(const char *user, const char *group, int *uid,
                        int *gid)
 {
-    unsigned id;
+    unsigned id, primary;
 
     *uid = *gid = -1;
     if (user != NULL) {
-        if (config_lookup_id(user, 0, &id) != 0 || id > INT_MAX)
+        if (account_user(user, &id, &primary) != 0)
             return TH_ENOENT;
-        struct passwd *pw = getpwuid((uid_t)id);
         *uid = (int)id;
-        *gid = pw != NULL ? (int)pw->pw_gid : (int)id;
+        *gid = (int)primary;
     }
     if (group != NULL) {
-        if (config_lookup_id(group, 1, &id) != 0 || id > INT_MAX)
+        if (account_group(group, &id) != 0)
             return TH_ENOENT;
         *gid = (int)id;
     }
