@@ -6,6 +6,10 @@
  * watched for reading here; MHD_run() is called when it is readable and
  * when the timeout MHD_get_timeout() asks for passes.
  *
+ * libmicrohttpd is loaded (dlopen) only when the endpoint is configured:
+ * it brings a TLS library along, whose memory a daemon without the
+ * endpoint, and each of its forked workers, would otherwise carry.
+ *
  * Clients are bounded by libmicrohttpd's limits (connections in all, per
  * address, memory per connection for the request and its headers, idle
  * time) and, for the loop's sake, by a duty cycle: after MHD_run() took
@@ -20,6 +24,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -38,7 +43,7 @@
 #include "log.h"
 
 #define HTTP_MEMORY (16 * 1024) /* per connection: request line, headers */
-#define HTTP_DUTY 0.05          /* share of the loop HTTP may take */
+#define HTTP_DUTY 0.02          /* share of the loop HTTP may take */
 #define HTTP_PAUSE_MIN 0.002    /* seconds: shorter debts are carried */
 
 static struct http {
@@ -54,6 +59,44 @@ static struct http {
     double last;         /* monotonic time of the end of the last run */
     int paused;
 } http;
+
+/* The libmicrohttpd functions used, found by name once it is loaded. */
+#define MHD_FUNCTIONS(X)                                                       \
+    X(lookup_connection_value) X(create_response_from_buffer)                  \
+    X(add_response_header) X(queue_response) X(destroy_response) X(run)        \
+    X(get_timeout) X(start_daemon) X(get_daemon_info) X(stop_daemon)
+
+static struct {
+    void *lib;
+#define MHD_POINTER(name) __typeof__(MHD_##name) *name;
+    MHD_FUNCTIONS(MHD_POINTER)
+#undef MHD_POINTER
+} mhd;
+
+/* Loads libmicrohttpd (the runtime library of the version built
+ * against, else any). Returns 0, or -1 with the reason in err. */
+static int load_mhd(char *err, size_t errlen)
+{
+    static const char *const names[] = {MHD_SONAME, "libmicrohttpd.so"};
+
+    if (mhd.lib != NULL)
+        return 0;
+    for (size_t i = 0; i < 2 && mhd.lib == NULL; i++)
+        mhd.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (mhd.lib == NULL) {
+        snprintf(err, errlen, "http: cannot load libmicrohttpd (%s): %s",
+                 MHD_SONAME, dlerror());
+        return -1;
+    }
+#define MHD_FIND(name)                                                         \
+    if ((*(void **)&mhd.name = dlsym(mhd.lib, "MHD_" #name)) == NULL) {        \
+        snprintf(err, errlen, "http: libmicrohttpd has no MHD_%s", #name);     \
+        return -1;                                                             \
+    }
+    MHD_FUNCTIONS(MHD_FIND)
+#undef MHD_FIND
+    return 0;
+}
 
 static double mono(void)
 {
@@ -84,7 +127,7 @@ static int authorized(struct MHD_Connection *c)
 
     if (http.token == NULL)
         return 1;
-    h = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+    h = mhd.lookup_connection_value(c, MHD_HEADER_KIND,
                                     MHD_HTTP_HEADER_AUTHORIZATION);
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
         return 0;
@@ -96,16 +139,16 @@ static int authorized(struct MHD_Connection *c)
 
 static void common_headers(struct MHD_Response *r, const char *type)
 {
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    mhd.add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    mhd.add_response_header(r, "X-Content-Type-Options", "nosniff");
 }
 
 /* Queues `body` (malloc'd, taken) with `status`. */
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
                              const char *type, char *body)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(
+    struct MHD_Response *r = mhd.create_response_from_buffer(
         strlen(body), body, MHD_RESPMEM_MUST_FREE);
     enum MHD_Result rc;
 
@@ -115,12 +158,12 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
     }
     common_headers(r, type);
     if (status == MHD_HTTP_UNAUTHORIZED)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+        mhd.add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"taskhost\"");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-    rc = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
+        mhd.add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    rc = mhd.queue_response(c, status, r);
+    mhd.destroy_response(r);
     return rc;
 }
 
@@ -135,7 +178,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status,
 /* The page: static, and allowed to reach only its own origin. */
 static enum MHD_Result reply_page(struct MHD_Connection *c)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(
+    struct MHD_Response *r = mhd.create_response_from_buffer(
         strlen(http_status_html), (void *)http_status_html,
         MHD_RESPMEM_PERSISTENT);
     enum MHD_Result rc;
@@ -143,13 +186,13 @@ static enum MHD_Result reply_page(struct MHD_Connection *c)
     if (r == NULL)
         return MHD_NO;
     common_headers(r, "text/html; charset=utf-8");
-    MHD_add_response_header(r, "Content-Security-Policy",
+    mhd.add_response_header(r, "Content-Security-Policy",
                             "default-src 'none'; script-src 'unsafe-inline'; "
                             "style-src 'unsafe-inline'; connect-src 'self'; "
                             "img-src data:; frame-ancestors 'none'");
-    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-    rc = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
+    mhd.add_response_header(r, "Referrer-Policy", "no-referrer");
+    rc = mhd.queue_response(c, MHD_HTTP_OK, r);
+    mhd.destroy_response(r);
     return rc;
 }
 
@@ -220,7 +263,7 @@ static void serve(void)
     http.debt -= start - http.last;
     if (http.debt < 0)
         http.debt = 0;
-    MHD_run(http.mhd);
+    mhd.run(http.mhd);
     http.last = mono();
     took = http.last - start;
     http.debt += took * (1.0 / HTTP_DUTY - 1.0);
@@ -230,7 +273,7 @@ static void serve(void)
         th_timer_start(http.timer, http.debt, 0);
         return;
     }
-    if (MHD_get_timeout(http.mhd, &ms) == MHD_YES)
+    if (mhd.get_timeout(http.mhd, &ms) == MHD_YES)
         th_timer_start(http.timer, (double)ms / 1000.0, 0);
     else
         th_timer_stop(http.timer);
@@ -350,7 +393,7 @@ static struct MHD_Daemon *start_mhd(const struct http_cfg *cfg, int fd)
 #ifdef MHD_USE_NO_THREAD_SAFETY
     flags |= MHD_USE_NO_THREAD_SAFETY;
 #endif
-    return MHD_start_daemon(
+    return mhd.start_daemon(
         flags, 0, NULL, NULL, on_request, NULL,
         MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
@@ -383,6 +426,8 @@ int http_open(th_host *host, const struct http_cfg *cfg, char *err,
 
     if (cfg->listen == NULL)
         return 0;
+    if (load_mhd(err, errlen) < 0)
+        return TH_EIO;
     http.host = host;
     http.listen = strdup(cfg->listen);
     if (http.listen == NULL || set_token(cfg->auth_token) < 0) {
@@ -403,7 +448,7 @@ int http_open(th_host *host, const struct http_cfg *cfg, char *err,
         http_close();
         return TH_EIO;
     }
-    info = MHD_get_daemon_info(http.mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    info = mhd.get_daemon_info(http.mhd, MHD_DAEMON_INFO_EPOLL_FD);
     if (info == NULL ||
         th_timer_new(host, on_timer, NULL, &http.timer) < 0 ||
         th_watch_start(host, info->epoll_fd, TH_WATCH_READ, on_ready, NULL,
@@ -437,7 +482,7 @@ void http_close(void)
     th_watch_stop(http.watch);
     th_timer_free(http.timer);
     if (http.mhd != NULL)
-        MHD_stop_daemon(http.mhd); /* closes the listening socket too */
+        mhd.stop_daemon(http.mhd); /* closes the listening socket too */
     if (http.unix_path[0] != '\0')
         unlink(http.unix_path);
     set_token(NULL);
