@@ -4,14 +4,17 @@
  * directory, drives it with taskhost_client.h, and stops it. Memory is
  * measured on freshly started daemons (one per run: a daemon that served
  * tasks keeps their buffers); then one daemon serves echo latency and
- * throughput (1 in flight, 1 client x 256, 8 client processes x 64) and
- * payloads.
+ * throughput (1 in flight, 1 client x 256, 8 client processes x 64),
+ * payloads, and throughput while /metrics of its HTTP endpoint (a unix
+ * socket here) is scraped every 100 ms.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <signal.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,10 +33,14 @@
 #define KIB64_COUNT 3000
 #define MIB1_COUNT 300
 #define PAYLOAD_INFLIGHT 8
+#define SCRAPE_COUNT 200000 /* tasks per run: about half a second */
+#define SCRAPE_PAIRS 10
+#define SCRAPE_EVERY_US 100000
 
 static const char *const echo_figs[] = {
     "daemon_1_tps",     "daemon_1_p50_us",    "daemon_1_p99_us",
     "daemon_256_tps",   "daemon_256_p50_us",  "daemon_256_p99_us",
+    "daemon_scrape_tps", "daemon_scrape_pct",
     "daemon_8x64_tps",  "daemon_8x64_p50_us", "daemon_8x64_p99_us",
     "daemon_64k_mbps",  "daemon_1m_mbps",     "daemon_worker_private_kib",
     "daemon_rss_0_kib", "daemon_rss_1000_kib", NULL,
@@ -47,7 +54,8 @@ static void all_na(const char *why)
 
 struct daemon {
     pid_t pid;
-    char conf[4200], sock[4200];
+    int with_http; /* the HTTP endpoint, on a unix socket */
+    char conf[4200], sock[4200], http[4200];
 };
 
 static int write_config(struct daemon *d)
@@ -55,12 +63,15 @@ static int write_config(struct daemon *d)
     const char *dir = scratch_dir();
     snprintf(d->conf, sizeof d->conf, "%s/taskhost.conf", dir);
     snprintf(d->sock, sizeof d->sock, "%s/taskhost.sock", dir);
+    snprintf(d->http, sizeof d->http, "%s/http.sock", dir);
     FILE *f = fopen(d->conf, "w");
     if (f == NULL)
         return -1;
     fprintf(f, "host: { socket = \"%s\"; log = \"%s/daemon.log\";\n"
                "  log_level = \"warn\"; shutdown_timeout = 5.0; };\n",
             d->sock, dir);
+    if (d->with_http)
+        fprintf(f, "http: { listen = \"%s\"; };\n", d->http);
     fprintf(f, "plugins = ( { name = \"echo\"; path = \"%s\"; },\n",
             plugin_path("echo"));
     fprintf(f, "  { name = \"sleep\"; path = \"%s\"; } );\n",
@@ -298,6 +309,102 @@ static int clients_run(const struct daemon *d)
     return 0;
 }
 
+/* ---- throughput while scraped ---- */
+
+/* One GET /metrics on the endpoint's unix socket; 1 when answered 200. */
+static int scrape_once(const char *path)
+{
+    static const char req[] =
+        "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char buf[16384];
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), ok = 0;
+    ssize_t n;
+    if (fd == -1)
+        return 0;
+    if (strlen(path) >= sizeof sa.sun_path) {
+        close(fd);
+        return 0;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        write(fd, req, sizeof req - 1) == (ssize_t)sizeof req - 1 &&
+        (n = read(fd, buf, sizeof buf - 1)) > 12) {
+        buf[n] = '\0';
+        ok = strncmp(buf + 9, "200", 3) == 0;
+        while (read(fd, buf, sizeof buf) > 0)
+            ;
+    }
+    close(fd);
+    return ok;
+}
+
+/* A child that scrapes every SCRAPE_EVERY_US until killed, counting the
+ * answers in *count (shared memory). */
+static pid_t start_scraper(const struct daemon *d, long *count)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    double every = SCRAPE_EVERY_US / 1e6;
+    for (double next = now_s();; next += every) {
+        *count += scrape_once(d->http);
+        /* Ticks missed while stopped are skipped, not caught up. */
+        while (next + every < now_s())
+            next += every;
+        double wait = next + every - now_s();
+        if (wait > 0)
+            usleep((useconds_t)(wait * 1e6));
+    }
+}
+
+/* Echo throughput with 256 in flight without and with the scraper, in
+ * SCRAPE_PAIRS pairs of runs close in time (the scraper is stopped and
+ * continued, SIGSTOP/SIGCONT, between them; the order alternates), so
+ * that the load of the rest of the machine moves both runs of a pair
+ * alike. One figure per call: the median of the pairs' ratios. */
+static int scrape_run(const struct target *t, const struct daemon *d)
+{
+    struct load_result off, on;
+    double ratio[SCRAPE_PAIRS], tps[SCRAPE_PAIRS];
+    long *count = mmap(NULL, sizeof *count, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int rc = 0;
+    if (count == MAP_FAILED)
+        return -1;
+    *count = 0;
+    pid_t pid = start_scraper(d, count);
+    if (pid < 0) {
+        munmap(count, sizeof *count);
+        return -1;
+    }
+    kill(pid, SIGSTOP);
+    for (int i = 0; i < SCRAPE_PAIRS && rc == 0; i++) {
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            int scraped = (k + i) % 2;
+            if (scraped)
+                kill(pid, SIGCONT);
+            rc = load_run(t, "echo", "echo", 16, 256, SCRAPE_COUNT,
+                          scraped ? &on : &off);
+            if (scraped)
+                kill(pid, SIGSTOP);
+        }
+        ratio[i] = on.tps / off.tps;
+        tps[i] = on.tps;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (rc == 0 && *count == 0) {
+        fig_na("daemon_scrape_tps", "no scrape answered");
+        fig_na("daemon_scrape_pct", "no scrape answered");
+    } else if (rc == 0) {
+        fig_put("daemon_scrape_tps", median(tps, SCRAPE_PAIRS));
+        fig_put("daemon_scrape_pct", 100.0 * median(ratio, SCRAPE_PAIRS));
+    }
+    munmap(count, sizeof *count);
+    return rc;
+}
+
 /* ---- the suite ---- */
 
 /* Every pool has served a task; with `echo_tasks`, the echo pool has
@@ -330,7 +437,7 @@ static th_client *open_daemon(struct daemon *d)
 void suite_daemon(void)
 {
     note("daemon: memory (a fresh daemon per run)");
-    struct daemon d;
+    struct daemon d = {.with_http = 0};
     th_client *c;
     for (int i = 0; i < bench_runs; i++) {
         if ((c = open_daemon(&d)) == NULL)
@@ -339,13 +446,15 @@ void suite_daemon(void)
         memory_run(&d, c);
         stop_daemon(&d, c);
     }
-    note("daemon: echo latency and throughput, payloads");
+    note("daemon: echo latency and throughput, payloads, while scraped");
+    d.with_http = 1; /* idle but for the scraping figures */
     if ((c = open_daemon(&d)) == NULL)
         return;
     warm(c, ECHO_WARMUP);
     struct target t = target_client(c);
     for (int i = 0; i < bench_runs; i++) {
-        if (echo_run(&t) < 0 || clients_run(&d) < 0) {
+        if (echo_run(&t) < 0 || clients_run(&d) < 0 ||
+            scrape_run(&t, &d) < 0) {
             note("daemon run failed");
             break;
         }
