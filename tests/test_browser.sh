@@ -35,14 +35,21 @@ dir=$(mktemp -d /tmp/test_browser.XXXXXX)
 pid=
 load=
 cleanup() {
-    [ -n "$load" ] && kill "$load" 2>/dev/null
+    status=$?
+    set +e
+    if [ -n "$load" ]; then
+        kill "$load" 2>/dev/null
+        wait "$load" 2>/dev/null
+    fi
     if [ -n "$pid" ]; then
         kill -TERM "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null || true
     fi
     rm -rf "$dir"
+    exit $status
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 fail() {
     echo "FAIL: $*"
@@ -103,7 +110,7 @@ if [ -n "${SHOT_SECONDS:-}" ]; then
 fi
 
 # Tasks run while the browser looks: a steady load, and a crash.
-"$b/bench/bench_client" -s "$dir/sock" -p web -t echo -n 8 -d 20 >/dev/null 2>&1 &
+"$b/bench/bench_client" -s "$dir/sock" -p web -t echo -n 8 -d 60 >/dev/null 2>&1 &
 load=$!
 "$b/host/taskhostctl" -s "$dir/sock" submit jobs segv </dev/null >/dev/null 2>&1 || true
 i=0
