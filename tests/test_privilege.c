@@ -536,9 +536,13 @@ static int other_checks(const struct td *t, enum as_other what, uint64_t id)
 
 /* Runs other_checks() in a child switched to the second user; fails the
  * test with the child's code. */
+/* A supplementary group the other user's client holds, or -1: none. */
+static long other_extra_gid = -1;
+
 static void as_other(const struct td *t, enum as_other what, uint64_t id)
 {
     const struct passwd *pw = other_user();
+    gid_t extra = (gid_t)other_extra_gid;
     pid_t pid;
     int status;
 
@@ -546,8 +550,8 @@ static void as_other(const struct td *t, enum as_other what, uint64_t id)
     pid = fork();
     assert_true(pid != -1);
     if (pid == 0) {
-        if (setgroups(0, NULL) == -1 || setgid(pw->pw_gid) == -1 ||
-            setuid(pw->pw_uid) == -1)
+        if (setgroups(other_extra_gid < 0 ? 0 : 1, &extra) == -1 ||
+            setgid(pw->pw_gid) == -1 || setuid(pw->pw_uid) == -1)
             _exit(2);
         _exit(other_checks(t, what, id));
     }
@@ -611,6 +615,25 @@ static void submitter_group_lets_its_members_submit(void **state)
     write_whoami_conf(t, host, WHOAMI, NULL);
     td_start(t);
     as_other(t, SUBMIT_OK_ADMIN_REFUSED, 0);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void submitter_group_admits_its_supplementary_members(void **state)
+{
+    struct td *t = *state;
+    char host[160];
+
+    NEED_ROOT();
+    /* a group that is not the user's primary one: as usermod -aG gives */
+    snprintf(host, sizeof host,
+             "socket_mode = \"0666\"; submit_groups = [ %u ];",
+             (unsigned)other_user()->pw_gid + 4321);
+    write_whoami_conf(t, host, WHOAMI, NULL);
+    td_start(t);
+    as_other(t, PEER_REFUSED, 0); /* without the group */
+    other_extra_gid = (long)other_user()->pw_gid + 4321;
+    as_other(t, SUBMIT_OK_ADMIN_REFUSED, 0);
+    other_extra_gid = -1;
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
@@ -700,6 +723,7 @@ int main(void)
         T(unlisted_uid_is_refused_by_the_daemon),
         T(listed_submitter_submits_but_cannot_administer),
         T(submitter_group_lets_its_members_submit),
+        T(submitter_group_admits_its_supplementary_members),
         T(listed_admin_may_restart_a_pool),
         T(submitter_cannot_cancel_another_users_task),
     };
