@@ -8,6 +8,8 @@
  *   task "steps":  input N: reports 1..N of N with messages "step I",
  *                  sleeping 60 ms between reports (each one leaves), then
  *                  returns "done".
+ *   task "fill":   input N: returns N bytes of 'x' (a large output for a
+ *                  small input, which a client may take in a memfd).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -67,9 +69,28 @@ static int steps_run(void *state, th_task *task, const void *in, size_t len)
     return th_task_write(task, "done", 4);
 }
 
+static int fill_run(void *state, th_task *task, const void *in, size_t len)
+{
+    (void)state;
+    long n = parse(in, len);
+    char chunk[4096];
+    if (n < 0)
+        return th_task_fail(task, TH_EINVAL, "fill: input must be a count");
+    memset(chunk, 'x', sizeof chunk);
+    for (long left = n; left > 0; left -= (long)sizeof chunk) {
+        int rc = th_task_write(task, chunk,
+                               left < (long)sizeof chunk ? (size_t)left
+                                                         : sizeof chunk);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static const th_task_def tasks[] = {
     {"chatty", chatty_run},
     {"steps", steps_run},
+    {"fill", fill_run},
     {NULL, NULL},
 };
 

@@ -149,3 +149,9 @@ test('admin calls: restart, reload, shutdown', async () => {
     await own.stop();
   }
 });
+
+test('a large output comes inline', async () => {
+  const out = await c.run('chatty', 'fill', String(3 << 20));
+  assert.strictEqual(out.length, 3 << 20);
+  assert.ok(out.every((b) => b === 0x78));
+});

@@ -254,3 +254,18 @@ def test_submit_callback_answers_each_task_once(client):
     assert outs == list(range(1000))
     errs = [e for o, e in got if e is not None]
     assert len(errs) == 1 and isinstance(errs[0], taskhost.TaskFailed)
+
+
+def test_large_output_of_a_small_input_comes_in_its_own_memfd(client):
+    client.call("echo", "echo", b"y" * (100 << 10))  # learns FD_OK
+    assert client._p.fd_mode == _wire.FD_YES
+    read = []
+    real = _wire._read_fd
+    _wire._read_fd = lambda fd, n: read.append(n) or real(fd, n)
+    try:
+        futs = [client.submit("chatty", "fill", b"%d" % (n << 20)) for n in (1, 3)]
+        assert [f.result(20) for f in futs] == [b"x" * (1 << 20), b"x" * (3 << 20)]
+    finally:
+        _wire._read_fd = real
+    assert sorted(read) == [1 << 20, 3 << 20]
+    assert not client._p.ifds  # every descriptor taken (and closed)
