@@ -757,14 +757,19 @@ static void release_plugins(struct plugin **v, size_t n)
 
 /* Runs every pool's check() of the new config, before anything changes:
  * a refused pool refuses the whole reload. */
-static int check_pools_aside(const struct config *cfg, struct plugin **v,
-                             char *err, size_t errlen)
+static int check_pools_aside(struct th_host *h, const struct config *cfg,
+                             struct plugin **v, char *err, size_t errlen)
 {
     for (size_t i = 0; i < cfg->npools; i++) {
         const struct pool_cfg *c = &cfg->pools[i];
+        struct plugin *pl = plugin_in(v, cfg->nplugins, c->plugin);
+        struct pool *old = find_pool(h, c->name);
         char why[768];
-        int r = host_check_pool(c, plugin_in(v, cfg->nplugins, c->plugin),
-                                cfg->host.strict_permissions,
+        /* A running pool whose plugin and settings (and user) stay was
+         * checked with them already: a reload costs no probe for it. */
+        if (old != NULL && !pool_needs_restart(old, c, pl))
+            continue;
+        int r = host_check_pool(c, pl, cfg->host.strict_permissions,
                                 host_plugin_timeout(cfg), why, sizeof why);
         if (r < 0) {
             set_err(err, errlen, "%s:%d: pools[%d]: %s", c->file, c->line,
@@ -886,7 +891,7 @@ int host_reload_parsed(struct th_host *h, struct config *cfg, char *err,
     }
     struct plugin **v = NULL;
     int r = load_plugins_aside(h, cfg, &v, err, errlen);
-    if (r == 0 && (r = check_pools_aside(cfg, v, err, errlen)) < 0)
+    if (r == 0 && (r = check_pools_aside(h, cfg, v, err, errlen)) < 0)
         release_plugins(v, cfg->nplugins);
     if (r < 0) {
         config_free(cfg);
