@@ -182,7 +182,7 @@ void host_mark_worker(struct th_host *h, struct worker *w)
 void host_bury_worker(struct th_host *h, struct worker *w)
 {
     /* It may sit on the flush list: freed only after that is walked. */
-    w->inext = h->graveyard;
+    w->gnext = h->graveyard;
     h->graveyard = w;
 }
 
@@ -212,7 +212,7 @@ static void bury_workers(struct th_host *h)
 {
     while (h->graveyard != NULL) {
         struct worker *w = h->graveyard;
-        h->graveyard = w->inext;
+        h->graveyard = w->gnext;
         worker_free(w);
     }
 }
@@ -235,7 +235,7 @@ static void free_retired(struct th_host *h)
     while (*pp != NULL) {
         struct pool *p = *pp;
         if (pool_done(p) && !p->dirty) {
-            *pp = p->next;
+            pool_list_remove(pp, p);
             log_info("pool %s: retired pool released", p->cfg.name);
             pool_free(p);
         } else {
@@ -327,14 +327,6 @@ TH_EXPORT int th_host_add_plugin(th_host *h, const char *name,
     return add_loaded_plugin(h, pl);
 }
 
-static void append_pool(struct pool **list, struct pool *p)
-{
-    while (*list != NULL)
-        list = &(*list)->next;
-    p->next = NULL;
-    *list = p;
-}
-
 /* Runs the plugin's check() of the pool's settings; see host.h. A pool
  * user that is gone fails here too, rather than run check() as root. */
 int host_check_pool(const struct pool_cfg *c, const struct plugin *pl,
@@ -384,7 +376,7 @@ static int start_pool(struct th_host *h, const struct pool_cfg *cfg,
     struct pool *p = pool_new(h, cfg, pl);
     if (p == NULL)
         return TH_ENOMEM;
-    append_pool(&h->pools, p);
+    pool_list_append(&h->pools, p);
     return 0;
 }
 
@@ -780,21 +772,11 @@ static int check_pools_aside(struct th_host *h, const struct config *cfg,
     return 0;
 }
 
-static void unlink_pool(struct pool **list, struct pool *p)
-{
-    while (*list != NULL && *list != p)
-        list = &(*list)->next;
-    if (*list == p)
-        *list = p->next;
-    p->next = NULL;
-}
-
 static void retire_pool(struct th_host *h, struct pool *p)
 {
-    unlink_pool(&h->pools, p);
+    pool_list_remove(&h->pools, p);
     pool_retire(p);
-    p->next = h->retired;
-    h->retired = p;
+    pool_list_push(&h->retired, p);
 }
 
 /* Applies one pool of the new config; returns 1 when it was restarted, 2
@@ -819,7 +801,7 @@ static int apply_pool(struct th_host *h, const struct pool_cfg *c,
         pool_take_queue(p, old);
         retire_pool(h, old);
     }
-    append_pool(&h->pools, p);
+    pool_list_append(&h->pools, p);
     return old != NULL ? 1 : 2;
 }
 

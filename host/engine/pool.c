@@ -16,6 +16,7 @@
  *   callbacks run later, from the after-hook, so no state change here is
  *   ever interrupted by user code, and none needs to guard against it.
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -38,6 +39,13 @@
 #define container_of(p, type, member) \
     ((type *)((char *)(p) - offsetof(type, member)))
 
+/* Seconds a worker's init() may take before the worker is killed, when
+ * the pool's init_timeout is 0. */
+#define INIT_TIMEOUT_DEFAULT 30.0
+
+#ifdef NDEBUG
+#warning "built with NDEBUG: the pool's invariants are not checked"
+#endif
 #define START_FAILURES_MAX 5  /* failed starts in a row before failing */
 #define EARLY_DEATH 1.0       /* seconds: dying sooner counts as early */
 #define EARLY_DEATHS_FREE 3   /* early deaths in a row before backing off */
@@ -189,11 +197,37 @@ static void idle_remove(struct pool *p, struct worker *w)
     w->inext = w->iprev = NULL;
 }
 
-void pool_worker_set_state(struct worker *w, int state)
+/* Whether a worker may go from state `from` to `to`: STARTING to IDLE
+ * (ready), IDLE and BUSY to each other, any to STOPPING, never back. */
+static int legal_move(int from, int to)
+{
+    switch (from) {
+    case W_STARTING:
+        return to == W_IDLE || to == W_STOPPING;
+    case W_IDLE:
+        return to == W_BUSY || to == W_STOPPING;
+    case W_BUSY:
+        return to == W_IDLE || to == W_STOPPING;
+    default:
+        return 0;
+    }
+}
+
+/* The counts add up to the workers listed. */
+static int counts_ok(const struct pool *p)
+{
+    return p->nstarting + p->nidle + p->nbusy + p->nstopping == p->nworkers;
+}
+
+/* The one place a worker's state changes, keeping the pool's counts and
+ * idle stack: a worker is on the idle stack exactly when IDLE. */
+static void set_state(struct worker *w, int state)
 {
     struct pool *p = w->pool;
     if (w->state == state)
         return;
+    assert(legal_move(w->state, state));
+    assert((w->state == W_IDLE) == (p->idle == w || w->iprev != NULL));
     (*count_of(p, w->state))--;
     (*count_of(p, state))++;
     if (w->state == W_IDLE) {
@@ -201,6 +235,7 @@ void pool_worker_set_state(struct worker *w, int state)
         loop_timer_stop(loop_of(p), &w->idle_timer);
     }
     w->state = state;
+    assert(counts_ok(p));
     if (state != W_IDLE)
         return;
     idle_push(p, w);
@@ -209,6 +244,48 @@ void pool_worker_set_state(struct worker *w, int state)
         w->idle_timer.cb = on_idle_timer;
         loop_timer_start(loop_of(p), &w->idle_timer, p->cfg.idle_timeout);
     }
+}
+
+/* Asks w to leave after what it holds. fini() gets a bounded time; a busy
+ * worker first finishes its task, which its own run timer bounds (without
+ * a task_timeout its wait is unbounded, until a shutdown hurries it). */
+static void stop_worker(struct pool *p, struct worker *w, int reason)
+{
+    if (w->state == W_STOPPING)
+        return;
+    set_state(w, W_STOPPING);
+    double limit = 0;
+    if (w->inflight.n == 0 || p->cfg.task_timeout > 0) {
+        double grace = p->cfg.kill_grace > 2.0 ? p->cfg.kill_grace : 2.0;
+        limit = (w->inflight.n ? p->cfg.task_timeout : 0) + grace + 3.0;
+    }
+    worker_stop(w, reason, limit);
+}
+
+/* Signals w (SIGTERM, then SIGKILL after kill_grace; or SIGKILL). */
+static void kill_worker(struct pool *p, struct worker *w, int reason, int sig)
+{
+    set_state(w, W_STOPPING);
+    worker_kill(w, reason, sig, p->cfg.kill_grace);
+}
+
+void pool_worker_overdue(struct worker *w)
+{
+    struct pool *p = w->pool;
+    if (w->state == W_STARTING) {
+        log_warn("pool %s: worker %d did not finish init in time",
+                 p->cfg.name, w->pid);
+        kill_worker(p, w, RETIRE_INIT, SIGKILL);
+        return;
+    }
+    log_warn("pool %s: worker %d did not exit in time, killing it",
+             p->cfg.name, w->pid);
+    kill_worker(p, w, w->reason, SIGKILL);
+}
+
+void pool_worker_broken(struct worker *w)
+{
+    kill_worker(w->pool, w, RETIRE_CRASH, SIGKILL);
 }
 
 static int live_workers(const struct pool *p)
@@ -268,7 +345,16 @@ int pool_owns_pid(const struct pool *p, pid_t pid)
  * however long resources take to return, without failing. */
 static int spawn(struct pool *p)
 {
-    struct worker *w = worker_spawn(p);
+    struct spawner *sp = pool_spawner(p);
+    struct worker_start ws = {
+        .owner = p,
+        .host = p->host,
+        .spawner = sp,
+        .name = p->cfg.name,
+        .init_limit = p->cfg.init_timeout > 0 ? p->cfg.init_timeout
+                                              : INIT_TIMEOUT_DEFAULT,
+    };
+    struct worker *w = sp != NULL ? worker_spawn(&ws) : NULL;
     if (w == NULL) {
         p->spawn_errors++;
         back_off(p, p->spawn_errors, p->spawn_errors,
@@ -349,6 +435,8 @@ static void arm_mem_timer(struct pool *p)
 
 static void start_task(struct pool *p, struct worker *w, struct task *t)
 {
+    /* Off the queue, on no worker, not answered: in one place only. */
+    assert(t->worker == NULL && !t->answered && t->pool == p);
     double now = loop_now(loop_of(p));
     loop_timer_stop(loop_of(p), &t->qtimer);
     stats_wait(&p->stats, now, stats_us(now - t->submitted));
@@ -359,7 +447,7 @@ static void start_task(struct pool *p, struct worker *w, struct task *t)
     if (first)
         arm_run_timer(p, w);
     if (w->state == W_IDLE)
-        pool_worker_set_state(w, W_BUSY);
+        set_state(w, W_BUSY);
     arm_mem_timer(p);
 }
 
@@ -377,7 +465,7 @@ static struct worker *pick(struct pool *p, size_t depth)
         struct worker *w = p->idle;
         if (!too_old(p, w))
             return w;
-        worker_stop(w, RETIRE_MAX_AGE);
+        stop_worker(p, w, RETIRE_MAX_AGE);
     }
     if (depth <= 1)
         return NULL;
@@ -506,7 +594,7 @@ static struct task *abort_worker(struct pool *p, struct worker *w,
      * cancel slots: th_task_cancelled() answers for that task only. */
     if (sig == SIGTERM && culprit != NULL)
         worker_skip(w, culprit->id);
-    worker_kill(w, reason, sig);
+    kill_worker(p, w, reason, sig);
     host_mark_pool(p->host, p);
     return culprit != NULL && !culprit->answered ? culprit : NULL;
 }
@@ -588,7 +676,7 @@ static void on_idle_timer(struct loop_timer *timer)
         return;
     log_info("pool %s: worker %d idle for %.3g s, stopping it", p->cfg.name,
              w->pid, p->cfg.idle_timeout);
-    worker_stop(w, RETIRE_IDLE);
+    stop_worker(p, w, RETIRE_IDLE);
 }
 
 static void on_backoff(struct loop_timer *timer)
@@ -636,7 +724,7 @@ static void check_budget(struct pool *p, uint64_t total_kib)
     log_info("pool %s: RSS %.1f MiB above memory_budget, recycling worker "
              "%d (%.1f MiB)",
              p->cfg.name, mib(total_kib), big->pid, mib(big->rss_kib));
-    worker_stop(big, RETIRE_MEMORY_BUDGET);
+    stop_worker(p, big, RETIRE_MEMORY_BUDGET);
     host_mark_pool(p->host, p);
 }
 
@@ -694,10 +782,10 @@ void pool_worker_ready(struct worker *w, uint32_t rss_kib)
                   p->cfg.name, mib(rss_kib), (double)soft / 1048576.0);
         p->soft_limit_broken = 1;
     }
-    pool_worker_set_state(w, W_IDLE);
+    set_state(w, W_IDLE);
     host_mark_pool(p->host, p);
     if (p->draining && queue_len(&p->queue) == 0)
-        worker_stop(w, RETIRE_SHUTDOWN);
+        stop_worker(p, w, RETIRE_SHUTDOWN);
 }
 
 void pool_worker_init_failed(struct worker *w, const char *msg, size_t len)
@@ -734,12 +822,12 @@ static void after_result(struct pool *p, struct worker *w, uint32_t rss)
         log_info("pool %s: recycling worker %d (%s, RSS %.1f MiB, %llu tasks)",
                  p->cfg.name, w->pid, retire_reason_name(reason),
                  mib(w->rss_kib), (unsigned long long)w->tasks_done);
-        worker_stop(w, reason);
+        stop_worker(p, w, reason);
     } else if (w->inflight.n == 0) {
         if (p->draining && queue_len(&p->queue) == 0)
-            worker_stop(w, RETIRE_SHUTDOWN);
+            stop_worker(p, w, RETIRE_SHUTDOWN);
         else
-            pool_worker_set_state(w, W_IDLE);
+            set_state(w, W_IDLE);
     }
     host_mark_pool(p->host, p);
 }
@@ -1028,7 +1116,7 @@ static void stop_all(struct pool *p, int force, int reason)
         if (force && (w->inflight.n > 0 || w->state == W_STARTING))
             cancel_running(p, w, reason);
         else
-            worker_stop(w, reason);
+            stop_worker(p, w, reason);
         if (force && !w->killed)
             worker_hurry(w, p->cfg.kill_grace);
     }
@@ -1057,11 +1145,11 @@ void pool_drain(struct pool *p, int force)
         for (struct worker *w = p->idle; w != NULL; w = next) {
             next = w->inext;
             if (queue_len(&p->queue) == 0)
-                worker_stop(w, RETIRE_SHUTDOWN);
+                stop_worker(p, w, RETIRE_SHUTDOWN);
         }
         for (struct worker *w = p->workers; w != NULL; w = w->next)
             if (w->state == W_STARTING && queue_len(&p->queue) == 0)
-                worker_stop(w, RETIRE_SHUTDOWN);
+                stop_worker(p, w, RETIRE_SHUTDOWN);
     }
     host_mark_pool(p->host, p);
 }
@@ -1106,11 +1194,11 @@ void pool_update(struct pool *p, const struct pool_cfg *c)
         struct worker *w = p->idle;
         while (w->inext != NULL)
             w = w->inext;
-        worker_stop(w, RETIRE_RELOAD);
+        stop_worker(p, w, RETIRE_RELOAD);
     }
     for (struct worker *w = p->workers; w != NULL; w = w->next)
         if (live_workers(p) > o->max_workers && w->state == W_BUSY)
-            worker_stop(w, RETIRE_RELOAD);
+            stop_worker(p, w, RETIRE_RELOAD);
     /* An idle timer that fired at the old min_workers was not re-armed:
      * give every idle worker a fresh one, so spares above a lower min (or
      * a new idle_timeout) do leave. */
@@ -1144,6 +1232,29 @@ void pool_take_queue(struct pool *to, struct pool *from)
         to->stats.submitted++;
     }
     host_mark_pool(to->host, to);
+}
+
+void pool_list_append(struct pool **list, struct pool *p)
+{
+    while (*list != NULL)
+        list = &(*list)->next;
+    p->next = NULL;
+    *list = p;
+}
+
+void pool_list_push(struct pool **list, struct pool *p)
+{
+    p->next = *list;
+    *list = p;
+}
+
+void pool_list_remove(struct pool **list, struct pool *p)
+{
+    while (*list != NULL && *list != p)
+        list = &(*list)->next;
+    assert(*list == p); /* a pool is on the list it is removed from */
+    *list = p->next;
+    p->next = NULL;
 }
 
 int pool_done(const struct pool *p)

@@ -99,6 +99,13 @@ void pool_update(struct pool *p, const struct pool_cfg *cfg);
  * by name; a task `to` has no longer is answered rejected. */
 void pool_take_queue(struct pool *to, struct pool *from);
 
+/* The host's lists of pools (serving, retired), linked through `next`:
+ * appends p at the tail, pushes it at the head, or removes it (it must be
+ * on the list). */
+void pool_list_append(struct pool **list, struct pool *p);
+void pool_list_push(struct pool **list, struct pool *p);
+void pool_list_remove(struct pool **list, struct pool *p);
+
 /* Non-zero when a draining pool has no worker and no task left. */
 int pool_done(const struct pool *p);
 
@@ -113,8 +120,11 @@ struct spawner *pool_spawner(struct pool *p);
 
 /* ---- called by worker.c ---- */
 
-/* Moves w to `state`, keeping the pool's counts and idle stack. */
-void pool_worker_set_state(struct worker *w, int state);
+/* w's init or its exit took longer than its kill timer allowed. */
+void pool_worker_overdue(struct worker *w);
+
+/* w broke the protocol (a malformed frame): it is killed. */
+void pool_worker_broken(struct worker *w);
 
 void pool_worker_ready(struct worker *w, uint32_t rss_kib);
 void pool_worker_init_failed(struct worker *w, const char *msg, size_t len);

@@ -1,8 +1,11 @@
 /* worker.c - a worker process as the engine sees it (engine layer):
  * having its pool's spawner fork it, talking to it, noticing it die.
  *
- * Policy lives in pool.c; this file moves frames and tracks the process.
+ * The process and its I/O only: the pool (pool.c) owns the worker's state
+ * and every decision (when to start, stop, kill, and with which limits),
+ * passing what this file needs as parameters; this file reads no pool.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -28,16 +31,13 @@
 #define container_of(p, type, member) \
     ((type *)((char *)(p) - offsetof(type, member)))
 
-/* Seconds a worker's init() may take before the worker is killed, when
- * the pool's init_timeout is 0. */
-#define INIT_TIMEOUT_DEFAULT 30.0
 
 static void on_sock(struct loop_io *io, uint32_t events);
 static void on_kill_timer(struct loop_timer *t);
 
 static struct loop *loop_of(const struct worker *w)
 {
-    return w->pool->host->loop;
+    return w->host->loop;
 }
 
 /* Bytes a worker's buffer keeps once empty: a buffer that grew for a
@@ -62,16 +62,13 @@ static int watch(struct worker *w, int sock, int pidfd)
 /* Has the pool's spawner fork the worker, and maps its arena (NULL when
  * it has none: payloads then all travel through the socket). Returns the
  * pid, or -1 after logging why. */
-static pid_t fork_child(struct pool *p, struct worker *w, int *sock,
+static pid_t fork_child(struct spawner *sp, struct worker *w, int *sock,
                         int *pidfd)
 {
-    struct spawner *sp = pool_spawner(p);
     struct spawned s;
     char err[512];
-    if (sp == NULL)
-        return -1;
     if (spawner_spawn(sp, &s, err, sizeof err) < 0) {
-        log_error("pool %s: cannot start a worker: %s", p->cfg.name, err);
+        log_error("pool %s: cannot start a worker: %s", w->name, err);
         return -1;
     }
     if (s.arena >= 0) {
@@ -96,7 +93,7 @@ static void signal_worker(const struct worker *w, int sig)
 /* Takes down a worker the host cannot watch. */
 static void abandon(struct worker *w, int sock, int pidfd)
 {
-    log_error("pool %s: cannot watch worker %d: %s", w->pool->cfg.name,
+    log_error("pool %s: cannot watch worker %d: %s", w->name,
               w->pid, strerror(errno));
     w->pidfd.fd = pidfd;
     signal_worker(w, SIGKILL); /* its spawner reaps it */
@@ -104,31 +101,31 @@ static void abandon(struct worker *w, int sock, int pidfd)
     worker_free(w);
 }
 
-struct worker *worker_spawn(struct pool *p)
+struct worker *worker_spawn(const struct worker_start *ws)
 {
     struct worker *w = calloc(1, sizeof *w);
     if (w == NULL)
         return NULL;
-    w->pool = p;
+    w->pool = ws->owner;
+    w->host = ws->host;
+    w->name = ws->name;
     w->pidfd.fd = -1;
     int sock = -1, pidfd = -1;
-    w->pid = fork_child(p, w, &sock, &pidfd);
+    w->pid = fork_child(ws->spawner, w, &sock, &pidfd);
     if (w->pid == -1) {
         worker_free(w);
         return NULL;
     }
     w->state = W_STARTING;
-    w->started = loop_now(p->host->loop);
+    w->started = loop_now(loop_of(w));
     fcntl(sock, F_SETFL, O_NONBLOCK);
     if (watch(w, sock, pidfd) < 0) {
         abandon(w, sock, pidfd);
         return NULL;
     }
     w->kill_timer.cb = on_kill_timer;
-    double init_limit = p->cfg.init_timeout > 0 ? p->cfg.init_timeout
-                                                : INIT_TIMEOUT_DEFAULT;
-    loop_timer_start(loop_of(w), &w->kill_timer, init_limit);
-    log_info("pool %s: worker %d started", p->cfg.name, w->pid);
+    loop_timer_start(loop_of(w), &w->kill_timer, ws->init_limit);
+    log_info("pool %s: worker %d started", w->name, w->pid);
     return w;
 }
 
@@ -141,7 +138,7 @@ static void put_frame(struct worker *w, uint16_t type, uint64_t id,
     buf_append(&w->out, &f, sizeof f);
     buf_append(&w->out, data, len);
     buf_append(&w->out, zeros, FRAME_PAD(len) - len);
-    host_mark_worker(w->pool->host, w);
+    host_mark_worker(w->host, w);
 }
 
 /* Reserves `len` bytes of a ring whose positions [tail, head) are in use;
@@ -180,6 +177,7 @@ static int send_shm(struct worker *w, struct task *t)
 
 void worker_send(struct worker *w, struct task *t)
 {
+    assert(t->worker == NULL && w->state != W_STOPPING);
     t->worker = w;
     t->shm_end = 0;
     task_list_push(&w->inflight, t);
@@ -222,21 +220,13 @@ void worker_flush(struct worker *w)
     write_out(w);
 }
 
-void worker_stop(struct worker *w, int reason)
+void worker_stop(struct worker *w, int reason, double limit)
 {
-    if (w->state == W_STOPPING)
-        return;
-    pool_worker_set_state(w, W_STOPPING);
+    assert(w->state == W_STOPPING);
     w->reason = reason;
     put_frame(w, FRAME_STOP, 0, 0, NULL, 0);
-    /* fini() gets a bounded time; a busy worker first finishes its task,
-     * which its own run timer bounds. */
-    if (w->inflight.n == 0 || w->pool->cfg.task_timeout > 0) {
-        double grace = w->pool->cfg.kill_grace > 2.0 ? w->pool->cfg.kill_grace
-                                                    : 2.0;
-        double busy = w->inflight.n ? w->pool->cfg.task_timeout : 0;
-        loop_timer_start(loop_of(w), &w->kill_timer, busy + grace + 3.0);
-    }
+    if (limit > 0)
+        loop_timer_start(loop_of(w), &w->kill_timer, limit);
 }
 
 void worker_hurry(struct worker *w, double limit)
@@ -250,10 +240,9 @@ void worker_hurry(struct worker *w, double limit)
     loop_timer_start(l, &w->kill_timer, limit);
 }
 
-void worker_kill(struct worker *w, int reason, int sig)
+void worker_kill(struct worker *w, int reason, int sig, double grace)
 {
-    if (w->state != W_STOPPING)
-        pool_worker_set_state(w, W_STOPPING);
+    assert(w->state == W_STOPPING);
     if (!w->killed)
         w->reason = reason;
     w->killed = 1;
@@ -263,7 +252,7 @@ void worker_kill(struct worker *w, int reason, int sig)
         return;
     signal_worker(w, sig);
     if (sig != SIGKILL)
-        loop_timer_start(loop_of(w), &w->kill_timer, w->pool->cfg.kill_grace);
+        loop_timer_start(loop_of(w), &w->kill_timer, grace);
     else
         loop_timer_stop(loop_of(w), &w->kill_timer);
 }
@@ -273,15 +262,7 @@ static void on_kill_timer(struct loop_timer *t)
     struct worker *w = container_of(t, struct worker, kill_timer);
     if (w->reaped)
         return;
-    if (w->state == W_STARTING) {
-        log_warn("pool %s: worker %d did not finish init in time", w->pool->cfg.name,
-                 w->pid);
-        worker_kill(w, RETIRE_INIT, SIGKILL);
-        return;
-    }
-    log_warn("pool %s: worker %d did not exit in time, killing it",
-             w->pool->cfg.name, w->pid);
-    worker_kill(w, w->reason, SIGKILL);
+    pool_worker_overdue(w); /* init or exit took too long: the pool acts */
 }
 
 /* RSS of the worker from /proc, without the arena pages it has touched
@@ -326,7 +307,7 @@ static int handle_result(struct worker *w, const struct frame *f,
     /* The answer may point into the ring until it is delivered: the ring
      * is released when the worker is flushed, after the delivery. */
     w->out_consumed = SHM_ALIGN(ref.pos + ref.len);
-    host_mark_worker(w->pool->host, w);
+    host_mark_worker(w->host, w);
     return 0;
 }
 
@@ -413,8 +394,8 @@ static int read_worker(struct worker *w, int rounds)
         }
         if (need < 0) {
             log_error("pool %s: worker %d sent a malformed frame; killing it",
-                      w->pool->cfg.name, w->pid);
-            worker_kill(w, RETIRE_CRASH, SIGKILL);
+                      w->name, w->pid);
+            pool_worker_broken(w);
             return 1;
         }
         if (drained)

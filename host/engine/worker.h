@@ -27,7 +27,9 @@ struct pool;
 enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_STOPPING };
 
 struct worker {
-    struct pool *pool;
+    struct pool *pool;     /* the owner, told of events; never read here */
+    struct th_host *host;  /* for the loop and the host's flush list */
+    const char *name;      /* the pool's name, for log lines */
     pid_t pid;
     struct loop_io sock;
     struct loop_io pidfd;   /* only .fd: for signals, never reused */
@@ -40,7 +42,8 @@ struct worker {
     struct buf in, out;
     struct worker *next, *prev;   /* pool's worker list */
     struct worker *inext, *iprev; /* pool's idle stack */
-    struct worker *dnext;         /* host's flush or graveyard list */
+    struct worker *dnext;         /* host's flush list */
+    struct worker *gnext;         /* host's graveyard */
     double started, idle_since, head_since;
     uint64_t tasks_done;
     uint64_t max_tasks;    /* recycle after this many, with jitter; 0 never */
@@ -56,9 +59,18 @@ struct worker {
     struct loop_timer kill_timer;  /* SIGKILL after the grace; init timeout */
 };
 
-/* Forks a worker for `pool`. Returns it in STARTING state, or NULL after
- * logging why. */
-struct worker *worker_spawn(struct pool *pool);
+/* What a worker is started with: the worker module reads no pool. */
+struct worker_start {
+    struct pool *owner;      /* gets the worker's events (pool_worker_*) */
+    struct th_host *host;
+    struct spawner *spawner; /* forks the process */
+    const char *name;        /* the pool's name; outlives the worker */
+    double init_limit;       /* seconds init() may take */
+};
+
+/* Starts a worker. Returns it in STARTING state, or NULL after logging
+ * why. */
+struct worker *worker_spawn(const struct worker_start *ws);
 
 /* Queues task t to the worker (appended to its in-flight list); the bytes
  * go out when the host flushes. */
@@ -69,16 +81,19 @@ void worker_send(struct worker *w, struct task *t);
  * queued for the worker. */
 void worker_flush(struct worker *w);
 
-/* Asks the worker to finish what it holds, run fini() and exit. */
-void worker_stop(struct worker *w, int reason);
+/* Asks the worker to finish what it holds, run fini() and exit; it is
+ * killed if it has not exited `limit` seconds from now (0: no bound).
+ * The pool has moved it to STOPPING. */
+void worker_stop(struct worker *w, int reason, double limit);
 
 /* Makes sure a stopping worker is killed if it has not exited within
  * `limit` seconds. */
 void worker_hurry(struct worker *w, double limit);
 
-/* Signals the worker with `sig` (SIGTERM then SIGKILL after kill_grace,
- * or SIGKILL at once). Its results stop counting. */
-void worker_kill(struct worker *w, int reason, int sig);
+/* Signals the worker with `sig` (SIGTERM then SIGKILL `grace` seconds
+ * later, or SIGKILL at once). Its results stop counting. The pool has
+ * moved it to STOPPING. */
+void worker_kill(struct worker *w, int reason, int sig, double grace);
 
 /* Tells the worker to skip task `id`, sent to it but perhaps not started
  * (it was cancelled): best effort, through the arena. */
