@@ -36,8 +36,10 @@ int conn_next(struct conn *c, uint64_t max_body, struct proto_frame *f)
     if (n < 0)
         return CONN_VERSION;
     if (n == 0) {
-        if (need > avail && buf_reserve(&c->in, need - avail) < 0)
-            return CONN_NOMEM;
+        /* Room for the rest of the frame comes as its bytes do, at most
+         * CONN_READ_CHUNK ahead (conn_read()): a peer that announces a
+         * large frame and stalls makes this end hold only what it sent. */
+        (void)need;
         return CONN_MORE;
     }
     uint64_t pos = c->in_pos - avail; /* stream offset of the head */

@@ -272,18 +272,20 @@ static void map_release(struct fdpass_map *e)
     e->fd = -1;
 }
 
-/* Maps e->fd whole (st_size bytes), read-write if the descriptor allows. */
+/* Maps the first `size` bytes of e->fd (what the frame announced, never
+ * more: a client's memfd may be far larger, or sparse), read-write if the
+ * descriptor allows. Pages are not populated: they are the client's, and
+ * come in as the input is read. */
 static int map_file(struct fdpass_map *e, size_t size)
 {
     void *p = MAP_FAILED;
 
     if (size == 0)
         return 0;
-    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-             e->fd, 0);
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, e->fd, 0);
     e->writable = p != MAP_FAILED;
     if (p == MAP_FAILED)
-        p = mmap(NULL, size, PROT_READ, MAP_SHARED | MAP_POPULATE, e->fd, 0);
+        p = mmap(NULL, size, PROT_READ, MAP_SHARED, e->fd, 0);
     if (p == MAP_FAILED)
         return -1;
     e->map = p;
@@ -343,7 +345,7 @@ struct fdpass_map *fdpass_map_get(struct fdpass_maps *m, int fd, uint64_t len,
     }
     if (fdpass_check(fd, len, msg, msglen) != NULL)
         return NULL;
-    e = map_slot(m, (size_t)st.st_size);
+    e = map_slot(m, (size_t)len);
     if (e == NULL && (e = calloc(1, sizeof *e)) != NULL)
         e->temp = 1;
     if (e == NULL) {
@@ -351,9 +353,10 @@ struct fdpass_map *fdpass_map_get(struct fdpass_maps *m, int fd, uint64_t len,
         return NULL;
     }
     e->fd = fd;
+    e->moved = NULL;
     e->dev = st.st_dev;
     e->ino = st.st_ino;
-    if (map_file(e, (size_t)st.st_size) < 0) {
+    if (map_file(e, (size_t)len) < 0) {
         snprintf(msg, msglen, "cannot be mapped: %s", strerror(errno));
         e->fd = -1;
         if (e->temp)
@@ -384,6 +387,28 @@ void fdpass_map_put(struct fdpass_maps *m, struct fdpass_map *e)
         return;
     }
     (void)m;
+}
+
+struct fdpass_map *fdpass_map_detach(struct fdpass_maps *m,
+                                     struct fdpass_map *e)
+{
+    if (e->temp)
+        return e;
+    if (e->fd == -1)
+        return e->moved;
+    struct fdpass_map *copy = malloc(sizeof *copy);
+    if (copy == NULL)
+        return NULL;
+    *copy = *e;
+    copy->temp = 1;
+    copy->moved = NULL;
+    m->bytes -= e->size;
+    e->fd = -1;
+    e->map = NULL;
+    e->size = 0;
+    e->busy = 0;
+    e->moved = copy;
+    return copy;
 }
 
 void fdpass_maps_clear(struct fdpass_maps *m)

@@ -103,6 +103,8 @@ struct fdpass_map {
     int busy;     /* tasks using it */
     int writable; /* mapped read-write */
     int temp;     /* not cached: freed when no longer busy */
+    struct fdpass_map *moved; /* a free entry: where fdpass_map_detach()
+                                 moved what it held, or NULL */
     dev_t dev;
     ino_t ino;
     uint8_t *map;
@@ -119,6 +121,13 @@ struct fdpass_maps {
 /* Maps memfd fd, which must hold len bytes (see fdpass_check()), and
  * takes fd over. Returns the entry, busy until fdpass_map_put(); or NULL
  * with a reason in msg (fd then still belongs to the caller). */
+/* Takes busy entry e out of the cache m (which is about to be cleared):
+ * returns an entry of its own, freed by its last fdpass_map_put(), that
+ * stays mapped for the tasks still using it; e and every other pointer to
+ * it lead there (call again with e). NULL when out of memory. */
+struct fdpass_map *fdpass_map_detach(struct fdpass_maps *m,
+                                     struct fdpass_map *e);
+
 struct fdpass_map *fdpass_map_get(struct fdpass_maps *m, int fd, uint64_t len,
                                   char *msg, size_t msglen);
 

@@ -112,6 +112,10 @@ int server_configure(struct server *s, const struct host_cfg *cfg)
     s->max_payload = cfg->max_payload ? cfg->max_payload : PROTO_DEFAULT_MAX;
     if (s->max_payload > UINT32_MAX)
         s->max_payload = UINT32_MAX;
+    s->max_conn_bytes = cfg->max_connection_bytes;
+    s->max_conns = cfg->max_connections > 0 ? cfg->max_connections : 0;
+    s->max_conns_per_uid =
+        cfg->max_connections_per_uid > 0 ? cfg->max_connections_per_uid : 0;
     return 0;
 }
 

@@ -18,6 +18,32 @@
 #include <sys/un.h>
 #include <time.h>
 
+/* Refuses c, with the reason, when it is one connection too many, in all
+ * (max_connections) or of its user (max_connections_per_uid). Each
+ * connection may make the daemon hold up to max_payload bytes of a frame
+ * being received, so these caps bound that memory too. */
+static int over_limits(struct server *s, struct session *c)
+{
+    int mine = 0;
+    if (s->max_conns_per_uid > 0)
+        for (const struct session *o = s->conns; o; o = o->next)
+            mine += o->uid == c->uid && !o->closing;
+    if (s->max_conns > 0 && s->nconns > s->max_conns) {
+        s->counts.refused++;
+        session_fail(c, 0, TH_EBUSY, "too many connections (max_connections "
+                     "= %d)", s->max_conns);
+        return 1;
+    }
+    if (s->max_conns_per_uid > 0 && mine > s->max_conns_per_uid) {
+        s->counts.refused++;
+        session_fail(c, 0, TH_EBUSY, "too many connections of uid %u "
+                     "(max_connections_per_uid = %d)",
+                     (unsigned)c->uid, s->max_conns_per_uid);
+        return 1;
+    }
+    return 0;
+}
+
 static void accept_one(struct server *s, int fd)
 {
     struct session *c = session_new(s, fd);
@@ -30,12 +56,15 @@ static void accept_one(struct server *s, int fd)
         return;
     }
     s->counts.accepted++;
-    if (access_may_submit(c)) {
-        log_debug("client pid %d uid %u connected%s", (int)c->pid,
-                  (unsigned)c->uid, access_is_admin(c) ? " (admin)" : "");
+    s->nconns++;
+    if (!access_may_submit(c)) {
+        access_refuse(c, 0);
         return;
     }
-    access_refuse(c, 0);
+    if (over_limits(s, c))
+        return;
+    log_debug("client pid %d uid %u connected%s", (int)c->pid,
+              (unsigned)c->uid, access_is_admin(c) ? " (admin)" : "");
 }
 
 static size_t count_conns(const struct server *s)

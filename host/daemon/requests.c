@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "log.h"
 #include "session.h"
 #include "taskhost_version.h"
@@ -82,6 +83,9 @@ static void on_done(const th_result *res, void *arg)
     if (c == NULL) { /* its client left */
         if (res->state != TH_STATE_CANCELLED)
             s->counts.discarded++;
+        if (sl->map != NULL)
+            fdpass_map_put(NULL, sl->map);
+        sl->map = NULL;
         slot_put(s, sl);
         return;
     }
@@ -190,7 +194,7 @@ static int input_map(struct session *c, const struct proto_frame *f,
 /* Hands a parsed submit to the engine; returns its slot, or NULL when it
  * was answered at once. */
 static struct slot *submit_task(struct session *c, const struct proto_frame *f,
-                                const struct proto_submit *sub)
+                                const struct proto_submit *sub, int borrow)
 {
     struct server *s = c->srv;
     th_submit_opts opts = {0};
@@ -204,6 +208,13 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
     }
     if (!names_ok(c, f->tag, sub))
         return NULL;
+    if (s->max_conn_bytes > 0 &&
+        c->input_bytes + sub->input_len > s->max_conn_bytes) {
+        session_answer(c, f->tag, TH_STATE_REJECTED, TH_EFULL,
+                       "this connection has too much input in flight "
+                       "(max_connection_bytes)");
+        return NULL;
+    }
     sl = slot_get(s);
     if (sl == NULL) {
         session_answer(c, f->tag, TH_STATE_REJECTED, TH_ENOMEM,
@@ -215,8 +226,9 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
     opts.priority = sub->priority;
     sl->tag = f->tag;
     sl->out_fd = (f->flags & PROTO_F_OUT_FD) != 0;
-    rc = th_host_submit(s->host, sub->pool, sub->task, sub->input,
-                        sub->input_len, &opts, on_done, sl, &sl->id);
+    rc = (borrow ? host_submit_borrowed : th_host_submit)(
+        s->host, sub->pool, sub->task, sub->input, sub->input_len, &opts,
+        on_done, sl, &sl->id);
     if (rc < 0) {
         slot_put(s, sl);
         session_answer(c, f->tag, TH_STATE_REJECTED, rc,
@@ -224,6 +236,8 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
         return NULL;
     }
     slot_link(c, sl);
+    sl->input_bytes = sub->input_len;
+    c->input_bytes += sl->input_bytes;
     s->counts.submitted++;
     if (f->flags & PROTO_F_PROGRESS)
         th_host_on_progress(s->host, sl->id, on_progress, sl);
@@ -246,11 +260,14 @@ static void do_submit(struct session *c, const struct proto_frame *f)
     }
     if ((f->flags & PROTO_F_IN_FD) && input_map(c, f, &sub, &map) < 0)
         return;
-    sl = submit_task(c, f, &sub); /* the engine copied the input */
+    /* An input in a memfd is not copied: the task reads the mapping,
+     * which its slot holds until the answer (and an output may go back
+     * into it). */
+    sl = submit_task(c, f, &sub, map != NULL);
     if (map == NULL)
         return;
-    if (sl != NULL && sl->out_fd) {
-        sl->map = map; /* the output goes back in it */
+    if (sl != NULL) {
+        sl->map = map;
         return;
     }
     fdpass_map_put(&c->maps, map);

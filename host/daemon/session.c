@@ -66,6 +66,8 @@ void slot_unlink(struct slot *sl)
     sl->prev->next = sl->next;
     sl->next->prev = sl->prev;
     sl->conn->ntasks--;
+    sl->conn->input_bytes -= sl->input_bytes;
+    sl->input_bytes = 0;
 }
 
 /* Ends the task's use of its input memfd, if any. */
@@ -275,7 +277,10 @@ static void session_orphan_tasks(struct session *c)
 
     while (c->tasks.next != &c->tasks) {
         struct slot *sl = c->tasks.next;
-        slot_drop_fd(c, sl);
+        /* The engine may still read its input from the mapping until the
+         * task is answered: keep that alive past the connection. */
+        if (sl->map != NULL)
+            sl->map = fdpass_map_detach(&c->maps, sl->map);
         slot_unlink(sl);
         sl->conn = NULL;
         if (s->host && th_host_task_state(s->host, sl->id) == TH_QUEUED &&
@@ -297,6 +302,7 @@ static void session_unlist(struct session *c)
 {
     struct server *s = c->srv;
 
+    s->nconns--;
     if (c->prev)
         c->prev->next = c->next;
     else

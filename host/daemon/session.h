@@ -35,6 +35,7 @@ struct slot {
     uint64_t id;
     struct fdpass_map *map; /* the input memfd, for the output too */
     int out_fd;             /* the client takes an output in a memfd */
+    uint64_t input_bytes;   /* counted in its session's input_bytes */
     struct slot *prev, *next;
 };
 
@@ -59,6 +60,7 @@ struct session {
     unsigned events; /* what the watch waits for now (TH_WATCH_*) */
     struct fdpass_maps maps; /* the client's input memfds, mapped */
     struct slot tasks; /* list head of the tasks in flight */
+    uint64_t input_bytes; /* input of the tasks in flight */
     size_t ntasks;
     struct session *prev, *next;  /* all connections */
     struct session *next_dirty;
@@ -74,6 +76,9 @@ struct server {
     ino_t ino;
     int stopping;
     uint64_t max_payload;
+    uint64_t max_conn_bytes; /* input in flight per session, 0: none */
+    int max_conns, max_conns_per_uid; /* 0: no limit */
+    int nconns;
     struct id_list submit_uids, submit_gids, admin_uids, admin_gids;
     struct session *conns;
     struct session *dirty;

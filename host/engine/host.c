@@ -507,17 +507,17 @@ static void reject_unknown(struct th_host *h, struct task *t, const char *pool,
     }
 }
 
-TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
-                             const void *input, size_t len,
-                             const th_submit_opts *opts, th_done_fn done,
-                             void *arg, uint64_t *id)
+static int submit(th_host *h, const char *pool, const char *task,
+                  const void *input, size_t len, const th_submit_opts *opts,
+                  th_done_fn done, void *arg, uint64_t *id, int borrow)
 {
     if (h == NULL || pool == NULL || task == NULL || done == NULL ||
         (input == NULL && len > 0))
         return TH_EINVAL;
     if (h->closing)
         return TH_ECLOSED;
-    struct task *t = task_new(&h->tasks, input, len);
+    struct task *t = borrow ? task_new_borrowed(&h->tasks, input, len)
+                            : task_new(&h->tasks, input, len);
     if (t == NULL)
         return TH_ENOMEM;
     t->id = ++h->next_id;
@@ -554,6 +554,22 @@ TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
         task_free(&h->tasks, t);
     }
     return r;
+}
+
+TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
+                             const void *input, size_t len,
+                             const th_submit_opts *opts, th_done_fn done,
+                             void *arg, uint64_t *id)
+{
+    return submit(h, pool, task, input, len, opts, done, arg, id, 0);
+}
+
+int host_submit_borrowed(th_host *h, const char *pool, const char *task,
+                         const void *input, size_t len,
+                         const th_submit_opts *opts, th_done_fn done,
+                         void *arg, uint64_t *id)
+{
+    return submit(h, pool, task, input, len, opts, done, arg, id, 1);
 }
 
 TH_EXPORT int th_host_cancel(th_host *h, uint64_t id)

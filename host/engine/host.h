@@ -45,6 +45,14 @@ struct th_host {
  * replaced by a successful th_host_reload(): do not keep the pointer. */
 const struct config *host_config(const th_host *host);
 
+/* Like th_host_submit(), but the input is not copied: it must stay valid
+ * and unchanged until `done` is called (the daemon passes a client's
+ * memfd, mapped, so that large inputs are never copied onto its heap). */
+int host_submit_borrowed(th_host *h, const char *pool, const char *task,
+                         const void *input, size_t len,
+                         const th_submit_opts *opts, th_done_fn done,
+                         void *arg, uint64_t *id);
+
 /* Seconds a plugin may take to load in a spawner, under cfg (NULL: the
  * default). */
 double host_plugin_timeout(const struct config *cfg);

@@ -508,11 +508,27 @@ static void reject_later(struct pool *p, struct task *t, int code,
     host_answerf(p->host, t, TH_STATE_REJECTED, code, "%s", why);
 }
 
+/* Whether one more task of `len` input bytes overflows the queue. */
+static int queue_full(const struct pool *p, size_t len)
+{
+    if (p->cfg.max_queue > 0 && queue_len(&p->queue) >= (size_t)p->cfg.max_queue)
+        return 1;
+    return p->cfg.max_queue_bytes > 0 &&
+           p->queue.bytes + len > p->cfg.max_queue_bytes;
+}
+
 static int overflow(struct pool *p, struct task *t)
 {
-    char why[160];
-    snprintf(why, sizeof why, "queue of pool '%s' is full (%ld tasks)",
-             p->cfg.name, p->cfg.max_queue);
+    char why[200];
+    if (p->cfg.max_queue_bytes > 0 &&
+        p->queue.bytes + t->len > p->cfg.max_queue_bytes)
+        snprintf(why, sizeof why, "queue of pool '%s' is full (%llu of "
+                 "max_queue_bytes %llu input bytes)", p->cfg.name,
+                 (unsigned long long)p->queue.bytes,
+                 (unsigned long long)p->cfg.max_queue_bytes);
+    else
+        snprintf(why, sizeof why, "queue of pool '%s' is full (%ld tasks)",
+                 p->cfg.name, p->cfg.max_queue);
     if (p->cfg.overflow == OVERFLOW_BLOCK)
         return TH_EBUSY;
     if (p->cfg.overflow == OVERFLOW_REJECT) {
@@ -522,7 +538,7 @@ static int overflow(struct pool *p, struct task *t)
     struct task *old = queue_oldest_lowest(&p->queue);
     queue_remove(&p->queue, old);
     loop_timer_stop(loop_of(p), &old->qtimer);
-    char dropped[200];
+    char dropped[256];
     snprintf(dropped, sizeof dropped, "dropped for a newer task: %s", why);
     reject_later(p, old, TH_EFULL, dropped);
     return 0;
@@ -539,7 +555,15 @@ int pool_submit(struct pool *p, struct task *t)
         reject_later(p, t, TH_ECLOSED, "the pool is shutting down");
         return 0;
     }
-    if (p->cfg.max_queue > 0 && queue_len(&p->queue) >= (size_t)p->cfg.max_queue) {
+    /* drop-oldest may have to drop several to make room in bytes */
+    while (queue_full(p, t->len)) {
+        if (queue_len(&p->queue) == 0) {
+            char why[160];
+            snprintf(why, sizeof why, "input of %zu bytes is over the "
+                     "max_queue_bytes of pool '%s'", t->len, p->cfg.name);
+            reject_later(p, t, TH_ETOOBIG, why);
+            return 0;
+        }
         int r = overflow(p, t);
         if (r != 0)
             return r < 0 ? r : 0;

@@ -6,10 +6,13 @@
 #ifndef TH_QUEUE_H
 #define TH_QUEUE_H
 
+#include <stdint.h>
+
 #include "task.h"
 
 struct queue {
     struct task_list list;
+    uint64_t bytes; /* input bytes of the tasks in it */
 };
 
 static inline size_t queue_len(const struct queue *q)

@@ -91,9 +91,23 @@ int task_set_output(struct task_table *tt, struct task *t, const void *data,
     return 0;
 }
 
+struct task *task_new_borrowed(struct task_table *tt, const void *input,
+                               size_t len)
+{
+    if (len <= TASK_INLINE)
+        return task_new(tt, input, len);
+    struct task *t = task_new(tt, NULL, 0);
+    if (t == NULL)
+        return NULL;
+    t->input = (char *)input;
+    t->len = len;
+    t->borrowed = 1;
+    return t;
+}
+
 void task_free(struct task_table *tt, struct task *t)
 {
-    if (t->input != t->inline_input)
+    if (t->input != t->inline_input && !t->borrowed)
         big_put(tt, t->input, t->input_cap);
     free(t->out_own);
     t->out_own = NULL;

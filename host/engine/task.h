@@ -49,6 +49,7 @@ struct task {
     char *input;
     size_t len;
     size_t input_cap; /* size of an out-of-line input buffer */
+    int borrowed;     /* input is the submitter's (task_new_borrowed()) */
     char inline_input[TASK_INLINE];
 };
 
@@ -70,6 +71,11 @@ struct task_table {
 /* Takes a task from the free list (or allocates one), copies `len` input
  * bytes in and gives it a fresh state. Returns NULL when out of memory. */
 struct task *task_new(struct task_table *tt, const void *input, size_t len);
+
+/* Like task_new(), but a large input is not copied: t->input points at
+ * `input`, which the caller keeps valid until the task is answered. */
+struct task *task_new_borrowed(struct task_table *tt, const void *input,
+                               size_t len);
 
 /* Keeps a copy of an answer's `len` data bytes in t: in its own buffers
  * when they are large enough (its input is no longer needed once it is
