@@ -16,9 +16,22 @@
 
 #include <cmocka.h>
 
+#include <sys/mman.h>
+#include <sys/resource.h>
+
 #include "daemon_util.h"
+#include "fdpass.h"
 
 #define HOSTILE TEST_PLUGINS "/hostile.so"
+
+/* AddressSanitizer's shadow takes terabytes of address space. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASAN_BUILD 1
+#endif
+#endif
 
 static int setup(void **state)
 {
@@ -550,6 +563,289 @@ static void plugin_file_overwritten_in_place_crashes_nothing(void **state)
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
+/* ---- memory a client can make the daemon hold ---- */
+
+/* A field of /proc/PID/status in KiB ("VmRSS", "VmSize"). */
+static long proc_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    long v = -1;
+    size_t n = strlen(field);
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            v = atol(line + n + 1);
+    fclose(f);
+    assert_true(v >= 0);
+    return v;
+}
+
+/* Outside a sanitizer build (whose shadow maps terabytes), also caps the
+ * daemon's address space `extra` bytes above what it has now: what it
+ * maps beyond that fails instead of eating the machine's memory. */
+static void limit_daemon(const struct td *t, uint64_t extra)
+{
+#ifdef ASAN_BUILD
+    (void)t, (void)extra;
+#else
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max =
+        (rlim_t)proc_kib(t->pid, "VmSize") * 1024 + (rlim_t)extra;
+    assert_int_equal(prlimit(t->pid, RLIMIT_AS, &rl, NULL), 0);
+#endif
+}
+
+/* Sends frame b on sock, with descriptor fd (-1: none). */
+static void send_raw(int sock, const struct proto_buf *b, int fd)
+{
+    struct fdpass_queue q = {0};
+    size_t done = 0;
+
+    if (fd >= 0)
+        assert_int_equal(fdpass_push(&q, fd, 0, 0, 0), 0);
+    while (done < b->len) {
+        ssize_t n = fdpass_send(sock, b->data + done, b->len - done, &q, done);
+        assert_true(n > 0);
+        done += (size_t)n;
+    }
+    fdpass_clear(&q);
+}
+
+/* The state and body of the RESULT of a raw submit, read from sock. */
+static int read_result(int sock, char *body, size_t cap)
+{
+    uint8_t buf[65536];
+    struct proto_frame f;
+    struct proto_result r;
+
+    long n = td_read_frame(sock, buf, sizeof buf, &f);
+    assert_true(n > 0);
+    if (f.type != PROTO_RESULT) {
+        snprintf(body, cap, "frame type 0x%x: %.*s", f.type, (int)f.len,
+                 (const char *)f.body);
+        return -1;
+    }
+    assert_int_equal(proto_parse_result(&f, &r), 0);
+    snprintf(body, cap, "%.*s", (int)r.len, (const char *)r.data);
+    return r.state;
+}
+
+static void memfd_is_mapped_only_as_far_as_the_frame_claims(void **state)
+{
+    struct td *t = *state;
+    const size_t sparse = (size_t)512 << 20;
+    char body[256];
+
+    write_conf(t, NULL, "{ name = \"echo\"; plugin = \"echo\"; min_workers = 1; }");
+    td_start(t);
+    assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
+    limit_daemon(t, (uint64_t)256 << 20);
+    long rss0 = proc_kib(t->pid, "VmRSS");
+    int fd = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)sparse), 0);
+    assert_int_equal(pwrite(fd, "abc", 3, 0), 3);
+    assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+    struct proto_buf b = {0};
+    struct proto_submit sub = {.pool = "echo", .pool_len = 4, .task = "echo",
+                               .task_len = 4, .input_len = 3};
+    assert_int_equal(proto_put_submit(&b, 1, PROTO_F_IN_FD, &sub), 0);
+    int sock = td_raw_connect(t);
+    send_raw(sock, &b, fd);
+    int st = read_result(sock, body, sizeof body);
+    long grew = proc_kib(t->pid, "VmRSS") - rss0;
+    close(fd);
+    close(sock);
+    proto_buf_free(&b);
+    if (st != TH_STATE_OK || strcmp(body, "abc") != 0)
+        fail_msg("a 3-byte input in a 512 MiB memfd: %d %s", st, body);
+    if (grew > 64 * 1024)
+        fail_msg("the daemon grew by %ld KiB for a 3-byte input", grew);
+    assert_true(alive(t->pid));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+struct answers {
+    int n, ok, rejected;
+    char why[256];
+};
+
+static void count_answer(const th_result *r, void *arg)
+{
+    struct answers *a = arg;
+    a->n++;
+    a->ok += r->state == TH_STATE_OK;
+    if (r->state == TH_STATE_REJECTED) {
+        a->rejected++;
+        snprintf(a->why, sizeof a->why, "%.*s", (int)r->len,
+                 (const char *)r->data);
+    }
+}
+
+/* Holds the one worker of pool h, then submits `count` tasks of 8 MiB
+ * (in memfds) on one connection, of which `refused` are to be rejected at
+ * once; returns how the daemon's RSS grew while the others wait (KiB),
+ * and counts every answer in *a. */
+static long queue_large_inputs(struct td *t, int count, int refused,
+                               struct answers *a)
+{
+    const size_t len = (size_t)8 << 20;
+    char *input = malloc(len);
+    uint64_t hold_tag;
+    struct answers held = {0};
+
+    memset(input, 'x', len);
+    memcpy(input, "0\n", 2);
+    th_client *c = td_connect(t);
+    th_result r;
+    /* the first large input has the client ask whether the daemon takes
+     * memfds (it goes inline while the question is out) */
+    assert_int_equal(th_client_call(c, "h", "hold", input, 65536, NULL, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    th_client_result_free(&r);
+    assert_int_equal(th_client_submit(c, "h", "hold", "60000", 5, NULL,
+                                      count_answer, &held, &hold_tag), 0);
+    assert_int_equal(th_client_step(c, 0), 0);
+    worker_pid(t, "h", "busy");
+    long rss0 = proc_kib(t->pid, "VmRSS");
+    for (int i = 0; i < count; i++)
+        assert_int_equal(th_client_submit(c, "h", "hold", input, len, NULL,
+                                          count_answer, a, NULL), 0);
+    /* a connection's requests are handled in order: once the last
+     * rejection came, every input before it reached the daemon */
+    double end = td_now() + DEADLINE;
+    while (a->rejected < refused && td_now() < end)
+        assert_int_equal(th_client_step(c, 50), 0);
+    assert_int_equal(a->rejected, refused);
+    long grew = proc_kib(t->pid, "VmRSS") - rss0;
+    assert_int_equal(th_client_cancel(c, hold_tag), 0);
+    assert_int_equal(th_client_wait(c, DEADLINE), 0);
+    th_client_close(c);
+    free(input);
+    return grew;
+}
+
+static void queued_inputs_in_memfds_are_not_copied_and_max_queue_bytes_bounds_them(
+    void **state)
+{
+    struct td *t = *state;
+    struct answers a = {0};
+
+    write_conf(t, NULL,
+               "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
+               " max_workers = 1; task_timeout = 0.0; max_queue_bytes = \"40M\"; }");
+    td_start(t);
+    limit_daemon(t, (uint64_t)512 << 20);
+    long grew = queue_large_inputs(t, 8, 3, &a);
+    if (grew > 20 * 1024)
+        fail_msg("the daemon grew by %ld KiB with 40 MiB of input queued",
+                 grew);
+    assert_int_equal(a.n, 8);
+    assert_int_equal(a.ok, 5);
+    assert_int_equal(a.rejected, 3);
+    assert_non_null(strstr(a.why, "max_queue_bytes"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void one_connection_has_at_most_max_connection_bytes_in_flight(
+    void **state)
+{
+    struct td *t = *state;
+    struct answers a = {0};
+
+    write_conf(t, "max_connection_bytes = \"20M\";",
+               "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
+               " max_workers = 1; task_timeout = 0.0; }");
+    td_start(t);
+    queue_large_inputs(t, 4, 2, &a);
+    assert_int_equal(a.n, 4);
+    assert_int_equal(a.ok, 2);
+    assert_int_equal(a.rejected, 2);
+    assert_non_null(strstr(a.why, "max_connection_bytes"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void announced_frames_reserve_nothing_before_their_bytes_come(
+    void **state)
+{
+    struct td *t = *state;
+    int socks[16];
+    uint8_t head[PROTO_HEADER_SIZE + 64] = {0};
+    uint32_t len = 60u << 20;
+
+    write_conf(t, NULL, "{ name = \"echo\"; plugin = \"echo\"; min_workers = 1; }");
+    td_start(t);
+    long vm0 = proc_kib(t->pid, "VmSize");
+    memcpy(head, &len, 4); /* little-endian hosts only, as the daemon */
+    head[4] = PROTO_VERSION;
+    head[5] = PROTO_SUBMIT;
+    head[8] = 1;
+    for (int i = 0; i < 16; i++) {
+        socks[i] = td_raw_connect(t);
+        assert_int_equal(write(socks[i], head, sizeof head),
+                         (ssize_t)sizeof head);
+    }
+    /* a round trip on one more connection: the daemon has read them all */
+    assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
+    assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
+    long grew = proc_kib(t->pid, "VmSize") - vm0;
+    for (int i = 0; i < 16; i++)
+        close(socks[i]);
+    if (grew > 64 * 1024)
+        fail_msg("16 announced 60 MiB frames grew the daemon by %ld KiB", grew);
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+/* Opens connections until one is refused; returns how many were served
+ * and that one's error in why. */
+static int connections_until_refused(struct td *t, char *why, size_t n)
+{
+    th_client *c[64];
+    char v[64];
+    int served = 0;
+
+    for (; served < 64; served++) {
+        assert_int_equal(th_client_connect(&c[served], t->sock, NULL, 0), 0);
+        if (th_client_ping(c[served], v, sizeof v) != 0) {
+            snprintf(why, n, "%s", th_client_error(c[served]));
+            th_client_close(c[served]);
+            break;
+        }
+    }
+    for (int i = 0; i < served; i++)
+        th_client_close(c[i]);
+    return served;
+}
+
+static void connections_past_max_connections_are_refused(void **state)
+{
+    struct td *t = *state;
+    char why[256] = "";
+
+    write_conf(t, "max_connections = 5; max_connections_per_uid = 0;",
+               "{ name = \"echo\"; plugin = \"echo\"; }");
+    td_start(t);
+    assert_int_equal(connections_until_refused(t, why, sizeof why), 5);
+    assert_non_null(strstr(why, "max_connections"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
+static void connections_of_one_user_past_their_cap_are_refused(void **state)
+{
+    struct td *t = *state;
+    char why[256] = "";
+
+    write_conf(t, "max_connections = 100; max_connections_per_uid = 3;",
+               "{ name = \"echo\"; plugin = \"echo\"; }");
+    td_start(t);
+    assert_int_equal(connections_until_refused(t, why, sizeof why), 3);
+    assert_non_null(strstr(why, "max_connections_per_uid"));
+    assert_int_equal(td_stop(t, SIGTERM), 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -565,6 +861,12 @@ int main(void)
         T(check_config_names_a_plugin_that_crashes_exits_or_hangs),
         T(reload_with_a_plugin_that_fails_loading_is_refused_and_serving_goes_on),
         T(plugin_file_overwritten_in_place_crashes_nothing),
+        T(memfd_is_mapped_only_as_far_as_the_frame_claims),
+        T(queued_inputs_in_memfds_are_not_copied_and_max_queue_bytes_bounds_them),
+        T(one_connection_has_at_most_max_connection_bytes_in_flight),
+        T(announced_frames_reserve_nothing_before_their_bytes_come),
+        T(connections_past_max_connections_are_refused),
+        T(connections_of_one_user_past_their_cap_are_refused),
     };
 
     signal(SIGPIPE, SIG_IGN);
