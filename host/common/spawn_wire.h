@@ -13,13 +13,15 @@
  *                                  whether it has a check() (i64)
  *                      SPW_FAILED  code (int32) and one line
  *     host -> spawner  SPW_SPAWN   (empty)
- *     spawner -> host  SPW_WORKER  pid (int32), with three descriptors: the
+ *     spawner -> host  SPW_WORKER  pid (int32) and serial (int64: a pid may
+ *                                  be reused before the host read of its
+ *                                  exit), with three descriptors: the
  *                                  host's end of the worker's socket, its
  *                                  arena memfd and its pidfd
  *                      SPW_FAILED
  *   events (spawner fd 4), whenever they happen:
- *     spawner -> host  SPW_EXITED  pid and wait status (int32 each) of a
- *                                  worker, reaped by the spawner
+ *     spawner -> host  SPW_EXITED  pid and wait status (int32 each) and
+ *                                  serial of a worker it reaped
  *
  * A spawner started to check a plugin (probe) exits after its answer to
  * SPW_HELLO. Otherwise it lives until the host closes the request socket,

@@ -947,15 +947,15 @@ static void fail_plugin(struct pool *p, const char *why)
         reject_queue(p);
 }
 
-/* A worker's exit as its spawner reported it; pid -1: the spawner itself
- * is gone, and its workers with it (their parent-death signal). */
-static void on_spawner_exit(void *arg, pid_t pid, int status)
+/* A worker's exit as its spawner reported it; serial 0: the spawner
+ * itself is gone, and its workers with it (their parent-death signal). */
+static void on_spawner_exit(void *arg, uint64_t serial, int status)
 {
     struct pool *p = arg;
     struct worker *next;
-    if (pid != -1) {
+    if (serial != 0) {
         for (struct worker *w = p->workers; w != NULL; w = w->next)
-            if (w->pid == pid && !w->reaped) {
+            if (w->serial == serial && !w->reaped) {
                 worker_reaped(w, status);
                 return;
             }

@@ -325,7 +325,7 @@ static void on_events(struct loop_io *io, uint32_t events)
         if (type <= 0) {
             loop_del(sp->loop, &sp->events);
             sp->loop = NULL;
-            sp->on_exit(sp->arg, -1, 0);
+            sp->on_exit(sp->arg, 0, 0);
             return;
         }
         if (type != SPW_EXITED)
@@ -334,8 +334,9 @@ static void on_events(struct loop_io *io, uint32_t events)
         spw_reader_init(&r, &sp->msg);
         int32_t v[2];
         spw_get(&r, v, sizeof v);
-        if (!r.bad)
-            sp->on_exit(sp->arg, (pid_t)v[0], (int)v[1]);
+        uint64_t serial = (uint64_t)spw_get_i64(&r);
+        if (!r.bad && serial != 0)
+            sp->on_exit(sp->arg, serial, (int)v[1]);
     }
 }
 
@@ -369,6 +370,7 @@ int spawner_spawn(struct spawner *sp, struct spawned *w, char *err,
         int32_t pid;
         spw_get(&r, &pid, sizeof pid);
         w->pid = pid;
+        w->serial = (uint64_t)spw_get_i64(&r);
         w->sock = fds[0];
         w->arena = nfds == 3 ? fds[1] : -1;
         w->pidfd = fds[nfds - 1];

@@ -24,9 +24,10 @@ struct th_settings;
 /* Seconds a plugin may take to load (its constructors) in a spawner. */
 #define PLUGIN_LOAD_TIMEOUT 10.0
 
-/* Called with each worker exit the spawner reports (pid and wait
- * status), and once with pid -1 when the spawner itself is gone. */
-typedef void (*spawner_exit_fn)(void *arg, pid_t pid, int status);
+/* Called with each worker exit the spawner reports (its serial, as in
+ * struct spawned, and wait status), and once with serial 0 when the
+ * spawner itself is gone. */
+typedef void (*spawner_exit_fn)(void *arg, uint64_t serial, int status);
 
 struct spawner_opts {
     int probe;                 /* load, report, exit */
@@ -58,6 +59,7 @@ struct spawner {
 /* A worker the spawner forked. */
 struct spawned {
     pid_t pid;
+    uint64_t serial;           /* names it in exit reports */
     int sock;                  /* the host's end of its socket */
     int arena;                 /* its arena memfd, or -1 */
     int pidfd;

@@ -79,6 +79,7 @@ static pid_t fork_child(struct spawner *sp, struct worker *w, int *sock,
     }
     *sock = s.sock;
     *pidfd = s.pidfd;
+    w->serial = s.serial;
     return s.pid;
 }
 
@@ -430,8 +431,13 @@ static void on_sock(struct loop_io *io, uint32_t events)
     if (events & LOOP_WRITE)
         write_out(w);
     if (events & (LOOP_READ | LOOP_HUP)) {
-        if (read_worker(w, 4))
-            loop_mod(loop_of(w), &w->sock, 0); /* EOF: its spawner says how */
+        if (read_worker(w, 4)) {
+            /* EOF: its spawner says how it ended, a moment later; whether
+             * it was asked to stop counts as of now */
+            if (w->state != W_STOPPING)
+                w->left_unasked = 1;
+            loop_mod(loop_of(w), &w->sock, 0);
+        }
         parse_frames(w);
         trim(&w->in);
     }
@@ -450,7 +456,8 @@ static int describe_exit(const struct worker *w, int status, char *buf,
     }
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     snprintf(buf, len, "exited with status %d", code);
-    return code != 0 || w->state != W_STOPPING || w->inflight.n > 0;
+    return code != 0 || w->state != W_STOPPING || w->left_unasked ||
+           w->inflight.n > 0;
 }
 
 /* Once the worker is gone: hands over the results it held but had not

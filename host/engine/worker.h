@@ -37,6 +37,8 @@ struct worker {
     int reason;            /* enum retire_reason, once stopping */
     int killed;            /* signalled by the host */
     int reaped;
+    int left_unasked;      /* closed its socket before it was asked to stop */
+    uint64_t serial;       /* its spawner's number for it */
     int dirty;             /* on the host's flush list */
     struct task_list inflight; /* sent, in order; the head is running */
     struct buf in, out;

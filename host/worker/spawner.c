@@ -55,6 +55,8 @@ static struct {
     struct plugin *plugin;
     struct buf msg;
     pid_t workers[MAX_WORKERS_TRACKED];
+    uint64_t serials[MAX_WORKERS_TRACKED];
+    uint64_t next_serial;
     int nworkers;
     int sigfd;
     pid_t self;
@@ -197,13 +199,24 @@ static int is_worker(void *arg, pid_t pid)
     return 0;
 }
 
-static void forget_worker(pid_t pid)
+/* Forgets worker pid; returns its serial. */
+static uint64_t forget_worker(pid_t pid)
 {
     for (int i = 0; i < s.nworkers; i++)
         if (s.workers[i] == pid) {
-            s.workers[i] = s.workers[--s.nworkers];
-            return;
+            uint64_t serial = s.serials[i];
+            s.nworkers--;
+            s.workers[i] = s.workers[s.nworkers];
+            s.serials[i] = s.serials[s.nworkers];
+            return serial;
         }
+    return 0;
+}
+
+static void track_worker(pid_t pid)
+{
+    s.workers[s.nworkers] = pid;
+    s.serials[s.nworkers++] = ++s.next_serial;
 }
 
 /* In the new worker: maps its arena, lets go of the spawner's own
@@ -281,17 +294,18 @@ static void spawn(void)
     int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
     if (pid == -1 || pidfd == -1) {
         answer_failed(pid == -1 ? "fork" : "pidfd_open");
-        if (pid > 0)
+        if (pid > 0) {
             kill(pid, SIGKILL); /* reaped and reported as any exit */
-        if (pid > 0)
-            s.workers[s.nworkers++] = pid;
+            track_worker(pid);
+        }
     } else {
-        s.workers[s.nworkers++] = pid;
+        track_worker(pid);
         setpgid(pid, pid); /* whichever of the two runs first */
         int fds[3] = {sv[0], arena, pidfd};
         int32_t p32 = (int32_t)pid;
         spw_begin(&s.msg, SPW_WORKER);
         spw_put(&s.msg, &p32, sizeof p32);
+        spw_put_i64(&s.msg, (int64_t)s.next_serial);
         if (arena == -1)
             fds[1] = pidfd;
         spw_send(SPW_FD_REQ, &s.msg, fds, arena == -1 ? 2 : 3);
@@ -322,10 +336,11 @@ static void reap(void)
             break;
         if (!worker)
             continue;
-        forget_worker(pid);
+        uint64_t serial = forget_worker(pid);
         int32_t v[2] = {(int32_t)pid, (int32_t)status};
         spw_begin(&s.msg, SPW_EXITED);
         spw_put(&s.msg, v, sizeof v);
+        spw_put_i64(&s.msg, (int64_t)serial);
         spw_send(SPW_FD_EVENTS, &s.msg, NULL, 0);
     }
     struct children_known k = {is_worker, NULL};
