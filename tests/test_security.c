@@ -599,7 +599,7 @@ static void limit_daemon(const struct td *t, uint64_t extra)
 }
 
 /* Sends frame b on sock, with descriptor fd (-1: none). */
-static void send_raw(int sock, const struct proto_buf *b, int fd)
+static void send_raw(int sock, const struct buf *b, int fd)
 {
     struct fdpass_queue q = {0};
     size_t done = 0;
@@ -649,7 +649,7 @@ static void memfd_is_mapped_only_as_far_as_the_frame_claims(void **state)
     assert_int_equal(ftruncate(fd, (off_t)sparse), 0);
     assert_int_equal(pwrite(fd, "abc", 3, 0), 3);
     assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-    struct proto_buf b = {0};
+    struct buf b = BUF_INIT;
     struct proto_submit sub = {.pool = "echo", .pool_len = 4, .task = "echo",
                                .task_len = 4, .input_len = 3};
     assert_int_equal(proto_put_submit(&b, 1, PROTO_F_IN_FD, &sub), 0);
@@ -659,7 +659,7 @@ static void memfd_is_mapped_only_as_far_as_the_frame_claims(void **state)
     long grew = proc_kib(t->pid, "VmRSS") - rss0;
     close(fd);
     close(sock);
-    proto_buf_free(&b);
+    buf_free(&b);
     if (st != TH_STATE_OK || strcmp(body, "abc") != 0)
         fail_msg("a 3-byte input in a 512 MiB memfd: %d %s", st, body);
     if (grew > 64 * 1024)
