@@ -105,6 +105,7 @@ void suite_raw(void);
 void suite_embed(const char *self);
 void suite_cpu(void);
 void suite_daemon(void);
+void suite_cluster(void);
 
 /* The --probe-memory mode: a fresh process measures the embedding host's
  * memory and prints "worker_private rss0 rss1000" in KiB. */

@@ -118,6 +118,40 @@ static struct figure figs[] = {
     {"daemon_rss_0_kib", "daemon: RSS, 0 queued", "KiB", R_NONE, G_NONE, 0},
     {"daemon_rss_1000_kib", "daemon: RSS, 1,000 queued", "KiB", R_NONE,
      G_NONE, 0},
+    {"cl1_256_tps", "cluster: echo, 1 host on one Redis, 256 in flight",
+     "tasks/s", R_NONE, G_MIN, 50000},
+    {"cl1_256_p50_us", "cluster: echo, 1 host, 256 in flight, p50", "µs",
+     R_NONE, G_NONE, 0},
+    {"cl1_256_p99_us", "cluster: echo, 1 host, 256 in flight, p99", "µs",
+     R_NONE, G_NONE, 0},
+    {"cl1_cmds", "cluster: 1 host, Redis commands per task", "cmd",
+     R_NONE, G_NONE, 0},
+    {"cl2_256_tps", "cluster: echo, 2 hosts on one Redis, 256 in flight",
+     "tasks/s", R_NONE, G_NONE, 0},
+    {"cl2_256_p50_us", "cluster: echo, 2 hosts, 256 in flight, p50", "µs",
+     R_NONE, G_NONE, 0},
+    {"cl2_256_p99_us", "cluster: echo, 2 hosts, 256 in flight, p99", "µs",
+     R_NONE, G_NONE, 0},
+    {"cl2_cmds", "cluster: 2 hosts, Redis commands per task", "cmd",
+     R_NONE, G_NONE, 0},
+    {"cl3_256_tps", "cluster: echo, 3 hosts on one Redis, 256 in flight",
+     "tasks/s", R_NONE, G_NONE, 0},
+    {"cl3_256_p50_us", "cluster: echo, 3 hosts, 256 in flight, p50", "µs",
+     R_NONE, G_NONE, 0},
+    {"cl3_256_p99_us", "cluster: echo, 3 hosts, 256 in flight, p99", "µs",
+     R_NONE, G_NONE, 0},
+    {"cl3_cmds", "cluster: 3 hosts, Redis commands per task", "cmd",
+     R_NONE, G_NONE, 0},
+    {"cl1_1_p50_us", "cluster: echo, 1 host, 1 in flight, p50", "µs", R_NONE,
+     G_NONE, 0},
+    {"cl_added_p50_us", "cluster: p50 added to a local pool's, 1 in flight",
+     "µs", R_NONE, G_MAX, 250},
+    {"cl_hash_1_tps", "cluster: 5 ms hash, 1 host x 1 worker", "tasks/s",
+     R_NONE, G_NONE, 0},
+    {"cl_hash_2_tps", "cluster: 5 ms hash, 2 hosts x 1 worker", "tasks/s",
+     R_NONE, G_NONE, 0},
+    {"cl_hash_eff_pct", "cluster: 2 hosts vs 1, share of the machine's 2 vs 1",
+     "%", R_NONE, G_MIN, 90},
 };
 
 #define NFIGS (sizeof figs / sizeof figs[0])
@@ -409,6 +443,8 @@ int main(int argc, char **argv)
         suite_cpu();
     if (wanted(suites, "daemon"))
         suite_daemon();
+    if (wanted(suites, "cluster"))
+        suite_cluster();
     print_table(stdout);
     printf("\n");
     for (size_t i = 0; i < NFIGS; i++)

@@ -611,6 +611,12 @@ int hx_load_start(struct hx_load *l, struct hx *h, int nclients,
     return 0;
 }
 
+void hx_load_number_from(struct hx_load *l, int first)
+{
+    for (int i = 0; i < l->nclients; i++)
+        l->cl[i].index = first + i;
+}
+
 static int grow(struct hx_client *cl)
 {
     long cap = cl->cap ? cl->cap * 2 : 4096;
@@ -632,7 +638,7 @@ static int grow(struct hx_client *cl)
 static int submit_one(struct hx_client *cl)
 {
     struct hx_load *l = cl->l;
-    long n = cl->next * l->nclients + cl->index;
+    long n = cl->next * l->nclients + (long)(cl - l->cl);
     int k = kind_of(l, n);
     const struct hx_kind *kd = &l->kinds[k];
     char buf[48];

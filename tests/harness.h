@@ -154,6 +154,11 @@ int hx_load_start(struct hx_load *l, struct hx *h, int nclients,
                   long per_client, int window, const struct hx_kind *kinds,
                   int nkinds);
 
+/* Numbers the load's clients from `first` on (inputs "CLIENT:TAG"), so
+ * that loads on several daemons never submit the same input. Call right
+ * after hx_load_start(). */
+void hx_load_number_from(struct hx_load *l, int first);
+
 /* Submits up to the windows, waits up to timeout_ms for answers and
  * handles them. Returns 1 while tasks are left to submit or answer, 0
  * when done, -1 when a connection was lost. */

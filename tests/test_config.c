@@ -414,6 +414,44 @@ static void test_pool_with_unknown_plugin_is_refused(void **state)
                  4, "pools[0].plugin", "unknown plugin \"hsah\"");
 }
 
+static void test_cluster_group_is_read_with_defaults(void **state)
+{
+    (void)state;
+    assert_int_equal(load(PLUGIN "pools = ( { name = \"p\"; plugin = \"hash\";"
+                                 " shared = true; } );\n"
+                                 "cluster = { redis = \"127.0.0.1:6379\";"
+                                 " lease = \"2s\"; };\n"),
+                     0);
+    assert_true(cfg->pools[0].shared);
+    assert_string_equal(cfg->cluster.redis, "127.0.0.1:6379");
+    assert_string_equal(cfg->cluster.name, "taskhost");
+    assert_true(cfg->cluster.lease == 2.0);
+    assert_true(cfg->cluster.heartbeat == 1.0);
+    assert_int_equal(cfg->cluster.max_attempts, 3);
+    assert_true(cfg->cluster.result_ttl == 3600.0);
+}
+
+static void test_shared_pool_without_cluster_is_refused(void **state)
+{
+    (void)state;
+    assert_fault(load(PLUGIN "pools = ( {\n  name = \"p\"; plugin = \"hash\";\n"
+                             "  shared = true;\n} );\n"),
+                 4, "pools[0].shared", "needs a cluster group");
+}
+
+static void test_cluster_bad_redis_and_heartbeat_are_refused(void **state)
+{
+    (void)state;
+    assert_fault(load("cluster = {\n  redis = \"localhost\";\n};\n"), 2,
+                 "cluster.redis", "\"unix:/absolute/path\" or \"host:port\"");
+    assert_fault(load("cluster = {\n  redis = \"unix:/r.sock\";\n"
+                      "  lease = 1.0;\n  heartbeat = 0.8;\n};\n"),
+                 4, "cluster.heartbeat", "at most half the lease");
+    assert_fault(load("cluster = {\n  redis = \"unix:/r.sock\";\n"
+                      "  max_attempts = 0;\n};\n"),
+                 3, "cluster.max_attempts", "must be 1 to 1000");
+}
+
 static void test_pools_may_come_before_plugins(void **state)
 {
     (void)state;
@@ -1131,6 +1169,9 @@ int main(void)
         T(test_pool_with_unknown_plugin_is_refused),
         T(test_pools_may_come_before_plugins),
         T(test_missing_plugin_file_says_no_such_file),
+        T(test_cluster_group_is_read_with_defaults),
+        T(test_shared_pool_without_cluster_is_refused),
+        T(test_cluster_bad_redis_and_heartbeat_are_refused),
         T(test_missing_required_keys_are_refused),
         T(test_bad_names_are_refused),
         T(test_overflow_modes_parse_and_garbage_is_refused),

@@ -51,6 +51,17 @@ struct http_cfg {
     char *auth_token; /* auth_token_file's first line, or NULL: none */
 };
 
+/* The `cluster` group: pools marked `shared` take their tasks from a
+ * queue in Redis that every host of the cluster serves (cluster.h). One
+ * field per line of config/cluster_keys.def, then what the loader
+ * derives. */
+struct cluster_cfg {
+#define CLUSTER_KEY(key, kind, def, shown, doc) CONFIG_CTYPE(kind) key;
+#include "config/cluster_keys.def"
+#undef CLUSTER_KEY
+    char *password; /* password_file's first line, or NULL: no AUTH */
+};
+
 struct plugin_cfg {
 #define PLUGIN_KEY(key, kind, doc) CONFIG_CTYPE(kind) key;
 #include "config/plugin_keys.def"
@@ -78,6 +89,7 @@ struct config {
     char *dir;  /* directory of the file, for relative paths */
     struct host_cfg host;
     struct http_cfg http;
+    struct cluster_cfg cluster;
     struct plugin_cfg *plugins;
     size_t nplugins;
     struct pool_cfg *pools;
@@ -148,5 +160,11 @@ void http_cfg_defaults(struct http_cfg *h);
 
 /* Frees what an http_cfg owns (the token is wiped first). */
 void http_cfg_clear(struct http_cfg *h);
+
+/* Fills `c` with the defaults of cluster_keys.def (redis NULL: off). */
+void cluster_cfg_defaults(struct cluster_cfg *c);
+
+/* Frees what a cluster_cfg owns (the password is wiped first). */
+void cluster_cfg_clear(struct cluster_cfg *c);
 
 #endif /* TH_CONFIG_H */

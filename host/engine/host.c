@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "host.h"
 #include "log.h"
@@ -225,6 +226,8 @@ static int all_done(const struct th_host *h)
     for (struct pool *p = h->retired; p != NULL; p = p->next)
         if (!pool_done(p))
             return 0;
+    if (h->cluster != NULL && !cluster_done(h->cluster))
+        return 0;
     return h->answers == NULL && h->pending == 0;
 }
 
@@ -293,6 +296,11 @@ static struct pool *find_pool(const struct th_host *h, const char *name)
         if (strcmp(p->cfg.name, name) == 0)
             return p;
     return NULL;
+}
+
+struct pool *host_find_pool(const struct th_host *h, const char *name)
+{
+    return find_pool(h, name);
 }
 
 static int add_loaded_plugin(struct th_host *h, struct plugin *pl)
@@ -454,6 +462,8 @@ static int host_build(struct th_host *h, struct config *cfg, char *err,
             return r;
         }
     }
+    if (cfg->cluster.redis != NULL)
+        return cluster_new(h, &cfg->cluster, &h->cluster);
     return 0;
 }
 
@@ -547,7 +557,8 @@ static int submit(th_host *h, const char *pool, const char *task,
     }
     t->task_timeout = smaller(p->cfg.task_timeout, opts ? opts->task_timeout : 0);
     t->queue_timeout = smaller(p->cfg.queue_timeout, opts ? opts->queue_timeout : 0);
-    int r = pool_submit(p, t);
+    int r = p->cfg.shared && h->cluster ? cluster_submit(h->cluster, p, t)
+                                        : pool_submit(p, t);
     if (r < 0) { /* overflow = block: not taken */
         task_map_del(&h->tasks, t);
         h->pending--;
@@ -579,6 +590,9 @@ TH_EXPORT int th_host_cancel(th_host *h, uint64_t id)
     struct task *t = task_map_find(&h->tasks, id);
     if (t == NULL || t->answered)
         return TH_ENOENT;
+    if (t->cluster != NULL && h->cluster != NULL &&
+        cluster_cancel(h->cluster, t) == 0)
+        return 0;
     if (t->pool == NULL || (t->state != TH_QUEUED && t->state != TH_RUNNING))
         return TH_ENOENT;
     pool_cancel(t->pool, t);
@@ -856,6 +870,8 @@ static void swap_config(struct th_host *h, struct config *cfg,
     config_free(h->cfg);
     h->cfg = cfg;
     h->shutdown_timeout = cfg->host.shutdown_timeout;
+    if (h->cluster != NULL)
+        cluster_sync_pools(h->cluster);
     log_info("config %s reloaded: %zu pools (%d added, %d restarted, "
              "%d removed, %d kept or resized)",
              cfg->path, cfg->npools, counts[2], counts[1], removed, counts[0]);
@@ -939,6 +955,8 @@ TH_EXPORT void th_host_shutdown(th_host *h, int how)
     if (h->closing && (h->closing - 1 == TH_CLOSE_FORCE || !force))
         return;
     h->closing = 1 + (force ? TH_CLOSE_FORCE : TH_CLOSE_GRACEFUL);
+    if (h->cluster != NULL)
+        cluster_shutdown(h->cluster, force);
     for (struct pool *p = h->pools; p != NULL; p = p->next)
         pool_drain(p, force);
     for (struct pool *p = h->retired; p != NULL; p = p->next)
@@ -966,6 +984,8 @@ static void free_pools(struct pool *p)
 
 static void host_free(struct th_host *h)
 {
+    cluster_free(h->cluster);
+    h->cluster = NULL;
     free_pools(h->pools);
     free_pools(h->retired);
     for (size_t i = 0; i < h->nplugins; i++)

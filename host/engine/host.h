@@ -24,6 +24,7 @@ struct th_host {
     size_t nplugins;
     struct pool *pools;        /* serving pools */
     struct pool *retired;      /* pools draining after reload or removal */
+    struct cluster *cluster;   /* shared pools' broker link, or NULL */
     struct task_table tasks;   /* pending tasks by id, free list */
     struct task *answers, *answers_tail; /* answers to deliver, via anext */
     int in_callback;           /* a task's callback is running */
@@ -86,6 +87,9 @@ int host_check_pool(const struct pool_cfg *c, const struct plugin *pl,
 
 /* Frees a task that was answered and has left its worker. */
 void host_task_release(struct th_host *h, struct task *t);
+
+/* The serving pool named `name`, or NULL. */
+struct pool *host_find_pool(const struct th_host *h, const char *name);
 
 /* Marks pool p to be dispatched at the end of this loop iteration. */
 void host_mark_pool(struct th_host *h, struct pool *p);

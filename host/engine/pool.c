@@ -580,6 +580,24 @@ int pool_submit(struct pool *p, struct task *t)
     return 0;
 }
 
+void pool_take(struct pool *p, struct task *t)
+{
+    t->pool = p;
+    t->state = TH_QUEUED;
+    queue_push(&p->queue, t);
+    p->stats.submitted++;
+    if (t->queue_timeout > 0) {
+        t->qtimer.cb = on_queue_timer;
+        loop_timer_at(loop_of(p), &t->qtimer, t->submitted + t->queue_timeout);
+    }
+    host_mark_pool(p->host, p);
+}
+
+size_t pool_depth(const struct pool *p)
+{
+    return pipeline_depth(p);
+}
+
 /* Takes every task off a worker that is gone: answered ones are released,
  * `culprit` (what it died running) is returned if unanswered, for the
  * caller to answer; the others never started and go back to the queue's

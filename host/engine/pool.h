@@ -65,6 +65,14 @@ void pool_free(struct pool *p);
  * block when the queue is full (t is not taken). */
 int pool_submit(struct pool *p, struct task *t);
 
+/* Queues task t (mapped) that a shared pool claimed from the cluster:
+ * the cluster admitted it already, so no max_queue or overflow here. */
+void pool_take(struct pool *p, struct task *t);
+
+/* How many tasks one worker holds at once now (short tasks are
+ * pipelined): with max_workers, what the pool can start at once. */
+size_t pool_depth(const struct pool *p);
+
 /* Cancels a task of this pool, queued or running. */
 void pool_cancel(struct pool *p, struct task *t);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "host.h"
 #include "loop.h"
 #include "plugin.h"
@@ -467,6 +468,7 @@ static void json_pool(FILE *f, const struct pool *p, double now)
     json_history(f, p, now);
     fprintf(f, ",");
     json_workers(f, p, now);
+    cluster_stats_json(f, p->host->cluster, p->cfg.name);
     fprintf(f, "}");
 }
 
@@ -591,6 +593,7 @@ static void text_pool(FILE *f, const struct pool *p, double now)
             (unsigned long long)hist_percentile(&s->run, 0.5),
             (unsigned long long)hist_percentile(&s->run, 0.9),
             (unsigned long long)hist_percentile(&s->run, 0.99));
+    cluster_stats_text(f, p->host->cluster, p->cfg.name);
     text_window(f, p, now);
     text_spark(f, p, now, 0);
     text_spark(f, p, now, 1);

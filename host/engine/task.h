@@ -26,6 +26,8 @@ struct task {
     struct task *anext;       /* host's list of answers to deliver */
     struct pool *pool;        /* NULL when rejected before a pool */
     struct worker *worker;    /* while sent to a worker */
+    void *cluster;            /* a shared pool's task: its record in
+                               * cluster.c, NULL otherwise */
     th_done_fn done;
     void *arg;
     th_progress_fn progress; /* NULL: nobody asked for reports */

@@ -46,6 +46,13 @@ static const struct key http_keys[] = {
     {NULL, K_NAME, NULL, NULL},
 };
 
+static const struct key cluster_keys[] = {
+#define CLUSTER_KEY(key, kind, def, shown, doc) {#key, K_##kind, shown, doc},
+#include "cluster_keys.def"
+#undef CLUSTER_KEY
+    {NULL, K_NAME, NULL, NULL},
+};
+
 static const struct key plugin_keys[] = {
 #define PLUGIN_KEY(key, kind, doc) {#key, K_##kind, "(required)", doc},
 #include "plugin_keys.def"
@@ -72,6 +79,10 @@ static const struct {
      "The optional `http` group: the daemon's HTTP endpoint for metrics, "
      "health and the status page (docs/http.md).",
      http_keys},
+    {"cluster",
+     "The optional `cluster` group: pools marked `shared` keep their queue "
+     "in Redis and run on every host that has them (docs/cluster.md).",
+     cluster_keys},
     {"plugins", "Each entry of the `plugins` list: one shared object.",
      plugin_keys},
     {"pools",

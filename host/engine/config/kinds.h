@@ -50,6 +50,7 @@ enum config_kind {
 #undef CONFIG_KIND_ENUM
         K_HOST,
     K_HTTP,
+    K_CLUSTER,
     K_PLUGINS,
     K_POOLS
 };

@@ -623,6 +623,8 @@ static int load_host(const struct loader *ld, const config_setting_t *s,
                      const char *key, struct host_cfg *host);
 static int load_http(const struct loader *ld, const config_setting_t *s,
                      const char *key, struct http_cfg *http);
+static int load_cluster(const struct loader *ld, const config_setting_t *s,
+                        const char *key, struct cluster_cfg *c);
 static int load_plugins(const struct loader *ld, const config_setting_t *s,
                         const char *key, struct config *cfg);
 static int load_pools(const struct loader *ld, const config_setting_t *s,
@@ -672,6 +674,8 @@ static int set_field(const struct loader *ld, const config_setting_t *s,
         return load_host(ld, s, key, dst);
     case K_HTTP:
         return load_http(ld, s, key, dst);
+    case K_CLUSTER:
+        return load_cluster(ld, s, key, dst);
     case K_PLUGINS:
         return load_plugins(ld, s, key, base);
     case K_POOLS:
@@ -1058,6 +1062,105 @@ static int load_pools(const struct loader *ld, const config_setting_t *s,
     return 0;
 }
 
+/* ---- cluster ---- */
+
+/* "unix:/absolute/path" or "host:port" (port 1..65535). */
+static int valid_redis_address(const char *a)
+{
+    if (strncmp(a, "unix:", 5) == 0)
+        return a[5] == '/' && strlen(a + 5) < 108;
+    const char *colon = strrchr(a, ':');
+    if (colon == NULL || colon == a)
+        return 0;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return colon[1] != '\0' && *end == '\0' && port > 0 && port < 65536;
+}
+
+/* Reads the first line of the password file, which must not be readable
+ * by others: the password then lives only in memory. */
+static int read_password(const struct loader *ld, const config_setting_t *s,
+                         struct cluster_cfg *c)
+{
+    struct stat st;
+    char buf[512];
+    FILE *f = fopen(c->password_file, "re");
+
+    if (f == NULL)
+        return fault(ld, s, "cluster.password_file", "%s: %s",
+                     c->password_file, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0007) != 0) {
+        fclose(f);
+        return fault(ld, s, "cluster.password_file",
+                     "%s is readable by others (mode %03o): chmod o-rwx it",
+                     c->password_file, (unsigned)(st.st_mode & 0777));
+    }
+    if (fgets(buf, sizeof buf, f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0')
+        return fault(ld, s, "cluster.password_file", "%s is empty",
+                     c->password_file);
+    int rc = set_string(ld, &c->password, buf);
+    explicit_bzero(buf, sizeof buf);
+    return rc;
+}
+
+static int load_cluster(const struct loader *ld, const config_setting_t *s,
+                        const char *key, struct cluster_cfg *c)
+{
+    int rc;
+
+    if (!config_setting_is_group(s))
+        return wrong_type(ld, s, key, "a group { redis = ...; ... }");
+    rc = load_group(ld, s, key, config_cluster_fields, c);
+    if (rc != 0)
+        return rc;
+    if (c->redis == NULL)
+        return missing(ld, s, key, "redis");
+    if (c->name == NULL && set_string(ld, &c->name, "taskhost") != 0)
+        return TH_ENOMEM;
+    if (!valid_redis_address(c->redis))
+        return fault(ld, member_or(s, "redis"), "cluster.redis",
+                     "must be \"unix:/absolute/path\" or \"host:port\" "
+                     "(got \"%s\")",
+                     c->redis);
+    if (c->lease < 0.1)
+        return fault(ld, member_or(s, "lease"), "cluster.lease",
+                     "must be >= 0.1 seconds (got %g)", c->lease);
+    if (c->heartbeat <= 0 || c->heartbeat * 2 > c->lease)
+        return fault(ld, member_or(s, "heartbeat"), "cluster.heartbeat",
+                     "must be > 0 and at most half the lease (%g s > %g s / 2)",
+                     c->heartbeat, c->lease);
+    if (c->max_attempts < 1 || c->max_attempts > 1000)
+        return fault(ld, member_or(s, "max_attempts"), "cluster.max_attempts",
+                     "must be 1 to 1000 (got %d)", c->max_attempts);
+    if (c->result_ttl < 1)
+        return fault(ld, member_or(s, "result_ttl"), "cluster.result_ttl",
+                     "must be >= 1 second (got %g)", c->result_ttl);
+    if (c->password_file != NULL)
+        return read_password(ld, member_or(s, "password_file"), c);
+    return 0;
+}
+
+/* Every shared pool needs the cluster group. */
+static int link_shared(const struct loader *ld, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->npools; i++) {
+        if (!cfg->pools[i].shared || cfg->cluster.redis != NULL)
+            continue;
+        struct loader at = *ld;
+        char key[KEY_MAX];
+        at.file = cfg->pools[i].file;
+        snprintf(key, sizeof key, "pools[%d].shared", cfg->pools[i].index);
+        return fault(&at, member_or(ld->src->pools[i], "shared"), key,
+                     "a shared pool needs a cluster group with redis = "
+                     "\"unix:/path\" or \"host:port\"");
+    }
+    return 0;
+}
+
 /* Cross-checks pools against plugins, once every file is loaded (the
  * order of the lists, and of the files, does not matter). */
 static int link_pools(const struct loader *ld, const struct config *cfg)
@@ -1149,6 +1252,7 @@ static struct config *config_new(const char *path)
     if (cfg == NULL)
         return NULL;
     http_cfg_defaults(&cfg->http);
+    cluster_cfg_defaults(&cfg->cluster);
     cfg->path = strdup(path);
     cfg->dir = absolute_dir(path);
     if (cfg->path == NULL || cfg->dir == NULL ||
@@ -1275,6 +1379,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
         rc = load_dropins(&ld, cfg);
     if (rc == 0)
         rc = link_pools(&ld, cfg);
+    if (rc == 0)
+        rc = link_shared(&ld, cfg);
     config_destroy(&lc);
     sources_free(&src);
     if (rc != 0) {
@@ -1292,6 +1398,7 @@ void config_free(struct config *cfg)
         return;
     host_cfg_clear(&cfg->host);
     http_cfg_clear(&cfg->http);
+    cluster_cfg_clear(&cfg->cluster);
     for (size_t i = 0; i < cfg->nplugins; i++) {
 #define PLUGIN_KEY(key, kind, doc) free(cfg->plugins[i].key);
 #include "plugin_keys.def"

@@ -44,6 +44,14 @@ const struct config_field config_http_fields[] = {
     {NULL, K_NAME, 0},
 };
 
+const struct config_field config_cluster_fields[] = {
+#define CLUSTER_KEY(key, kind, def, shown, doc)                                \
+    {#key, K_##kind, offsetof(struct cluster_cfg, key)},
+#include "cluster_keys.def"
+#undef CLUSTER_KEY
+    {NULL, K_NAME, 0},
+};
+
 const struct config_field config_plugin_fields[] = {
 #define PLUGIN_KEY(key, kind, doc)                                             \
     {#key, K_##kind, offsetof(struct plugin_cfg, key)},
@@ -63,6 +71,7 @@ const struct config_field config_pool_fields[] = {
 const struct config_field config_root_fields[] = {
     {"host", K_HOST, offsetof(struct config, host)},
     {"http", K_HTTP, offsetof(struct config, http)},
+    {"cluster", K_CLUSTER, offsetof(struct config, cluster)},
     {"plugins", K_PLUGINS, 0},
     {"pools", K_POOLS, 0},
     {NULL, K_NAME, 0},
@@ -152,6 +161,7 @@ static int dup_settings(struct th_settings **dst, const struct th_settings *src)
 #define DUP_DURATION(d, s) ((d) = (s), 0)
 #define DUP_SIZE(d, s) ((d) = (s), 0)
 #define DUP_OVERFLOW(d, s) ((d) = (s), 0)
+#define DUP_BOOL(d, s) ((d) = (s), 0)
 
 /* Makes `dst` a deep copy of `src`; see config.h. */
 int pool_cfg_copy(struct pool_cfg *dst, const struct pool_cfg *src)
@@ -183,6 +193,7 @@ static int str_eq(const char *a, const char *b)
 #define EQ_DURATION(a, b) ((a) == (b))
 #define EQ_SIZE(a, b) ((a) == (b))
 #define EQ_OVERFLOW(a, b) ((a) == (b))
+#define EQ_BOOL(a, b) ((a) == (b))
 
 /* A key marked RESTART that differs means new workers; LIVE keys (plain
  * values only) are copied onto the running pool. The pool's name is its
@@ -253,6 +264,7 @@ static int check_overflow(const char **key, int v, char *why, size_t n)
 #define RANGE_GROUP(name, min) 0
 #define RANGE_SIZE(name, min) 0
 #define RANGE_SETTINGS(name, min) 0
+#define RANGE_BOOL(name, min) 0
 
 /* Each key's own range, in the order of pool_keys.def. */
 static int check_ranges(const struct pool_cfg *p, const char **key, char *why,
@@ -514,4 +526,25 @@ void http_cfg_clear(struct http_cfg *h)
         explicit_bzero(h->auth_token, strlen(h->auth_token));
     free(h->auth_token);
     h->auth_token = NULL;
+}
+
+/* ---- cluster ---- */
+
+void cluster_cfg_defaults(struct cluster_cfg *c)
+{
+    memset(c, 0, sizeof(*c));
+#define CLUSTER_KEY(key, kind, def, shown, doc) c->key = def;
+#include "cluster_keys.def"
+#undef CLUSTER_KEY
+}
+
+void cluster_cfg_clear(struct cluster_cfg *c)
+{
+#define CLUSTER_KEY(key, kind, def, shown, doc) FREE_##kind(c->key);
+#include "cluster_keys.def"
+#undef CLUSTER_KEY
+    if (c->password != NULL)
+        explicit_bzero(c->password, strlen(c->password));
+    free(c->password);
+    c->password = NULL;
 }

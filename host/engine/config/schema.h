@@ -19,6 +19,7 @@ struct config_field {
 
 extern const struct config_field config_host_fields[];
 extern const struct config_field config_http_fields[];
+extern const struct config_field config_cluster_fields[];
 extern const struct config_field config_plugin_fields[];
 extern const struct config_field config_pool_fields[];
 extern const struct config_field config_root_fields[];

@@ -1,0 +1,1597 @@
+/* cluster.c - shared pools: ingress, claims, answers, leases (cluster.h).
+ *
+ * Connections (each a struct rconn on the host's loop):
+ * - cmd: every function call (submit, finish, touch, reclaim, cancel,
+ *   give back, join, stats), pipelined;
+ * - per shared pool, blk: XREADGROUP BLOCK, claiming new tasks, and rep:
+ *   XREAD BLOCK on this host's reply stream. Both block for at most
+ *   BLOCK_MS, so a deleted key or a lost wake-up never hangs them.
+ *
+ * A job (struct cjob) is this host's record of one task in the cluster:
+ * an ingress job for a task submitted here (the task waits, mapped, for
+ * its answer from the reply stream), or an exec job for a task claimed
+ * here (run as a local task of the pool whose done-callback posts the
+ * answer). A job can outlive its task while a command about it waits for
+ * Redis: `refs` counts those, and the job is freed when both are gone.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "cluster.h"
+#include "cluster_lua.h"
+#include "cluster_redis.h"
+#include "config.h"
+#include "host.h"
+#include "log.h"
+#include "plugin.h"
+#include "pool.h"
+#include "queue.h"
+
+#define BLOCK_MS "1000"
+#define BLOCK_STALL 6.0   /* seconds: a blocking read stalled */
+#define CMD_STALL 5.0     /* seconds: the command connection stalled */
+#define REPLY_BATCH "512" /* reply entries read per XREAD */
+#define FULL_RETRY 0.005  /* seconds: overflow = block, retry entering */
+#define PREFETCH 1        /* tasks claimed beyond what workers can start */
+#define HOST_GONE 600.0   /* seconds without heartbeat before a host's
+                           * consumer and reply stream are removed: a host
+                           * stalled that long misses its answers */
+
+enum { J_INGRESS = 1, J_EXEC };
+enum { IN_WAIT = 1, IN_SENT, IN_QUEUED };
+
+struct cpool;
+
+struct cjob {
+    struct cjob *next, *prev; /* on one list of its pool, or none */
+    struct cjob **list;       /* head of that list */
+    struct cpool *cp;
+    struct task *t;           /* NULL once answered */
+    int kind;
+    int state;                /* ingress: IN_* */
+    int refs;                 /* commands waiting that name this job */
+    int cancel;               /* ingress: cancel once its submit returns */
+    int stop;                 /* exec: lost its claim or answered elsewhere */
+    int give;                 /* exec: given back, no answer to post */
+    char eid[48];             /* entry id in the queue stream */
+    char tid[48];             /* "<ingress host id>-<local task id>" */
+    th_timer *timer;          /* ingress: queue_timeout, or retry */
+    char *rt;                 /* exec: reply stream of the ingress */
+    char *task;               /* exec: task name */
+    long tto, qto;            /* exec: limits in ms from the entry */
+    int fin_state, fin_code;  /* exec: the answer to post */
+    uint64_t run_us;
+    char *data;
+    size_t len;
+};
+
+struct cpool {
+    struct cluster *cl;
+    struct cpool *next;
+    char *name;
+    char *q, *pre, *rep; /* keys */
+    char *desc;          /* what this host runs: plugin, version, tasks */
+    struct rconn blk, rep_conn;
+    int joined, refused, joining;
+    char *refusal;
+    int claiming, reading;
+    char last[48];        /* last reply entry read */
+    long held;            /* exec jobs holding a task here */
+    struct cjob *exec;    /* exec jobs */
+    struct cjob *ingress; /* ingress jobs */
+    struct cjob *waiting; /* ingress jobs waiting to enter */
+    long nwaiting;
+    struct cjob *unsent;  /* exec jobs whose answer waits for Redis */
+    long nunsent;
+    /* this host */
+    uint64_t submitted, claimed, reclaimed, finished, lost_claims, given;
+    /* the cluster, as of the last heartbeat */
+    long long c_queued, c_claimed, c_dead, c_redelivered, c_dead_total;
+    char *c_hosts; /* "id:claimed id:claimed ..." */
+};
+
+struct cluster {
+    struct th_host *h;
+    char *redis, *name, *password;
+    double lease, heartbeat, result_ttl;
+    int max_attempts;
+    struct rconn cmd;
+    th_timer *beat;
+    long long hostid;     /* 0 until INCR hostseq answered */
+    char me[32];          /* hostid as text: the consumer name */
+    int64_t clock_skew;   /* Redis ms minus local ms */
+    int loaded;           /* functions loaded on this connection */
+    int closing;          /* 0, 1 graceful, 2 forced */
+    long inflight;        /* finish and give-back commands waiting */
+    struct cpool *pools;
+};
+
+static void claim(struct cpool *cp);
+static void read_replies(struct cpool *cp);
+static void send_submit(struct cjob *j);
+static void send_finish(struct cjob *j);
+static void join(struct cpool *cp);
+static void load_functions(struct cluster *cl);
+
+/* ---- small helpers ---- */
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int is_str(const redisReply *r)
+{
+    return r != NULL &&
+           (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
+}
+
+static int is_arr(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ARRAY;
+}
+
+static const char *err_of(const redisReply *r)
+{
+    if (r == NULL)
+        return "the connection to the broker was lost";
+    if (r->type == REDIS_REPLY_ERROR)
+        return r->str;
+    return NULL;
+}
+
+static long long num(const redisReply *r)
+{
+    if (r == NULL)
+        return 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (is_str(r))
+        return strtoll(r->str, NULL, 10);
+    return 0;
+}
+
+/* The value of field `name` in a stream entry's flat field array. */
+static const redisReply *field(const redisReply *f, const char *name)
+{
+    if (!is_arr(f))
+        return NULL;
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (is_str(f->element[i]) && strcmp(f->element[i]->str, name) == 0)
+            return f->element[i + 1];
+    return NULL;
+}
+
+static th_state state_of(const char *name)
+{
+    for (int s = TH_STATE_OK; s < TH_STATE_COUNT; s++)
+        if (strcmp(th_state_name((th_state)s), name) == 0)
+            return (th_state)s;
+    return TH_STATE_ERROR;
+}
+
+static struct pool *pool_of(const struct cpool *cp)
+{
+    return host_find_pool(cp->cl->h, cp->name);
+}
+
+static struct cpool *cpool_find(const struct cluster *cl, const char *name)
+{
+    for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
+        if (strcmp(cp->name, name) == 0)
+            return cp;
+    return NULL;
+}
+
+/* An FCALL of function `fn` on the pool's queue key with n more args. */
+static int fcall(struct cpool *cp, rconn_reply_fn cb, void *priv,
+                 const char *fn, int n, const char **args, const size_t *lens)
+{
+    const char *argv[32];
+    size_t alen[32];
+    if (n + 4 > 32)
+        return TH_EINVAL;
+    argv[0] = "FCALL";
+    argv[1] = fn;
+    argv[2] = "1";
+    argv[3] = cp->q;
+    for (int i = 0; i < 4; i++)
+        alen[i] = strlen(argv[i]);
+    for (int i = 0; i < n; i++) {
+        argv[4 + i] = args[i];
+        alen[4 + i] = lens ? lens[i] : strlen(args[i]);
+    }
+    return rconn_cmd(&cp->cl->cmd, cb, priv, n + 4, argv, alen);
+}
+
+/* ---- jobs ---- */
+
+static void list_add(struct cjob **head, struct cjob *j)
+{
+    j->prev = NULL;
+    j->next = *head;
+    if (*head != NULL)
+        (*head)->prev = j;
+    *head = j;
+    j->list = head;
+}
+
+static void list_del(struct cjob *j)
+{
+    if (j->list == NULL)
+        return;
+    if (j->prev != NULL)
+        j->prev->next = j->next;
+    else
+        *j->list = j->next;
+    if (j->next != NULL)
+        j->next->prev = j->prev;
+    j->next = j->prev = NULL;
+    j->list = NULL;
+}
+
+static struct cjob *job_new(struct cpool *cp, int kind)
+{
+    struct cjob *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return NULL;
+    j->cp = cp;
+    j->kind = kind;
+    return j;
+}
+
+/* Frees j once neither its task nor a waiting command refers to it. */
+static void job_release(struct cjob *j)
+{
+    if (j->t != NULL || j->refs > 0 || j->list != NULL)
+        return;
+    th_timer_free(j->timer);
+    free(j->rt);
+    free(j->task);
+    free(j->data);
+    free(j);
+}
+
+static void job_unref(struct cjob *j)
+{
+    j->refs--;
+    job_release(j);
+}
+
+/* ---- ingress: answering the caller ---- */
+
+/* Gives the ingress task of j its final answer now (inside the loop). */
+static void ingress_answer(struct cjob *j, th_state st, int code,
+                           const void *data, size_t len, double run_s)
+{
+    struct task *t = j->t;
+    if (t == NULL)
+        return;
+    struct th_host *h = j->cp->cl->h;
+    j->t = NULL;
+    t->cluster = NULL;
+    th_timer_stop(j->timer);
+    list_del(j);
+    if (j->state == IN_WAIT && j->cp->nwaiting > 0)
+        j->cp->nwaiting--;
+    double at = th_host_now(h);
+    if (run_s > 0 && at - run_s > t->submitted)
+        t->started = at - run_s;
+    host_answer(h, t, st, code, data, len);
+    job_release(j);
+}
+
+static void ingress_answerf(struct cjob *j, th_state st, int code,
+                            const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void ingress_answerf(struct cjob *j, th_state st, int code,
+                            const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
+    ingress_answer(j, st, code, msg, (size_t)n, 0);
+}
+
+static void reject_unreachable(struct cjob *j)
+{
+    struct cluster *cl = j->cp->cl;
+    ingress_answerf(j, TH_STATE_REJECTED, TH_EIO,
+                    "shared pool '%s': the cluster's broker redis %s is "
+                    "unreachable%s%s",
+                    j->cp->name, cl->redis, cl->cmd.err[0] ? ": " : "",
+                    cl->cmd.err);
+}
+
+/* ---- ingress: entering the queue ---- */
+
+static void wait_to_enter(struct cjob *j)
+{
+    j->state = IN_WAIT;
+    if (j->list != &j->cp->waiting) {
+        list_del(j);
+        list_add(&j->cp->waiting, j);
+        j->cp->nwaiting++;
+    }
+}
+
+static void on_cancelled(struct rconn *c, void *r, void *priv);
+
+static void send_cancel(struct cjob *j, const char *state, int code, int mode)
+{
+    struct cpool *cp = j->cp;
+    char ttl[32], cs[16], ms[4];
+    snprintf(ttl, sizeof ttl, "%.0f", cp->cl->result_ttl * 1000);
+    snprintf(cs, sizeof cs, "%d", code);
+    snprintf(ms, sizeof ms, "%d", mode);
+    const char *a[] = {cp->pre, j->eid, j->tid, state, cs, ttl, ms};
+    if (fcall(cp, on_cancelled, j, "th1_cancel", 7, a, NULL) == 0) {
+        j->refs++;
+        return;
+    }
+    if (mode == 1) /* broker down: the caller hears now */
+        ingress_answerf(j, TH_STATE_CANCELLED, TH_ECANCELED, "cancelled");
+}
+
+static void on_cancelled(struct rconn *c, void *r, void *priv)
+{
+    struct cjob *j = priv;
+    redisReply *reply = r;
+    (void)c;
+    if (reply == NULL && j->t != NULL && j->cancel == 1)
+        ingress_answerf(j, TH_STATE_CANCELLED, TH_ECANCELED, "cancelled");
+    else if (reply != NULL && num(reply) == 1 && j->cancel == 1)
+        ingress_answerf(j, TH_STATE_CANCELLED, TH_ECANCELED, "cancelled");
+    else if (reply != NULL && num(reply) == 1)
+        ingress_answerf(j, TH_STATE_TIMEOUT, TH_ETIMEDOUT,
+                        "waited longer than queue_timeout (%.3g s) for a "
+                        "worker of the cluster",
+                        j->t ? j->t->queue_timeout : 0.0);
+    job_unref(j);
+}
+
+/* queue_timeout of an ingress task: one that never entered is rejected
+ * (the broker stayed away); one in the queue is expired if no host has
+ * claimed it yet (the claiming host applies what is left otherwise). */
+static void on_queue_timeout(th_timer *tm, void *arg)
+{
+    struct cjob *j = arg;
+    (void)tm;
+    if (j->t == NULL)
+        return;
+    if (j->state == IN_WAIT) {
+        if (!j->cp->cl->cmd.up)
+            reject_unreachable(j);
+        else
+            ingress_answerf(j, TH_STATE_TIMEOUT, TH_ETIMEDOUT,
+                            "waited longer than queue_timeout (%.3g s) to "
+                            "enter the full queue of shared pool '%s'",
+                            j->t->queue_timeout, j->cp->name);
+        return;
+    }
+    if (j->state == IN_QUEUED)
+        send_cancel(j, "timeout", TH_ETIMEDOUT, 2);
+}
+
+static void on_retry_enter(th_timer *tm, void *arg)
+{
+    struct cjob *j = arg;
+    (void)tm;
+    if (j->t != NULL && j->state == IN_WAIT && j->cp->cl->cmd.up)
+        send_submit(j);
+}
+
+static void arm_queue_timeout(struct cjob *j)
+{
+    struct task *t = j->t;
+    if (t->queue_timeout <= 0)
+        return;
+    th_timer_start(j->timer, t->submitted + t->queue_timeout -
+                                 th_host_now(j->cp->cl->h), 0);
+}
+
+static void on_submitted(struct rconn *c, void *r, void *priv)
+{
+    struct cjob *j = priv;
+    redisReply *reply = r;
+    struct cpool *cp = j->cp;
+    (void)c;
+    j->refs--;
+    if (j->t == NULL) {
+        job_release(j);
+        return;
+    }
+    if (reply == NULL) {
+        /* It may or may not have entered. Waiting tasks try again with the
+         * same tid; the others are told now. */
+        if (j->t->queue_timeout > 0)
+            wait_to_enter(j);
+        else
+            reject_unreachable(j);
+        return;
+    }
+    if (err_of(reply) || !is_arr(reply) || reply->elements < 2 ||
+        !is_str(reply->element[0])) {
+        ingress_answerf(j, TH_STATE_REJECTED, TH_EIO,
+                        "shared pool '%s': the broker refused the task: %s",
+                        cp->name, err_of(reply) ? err_of(reply) : "bad reply");
+        return;
+    }
+    if (strcmp(reply->element[0]->str, "full") == 0) {
+        struct pool *p = pool_of(cp);
+        if (p != NULL && p->cfg.overflow == OVERFLOW_BLOCK) {
+            wait_to_enter(j);
+            th_timer_stop(j->timer);
+            th_timer_free(j->timer);
+            j->timer = NULL;
+            if (th_timer_new(cp->cl->h, on_retry_enter, j, &j->timer) == 0)
+                th_timer_start(j->timer, FULL_RETRY, 0);
+            return;
+        }
+        ingress_answerf(j, TH_STATE_REJECTED, TH_EFULL,
+                        "queue of shared pool '%s' is full (%lld tasks in "
+                        "the cluster)",
+                        cp->name, num(reply->element[1]));
+        return;
+    }
+    snprintf(j->eid, sizeof j->eid, "%s", reply->element[1]->str);
+    j->state = IN_QUEUED;
+    list_del(j);
+    list_add(&cp->ingress, j);
+    cp->submitted++;
+    if (j->cancel) {
+        send_cancel(j, "cancelled", TH_ECANCELED, 1);
+        return;
+    }
+    th_timer_free(j->timer);
+    j->timer = NULL;
+    if (th_timer_new(cp->cl->h, on_queue_timeout, j, &j->timer) == 0)
+        arm_queue_timeout(j);
+}
+
+static void send_submit(struct cjob *j)
+{
+    struct cpool *cp = j->cp;
+    struct cluster *cl = cp->cl;
+    struct task *t = j->t;
+    struct pool *p = pool_of(cp);
+    char maxq[32], ovf[8], ttl[32], tto[32], qto[32];
+    snprintf(j->tid, sizeof j->tid, "%lld-%" PRIu64, cl->hostid, t->id);
+    snprintf(maxq, sizeof maxq, "%ld", p ? p->cfg.max_queue : 0);
+    snprintf(ovf, sizeof ovf, "%d", p ? p->cfg.overflow : 0);
+    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
+    snprintf(tto, sizeof tto, "%.0f", t->task_timeout * 1000);
+    snprintf(qto, sizeof qto, "%.0f", t->queue_timeout * 1000);
+    const char *task = p ? p->plugin->desc.tasks[t->index].name : "";
+    const char *a[] = {cp->pre, maxq, ovf, ttl, j->tid, task, cp->rep,
+                       tto, qto, t->input};
+    size_t l[10];
+    for (int i = 0; i < 9; i++)
+        l[i] = strlen(a[i]);
+    l[9] = t->len;
+    if (fcall(cp, on_submitted, j, "th1_submit", 10, a, l) < 0) {
+        if (t->queue_timeout > 0)
+            wait_to_enter(j);
+        else
+            reject_unreachable(j);
+        return;
+    }
+    list_del(j);
+    if (j->state == IN_WAIT && cp->nwaiting > 0)
+        cp->nwaiting--;
+    list_add(&cp->ingress, j);
+    j->state = IN_SENT;
+    j->refs++;
+}
+
+/* Defers an answer given inside th_host_submit(): callbacks never nest in
+ * API calls. */
+static void reject_now(struct th_host *h, struct task *t, int code,
+                       const char *why)
+{
+    host_answer_later(h, t, TH_STATE_REJECTED, code, "%s", why);
+}
+
+int cluster_submit(struct cluster *cl, struct pool *p, struct task *t)
+{
+    struct cpool *cp = cpool_find(cl, p->cfg.name);
+    t->pool = p;
+    t->state = TH_QUEUED;
+    if (cp == NULL || cp->refused) {
+        reject_now(cl->h, t, TH_ECONFIG,
+                   cp && cp->refusal ? cp->refusal
+                                     : "the shared pool is not in the cluster");
+        return 0;
+    }
+    if (p->cfg.overflow == OVERFLOW_BLOCK && cp->nwaiting > 0 && cl->cmd.up)
+        return TH_EBUSY;
+    struct cjob *j = job_new(cp, J_INGRESS);
+    if (j == NULL || th_timer_new(cl->h, on_queue_timeout, j, &j->timer) < 0) {
+        free(j);
+        reject_now(cl->h, t, TH_ENOMEM, "out of memory");
+        return 0;
+    }
+    j->t = t;
+    t->cluster = j;
+    if (cl->cmd.up && cl->hostid != 0 && cp->joined) {
+        send_submit(j);
+        return 0;
+    }
+    if (t->queue_timeout <= 0) {
+        char why[400];
+        snprintf(why, sizeof why,
+                 "shared pool '%s': the cluster's broker redis %s is "
+                 "unreachable%s%s",
+                 cp->name, cl->redis, cl->cmd.err[0] ? ": " : "", cl->cmd.err);
+        t->cluster = NULL;
+        j->t = NULL;
+        job_release(j);
+        reject_now(cl->h, t, TH_EIO, why);
+        return 0;
+    }
+    wait_to_enter(j);
+    arm_queue_timeout(j);
+    return 0;
+}
+
+int cluster_cancel(struct cluster *cl, struct task *t)
+{
+    struct cjob *j = t->cluster;
+    (void)cl;
+    if (j == NULL || j->kind != J_INGRESS)
+        return TH_ENOENT;
+    if (j->cancel)
+        return 0;
+    j->cancel = 1;
+    if (j->state == IN_WAIT) {
+        struct th_host *h = j->cp->cl->h;
+        list_del(j);
+        if (j->cp->nwaiting > 0)
+            j->cp->nwaiting--;
+        th_timer_stop(j->timer);
+        j->t = NULL;
+        t->cluster = NULL;
+        job_release(j);
+        host_answer_later(h, t, TH_STATE_CANCELLED, TH_ECANCELED,
+                          "cancelled");
+        return 0;
+    }
+    if (j->state == IN_QUEUED)
+        send_cancel(j, "cancelled", TH_ECANCELED, 1);
+    return 0; /* IN_SENT: cancelled once its submit returns */
+}
+
+/* ---- ingress: the reply stream ---- */
+
+static void ignore_reply(struct rconn *c, void *r, void *priv)
+{
+    (void)c, (void)r, (void)priv;
+}
+
+struct outref {
+    struct cjob *j;
+    th_state st;
+    int code;
+    double run_s;
+    char *key;
+};
+
+static void on_outref(struct rconn *c, void *r, void *priv)
+{
+    struct outref *o = priv;
+    redisReply *reply = r;
+    if (is_str(reply))
+        ingress_answer(o->j, o->st, o->code, reply->str, reply->len, o->run_s);
+    else if (reply != NULL)
+        ingress_answerf(o->j, TH_STATE_ERROR, TH_EIO,
+                        "the task's output expired in the broker");
+    if (reply != NULL) {
+        const char *argv[] = {"DEL", o->key};
+        rconn_cmd(c, ignore_reply, NULL, 2, argv, NULL);
+    }
+    job_unref(o->j);
+    free(o->key);
+    free(o);
+}
+
+static void take_reply(struct cpool *cp, const redisReply *f)
+{
+    struct cluster *cl = cp->cl;
+    const redisReply *tid = field(f, "tid"), *st = field(f, "st");
+    if (!is_str(tid) || !is_str(st))
+        return;
+    char *dash;
+    long long host = strtoll(tid->str, &dash, 10);
+    if (host != cl->hostid || *dash != '-')
+        return;
+    struct task *t = task_map_find(&cl->h->tasks, strtoull(dash + 1, NULL, 10));
+    struct cjob *j = t ? t->cluster : NULL;
+    if (j == NULL || j->kind != J_INGRESS || strcmp(j->tid, tid->str) != 0) {
+        log_debug("cluster: pool %s: answer of task %s dropped: %s",
+                  cp->name, tid->str,
+                  t == NULL ? "no such task" : "answered already");
+        return; /* answered already (cancelled, or a duplicate) */
+    }
+    th_state state = state_of(st->str);
+    int code = (int)num(field(f, "code"));
+    double run_s = (double)num(field(f, "run")) / 1e6;
+    const redisReply *d = field(f, "d");
+    if (field(f, "outref") == NULL) {
+        ingress_answer(j, state, code, is_str(d) ? d->str : "",
+                       is_str(d) ? d->len : 0, run_s);
+        return;
+    }
+    struct outref *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return;
+    *o = (struct outref){j, state, code, run_s,
+                         xasprintf("%sout:%s", cp->pre, tid->str)};
+    const char *argv[] = {"GET", o->key};
+    if (o->key == NULL || rconn_cmd(&cl->cmd, on_outref, o, 2, argv, NULL) < 0) {
+        free(o->key);
+        free(o);
+        ingress_answerf(j, TH_STATE_ERROR, TH_EIO,
+                        "the task's output could not be fetched from the "
+                        "broker");
+        return;
+    }
+    j->refs++;
+}
+
+static void on_replies(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    cp->reading = 0;
+    if (reply == NULL)
+        return; /* lost: read again once it is back */
+    if (is_arr(reply) && reply->elements > 0 && is_arr(reply->element[0]) &&
+        reply->element[0]->elements == 2) {
+        const redisReply *ents = reply->element[0]->element[1];
+        const char *argv[2 + 512];
+        int n = 0;
+        argv[n++] = "XDEL";
+        argv[n++] = cp->rep;
+        for (size_t i = 0; is_arr(ents) && i < ents->elements; i++) {
+            const redisReply *e = ents->element[i];
+            if (!is_arr(e) || e->elements != 2 || !is_str(e->element[0]))
+                continue;
+            snprintf(cp->last, sizeof cp->last, "%s", e->element[0]->str);
+            take_reply(cp, e->element[1]);
+            if (n < (int)(sizeof argv / sizeof argv[0]))
+                argv[n++] = e->element[0]->str;
+        }
+        if (n > 2)
+            rconn_cmd(c, ignore_reply, NULL, n, argv, NULL);
+    }
+    read_replies(cp);
+}
+
+static void read_replies(struct cpool *cp)
+{
+    if (cp->reading || !cp->rep_conn.up || !cp->joined || cp->refused)
+        return;
+    const char *argv[] = {"XREAD", "COUNT", REPLY_BATCH, "BLOCK", BLOCK_MS,
+                          "STREAMS", cp->rep, cp->last};
+    if (rconn_cmd(&cp->rep_conn, on_replies, cp, 8, argv, NULL) == 0)
+        cp->reading = 1;
+}
+
+/* ---- exec: running claimed tasks ---- */
+
+/* Tasks this host may claim now: what its workers can start (a short
+ * task travels several to a worker), less what it holds, plus one. */
+static long free_slots(const struct cpool *cp)
+{
+    const struct pool *p = pool_of(cp);
+    if (p == NULL || p->failed || p->draining || cp->cl->closing)
+        return 0;
+    long cap = (long)p->cfg.max_workers * (long)pool_depth(p);
+    return cap + PREFETCH - cp->held;
+}
+
+static void exec_post(struct cjob *j, th_state st, int code, const void *data,
+                      size_t len, uint64_t run_us)
+{
+    j->fin_state = st;
+    j->fin_code = code;
+    j->run_us = run_us;
+    j->data = malloc(len + 1);
+    if (j->data != NULL) {
+        memcpy(j->data, data, len);
+        j->len = len;
+    }
+    send_finish(j);
+}
+
+static void exec_postf(struct cjob *j, th_state st, int code, const char *msg)
+{
+    exec_post(j, st, code, msg, strlen(msg), 0);
+}
+
+static void on_given(struct rconn *c, void *r, void *priv)
+{
+    struct cluster *cl = priv;
+    (void)c, (void)r;
+    cl->inflight--;
+}
+
+/* Gives claimed entries back at once (shutdown, or a pool gone). */
+static void give_back(struct cpool *cp, const char **ids, int n)
+{
+    struct cluster *cl = cp->cl;
+    char lease[32];
+    snprintf(lease, sizeof lease, "%.0f", cl->lease * 1000);
+    const char *a[28];
+    int k = 0;
+    a[k++] = lease;
+    for (int i = 0; i < n; i++) {
+        a[k++] = ids[i];
+        if (k == 28 || i == n - 1) {
+            if (fcall(cp, on_given, cl, "th1_giveback", k, a, NULL) == 0)
+                cl->inflight++;
+            cp->given += (uint64_t)(k - 1);
+            k = 1;
+        }
+    }
+}
+
+static void on_exec_done(const th_result *r, void *arg)
+{
+    struct cjob *j = arg;
+    struct cpool *cp = j->cp;
+    struct cluster *cl = cp->cl;
+    j->t = NULL;
+    list_del(j);
+    cp->held--;
+    if (!j->give && cl->closing == 2 && r->state == TH_STATE_CANCELLED &&
+        !j->stop) {
+        /* Killed by a forced shutdown, not by its caller: another host
+         * runs it. */
+        const char *id = j->eid;
+        give_back(cp, &id, 1);
+        j->give = 1;
+    }
+    if (j->give) {
+        job_release(j);
+        return;
+    }
+    exec_post(j, r->state, r->code, r->data, r->len,
+              (uint64_t)(r->run_time * 1e6));
+    claim(cp);
+}
+
+static int64_t entry_ms(const char *eid)
+{
+    return strtoll(eid, NULL, 10);
+}
+
+/* Runs the task of exec job j as a local task of the pool. */
+static void exec_run(struct cjob *j, const char *input, size_t len)
+{
+    struct cpool *cp = j->cp;
+    struct cluster *cl = cp->cl;
+    struct th_host *h = cl->h;
+    struct pool *p = pool_of(cp);
+    int idx = p ? plugin_find_task(p->plugin, j->task) : -1;
+    if (idx < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "shared pool '%s' on host %s has no task '%s'",
+                 cp->name, cl->me, j->task);
+        exec_postf(j, TH_STATE_REJECTED, TH_ENOENT, msg);
+        return;
+    }
+    double left = 0;
+    if (j->qto > 0) {
+        int64_t age = wall_ms() + cl->clock_skew - entry_ms(j->eid);
+        left = (double)(j->qto - age) / 1000.0;
+        if (left <= 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "waited longer than queue_timeout (%.3g s) for a worker "
+                     "of the cluster",
+                     (double)j->qto / 1000.0);
+            exec_postf(j, TH_STATE_TIMEOUT, TH_ETIMEDOUT, msg);
+            return;
+        }
+    }
+    struct task *t = task_new(&h->tasks, input, len);
+    if (t == NULL || (t->id = ++h->next_id, task_map_add(&h->tasks, t) < 0)) {
+        if (t != NULL)
+            task_free(&h->tasks, t);
+        exec_postf(j, TH_STATE_REJECTED, TH_ENOMEM, "out of memory");
+        return;
+    }
+    h->pending++;
+    t->done = on_exec_done;
+    t->arg = j;
+    t->cluster = j;
+    t->index = (uint16_t)idx;
+    t->submitted = th_host_now(h);
+    t->task_timeout = (double)j->tto / 1000.0;
+    t->queue_timeout = left;
+    j->t = t;
+    list_add(&cp->exec, j);
+    cp->held++;
+    pool_take(p, t);
+}
+
+static void on_inref(struct rconn *c, void *r, void *priv)
+{
+    struct cjob *j = priv;
+    redisReply *reply = r;
+    (void)c;
+    j->refs--;
+    j->cp->held--;
+    if (is_str(reply))
+        exec_run(j, reply->str, reply->len);
+    else if (reply != NULL)
+        exec_postf(j, TH_STATE_ERROR, TH_EIO,
+                   "the task's input expired in the broker");
+    else
+        job_release(j); /* the claim lapses; another host takes it */
+}
+
+/* Starts the task of one claimed entry (id, flat fields). */
+static void exec_start(struct cpool *cp, const char *id, const redisReply *f)
+{
+    struct cluster *cl = cp->cl;
+    const redisReply *tid = field(f, "tid"), *task = field(f, "task");
+    const redisReply *rt = field(f, "rt"), *in = field(f, "in");
+    if (!is_str(tid) || !is_str(task) || !is_str(rt))
+        return; /* deleted meanwhile, or not ours: the lease sorts it out */
+    struct cjob *j = job_new(cp, J_EXEC);
+    if (j == NULL)
+        return;
+    snprintf(j->eid, sizeof j->eid, "%s", id);
+    snprintf(j->tid, sizeof j->tid, "%s", tid->str);
+    j->rt = strdup(rt->str);
+    j->task = strdup(task->str);
+    j->tto = (long)num(field(f, "tto"));
+    j->qto = (long)num(field(f, "qto"));
+    cp->claimed++;
+    if (j->rt == NULL || j->task == NULL) {
+        job_release(j);
+        return;
+    }
+    if (cl->closing) {
+        give_back(cp, &id, 1);
+        job_release(j);
+        return;
+    }
+    if (field(f, "inref") == NULL) {
+        exec_run(j, is_str(in) ? in->str : "", is_str(in) ? in->len : 0);
+        return;
+    }
+    char *key = xasprintf("%sin:%s", cp->pre, j->tid);
+    const char *argv[] = {"GET", key};
+    if (key != NULL && rconn_cmd(&cl->cmd, on_inref, j, 2, argv, NULL) == 0) {
+        j->refs++;
+        cp->held++;
+    } else {
+        job_release(j);
+    }
+    free(key);
+}
+
+/* ---- exec: posting answers ---- */
+
+static void on_finished(struct rconn *c, void *r, void *priv)
+{
+    struct cjob *j = priv;
+    struct cpool *cp = j->cp;
+    (void)c;
+    j->refs--;
+    cp->cl->inflight--;
+    if (r == NULL) { /* lost on the way: again once Redis is back */
+        list_add(&cp->unsent, j);
+        cp->nunsent++;
+        return;
+    }
+    if (err_of(r))
+        log_warn("cluster: pool %s: answer of task %s refused by the "
+                 "broker: %s",
+                 cp->name, j->tid, err_of(r));
+    else if (num(r) == 1)
+        cp->finished++;
+    else
+        cp->lost_claims++;
+    job_release(j);
+}
+
+static void send_finish(struct cjob *j)
+{
+    struct cpool *cp = j->cp;
+    struct cluster *cl = cp->cl;
+    char st[16], code[16], run[32], ttl[32];
+    snprintf(st, sizeof st, "%s", th_state_name((th_state)j->fin_state));
+    snprintf(code, sizeof code, "%d", j->fin_code);
+    snprintf(run, sizeof run, "%" PRIu64, j->run_us);
+    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
+    const char *a[] = {cp->pre, j->eid, j->tid, j->rt, st, code, run,
+                       j->data ? j->data : "", ttl, cl->me};
+    size_t l[10];
+    for (int i = 0; i < 10; i++)
+        l[i] = strlen(a[i]);
+    l[7] = j->data ? j->len : 0;
+    if (fcall(cp, on_finished, j, "th1_finish", 10, a, l) == 0) {
+        j->refs++;
+        cl->inflight++;
+        return;
+    }
+    list_add(&cp->unsent, j);
+    cp->nunsent++;
+}
+
+static void flush_unsent(struct cpool *cp)
+{
+    while (cp->unsent != NULL && cp->cl->cmd.up) {
+        struct cjob *j = cp->unsent;
+        list_del(j);
+        cp->nunsent--;
+        send_finish(j);
+        if (j->list == &cp->unsent)
+            break; /* could not send: the connection is going */
+    }
+}
+
+/* ---- claiming ---- */
+
+static void take_entries(struct cpool *cp, const redisReply *ents)
+{
+    for (size_t i = 0; is_arr(ents) && i < ents->elements; i++) {
+        const redisReply *e = ents->element[i];
+        if (is_arr(e) && e->elements >= 2 && is_str(e->element[0]))
+            exec_start(cp, e->element[0]->str, e->element[1]);
+    }
+}
+
+static void on_claimed(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    (void)c;
+    cp->claiming = 0;
+    if (reply == NULL)
+        return;
+    if (err_of(reply)) {
+        log_warn("cluster: pool %s: claiming failed: %s", cp->name,
+                 err_of(reply));
+        return; /* the heartbeat tries again */
+    }
+    if (is_arr(reply) && reply->elements > 0 && is_arr(reply->element[0]) &&
+        reply->element[0]->elements == 2)
+        take_entries(cp, reply->element[0]->element[1]);
+    claim(cp);
+}
+
+static void claim(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    if (cp->claiming || !cp->blk.up || !cp->joined || cp->refused)
+        return;
+    long n = free_slots(cp);
+    if (n <= 0)
+        return;
+    char count[24];
+    snprintf(count, sizeof count, "%ld", n);
+    const char *argv[] = {"XREADGROUP", "GROUP", "w", cl->me, "COUNT", count,
+                          "BLOCK", BLOCK_MS, "STREAMS", cp->q, ">"};
+    if (rconn_cmd(&cp->blk, on_claimed, cp, 11, argv, NULL) == 0)
+        cp->claiming = 1;
+}
+
+/* ---- the heartbeat: renew, take over, stats ---- */
+
+static void on_touched(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    (void)c;
+    if (!is_arr(reply))
+        return;
+    for (size_t i = 0; i < reply->elements; i++) {
+        if (!is_str(reply->element[i]))
+            continue;
+        for (struct cjob *j = cp->exec; j != NULL; j = j->next) {
+            if (strcmp(j->eid, reply->element[i]->str) != 0 || j->t == NULL ||
+                j->stop)
+                continue;
+            j->stop = 1;
+            log_info("cluster: pool %s: task %s was answered or taken over "
+                     "elsewhere: stopping it here",
+                     cp->name, j->tid);
+            pool_cancel(j->t->pool, j->t);
+            break;
+        }
+    }
+}
+
+static void touch(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    const char *a[30];
+    char ttl[32];
+    snprintf(ttl, sizeof ttl, "%.0f", cl->lease * 3000);
+    struct cjob *j = cp->exec;
+    do {
+        int n = 0;
+        a[n++] = cp->pre;
+        a[n++] = cl->me;
+        a[n++] = cp->desc;
+        a[n++] = ttl;
+        for (; j != NULL && n + 2 <= 30; j = j->next) {
+            if (j->t == NULL || j->stop)
+                continue;
+            a[n++] = j->eid;
+            a[n++] = j->tid;
+        }
+        fcall(cp, on_touched, cp, "th1_touch", n, a, NULL);
+    } while (j != NULL);
+}
+
+static void on_reclaimed(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    (void)c;
+    if (!is_arr(reply))
+        return;
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *e = reply->element[i];
+        if (!is_arr(e) || e->elements < 3 || !is_str(e->element[0]))
+            continue;
+        cp->reclaimed++;
+        exec_start(cp, e->element[0]->str, e->element[1]);
+    }
+}
+
+static void reclaim(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    char lease[32], maxa[16], count[24], ttl[32];
+    long n = free_slots(cp);
+    snprintf(lease, sizeof lease, "%.0f", cl->lease * 1000);
+    snprintf(maxa, sizeof maxa, "%d", cl->max_attempts);
+    snprintf(count, sizeof count, "%ld", n > 0 ? n : 0);
+    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
+    const char *a[] = {cp->pre, cl->me, lease, maxa, count, ttl};
+    fcall(cp, on_reclaimed, cp, "th1_reclaim", 6, a, NULL);
+}
+
+static void on_stats(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    (void)c;
+    if (!is_arr(reply) || reply->elements < 6)
+        return;
+    cp->c_queued = num(reply->element[0]);
+    cp->c_claimed = num(reply->element[1]);
+    cp->c_dead = num(reply->element[2]);
+    cp->c_redelivered = num(reply->element[3]);
+    cp->c_dead_total = num(reply->element[4]);
+    const redisReply *per = reply->element[5];
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (f == NULL)
+        return;
+    for (size_t i = 0; is_arr(per) && i + 1 < per->elements; i += 2)
+        fprintf(f, "%s%s:%lld", i ? " " : "",
+                is_str(per->element[i]) ? per->element[i]->str : "?",
+                num(per->element[i + 1]));
+    if (fclose(f) == 0) {
+        free(cp->c_hosts);
+        cp->c_hosts = s;
+    }
+}
+
+static void stats(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    char ttl[32];
+    snprintf(ttl, sizeof ttl, "%.0f", HOST_GONE * 1000);
+    const char *a[] = {cp->pre, cl->me, ttl, cp->rep};
+    fcall(cp, on_stats, cp, "th1_stats", 4, a, NULL);
+}
+
+static void on_beat(th_timer *tm, void *arg)
+{
+    struct cluster *cl = arg;
+    (void)tm;
+    rconn_check(&cl->cmd);
+    /* A Redis still loading its data refuses both: try again. */
+    if (cl->cmd.up && !cl->loaded)
+        load_functions(cl);
+    for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
+        rconn_check(&cp->blk);
+        rconn_check(&cp->rep_conn);
+        if (cl->cmd.up && cl->hostid != 0 && !cp->joined && !cp->joining)
+            join(cp);
+        if (!cl->cmd.up || !cp->joined || cp->refused)
+            continue;
+        touch(cp);
+        if (!cl->closing)
+            reclaim(cp);
+        stats(cp);
+        claim(cp);
+        read_replies(cp);
+    }
+}
+
+/* ---- joining ---- */
+
+static char *describe(const struct pool *p)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (f == NULL)
+        return NULL;
+    fprintf(f, "plugin %s %s tasks", p->plugin->desc.name,
+            p->plugin->desc.version);
+    for (size_t i = 0; i < p->plugin->ntasks; i++)
+        fprintf(f, "%s%s", i ? "," : " ", p->plugin->desc.tasks[i].name);
+    if (fclose(f) != 0)
+        return NULL;
+    return s;
+}
+
+static void on_joined(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    (void)c;
+    cp->joining = 0;
+    if (reply == NULL)
+        return;
+    if (err_of(reply) || !is_arr(reply) || reply->elements < 1) {
+        log_error("cluster: pool %s: joining failed: %s", cp->name,
+                  err_of(reply) ? err_of(reply) : "bad reply");
+        return;
+    }
+    if (strcmp(reply->element[0]->str, "differs") == 0 &&
+        reply->elements >= 2) {
+        free(cp->refusal);
+        cp->refusal = xasprintf(
+            "shared pool '%s' refused by cluster '%s': this host runs "
+            "\"%s\", the cluster runs \"%s\"",
+            cp->name, cp->cl->name, cp->desc, reply->element[1]->str);
+        log_error("%s", cp->refusal ? cp->refusal : "refused");
+        cp->refused = 1;
+        return;
+    }
+    if (!cp->joined)
+        log_info("cluster: pool %s joined cluster %s as host %s", cp->name,
+                 cp->cl->name, cp->cl->me);
+    cp->joined = 1;
+    cp->refused = 0;
+    /* Tasks that waited for the broker enter now, in order. */
+    while (cp->waiting != NULL && cp->cl->cmd.up) {
+        struct cjob *j = cp->waiting;
+        while (j->next != NULL)
+            j = j->next; /* the oldest */
+        send_submit(j);
+        if (j->state == IN_WAIT)
+            break;
+    }
+    flush_unsent(cp);
+    claim(cp);
+    read_replies(cp);
+}
+
+static int set_keys(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    free(cp->q);
+    free(cp->pre);
+    free(cp->rep);
+    cp->pre = xasprintf("th:%s:{%s}:", cl->name, cp->name);
+    cp->q = xasprintf("th:%s:{%s}:q", cl->name, cp->name);
+    cp->rep = xasprintf("th:%s:{%s}:rep:%s", cl->name, cp->name, cl->me);
+    return cp->pre && cp->q && cp->rep ? 0 : TH_ENOMEM;
+}
+
+static void join(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    char ttl[32];
+    snprintf(ttl, sizeof ttl, "%.0f", cl->lease * 3000);
+    if (set_keys(cp) < 0)
+        return;
+    const char *a[] = {cp->pre, cp->desc, ttl, cp->rep};
+    if (fcall(cp, on_joined, cp, "th1_join", 4, a, NULL) == 0)
+        cp->joining = 1;
+}
+
+static void on_time(struct rconn *c, void *r, void *priv)
+{
+    struct cluster *cl = priv;
+    redisReply *reply = r;
+    (void)c;
+    if (!is_arr(reply) || reply->elements != 2)
+        return;
+    int64_t ms = num(reply->element[0]) * 1000 + num(reply->element[1]) / 1000;
+    cl->clock_skew = ms - wall_ms();
+}
+
+static void on_hostid(struct rconn *c, void *r, void *priv)
+{
+    struct cluster *cl = priv;
+    redisReply *reply = r;
+    (void)c;
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        if (reply != NULL)
+            log_error("cluster: cannot get a host id: %s",
+                      err_of(reply) ? err_of(reply) : "bad reply");
+        return;
+    }
+    cl->hostid = reply->integer;
+    snprintf(cl->me, sizeof cl->me, "%lld", cl->hostid);
+    for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
+        join(cp);
+}
+
+static void on_loaded(struct rconn *c, void *r, void *priv)
+{
+    struct cluster *cl = priv;
+    (void)c;
+    if (r == NULL)
+        return;
+    if (err_of(r) == NULL) {
+        cl->loaded = 1;
+        return;
+    }
+    log_error("cluster: loading the functions into redis %s failed: %s",
+              cl->redis, err_of(r));
+}
+
+static void load_functions(struct cluster *cl)
+{
+    const char *load[] = {"FUNCTION", "LOAD", "REPLACE", cluster_lua};
+    size_t ll[] = {8, 4, 7, sizeof cluster_lua - 1};
+    rconn_cmd(&cl->cmd, on_loaded, cl, 4, load, ll);
+}
+
+static void on_cmd_state(struct rconn *c, int up, void *arg)
+{
+    struct cluster *cl = arg;
+    if (!up) {
+        for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
+            cp->joined = cp->joining = 0;
+        return;
+    }
+    log_info("cluster: connected to redis %s", cl->redis);
+    cl->loaded = 0;
+    load_functions(cl);
+    const char *tm[] = {"TIME"};
+    rconn_cmd(c, on_time, cl, 1, tm, NULL);
+    if (cl->hostid != 0) {
+        for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
+            join(cp);
+        return;
+    }
+    char *key = xasprintf("th:%s:hostseq", cl->name);
+    const char *incr[] = {"INCR", key ? key : "th:hostseq"};
+    rconn_cmd(c, on_hostid, cl, 2, incr, NULL);
+    free(key);
+}
+
+static void on_pool_conn(struct rconn *c, int up, void *arg)
+{
+    struct cpool *cp = arg;
+    if (c == &cp->blk)
+        cp->claiming = 0;
+    else
+        cp->reading = 0;
+    if (up) {
+        claim(cp);
+        read_replies(cp);
+    }
+}
+
+/* ---- creation ---- */
+
+static struct cpool *cpool_new(struct cluster *cl, struct pool *p)
+{
+    struct cpool *cp = calloc(1, sizeof *cp);
+    if (cp == NULL)
+        return NULL;
+    cp->cl = cl;
+    cp->name = strdup(p->cfg.name);
+    cp->desc = describe(p);
+    snprintf(cp->last, sizeof cp->last, "0-0");
+    if (cp->name == NULL || cp->desc == NULL || set_keys(cp) < 0) {
+        free(cp->name);
+        free(cp->desc);
+        free(cp);
+        return NULL;
+    }
+    cp->blk.stall = BLOCK_STALL;
+    cp->rep_conn.stall = BLOCK_STALL;
+    rconn_open(&cp->blk, cl->h, cl->redis, cl->password, "claims",
+               on_pool_conn, cp);
+    rconn_open(&cp->rep_conn, cl->h, cl->redis, cl->password, "replies",
+               on_pool_conn, cp);
+    cp->next = cl->pools;
+    cl->pools = cp;
+    if (cl->cmd.up && cl->hostid != 0)
+        join(cp);
+    return cp;
+}
+
+void cluster_sync_pools(struct cluster *cl)
+{
+    for (struct pool *p = cl->h->pools; p != NULL; p = p->next)
+        if (p->cfg.shared && cpool_find(cl, p->cfg.name) == NULL)
+            cpool_new(cl, p);
+}
+
+int cluster_new(struct th_host *h, const struct cluster_cfg *cfg,
+                struct cluster **out)
+{
+    struct cluster *cl = calloc(1, sizeof *cl);
+    if (cl == NULL)
+        return TH_ENOMEM;
+    cl->h = h;
+    cl->redis = strdup(cfg->redis);
+    cl->name = strdup(cfg->name);
+    cl->password = cfg->password ? strdup(cfg->password) : NULL;
+    cl->lease = cfg->lease;
+    cl->heartbeat = cfg->heartbeat;
+    cl->result_ttl = cfg->result_ttl;
+    cl->max_attempts = cfg->max_attempts;
+    cl->cmd.stall = CMD_STALL;
+    if (cl->redis == NULL || cl->name == NULL ||
+        (cfg->password && cl->password == NULL) ||
+        th_timer_new(h, on_beat, cl, &cl->beat) < 0) {
+        cluster_free(cl);
+        return TH_ENOMEM;
+    }
+    *out = cl;
+    cluster_sync_pools(cl);
+    rconn_open(&cl->cmd, h, cl->redis, cl->password, "commands",
+               on_cmd_state, cl);
+    th_timer_start(cl->beat, cl->heartbeat, cl->heartbeat);
+    return 0;
+}
+
+/* ---- shutdown ---- */
+
+/* Takes the claimed tasks the pool has not started out of its queue and
+ * gives them back to the cluster. */
+static void give_back_unstarted(struct cpool *cp)
+{
+    struct th_host *h = cp->cl->h;
+    struct cjob *next;
+    for (struct cjob *j = cp->exec; j != NULL; j = next) {
+        next = j->next;
+        struct task *t = j->t;
+        if (t == NULL || t->worker != NULL || t->state != TH_QUEUED)
+            continue;
+        queue_remove(&t->pool->queue, t);
+        loop_timer_stop(h->loop, &t->qtimer);
+        j->give = 1;
+        const char *id = j->eid;
+        give_back(cp, &id, 1);
+        host_answer(h, t, TH_STATE_CANCELLED, TH_ECLOSED, "given back", 10);
+    }
+}
+
+void cluster_shutdown(struct cluster *cl, int force)
+{
+    if (cl->closing > force)
+        return;
+    cl->closing = 1 + (force != 0);
+    for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
+        if (cl->cmd.up)
+            give_back_unstarted(cp);
+        if (!force)
+            continue;
+        struct cjob *next;
+        for (struct cjob *j = cp->ingress; j != NULL; j = next) {
+            next = j->next;
+            if (j->t == NULL)
+                continue;
+            struct task *t = j->t;
+            j->t = NULL;
+            t->cluster = NULL;
+            list_del(j);
+            job_release(j);
+            host_answer_later(cl->h, t, TH_STATE_CANCELLED, TH_ECANCELED,
+                              "cancelled: the host was shut down");
+        }
+        for (struct cjob *j = cp->waiting; j != NULL; j = next) {
+            next = j->next;
+            struct task *t = j->t;
+            j->t = NULL;
+            t->cluster = NULL;
+            list_del(j);
+            job_release(j);
+            host_answer_later(cl->h, t, TH_STATE_CANCELLED, TH_ECANCELED,
+                              "cancelled: the host was shut down");
+        }
+        cp->nwaiting = 0;
+    }
+}
+
+int cluster_done(const struct cluster *cl)
+{
+    if (cl->closing == 2)
+        return 1;
+    if (cl->inflight > 0)
+        return 0;
+    for (const struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
+        if (cp->claiming || cp->unsent != NULL)
+            return 0;
+    return 1;
+}
+
+static void free_list(struct cjob **head)
+{
+    while (*head != NULL) {
+        struct cjob *j = *head;
+        list_del(j);
+        j->t = NULL;
+        j->refs = 0;
+        job_release(j);
+    }
+}
+
+void cluster_free(struct cluster *cl)
+{
+    if (cl == NULL)
+        return;
+    /* Connections first: their waiting commands are called back (with
+     * NULL replies) while the jobs they name still exist. */
+    rconn_close(&cl->cmd);
+    for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
+        rconn_close(&cp->blk);
+        rconn_close(&cp->rep_conn);
+    }
+    while (cl->pools != NULL) {
+        struct cpool *cp = cl->pools;
+        cl->pools = cp->next;
+        if (cp->nunsent > 0)
+            log_warn("cluster: pool %s: %ld answers not delivered to the "
+                     "broker: their tasks run again elsewhere after the lease",
+                     cp->name, cp->nunsent);
+        free_list(&cp->exec);
+        free_list(&cp->ingress);
+        free_list(&cp->waiting);
+        free_list(&cp->unsent);
+        free(cp->name);
+        free(cp->q);
+        free(cp->pre);
+        free(cp->rep);
+        free(cp->desc);
+        free(cp->refusal);
+        free(cp->c_hosts);
+        free(cp);
+    }
+    th_timer_free(cl->beat);
+    free(cl->redis);
+    free(cl->name);
+    if (cl->password != NULL)
+        explicit_bzero(cl->password, strlen(cl->password));
+    free(cl->password);
+    free(cl);
+}
+
+/* ---- stats ---- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", *s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+void cluster_stats_json(FILE *f, const struct cluster *cl, const char *pool)
+{
+    const struct cpool *cp = cl ? cpool_find(cl, pool) : NULL;
+    if (cp == NULL)
+        return;
+    fprintf(f, ",\"cluster\":{\"name\":");
+    json_str(f, cl->name);
+    fprintf(f, ",\"host\":%lld,\"connected\":%s,\"joined\":%s,\"refused\":",
+            cl->hostid, cl->cmd.up ? "true" : "false",
+            cp->joined ? "true" : "false");
+    if (cp->refused)
+        json_str(f, cp->refusal);
+    else
+        fprintf(f, "null");
+    fprintf(f,
+            ",\"here\":{\"submitted\":%llu,\"waiting\":%ld,\"held\":%ld,"
+            "\"claimed\":%llu,\"redelivered\":%llu,\"answered\":%llu,"
+            "\"lost\":%llu,\"given_back\":%llu,\"unsent\":%ld}",
+            (unsigned long long)cp->submitted, cp->nwaiting, cp->held,
+            (unsigned long long)cp->claimed, (unsigned long long)cp->reclaimed,
+            (unsigned long long)cp->finished,
+            (unsigned long long)cp->lost_claims, (unsigned long long)cp->given,
+            cp->nunsent);
+    fprintf(f,
+            ",\"all\":{\"queued\":%lld,\"claimed\":%lld,\"dead_letters\":%lld,"
+            "\"redelivered\":%lld,\"dead_total\":%lld,\"claimed_by_host\":{",
+            cp->c_queued, cp->c_claimed, cp->c_dead, cp->c_redelivered,
+            cp->c_dead_total);
+    const char *s = cp->c_hosts ? cp->c_hosts : "";
+    int first = 1;
+    while (*s) {
+        const char *colon = strchr(s, ':');
+        if (colon == NULL)
+            break;
+        fprintf(f, "%s\"%.*s\":%lld", first ? "" : ",", (int)(colon - s), s,
+                strtoll(colon + 1, NULL, 10));
+        first = 0;
+        s = strchr(colon, ' ');
+        if (s == NULL)
+            break;
+        s++;
+    }
+    fprintf(f, "}}}");
+}
+
+void cluster_stats_text(FILE *f, const struct cluster *cl, const char *pool)
+{
+    const struct cpool *cp = cl ? cpool_find(cl, pool) : NULL;
+    if (cp == NULL)
+        return;
+    fprintf(f, "  cluster  %s via redis %s: host %lld, %s%s\n", cl->name,
+            cl->redis, cl->hostid, cl->cmd.up ? "connected" : "disconnected",
+            cp->refused ? ", REFUSED" : "");
+    if (cp->refused)
+        fprintf(f, "           %s\n", cp->refusal);
+    fprintf(f,
+            "  here     submitted %llu, waiting %ld, held %ld, claimed %llu, "
+            "redelivered %llu, answered %llu, lost %llu, given back %llu, "
+            "unsent %ld\n",
+            (unsigned long long)cp->submitted, cp->nwaiting, cp->held,
+            (unsigned long long)cp->claimed, (unsigned long long)cp->reclaimed,
+            (unsigned long long)cp->finished,
+            (unsigned long long)cp->lost_claims, (unsigned long long)cp->given,
+            cp->nunsent);
+    fprintf(f,
+            "  all      queued %lld, claimed %lld, dead letters %lld, "
+            "redelivered %lld, dead total %lld\n",
+            cp->c_queued, cp->c_claimed, cp->c_dead, cp->c_redelivered,
+            cp->c_dead_total);
+    fprintf(f, "  claimed by host  %s\n", cp->c_hosts ? cp->c_hosts : "");
+}
