@@ -491,7 +491,7 @@ static void send_submit(struct cjob *j)
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
     snprintf(tto, sizeof tto, "%.0f", t->task_timeout * 1000);
     snprintf(qto, sizeof qto, "%.0f", t->queue_timeout * 1000);
-    const char *task = p ? p->plugin->desc.tasks[t->index].name : "";
+    const char *task = p ? p->plugin->tasks[t->index].name : "";
     const char *a[] = {cp->pre, maxq, ovf, ttl, j->tid, task, cp->rep,
                        tto, qto, t->input};
     size_t l[10];
@@ -518,7 +518,7 @@ static void send_submit(struct cjob *j)
 static void reject_now(struct th_host *h, struct task *t, int code,
                        const char *why)
 {
-    host_answer_later(h, t, TH_STATE_REJECTED, code, "%s", why);
+    host_answerf(h, t, TH_STATE_REJECTED, code, "%s", why);
 }
 
 int cluster_submit(struct cluster *cl, struct pool *p, struct task *t)
@@ -581,7 +581,7 @@ int cluster_cancel(struct cluster *cl, struct task *t)
         j->t = NULL;
         t->cluster = NULL;
         job_release(j);
-        host_answer_later(h, t, TH_STATE_CANCELLED, TH_ECANCELED,
+        host_answerf(h, t, TH_STATE_CANCELLED, TH_ECANCELED,
                           "cancelled");
         return 0;
     }
@@ -1161,7 +1161,7 @@ static char *describe(const struct pool *p)
     fprintf(f, "plugin %s %s tasks", p->plugin->desc.name,
             p->plugin->desc.version);
     for (size_t i = 0; i < p->plugin->ntasks; i++)
-        fprintf(f, "%s%s", i ? "," : " ", p->plugin->desc.tasks[i].name);
+        fprintf(f, "%s%s", i ? "," : " ", p->plugin->tasks[i].name);
     if (fclose(f) != 0)
         return NULL;
     return s;
@@ -1428,7 +1428,7 @@ void cluster_shutdown(struct cluster *cl, int force)
             t->cluster = NULL;
             list_del(j);
             job_release(j);
-            host_answer_later(cl->h, t, TH_STATE_CANCELLED, TH_ECANCELED,
+            host_answerf(cl->h, t, TH_STATE_CANCELLED, TH_ECANCELED,
                               "cancelled: the host was shut down");
         }
         for (struct cjob *j = cp->waiting; j != NULL; j = next) {
@@ -1438,7 +1438,7 @@ void cluster_shutdown(struct cluster *cl, int force)
             t->cluster = NULL;
             list_del(j);
             job_release(j);
-            host_answer_later(cl->h, t, TH_STATE_CANCELLED, TH_ECANCELED,
+            host_answerf(cl->h, t, TH_STATE_CANCELLED, TH_ECANCELED,
                               "cancelled: the host was shut down");
         }
         cp->nwaiting = 0;
