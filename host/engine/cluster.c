@@ -728,6 +728,7 @@ static void exec_post(struct cjob *j, th_state st, int code, const void *data,
     j->data = malloc(len + 1);
     if (j->data != NULL) {
         memcpy(j->data, data, len);
+        j->data[len] = '\0';
         j->len = len;
     }
     send_finish(j);
@@ -941,8 +942,7 @@ static void send_finish(struct cjob *j)
                        j->data ? j->data : "", ttl, cl->me};
     size_t l[10];
     for (int i = 0; i < 10; i++)
-        l[i] = strlen(a[i]);
-    l[7] = j->data ? j->len : 0;
+        l[i] = i == 7 ? (j->data ? j->len : 0) : strlen(a[i]);
     if (fcall(cp, on_finished, j, "th1_finish", 10, a, l) == 0) {
         j->refs++;
         cl->inflight++;
