@@ -150,6 +150,23 @@ static th_client *host_connect(const struct host *h)
     return NULL;
 }
 
+/* Waits until both shared pools of the host behind c joined the cluster. */
+static int joined(th_client *c)
+{
+    for (int i = 0; i < 1000; i++) {
+        char *js = NULL;
+        int n = 0;
+        if (th_client_stats(c, NULL, TH_STATS_JSON, &js) == 0 && js != NULL)
+            for (const char *p = js; (p = strstr(p, "\"joined\":true")); p++)
+                n++;
+        free(js);
+        if (n >= 2)
+            return 0;
+        usleep(10000);
+    }
+    return -1;
+}
+
 static void host_down(struct host *h)
 {
     kill(h->pid, SIGTERM);
@@ -233,8 +250,10 @@ static int row(const struct redis *r, int n, long rounds, double *hash_tps)
             goto out;
     for (int i = 0; i < n; i++) {
         th_client *x = host_connect(&h[i]);
-        if (x == NULL)
+        if (x == NULL || joined(x) < 0) {
+            th_client_close(x);
             goto out;
+        }
         if (i > 0)
             th_client_close(x);
         else
@@ -285,8 +304,9 @@ void suite_cluster(void)
     note("cluster: shared pools on 1, 2, 3 hosts through one Redis");
     long rounds = calibrate();
     if (rounds < 0) {
-        all_na("hash plugin unusable");
-        return;
+        note("cluster: hash rounds not calibrated (the embedded host could "
+             "not run the plugin): using 2000");
+        rounds = 2000;
     }
     for (int run = 0; run < bench_runs; run++) {
         struct redis r;
