@@ -470,6 +470,13 @@ static void on_parsed(th_watch *w, int fd, unsigned events, void *arg)
     int rc;
 
     reload_join();
+    if (d.stopping) {
+        /* A SIGHUP that raced a shutdown: nothing left to reload. */
+        config_free(rl.cfg);
+        rl.cfg = NULL;
+        log_info("reload skipped: the daemon is stopping");
+        return;
+    }
     if (rl.rc == 0) {
         rc = host_reload_parsed(d.host, rl.cfg, err, sizeof err);
     } else {
@@ -524,7 +531,12 @@ static void ops_shutdown(void *arg, int how)
 static void on_signal(int sig)
 {
     switch (sig) {
-    case SIGHUP: start_reload(); break;
+    case SIGHUP:
+        if (d.stopping)
+            log_info("SIGHUP ignored: the daemon is stopping");
+        else
+            start_reload();
+        break;
     case SIGUSR1:
         log_info("rolling restart of every pool");
         th_host_restart(d.host, NULL, 0);
