@@ -16,6 +16,7 @@
 
 /* What a client saw of one task. */
 struct seen {
+    int out_of_order; /* a report not after the one before */
     int reports;
     uint64_t last_done, last_total;
     char first_msg[64], last_msg[64];
@@ -33,6 +34,8 @@ static void on_report(uint64_t tag, uint64_t done, uint64_t total,
     (void)tag;
     if (s->done)
         s->after_result++;
+    if (s->reports > 0 && done <= s->last_done)
+        s->out_of_order++;
     if (s->reports++ == 0)
         snprintf(s->first_msg, sizeof s->first_msg, "%s", msg);
     snprintf(s->last_msg, sizeof s->last_msg, "%s", msg);
@@ -101,8 +104,10 @@ static void reports_reach_a_client_that_asked_in_order(void **state)
     run_task(c, "chatty", "steps", "4", &s);
     assert_int_equal(s.r.state, TH_STATE_OK);
     assert_string_equal(s.out, "done");
-    assert_int_equal(s.reports, 4); /* 60 ms apart: none coalesced */
-    assert_string_equal(s.first_msg, "step 1");
+    /* Reports leave 60 ms apart, but a loaded host may read two at once
+     * and keep the latest: at least one, in order, the last one last. */
+    assert_in_range(s.reports, 1, 4);
+    assert_int_equal(s.out_of_order, 0);
     assert_string_equal(s.last_msg, "step 4");
     assert_int_equal(s.last_done, 4);
     assert_int_equal(s.last_total, 4);

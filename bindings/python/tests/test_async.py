@@ -124,13 +124,23 @@ def test_connection_loss_fails_every_pending_task_once(own_daemon):
     assert all(isinstance(r, taskhost.ConnectionLost) for r in res)
 
 
+def assert_steps(reports, n):
+    """Reports of the 'steps' task: latest wins under load, so some may be
+    coalesced away, but those seen are in order and the last is step n."""
+    assert 1 <= len(reports) <= n
+    dones = [r[0] for r in reports]
+    assert dones == sorted(set(dones))
+    assert all(r == (r[0], n, "step %d" % r[0]) for r in reports)
+    assert reports[-1] == (n, n, "step %d" % n)
+
+
 def test_progress_as_an_async_iterator(daemon):
     async def main():
         async with await taskhost.connect(daemon.sock) as th:
             return [x async for x in th.run_with_progress("chatty", "steps", b"3")]
     got = run(main())
-    assert [(p.done, p.total, p.message) for p in got[:-1]] == [
-        (1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    reports = [(p.done, p.total, p.message) for p in got[:-1]]
+    assert_steps(reports, 3)
     assert got[-1] == b"done"
 
 

@@ -215,7 +215,12 @@ def test_progress_reports_reach_the_callback_in_order(client):
     out = client.call("chatty", "steps", b"3",
                       progress=lambda d, t, m: seen.append((d, t, m)))
     assert out == b"done"
-    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    # Latest wins under load: some reports may be coalesced away, but
+    # those seen are in order and the last one is step 3.
+    assert 1 <= len(seen) <= 3
+    assert [d for d, _, _ in seen] == sorted(set(d for d, _, _ in seen))
+    assert all(m == "step %d" % d and t == 3 for d, t, m in seen)
+    assert seen[-1] == (3, 3, "step 3")
 
 
 def test_a_chatty_plugin_is_coalesced(client):
