@@ -431,6 +431,9 @@ int main(int argc, char **argv)
     if (bench_runs < 1 || bench_runs > BENCH_RUNS_MAX)
         bench_runs = 5;
     signal(SIGPIPE, SIG_IGN);
+    /* The build tree's spawner, so that th-bench also runs by hand, not
+     * only through `make bench` (which sets the same). */
+    setenv("TASKHOST_SPAWNER", TOP_BUILDDIR "/host/taskhost-spawner", 0);
     redirect_log();
     print_machine(stdout);
     fflush(stdout);
