@@ -39,10 +39,10 @@
 #define CMD_STALL 5.0     /* seconds: the command connection stalled */
 #define REPLY_BATCH "512" /* reply entries read per XREAD */
 #define FULL_RETRY 0.005  /* seconds: overflow = block, retry entering */
+#define SINCE_MARGIN_MS 2000 /* a resubmit looks this far before the first */
 #define PREFETCH 1        /* tasks claimed beyond what workers can start */
 #define HOST_GONE 600.0   /* seconds without heartbeat before a host's
-                           * consumer and reply stream are removed: a host
-                           * stalled that long misses its answers */
+                           * consumer is removed */
 
 enum { J_INGRESS = 1, J_EXEC };
 enum { IN_WAIT = 1, IN_SENT, IN_QUEUED };
@@ -62,6 +62,9 @@ struct cjob {
     int give;                 /* exec: given back, no answer to post */
     char eid[48];             /* entry id in the queue stream */
     char tid[48];             /* "<ingress host id>-<local task id>" */
+    int64_t sent_ms;          /* ingress: Redis time of the first submit
+                               * sent, 0 before: a later one may find the
+                               * task entered already */
     th_timer *timer;          /* ingress: queue_timeout, or retry */
     char *rt;                 /* exec: reply stream of the ingress */
     char *task;               /* exec: task name */
@@ -107,6 +110,7 @@ struct cluster {
     long long hostid;     /* 0 until INCR hostseq answered */
     char me[32];          /* hostid as text: the consumer name */
     int64_t clock_skew;   /* Redis ms minus local ms */
+    double up_at;         /* when the command connection last came up */
     int loaded;           /* functions loaded on this connection */
     int closing;          /* 0, 1 graceful, 2 forced */
     long inflight;        /* finish and give-back commands waiting */
@@ -492,13 +496,18 @@ static void send_submit(struct cjob *j)
     snprintf(tto, sizeof tto, "%.0f", t->task_timeout * 1000);
     snprintf(qto, sizeof qto, "%.0f", t->queue_timeout * 1000);
     const char *task = p ? p->plugin->tasks[t->index].name : "";
+    /* A submit whose reply was lost may have entered: the next one names
+     * the time to look from (a margin for clock steps), so that the task
+     * does not enter twice. */
+    char since[32];
+    snprintf(since, sizeof since, "%" PRId64, j->sent_ms - SINCE_MARGIN_MS);
     const char *a[] = {cp->pre, maxq, ovf, ttl, j->tid, task, cp->rep,
-                       tto, qto, t->input};
-    size_t l[10];
-    for (int i = 0; i < 9; i++)
-        l[i] = strlen(a[i]);
-    l[9] = t->len;
-    if (fcall(cp, on_submitted, j, "th1_submit", 10, a, l) < 0) {
+                       tto, qto, t->input, since};
+    size_t l[11];
+    for (int i = 0; i < 11; i++)
+        l[i] = i == 9 ? t->len : strlen(a[i]);
+    int n = j->sent_ms > 0 ? 11 : 10;
+    if (fcall(cp, on_submitted, j, "th1_submit", n, a, l) < 0) {
         if (t->queue_timeout > 0)
             wait_to_enter(j);
         else
@@ -511,6 +520,8 @@ static void send_submit(struct cjob *j)
     list_add(&cp->ingress, j);
     j->state = IN_SENT;
     j->refs++;
+    if (j->sent_ms == 0)
+        j->sent_ms = wall_ms() + cl->clock_skew;
 }
 
 /* Defers an answer given inside th_host_submit(): callbacks never nest in
@@ -1141,7 +1152,9 @@ static void on_beat(th_timer *tm, void *arg)
         if (!cl->cmd.up || !cp->joined || cp->refused)
             continue;
         touch(cp);
-        if (!cl->closing)
+        /* No host could renew its leases while Redis was away: give them
+         * a lease to do so before taking their tasks over. */
+        if (!cl->closing && th_host_now(cl->h) - cl->up_at >= cl->lease)
             reclaim(cp);
         stats(cp);
         claim(cp);
@@ -1292,6 +1305,7 @@ static void on_cmd_state(struct rconn *c, int up, void *arg)
         return;
     }
     log_info("cluster: connected to redis %s", cl->redis);
+    cl->up_at = th_host_now(cl->h);
     cl->loaded = 0;
     load_functions(cl);
     const char *tm[] = {"TIME"};
