@@ -102,6 +102,10 @@ int load_run_keep(const struct target *t, const char *pool, const char *task,
 
 /* ---- suites ---- */
 void suite_raw(void);
+void suite_memcpy(void);
+/* Only the payload rows of the embed and daemon suites (-s payload). */
+void suite_embed_payload(void);
+void suite_daemon_payload(void);
 void suite_embed(const char *self);
 void suite_cpu(void);
 void suite_daemon(void);

@@ -213,6 +213,20 @@ static void memory_run(const struct daemon *d, th_client *c)
 
 /* ---- echo ---- */
 
+static int payload_run(const struct target *t)
+{
+    struct load_result r;
+    if (load_run(t, "echo", "echo", 64 << 10, PAYLOAD_INFLIGHT, KIB64_COUNT,
+                 &r) < 0)
+        return -1;
+    fig_put("daemon_64k_mbps", r.mbps);
+    if (load_run(t, "echo", "echo", 1 << 20, PAYLOAD_INFLIGHT, MIB1_COUNT,
+                 &r) < 0)
+        return -1;
+    fig_put("daemon_1m_mbps", r.mbps);
+    return 0;
+}
+
 static int echo_run(const struct target *t)
 {
     struct load_result r;
@@ -226,15 +240,7 @@ static int echo_run(const struct target *t)
     fig_put("daemon_256_tps", r.tps);
     fig_put("daemon_256_p50_us", r.p50_us);
     fig_put("daemon_256_p99_us", r.p99_us);
-    if (load_run(t, "echo", "echo", 64 << 10, PAYLOAD_INFLIGHT, KIB64_COUNT,
-                 &r) < 0)
-        return -1;
-    fig_put("daemon_64k_mbps", r.mbps);
-    if (load_run(t, "echo", "echo", 1 << 20, PAYLOAD_INFLIGHT, MIB1_COUNT,
-                 &r) < 0)
-        return -1;
-    fig_put("daemon_1m_mbps", r.mbps);
-    return 0;
+    return payload_run(t);
 }
 
 /* ---- 8 clients ---- */
@@ -432,6 +438,24 @@ static th_client *open_daemon(struct daemon *d)
         stop_daemon(d, NULL);
     }
     return c;
+}
+
+/* The payload rows alone, on a daemon of their own (-s payload). */
+void suite_daemon_payload(void)
+{
+    note("daemon: payloads");
+    struct daemon d = {.with_http = 0};
+    th_client *c = open_daemon(&d);
+    if (c == NULL)
+        return;
+    warm(c, ECHO_WARMUP);
+    struct target t = target_client(c);
+    for (int i = 0; i < bench_runs; i++)
+        if (payload_run(&t) < 0) {
+            note("daemon run failed");
+            break;
+        }
+    stop_daemon(&d, c);
 }
 
 void suite_daemon(void)

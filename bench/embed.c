@@ -75,6 +75,20 @@ static int call_ok(th_host *h, const char *pool, const char *task,
 
 /* ---- echo: latency, throughput, payloads ---- */
 
+static int payload_run(const struct target *t)
+{
+    struct load_result r;
+    if (load_run(t, "echo", "echo", 64 << 10, PAYLOAD_INFLIGHT, KIB64_COUNT,
+                 &r) < 0)
+        return -1;
+    fig_put("embed_64k_mbps", r.mbps);
+    if (load_run(t, "echo", "echo", 1 << 20, PAYLOAD_INFLIGHT, MIB1_COUNT,
+                 &r) < 0)
+        return -1;
+    fig_put("embed_1m_mbps", r.mbps);
+    return 0;
+}
+
 static int echo_run(const struct target *t)
 {
     struct load_result r;
@@ -88,15 +102,25 @@ static int echo_run(const struct target *t)
     fig_put("embed_256_tps", r.tps);
     fig_put("embed_256_p50_us", r.p50_us);
     fig_put("embed_256_p99_us", r.p99_us);
-    if (load_run(t, "echo", "echo", 64 << 10, PAYLOAD_INFLIGHT, KIB64_COUNT,
-                 &r) < 0)
-        return -1;
-    fig_put("embed_64k_mbps", r.mbps);
-    if (load_run(t, "echo", "echo", 1 << 20, PAYLOAD_INFLIGHT, MIB1_COUNT,
-                 &r) < 0)
-        return -1;
-    fig_put("embed_1m_mbps", r.mbps);
-    return 0;
+    return payload_run(t);
+}
+
+/* The payload rows alone, on a host of their own (-s payload). */
+void suite_embed_payload(void)
+{
+    note("embedding API: payloads");
+    th_host *h = open_host();
+    if (h == NULL || add_pool(h, "echo", "echo", 2) < 0) {
+        th_host_close(h, TH_CLOSE_FORCE);
+        return;
+    }
+    struct target t = target_host(h);
+    struct load_result r;
+    load_run(&t, "echo", "echo", 16, 64, ECHO_WARMUP, &r);
+    for (int i = 0; i < bench_runs; i++)
+        if (payload_run(&t) < 0)
+            break;
+    th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
 static void echo_figures(void)
