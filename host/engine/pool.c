@@ -930,7 +930,13 @@ void pool_worker_result(struct worker *w, const struct frame *f,
         th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
         p->stats.finished[st]++;
         stats_run(&p->stats, loop_now(loop_of(p)), f->run_us);
-        host_answer(p->host, t, st, f->code, payload, f->len);
+        /* An output in the arena's ring is handed out in place: the ring
+         * is given back to the worker only after the delivery (worker.c),
+         * and the arena unmapped only after that (host_bury_worker()). */
+        if (in_arena)
+            host_answer_ref(p->host, t, st, f->code, payload, f->len);
+        else
+            host_answer(p->host, t, st, f->code, payload, f->len);
     } else {
         host_task_release(p->host, t);
     }
