@@ -145,6 +145,11 @@ typedef struct th_pool_opts {
                                   user's primary group, else ours */
     long rlimit_nofile;        /* workers' RLIMIT_NOFILE, 0: inherited */
     long rlimit_core;          /* workers' RLIMIT_CORE bytes, -1: inherited */
+    int shared;                /* non-zero: the pool's queue is in the
+                                  cluster of the host's config (opened by
+                                  th_host_open() with a `cluster` group),
+                                  and every host with the pool runs its
+                                  tasks (docs/cluster.md) */
 } th_pool_opts;
 
 /* Fills `opts` with the defaults the config file uses, and its size. */

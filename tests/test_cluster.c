@@ -31,6 +31,7 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
+#include "taskhost_host.h"
 
 #define OK HX_STATE_BIT(TH_STATE_OK)
 #define CRASHED HX_STATE_BIT(TH_STATE_CRASHED)
@@ -973,6 +974,89 @@ static void test_graceful_stop_gives_back_claimed_tasks(void **state)
     redis_cleanup(&r);
 }
 
+/* An embedding program opens a config with the cluster group and adds a
+ * shared pool in code: its tasks go through the cluster's queue, and a
+ * host without a cluster refuses such a pool with a line saying why. */
+static void test_pool_added_in_code_can_be_shared(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    char dir[] = "/tmp/th-emb.XXXXXX", conf[96], err[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(conf, sizeof conf, "%s/embed.conf", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "plugins = ( { name = \"xlog\"; path = \"" HX_TEST_PLUGINS
+            "/xlog.so\"; } );\n"
+            "pools = ( { name = \"local\"; plugin = \"xlog\"; "
+            "min_workers = 0; settings = { log = \"%s/exec.log\"; }; } );\n"
+            "cluster: { redis = \"unix:%s\"; name = \"t\"; lease = 1.0;\n"
+            "  heartbeat = 0.2; };\n",
+            dir, r.sock);
+    assert_int_equal(fclose(f), 0);
+    th_host *h;
+    if (th_host_open(&h, conf, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    th_pool_opts o;
+    th_pool_opts_init(&o);
+    char settings[128];
+    snprintf(settings, sizeof settings, "log = \"%s/exec.log\";", dir);
+    o.name = "sh";
+    o.plugin = "xlog";
+    o.max_workers = 1;
+    o.settings = settings;
+    o.shared = 1;
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), 0);
+    for (int i = 0; i < 20; i++) {
+        char in[16];
+        int n = snprintf(in, sizeof in, "emb:%d", i);
+        th_submit_opts so = TH_SUBMIT_OPTS_INIT;
+        so.queue_timeout = 30;
+        th_result res;
+        assert_int_equal(th_host_call(h, "sh", "echo", in, (size_t)n, &so,
+                                      &res), 0);
+        assert_int_equal(res.state, TH_STATE_OK);
+        assert_int_equal(res.len, (size_t)n);
+        assert_memory_equal(res.data, in, (size_t)n);
+        th_result_free(&res);
+    }
+    /* All 20 went through the cluster's queue. */
+    redisContext *rc = rconnect(&r);
+    assert_non_null(rc);
+    redisReply *rep = redisCommand(rc, "XINFO STREAM %s", Q);
+    assert_non_null(rep);
+    long long added = -1;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2)
+        if (strcmp(rep->element[i]->str, "entries-added") == 0)
+            added = rep->element[i + 1]->integer;
+    freeReplyObject(rep);
+    redisFree(rc);
+    assert_true(added >= 20);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+
+    assert_int_equal(th_host_new(&h), 0);
+    snprintf(settings, sizeof settings, "%s/xlog.so", HX_TEST_PLUGINS);
+    assert_int_equal(th_host_add_plugin(h, "xlog", settings, err, sizeof err),
+                     0);
+    snprintf(settings, sizeof settings, "log = \"%s/exec.log\";", dir);
+    err[0] = '\0';
+    assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), TH_ECONFIG);
+    assert_non_null(strstr(err, "pool 'sh': shared"));
+    assert_non_null(strstr(err, "cluster"));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    node_cleanup(&a);
+    redis_cleanup(&r);
+}
+
 /* `test_cluster [PATTERN]` runs the tests whose names match PATTERN. */
 int main(int argc, char **argv)
 {
@@ -994,6 +1078,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_redis_down_waits_within_queue_timeout, teardown),
         cmocka_unit_test_teardown(test_host_with_another_plugin_version_refused, teardown),
         cmocka_unit_test_teardown(test_graceful_stop_gives_back_claimed_tasks, teardown),
+        cmocka_unit_test_teardown(test_pool_added_in_code_can_be_shared, teardown),
     };
     signal(SIGPIPE, SIG_IGN);
     hx_become_reaper();

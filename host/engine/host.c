@@ -430,8 +430,16 @@ TH_EXPORT int th_host_add_pool(th_host *h, const th_pool_opts *o, char *err,
         return TH_ECLOSED;
     struct pool_cfg c;
     int r = pool_cfg_from_opts(&c, &full, err, errlen);
+    if (r == 0 && c.shared && h->cluster == NULL) {
+        set_err(err, errlen, "pool '%s': shared: a shared pool needs a host "
+                             "opened on a config with a cluster group",
+                c.name);
+        r = TH_ECONFIG;
+    }
     if (r == 0)
         r = start_pool(h, &c, err, errlen);
+    if (r == 0 && c.shared)
+        cluster_sync_pools(h->cluster);
     pool_cfg_clear(&c);
     return r;
 }

@@ -358,6 +358,7 @@ int pool_cfg_check(const struct pool_cfg *p, const char *where, char *err,
 #define TO_OPTS_USER(name) (void)0
 #define TO_OPTS_GROUP(name) (void)0
 #define TO_OPTS_SETTINGS(name) (void)0
+#define TO_OPTS_BOOL(name) o->name = c.name
 #define TO_OPTS_INT(name) o->name = c.name
 #define TO_OPTS_LONG(name) o->name = c.name
 #define TO_OPTS_DURATION(name) o->name = c.name
@@ -458,6 +459,7 @@ static int string_from_opts(char **dst, const char *v)
 #define FROM_OPTS_GROUP(f) account_from_opts(&c->f, o->f, 1, pool, err, errlen)
 #define FROM_OPTS_SETTINGS(f) settings_from_opts(&c->f, o->f, err, errlen)
 #define FROM_OPTS_OVERFLOW(f) overflow_from_opts(&c->f, o->f, pool, err, errlen)
+#define FROM_OPTS_BOOL(f) (c->f = o->f != 0, 0)
 #define FROM_OPTS_INT(f) (c->f = o->f, 0)
 #define FROM_OPTS_LONG(f) (c->f = o->f, 0)
 #define FROM_OPTS_DURATION(f) (c->f = o->f, 0)
