@@ -1057,6 +1057,70 @@ static void test_pool_added_in_code_can_be_shared(void **state)
     redis_cleanup(&r);
 }
 
+/* /metrics and `stats --prometheus` carry the cluster's rows of a shared
+ * pool, in a form promtool accepts. */
+static void test_prometheus_shows_cluster_rows(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    th_client *c = hx_connect(&a.h);
+    for (int i = 0; i < 5; i++) {
+        struct one o;
+        submit(c, "echo", "p", &o);
+        await(c, &o, 30);
+        assert_int_equal(o.state, TH_STATE_OK);
+    }
+    char *text = NULL;
+    double end = hx_now() + 30;
+    /* The cluster-wide rows come with the next heartbeat. */
+    for (;;) {
+        free(text);
+        text = NULL;
+        assert_int_equal(th_client_stats(c, NULL, TH_STATS_PROMETHEUS, &text),
+                         0);
+        if (strstr(text, "taskhost_cluster_claimed{pool=\"sh\",host=\"1\"}"))
+            break;
+        assert_true(hx_now() < end);
+        hx_pause_ms(50);
+    }
+    th_client_close(c);
+    assert_non_null(strstr(text, "taskhost_cluster_up{pool=\"sh\"} 1\n"));
+    assert_non_null(strstr(text, "taskhost_cluster_submitted_total{pool=\"sh\"} 5\n"));
+    assert_non_null(strstr(text, "taskhost_cluster_answered_total{pool=\"sh\"} 5\n"));
+    assert_non_null(strstr(text, "taskhost_cluster_queue_depth{pool=\"sh\"} 0\n"));
+    assert_non_null(strstr(text, "taskhost_cluster_dead_letters{pool=\"sh\"} 0\n"));
+    assert_non_null(strstr(text, "# TYPE taskhost_cluster_redelivered_total counter\n"));
+    if (system("command -v promtool >/dev/null 2>&1") != 0) {
+        free(text);
+        node_cleanup(&a);
+        redis_cleanup(&r);
+        if (getenv("CI") != NULL && strcmp(getenv("CI"), "true") == 0)
+            fail_msg("promtool is missing (Debian: prometheus)");
+        skip();
+    }
+    char path[192], cmd[256];
+    snprintf(path, sizeof path, "%s/metrics.txt", a.h.dir);
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    fputs(text, out);
+    assert_int_equal(fclose(out), 0);
+    free(text);
+    snprintf(cmd, sizeof cmd, "promtool check metrics < '%s' 2>&1", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char said[4096] = "";
+    size_t n = fread(said, 1, sizeof said - 1, p);
+    said[n] = '\0';
+    if (pclose(p) != 0)
+        fail_msg("promtool check metrics: %s", said);
+    node_cleanup(&a);
+    redis_cleanup(&r);
+}
+
 /* `test_cluster [PATTERN]` runs the tests whose names match PATTERN. */
 int main(int argc, char **argv)
 {
@@ -1079,6 +1143,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_host_with_another_plugin_version_refused, teardown),
         cmocka_unit_test_teardown(test_graceful_stop_gives_back_claimed_tasks, teardown),
         cmocka_unit_test_teardown(test_pool_added_in_code_can_be_shared, teardown),
+        cmocka_unit_test_teardown(test_prometheus_shows_cluster_rows, teardown),
     };
     signal(SIGPIPE, SIG_IGN);
     hx_become_reaper();

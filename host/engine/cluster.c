@@ -1538,6 +1538,31 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+int cluster_numbers(const struct cluster *cl, const char *pool,
+                    struct cluster_numbers *out)
+{
+    const struct cpool *cp = cl ? cpool_find(cl, pool) : NULL;
+    if (cp == NULL)
+        return -1;
+    *out = (struct cluster_numbers){
+        .connected = cl->cmd.up,
+        .joined = cp->joined,
+        .submitted = cp->submitted,
+        .claimed = cp->claimed,
+        .redelivered = cp->reclaimed,
+        .answered = cp->finished,
+        .waiting = cp->nwaiting,
+        .held = cp->held,
+        .unsent = cp->nunsent,
+        .queued = cp->c_queued,
+        .claimed_all = cp->c_claimed,
+        .dead_letters = cp->c_dead,
+        .redelivered_all = cp->c_redelivered,
+        .claimed_by_host = cp->c_hosts ? cp->c_hosts : "",
+    };
+    return 0;
+}
+
 void cluster_stats_json(FILE *f, const struct cluster *cl, const char *pool)
 {
     const struct cpool *cp = cl ? cpool_find(cl, pool) : NULL;

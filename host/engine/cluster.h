@@ -15,6 +15,7 @@
 #ifndef TH_CLUSTER_H
 #define TH_CLUSTER_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 struct cluster;
@@ -51,6 +52,23 @@ int cluster_done(const struct cluster *cl);
 
 /* Closes the connections and frees cl (NULL is a no-op). */
 void cluster_free(struct cluster *cl);
+
+/* What shared pool `pool` counts: on this host, and in the whole cluster
+ * as of the last heartbeat. */
+struct cluster_numbers {
+    int connected, joined;
+    /* this host */
+    uint64_t submitted, claimed, redelivered, answered;
+    long waiting, held, unsent;
+    /* the cluster */
+    long long queued, claimed_all, dead_letters, redelivered_all;
+    const char *claimed_by_host; /* "host:n host:n ...", valid until the
+                                    next heartbeat */
+};
+
+/* Fills *out for pool `pool`. Returns 0, or -1 for a pool not shared. */
+int cluster_numbers(const struct cluster *cl, const char *pool,
+                    struct cluster_numbers *out);
 
 /* The cluster part of pool `pool`'s stats, as a JSON member
  * (",\"cluster\":{...}") or text lines; nothing for a pool not shared. */

@@ -809,6 +809,118 @@ static const struct prom_metric {
      prom_run},
 };
 
+/* ---- the cluster's families, for shared pools ---- */
+
+typedef long long cluster_get(const struct cluster_numbers *n);
+
+static long long cl_connected(const struct cluster_numbers *n)
+{
+    return n->connected && n->joined;
+}
+static long long cl_queued(const struct cluster_numbers *n)
+{
+    return n->queued;
+}
+static long long cl_dead(const struct cluster_numbers *n)
+{
+    return n->dead_letters;
+}
+static long long cl_redelivered(const struct cluster_numbers *n)
+{
+    return n->redelivered_all;
+}
+static long long cl_submitted(const struct cluster_numbers *n)
+{
+    return (long long)n->submitted;
+}
+static long long cl_claims(const struct cluster_numbers *n)
+{
+    return (long long)n->claimed;
+}
+static long long cl_answered(const struct cluster_numbers *n)
+{
+    return (long long)n->answered;
+}
+static long long cl_held(const struct cluster_numbers *n)
+{
+    return n->held;
+}
+static long long cl_unsent(const struct cluster_numbers *n)
+{
+    return n->unsent;
+}
+
+static const struct prom_cluster_metric {
+    const char *name, *type, *help;
+    cluster_get *get;
+} prom_cluster_metrics[] = {
+    {"taskhost_cluster_up", "gauge",
+     "1 when this host is connected to the cluster's Redis and joined the "
+     "shared pool.", cl_connected},
+    {"taskhost_cluster_queue_depth", "gauge",
+     "Tasks in the cluster's queue of the shared pool that no host claimed "
+     "yet (as of the last heartbeat).", cl_queued},
+    {"taskhost_cluster_dead_letters", "gauge",
+     "Tasks in the shared pool's dead-letter stream.", cl_dead},
+    {"taskhost_cluster_redelivered_total", "counter",
+     "Tasks taken over from a host that died or stalled, cluster-wide.",
+     cl_redelivered},
+    {"taskhost_cluster_submitted_total", "counter",
+     "Tasks this host put into the cluster's queue.", cl_submitted},
+    {"taskhost_cluster_claims_total", "counter",
+     "Tasks this host claimed from the cluster's queue.", cl_claims},
+    {"taskhost_cluster_answered_total", "counter",
+     "Answers this host posted for tasks it ran.", cl_answered},
+    {"taskhost_cluster_held", "gauge",
+     "Tasks this host holds a claim on (running or about to start).",
+     cl_held},
+    {"taskhost_cluster_unsent", "gauge",
+     "Answers waiting on this host for Redis to come back.", cl_unsent},
+};
+
+/* taskhost_cluster_claimed{pool,host}: claims by host, from "h:n h:n". */
+static void prom_claimed_by_host(FILE *f, const char *pool, const char *s)
+{
+    while (*s) {
+        const char *colon = strchr(s, ':');
+        if (colon == NULL)
+            return;
+        prom_start(f, "taskhost_cluster_claimed", pool);
+        fprintf(f, ",host=\"%.*s\"} %lld\n", (int)(colon - s), s,
+                strtoll(colon + 1, NULL, 10));
+        s = strchr(colon, ' ');
+        if (s == NULL)
+            return;
+        s++;
+    }
+}
+
+static void prom_cluster(FILE *f, const struct th_host *h, const char *pool)
+{
+    struct cluster_numbers n;
+    if (h->cluster == NULL)
+        return;
+    for (size_t i = 0;
+         i < sizeof prom_cluster_metrics / sizeof prom_cluster_metrics[0];
+         i++) {
+        const struct prom_cluster_metric *m = &prom_cluster_metrics[i];
+        prom_family(f, m->name, m->type, m->help);
+        for (const struct pool *p = h->pools; p != NULL; p = p->next)
+            if (pool_selected(pool, p->cfg.name) &&
+                cluster_numbers(h->cluster, p->cfg.name, &n) == 0) {
+                prom_start(f, m->name, p->cfg.name);
+                fprintf(f, "} %lld\n", m->get(&n));
+            }
+    }
+    prom_family(f, "taskhost_cluster_claimed", "gauge",
+                "Tasks of the shared pool claimed and not yet answered, by "
+                "host (as of the last heartbeat).");
+    for (const struct pool *p = h->pools; p != NULL; p = p->next)
+        if (pool_selected(pool, p->cfg.name) &&
+            cluster_numbers(h->cluster, p->cfg.name, &n) == 0)
+            prom_claimed_by_host(f, p->cfg.name, n.claimed_by_host);
+}
+
 static void prom_render(FILE *f, const struct th_host *h, const char *pool)
 {
     prom_family(f, "taskhost_build_info", "gauge",
@@ -824,6 +936,7 @@ static void prom_render(FILE *f, const struct th_host *h, const char *pool)
             if (pool_selected(pool, p->cfg.name))
                 m->fn(f, m->name, p);
     }
+    prom_cluster(f, h, pool);
 }
 
 static void render(FILE *f, const struct th_host *h, const char *pool,
