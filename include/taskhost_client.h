@@ -122,6 +122,16 @@ TH_EXPORT int th_client_want_write(const th_client *client);
  * the connection is lost (the waiting tasks are then answered). */
 TH_EXPORT int th_client_step(th_client *client, int timeout_ms);
 
+/* Busy polling, opt-in, for callers that wait for one answer at a time:
+ * while requests wait for their answers, th_client_step() (and so
+ * th_client_wait() and th_client_call()) polls the socket without sleeping
+ * for up to `seconds` (yielding the CPU between polls) before it sleeps as
+ * usual. It spares the wake-up from sleep when the answer comes within
+ * that time, at the cost of the CPU spent polling. The daemon's pools have
+ * their own busy_poll key (taskhost.conf(5)). 0 (the default) turns it
+ * off; at most 0.01. Returns 0 or TH_EINVAL. */
+TH_EXPORT int th_client_set_busy_poll(th_client *client, double seconds);
+
 /* Runs the loop until no submitted task waits, or `timeout` seconds
  * passed (negative: no limit). Returns 0, TH_ETIMEDOUT or TH_EIO. */
 TH_EXPORT int th_client_wait(th_client *client, double timeout);

@@ -150,6 +150,7 @@ typedef struct th_pool_opts {
                                   th_host_open() with a `cluster` group),
                                   and every host with the pool runs its
                                   tasks (docs/cluster.md) */
+    double busy_poll;          /* seconds of polling before sleeping, 0: off */
 } th_pool_opts;
 
 /* Fills `opts` with the defaults the config file uses, and its size. */

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,7 @@ struct th_client {
     void *progress_arg;
     int fd_mode;                    /* FD_* */
     int broken;                     /* an answer broke the protocol */
+    double busy_poll;               /* seconds; 0: sleep at once */
     struct mfd *mfds[MFD_MAX];      /* every input memfd */
     size_t nmfd;
     size_t mfd_bytes;               /* their sizes */
@@ -604,6 +606,40 @@ static int do_read(th_client *c)
     return dispatch(c);
 }
 
+int th_client_set_busy_poll(th_client *c, double seconds)
+{
+    if (c == NULL || !(seconds >= 0 && seconds <= 0.01))
+        return TH_EINVAL;
+    c->busy_poll = seconds;
+    return 0;
+}
+
+static double now(void);
+
+/* poll() for up to timeout_ms (-1: no limit), but first, while requests
+ * wait for answers and busy polling is on, without sleeping: yielding the
+ * CPU between polls, for up to c->busy_poll. */
+static int wait_fd(th_client *c, struct pollfd *p, int timeout_ms)
+{
+    if (timeout_ms == 0 || c->busy_poll <= 0 || c->used == 0)
+        return poll(p, 1, timeout_ms);
+    double start = now(), end = start + c->busy_poll, t = start;
+    if (timeout_ms > 0 && start + timeout_ms / 1000.0 < end)
+        end = start + timeout_ms / 1000.0;
+    while (t < end) {
+        int rc = poll(p, 1, 0);
+        if (rc != 0)
+            return rc;
+        sched_yield();
+        t = now();
+    }
+    if (timeout_ms > 0) {
+        timeout_ms -= (int)((t - start) * 1000.0);
+        timeout_ms = timeout_ms < 0 ? 0 : timeout_ms;
+    }
+    return poll(p, 1, timeout_ms);
+}
+
 int th_client_step(th_client *c, int timeout_ms)
 {
     struct pollfd p = {.fd = c->io.fd};
@@ -616,7 +652,7 @@ int th_client_step(th_client *c, int timeout_ms)
     if ((rc = do_write(c)) < 0)
         return rc;
     p.events = POLLIN | (buf_avail(&c->io.out) ? POLLOUT : 0);
-    rc = poll(&p, 1, timeout_ms);
+    rc = wait_fd(c, &p, timeout_ms);
     if (rc == -1)
         return errno == EINTR ? 0 : TH_EIO;
     if ((p.revents & POLLOUT) && (rc = do_write(c)) < 0)

@@ -55,7 +55,10 @@ struct frame {
     uint16_t type;    /* enum frame_type */
     uint16_t aux;     /* FRAME_TASK: task index */
     int32_t code;     /* FRAME_RESULT: 0 or a negative code */
-    uint32_t run_us;  /* FRAME_RESULT: run time, saturated */
+    uint32_t run_us;  /* FRAME_RESULT: run time, saturated; FRAME_TASK:
+                       * the pool's busy_poll in µs: after answering, the
+                       * worker polls this long for its next task before
+                       * it sleeps (0: it sleeps at once) */
     uint32_t rss_kib; /* FRAME_RESULT, FRAME_READY: RSS, 0 if not measured;
                        * the arena's pages are not counted */
     uint32_t arena_kib; /* FRAME_RESULT: arena pages the worker touched */

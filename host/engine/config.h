@@ -71,6 +71,10 @@ struct plugin_cfg {
     int line;         /* line of the `path` key, for messages */
 };
 
+/* The longest busy_poll a pool may have, in seconds: polling is for the
+ * gap between a task and the next one, not a way to never sleep. */
+#define BUSY_POLL_MAX 0.01
+
 /* A pool: one field per line of config/pool_keys.def (defaults, units and
  * meaning are there). */
 struct pool_cfg {

@@ -2,6 +2,7 @@
  * and a wake-up eventfd. The only file that touches epoll (loop.h). */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -22,6 +23,7 @@ struct loop {
     int woken;
     int in_events;           /* handling fds and timers: the hook follows */
     double armed;            /* deadline the timerfd is set to, 0: none */
+    double poll_until;       /* busy polling until then, 0: none */
     struct loop_timer **heap;
     size_t nheap, capheap;
     double now;
@@ -343,10 +345,41 @@ static int wait_ms(struct loop *l, int timeout_ms)
     return (timeout_ms < 0 || ms < timeout_ms) ? ms : timeout_ms;
 }
 
+void loop_poll_until(struct loop *l, double until)
+{
+    if (until > l->poll_until)
+        l->poll_until = until;
+}
+
+/* Waits as epoll_wait() for up to `ms` (-1: no limit), but first polls
+ * without sleeping until poll_until (or the end of `ms`), yielding the CPU
+ * between polls so that a process it waits for can run on it. */
+static int wait_events(struct loop *l, struct epoll_event *evs, int ms)
+{
+    if (ms == 0 || l->poll_until == 0)
+        return epoll_wait(l->epfd, evs, LOOP_EVENTS, ms);
+    double start = loop_clock(), end = l->poll_until, now = start;
+    if (ms > 0 && start + ms / 1000.0 < end)
+        end = start + ms / 1000.0;
+    while (now < end) {
+        int n = epoll_wait(l->epfd, evs, LOOP_EVENTS, 0);
+        if (n != 0)
+            return n;
+        sched_yield();
+        now = loop_clock();
+    }
+    l->poll_until = 0;
+    if (ms > 0) {
+        ms -= (int)((now - start) * 1000.0);
+        ms = ms < 0 ? 0 : ms;
+    }
+    return epoll_wait(l->epfd, evs, LOOP_EVENTS, ms);
+}
+
 int loop_run_once(struct loop *l, int timeout_ms)
 {
     struct epoll_event evs[LOOP_EVENTS];
-    int n = epoll_wait(l->epfd, evs, LOOP_EVENTS, wait_ms(l, timeout_ms));
+    int n = wait_events(l, evs, wait_ms(l, timeout_ms));
     if (n == -1 && errno != EINTR)
         return TH_EIO;
     l->now = loop_clock();

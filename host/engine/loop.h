@@ -97,6 +97,14 @@ void loop_set_after(struct loop *l, void (*fn)(void *arg), void *arg);
  * already woken. */
 void loop_wake(struct loop *l);
 
+/* Busy polling, opt-in (like the kernel's busy_poll): until `until`
+ * (loop_clock() seconds), loop_run_once() polls its fds without sleeping,
+ * yielding the CPU between polls, and sleeps only after that. For the
+ * short gap between handing work over and its answer, where a sleep and
+ * a wake-up cost more than the work. A later `until` extends the window;
+ * an earlier one changes nothing. The window ends by itself. */
+void loop_poll_until(struct loop *l, double until);
+
 /* Waits up to timeout_ms (-1: until something happens) and handles what
  * is ready: fds, due timers, then the after-hook. Returns 0 or TH_EIO. */
 int loop_run_once(struct loop *l, int timeout_ms);

@@ -433,6 +433,15 @@ static void arm_mem_timer(struct pool *p)
     loop_timer_start(loop_of(p), &p->mem_timer, period < most ? period : most);
 }
 
+/* With busy_poll, the host polls for what comes next instead of going
+ * to sleep: a worker's answer after a task was sent, a client's next
+ * task after an answer. */
+static void poll_briefly(struct pool *p)
+{
+    if (p->cfg.busy_poll > 0)
+        loop_poll_until(loop_of(p), loop_clock() + p->cfg.busy_poll);
+}
+
 static void start_task(struct pool *p, struct worker *w, struct task *t)
 {
     /* Off the queue, on no worker, not answered: in one place only. */
@@ -443,7 +452,8 @@ static void start_task(struct pool *p, struct worker *w, struct task *t)
     int first = w->inflight.n == 0;
     t->state = TH_RUNNING;
     t->started = now;
-    worker_send(w, t);
+    worker_send(w, t, (uint32_t)(p->cfg.busy_poll * 1e6));
+    poll_briefly(p);
     if (first)
         arm_run_timer(p, w);
     if (w->state == W_IDLE)
@@ -937,6 +947,7 @@ void pool_worker_result(struct worker *w, const struct frame *f,
             host_answer_ref(p->host, t, st, f->code, payload, f->len);
         else
             host_answer(p->host, t, st, f->code, payload, f->len);
+        poll_briefly(p);
     } else {
         host_task_release(p->host, t);
     }

@@ -176,15 +176,21 @@ static int send_shm(struct worker *w, struct task *t)
     return 0;
 }
 
-void worker_send(struct worker *w, struct task *t)
+void worker_send(struct worker *w, struct task *t, uint32_t poll_us)
 {
     assert(t->worker == NULL && w->state != W_STOPPING);
     t->worker = w;
     t->shm_end = 0;
     task_list_push(&w->inflight, t);
-    if (send_shm(w, t) == 0)
-        return;
-    put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
+    size_t len = sizeof(struct frame_shm);
+    if (send_shm(w, t) < 0) {
+        len = t->len;
+        put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
+    }
+    /* The frame just queued carries the polling window (worker_wire.h). */
+    struct frame *f = (struct frame *)(w->out.data + w->out.len -
+                                       FRAME_PAD(len) - sizeof *f);
+    f->run_us = poll_us;
 }
 
 /* Gives the worker back the output ring up to what was delivered. */

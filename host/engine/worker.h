@@ -75,8 +75,10 @@ struct worker_start {
 struct worker *worker_spawn(const struct worker_start *ws);
 
 /* Queues task t to the worker (appended to its in-flight list); the bytes
- * go out when the host flushes. */
-void worker_send(struct worker *w, struct task *t);
+ * go out when the host flushes. After answering it, the worker polls for
+ * its next task for up to poll_us microseconds before it sleeps (0: it
+ * sleeps at once). */
+void worker_send(struct worker *w, struct task *t, uint32_t poll_us);
 
 /* From the host's after-hook, once answers are delivered: gives back the
  * arena's output ring up to the last result read, and writes what is

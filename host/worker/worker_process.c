@@ -14,6 +14,8 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -389,6 +391,7 @@ struct child {
     size_t last_result; /* offset of the newest result header + 1, or 0 */
     size_t staged;      /* bytes of `out` copied to the staging area */
     int must_flush;     /* a result could not be staged: send it now */
+    uint32_t poll_us;   /* busy_poll of the last task (worker_wire.h) */
 };
 
 static struct shm_header *arena_header(void)
@@ -592,6 +595,20 @@ static void maybe_flush(struct child *c)
     }
 }
 
+/* Busy polling (the pool's busy_poll): once results are sent, polls the
+ * socket without sleeping, yielding the CPU between polls, until the next
+ * task comes or poll_us have passed since the flush; the read that
+ * follows sleeps as usual. A SIGTERM ends it at once. */
+static void poll_input(const struct child *c)
+{
+    if (c->poll_us == 0 || buf_avail(&c->out) > 0)
+        return;
+    double end = c->last_flush + c->poll_us / 1e6;
+    struct pollfd p = {.fd = CHILD_FD, .events = POLLIN};
+    while (!child_term && now_s() < end && poll(&p, 1, 0) == 0)
+        sched_yield();
+}
+
 static void read_more(struct child *c)
 {
     size_t room = 64 * 1024;
@@ -601,6 +618,7 @@ static void read_more(struct child *c)
         if (need > room)
             room = need;
     }
+    poll_input(c);
     ssize_t n = buf_read(&c->in, CHILD_FD, room);
     if (n == 0)
         child_exit(c); /* the host closed our socket: stop */
@@ -624,6 +642,7 @@ __attribute__((noreturn)) static void serve(struct child *c)
             child_exit(c);
         if (copy.type == FRAME_TASK) {
             size_t header = c->out.len;
+            c->poll_us = copy.run_us;
             announce(copy.id);
             start_task(c, &copy, input);
             stage_result(c, header);

@@ -104,7 +104,7 @@ static const char md_head[] =
     "list and a\n`pools` list. Values are written as follows.\n"
     "\n"
     "- **duration**: seconds, as an integer or a float (`1.5`), or a string "
-    "with a\n  unit: `\"250ms\"`, `\"30s\"`, `\"5m\"`, `\"1h\"`.\n"
+    "with a\n  unit: `\"50us\"`, `\"250ms\"`, `\"30s\"`, `\"5m\"`, `\"1h\"`.\n"
     "- **size**: bytes, as an integer, or a string with a K, M, G or T "
     "suffix\n  (powers of 1024): `\"64K\"`, `\"256M\"`, `\"2G\"`.\n"
     "- **user**, **group**: a name or a numeric id; it must exist when the "

@@ -324,7 +324,7 @@ static int get_duration(const struct loader *ld, const config_setting_t *s,
         if (config_parse_duration(t, &v) != 0)
             return fault(ld, s, key,
                          "not a duration: \"%s\" (use seconds, or a string "
-                         "like \"250ms\", \"30s\", \"5m\", \"1h\")",
+                         "like \"50us\", \"250ms\", \"30s\", \"5m\", \"1h\")",
                          t);
     } else {
         return wrong_type(ld, s, key, "a duration in seconds");

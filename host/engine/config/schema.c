@@ -298,6 +298,12 @@ static int check_pairs(const struct pool_cfg *p, const char **key, char *why,
                  p->memory_check_interval);
         return TH_ECONFIG;
     }
+    if (p->busy_poll > BUSY_POLL_MAX) {
+        *key = "busy_poll";
+        snprintf(why, n, "must be <= %g seconds (got %g)", BUSY_POLL_MAX,
+                 p->busy_poll);
+        return TH_ECONFIG;
+    }
     if (p->memory_soft_limit == 0 || p->memory_hard_limit == 0 ||
         p->memory_soft_limit <= p->memory_hard_limit)
         return 0;

@@ -54,6 +54,8 @@ static double unit_seconds(const char *unit)
         return 1;
     if (strcmp(unit, "ms") == 0)
         return 0.001;
+    if (strcmp(unit, "us") == 0)
+        return 0.000001;
     if (strcmp(unit, "m") == 0 || strcmp(unit, "min") == 0)
         return 60;
     if (strcmp(unit, "h") == 0)
