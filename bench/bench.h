@@ -100,6 +100,29 @@ int load_run_keep(const struct target *t, const char *pool, const char *task,
                   size_t len, int inflight, long ntasks,
                   struct load_result *out, double *lat);
 
+/* ---- daemon.c: taskhostd of the build tree, driven through a client ---- */
+
+struct th_client;
+
+struct daemon {
+    pid_t pid;
+    int with_http;     /* the HTTP endpoint, on a unix socket */
+    const char *pools; /* more pool groups for its config, or NULL */
+    char conf[4200], sock[4200], http[4200];
+};
+
+/* Writes the config (pools echo: 2 workers, idle, sleep; then d->pools)
+ * in the scratch directory and starts the daemon. Returns 0 or -1. */
+int start_daemon(struct daemon *d);
+
+/* Connects, retrying while the daemon starts, for up to `limit` s. */
+struct th_client *connect_to(const struct daemon *d, double limit);
+
+/* Shuts the daemon down through c (closed, may be NULL) and waits. */
+void stop_daemon(struct daemon *d, struct th_client *c);
+
+struct target target_client(struct th_client *c);
+
 /* ---- suites ---- */
 void suite_raw(void);
 void suite_memcpy(void);
@@ -110,6 +133,8 @@ void suite_embed(const char *self);
 void suite_cpu(void);
 void suite_daemon(void);
 void suite_cluster(void);
+void suite_latency(void);
+void suite_idle(void);
 
 /* The --probe-memory mode: a fresh process measures the embedding host's
  * memory and prints "worker_private rss0 rss1000" in KiB. */

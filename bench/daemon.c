@@ -25,7 +25,6 @@
 #include "taskhost_client.h"
 
 #define ECHO_WARMUP 20000
-#define ECHO_1_COUNT 10000
 #define ECHO_256_COUNT 200000
 #define CLIENTS 8
 #define CLIENT_INFLIGHT 64
@@ -38,7 +37,6 @@
 #define SCRAPE_EVERY_US 100000
 
 static const char *const echo_figs[] = {
-    "daemon_1_tps",     "daemon_1_p50_us",    "daemon_1_p99_us",
     "daemon_256_tps",   "daemon_256_p50_us",  "daemon_256_p99_us",
     "daemon_scrape_tps", "daemon_scrape_pct",
     "daemon_8x64_tps",  "daemon_8x64_p50_us", "daemon_8x64_p99_us",
@@ -51,12 +49,6 @@ static void all_na(const char *why)
     for (const char *const *k = echo_figs; *k != NULL; k++)
         fig_na(*k, why);
 }
-
-struct daemon {
-    pid_t pid;
-    int with_http; /* the HTTP endpoint, on a unix socket */
-    char conf[4200], sock[4200], http[4200];
-};
 
 static int write_config(struct daemon *d)
 {
@@ -83,11 +75,11 @@ static int write_config(struct daemon *d)
                "    max_workers = 1; },\n"
                "  { name = \"sleep\"; plugin = \"sleep\"; min_workers = 1;\n"
                "    max_workers = 1; max_queue = 4096; task_timeout = 0.0; }"
-               "\n);\n");
+               "%s%s\n);\n", d->pools ? ",\n" : "", d->pools ? d->pools : "");
     return fclose(f) == 0 ? 0 : -1;
 }
 
-static int start_daemon(struct daemon *d)
+int start_daemon(struct daemon *d)
 {
     const char *exe = build_path("host/taskhostd");
     if (access(exe, X_OK) != 0 || write_config(d) < 0)
@@ -100,8 +92,7 @@ static int start_daemon(struct daemon *d)
     return d->pid > 0 ? 0 : -1;
 }
 
-/* Connects, retrying while the daemon starts. */
-static th_client *connect_to(const struct daemon *d, double limit)
+th_client *connect_to(const struct daemon *d, double limit)
 {
     double end = now_s() + limit;
     char err[256] = "";
@@ -115,7 +106,7 @@ static th_client *connect_to(const struct daemon *d, double limit)
     return NULL;
 }
 
-static void stop_daemon(struct daemon *d, th_client *c)
+void stop_daemon(struct daemon *d, th_client *c)
 {
     if (c != NULL)
         th_client_shutdown(c, TH_CLOSE_FORCE);
@@ -145,7 +136,7 @@ static int client_step(void *ctx, int timeout_ms)
     return th_client_step(ctx, timeout_ms);
 }
 
-static struct target target_client(th_client *c)
+struct target target_client(th_client *c)
 {
     struct target t = {c, client_submit, client_step};
     return t;
@@ -230,11 +221,6 @@ static int payload_run(const struct target *t)
 static int echo_run(const struct target *t)
 {
     struct load_result r;
-    if (load_run(t, "echo", "echo", 16, 1, ECHO_1_COUNT, &r) < 0)
-        return -1;
-    fig_put("daemon_1_tps", r.tps);
-    fig_put("daemon_1_p50_us", r.p50_us);
-    fig_put("daemon_1_p99_us", r.p99_us);
     if (load_run(t, "echo", "echo", 16, 256, ECHO_256_COUNT, &r) < 0)
         return -1;
     fig_put("daemon_256_tps", r.tps);

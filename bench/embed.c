@@ -19,7 +19,6 @@
 #include "bench.h"
 
 #define ECHO_WARMUP 20000
-#define ECHO_1_COUNT 10000
 #define ECHO_256_COUNT 200000
 #define KIB64_COUNT 3000
 #define MIB1_COUNT 300
@@ -92,11 +91,6 @@ static int payload_run(const struct target *t)
 static int echo_run(const struct target *t)
 {
     struct load_result r;
-    if (load_run(t, "echo", "echo", 16, 1, ECHO_1_COUNT, &r) < 0)
-        return -1;
-    fig_put("embed_1_tps", r.tps);
-    fig_put("embed_1_p50_us", r.p50_us);
-    fig_put("embed_1_p99_us", r.p99_us);
     if (load_run(t, "echo", "echo", 16, 256, ECHO_256_COUNT, &r) < 0)
         return -1;
     fig_put("embed_256_tps", r.tps);

@@ -1,10 +1,13 @@
 /* main.c - th-bench: run the suites, print the table and the JSON lines.
  *
- *   th-bench [-r RUNS] [-s raw,embed,cpu,daemon,cluster,payload] [-o FILE]
+ *   th-bench [-r RUNS] [-s raw,latency,embed,cpu,daemon,cluster,payload,idle]
+ *            [-o FILE]
  *
  * -s picks suites; `payload` runs only the payload rows (memcpy, embedded
  * and daemon echo of 64 KiB and 1 MiB), which the embed and daemon suites
- * also measure, so that they can be measured alone on a busy machine.
+ * also measure, so that they can be measured alone on a busy machine;
+ * `raw,latency` the one-at-a-time figures, Piscina's and their reference.
+ * Figures of suites not run are left out.
  * Results go to stdout: the machine, then a Markdown table (median and
  * min-max of RUNS runs, the ratio to the raw reference, the target), then
  * one JSON line per figure. -o also writes the table to FILE. Progress and
@@ -32,7 +35,9 @@ int bench_runs = 5;
 /* What a figure is compared with: nothing, the raw round trip, the raw
  * message rate, or the same run's memcpy (payload rates). */
 enum ratio { R_NONE, R_LAT, R_TPUT, R_MEMCPY };
-enum goal { G_NONE, G_MIN, G_MAX, G_MAX_RAW };
+/* G_MAX_RAW: at most target x the raw round trip; G_MAX_PEER: at most
+ * target x Piscina's p50, one task at a time, of the same run. */
+enum goal { G_NONE, G_MIN, G_MAX, G_MAX_RAW, G_MAX_PEER };
 
 struct figure {
     const char *key, *label, *unit;
@@ -51,6 +56,7 @@ struct measured {
 #define RAW_RTT "raw_rtt_p50_us"
 #define RAW_MSGS "raw_msgs_per_s"
 #define MEMCPY_1M "memcpy_1m_mbps"
+#define PEER_P50 "piscina_1_p50_us"
 
 static struct figure figs[] = {
     {RAW_RTT, "raw: socketpair round trip, p50", "µs", R_NONE, G_NONE, 0},
@@ -61,6 +67,10 @@ static struct figure figs[] = {
      G_MAX_RAW, 1.3},
     {"embed_1_p99_us", "embed: echo, 1 in flight, p99", "µs", R_LAT, G_NONE,
      0},
+    {"embed_1_poll_p50_us", "embed: echo, 1 in flight, busy_poll, p50", "µs",
+     R_LAT, G_MAX_PEER, 0.8},
+    {"embed_1_poll_p99_us", "embed: echo, 1 in flight, busy_poll, p99", "µs",
+     R_LAT, G_NONE, 0},
     {"embed_256_tps", "embed: echo, 256 in flight", "tasks/s", R_TPUT, G_MIN,
      400000},
     {"embed_256_p50_us", "embed: echo, 256 in flight, p50", "µs", R_LAT,
@@ -73,6 +83,16 @@ static struct figure figs[] = {
      G_MAX_RAW, 2.5},
     {"daemon_1_p99_us", "daemon: echo, 1 in flight, p99", "µs", R_LAT, G_NONE,
      0},
+    {"daemon_1_poll_p50_us",
+     "daemon: echo, 1 in flight, busy_poll (pool and client), p50", "µs",
+     R_LAT, G_MAX_PEER, 1.0},
+    {"daemon_1_poll_p99_us",
+     "daemon: echo, 1 in flight, busy_poll (pool and client), p99", "µs",
+     R_LAT, G_NONE, 0},
+    {PEER_P50, "piscina: no-op, 1 in flight, 2 threads, p50", "µs", R_LAT,
+     G_NONE, 0},
+    {"piscina_1_p99_us", "piscina: no-op, 1 in flight, 2 threads, p99", "µs",
+     R_LAT, G_NONE, 0},
     {"daemon_256_tps", "daemon: echo, 1 client x 256 in flight", "tasks/s",
      R_TPUT, G_MIN, 250000},
     {"daemon_256_p50_us", "daemon: echo, 1 client x 256, p50", "µs", R_LAT,
@@ -160,6 +180,9 @@ static struct figure figs[] = {
      R_NONE, G_NONE, 0},
     {"cl_hash_eff_pct", "cluster: 2 hosts vs 1, share of the machine's 2 vs 1",
      "%", R_NONE, G_MIN, 90},
+    {"idle_cpu_ms",
+     "idle: CPU of daemon, spawners, workers (busy_poll) over 10 idle s",
+     "ms", R_NONE, G_MAX, 5},
 };
 
 #define NFIGS (sizeof figs / sizeof figs[0])
@@ -238,6 +261,8 @@ static double goal_value(const struct figure *f)
 {
     if (f->goal == G_MAX_RAW)
         return f->target * fig_median(RAW_RTT);
+    if (f->goal == G_MAX_PEER)
+        return f->target * fig_median(PEER_P50);
     return f->target;
 }
 
@@ -257,6 +282,12 @@ static void fmt_target(const struct figure *f, char *buf, size_t len)
             snprintf(buf, len, "≤ %.1f× raw = %s", f->target, v);
         else
             snprintf(buf, len, "≤ %.1f× raw", f->target);
+        break;
+    case G_MAX_PEER:
+        if (goal_value(f) > 0)
+            snprintf(buf, len, "≤ %.1f× Piscina = %s", f->target, v);
+        else
+            snprintf(buf, len, "≤ %.1f× Piscina", f->target);
         break;
     default:
         snprintf(buf, len, "—");
@@ -304,13 +335,23 @@ static void row(FILE *out, const struct figure *f)
             med_s, lo, hi, f->unit, rat, tgt, ok[met(f, med) + 1]);
 }
 
+/* Whether -s chose only some suites: then figures they do not measure
+ * are left out of the table and the JSON lines. */
+static int subset;
+
+static int shown(const struct figure *f)
+{
+    return !subset || m_of(f)->n > 0 || m_of(f)->na[0] != '\0';
+}
+
 static void print_table(FILE *out)
 {
     fprintf(out, "| figure | median | min – max | unit | vs raw | target "
                  "| met |\n");
     fprintf(out, "| --- | ---: | ---: | --- | ---: | --- | --- |\n");
     for (size_t i = 0; i < NFIGS; i++)
-        row(out, &figs[i]);
+        if (shown(&figs[i]))
+            row(out, &figs[i]);
 }
 
 static void print_json(FILE *out, const struct figure *f)
@@ -432,7 +473,7 @@ int main(int argc, char **argv)
         if (c == 'r')
             bench_runs = atoi(optarg);
         else if (c == 's')
-            suites = optarg;
+            suites = optarg, subset = 1;
         else if (c == 'o')
             outfile = optarg;
         else
@@ -456,6 +497,8 @@ int main(int argc, char **argv)
         suite_embed_payload();
     if (wanted(suites, "payload") && !wanted(suites, "daemon"))
         suite_daemon_payload();
+    if (wanted(suites, "latency"))
+        suite_latency();
     if (wanted(suites, "embed"))
         suite_embed(argv[0]);
     if (wanted(suites, "cpu"))
@@ -464,10 +507,13 @@ int main(int argc, char **argv)
         suite_daemon();
     if (wanted(suites, "cluster"))
         suite_cluster();
+    if (wanted(suites, "idle"))
+        suite_idle();
     print_table(stdout);
     printf("\n");
     for (size_t i = 0; i < NFIGS; i++)
-        print_json(stdout, &figs[i]);
+        if (shown(&figs[i]))
+            print_json(stdout, &figs[i]);
     fprintf(term, "th-bench: %.0f s\n", now_s() - t0);
     if (outfile != NULL)
         write_table(outfile);
