@@ -3,10 +3,8 @@
  *
  * Requests are encoded into one output buffer and written when the loop
  * runs; answers are read in large chunks and decoded in place. Waiting
- * requests are found by tag in an open-addressing table (tags are
- * sequential, so the identity hash spreads them evenly); removal shifts
- * the following entries back, so the table needs no tombstones. Nothing
- * here allocates per task once the buffers and the table have grown.
+ * requests are found by tag in the table of pending.h. Nothing here
+ * allocates per task once the buffers and that table have grown.
  *
  * Inputs of FDPASS_MIN bytes and more go in memfds once a ping showed
  * that the daemon takes them (fdpass.h): each connection keeps a few
@@ -37,8 +35,8 @@
 #include "conn.h"
 #include "fdpass.h"
 #include "client_wire.h"
+#include "pending.h"
 
-#define TABLE_MIN 256
 #define MFD_MAX 64            /* input memfds of one connection */
 #define MFD_KEEP (64u << 20)  /* bytes of them kept for reuse */
 
@@ -61,24 +59,13 @@ struct ctl_wait {
     size_t len;
 };
 
-struct pend {
-    uint64_t tag; /* 0: empty */
-    th_done_fn done;
-    void *arg;
-    struct ctl_wait *ctl; /* for control requests, else NULL */
-    struct mfd *m;        /* the task's input memfd, else NULL */
-    int probe;            /* the ping that asks about memfds */
-};
-
 struct th_client {
     int dead;
     int dispatching;
     uint64_t next_tag;
     struct conn io; /* the socket, its buffers and descriptor queues */
-    struct pend *table;
-    size_t mask; /* table size - 1 */
-    size_t used; /* entries in the table */
-    size_t ntasks; /* of which tasks */
+    struct pend_table pend; /* requests waiting for their answer */
+    size_t ntasks;          /* of which tasks */
     th_accept_fn accept;
     void *accept_arg;
     th_progress_fn progress;
@@ -104,76 +91,6 @@ const char *th_client_default_socket(void)
     const char *s = getenv("TASKHOST_SOCKET");
 
     return s && *s ? s : TH_DEFAULT_SOCKET;
-}
-
-/* ---- the table of waiting requests ---- */
-
-static struct pend *table_find(th_client *c, uint64_t tag)
-{
-    for (size_t i = tag & c->mask;; i = (i + 1) & c->mask) {
-        if (c->table[i].tag == tag)
-            return &c->table[i];
-        if (c->table[i].tag == 0)
-            return NULL;
-    }
-}
-
-static int table_grow(th_client *c)
-{
-    size_t n = c->table ? (c->mask + 1) * 2 : TABLE_MIN;
-    struct pend *old = c->table, *t = calloc(n, sizeof *t);
-    size_t oldn = c->table ? c->mask + 1 : 0;
-
-    if (t == NULL)
-        return TH_ENOMEM;
-    c->table = t;
-    c->mask = n - 1;
-    for (size_t i = 0; i < oldn; i++) {
-        if (old[i].tag == 0)
-            continue;
-        size_t j = old[i].tag & c->mask;
-        while (t[j].tag)
-            j = (j + 1) & c->mask;
-        t[j] = old[i];
-    }
-    free(old);
-    return 0;
-}
-
-static struct pend *table_add(th_client *c, uint64_t tag)
-{
-    size_t i;
-
-    if ((c->used + 1) * 2 > (c->table ? c->mask + 1 : 0) && table_grow(c) < 0)
-        return NULL;
-    for (i = tag & c->mask; c->table[i].tag; i = (i + 1) & c->mask)
-        ;
-    c->table[i] = (struct pend){.tag = tag};
-    c->used++;
-    return &c->table[i];
-}
-
-/* Removes entry p, shifting back the entries of its probe run. */
-static void table_del(th_client *c, struct pend *p)
-{
-    size_t i = (size_t)(p - c->table), j = i;
-
-    c->used--;
-    for (;;) {
-        c->table[i].tag = 0;
-        for (;;) {
-            j = (j + 1) & c->mask;
-            if (c->table[j].tag == 0)
-                return;
-            size_t home = c->table[j].tag & c->mask;
-            /* j's entry may move to i unless its home lies in (i, j] */
-            if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
-                continue;
-            break;
-        }
-        c->table[i] = c->table[j];
-        i = j;
-    }
 }
 
 /* ---- input memfds ---- */
@@ -301,7 +218,7 @@ int th_client_connect(th_client **out, const char *path, char *err,
                        "%s: %s", path, strerror(e));
     }
     c = calloc(1, sizeof *c);
-    if (c == NULL || table_grow(c) < 0) {
+    if (c == NULL || pend_init(&c->pend) < 0) {
         free(c);
         close(fd);
         return set_err(err, errlen, TH_ENOMEM, "%s%s", "out of memory", "");
@@ -320,7 +237,7 @@ void th_client_close(th_client *c)
     while (c->nmfd)
         mfd_destroy(c, c->mfds[0]);
     conn_clear(&c->io);
-    free(c->table);
+    pend_free(&c->pend);
     free(c);
 }
 
@@ -358,11 +275,11 @@ static void fail_all(th_client *c, const char *why)
     r.data = msg;
     r.len = strlen(msg);
     fdpass_clear(&c->io.sfds); /* nothing more is sent */
-    for (size_t i = 0; i <= c->mask; i++) {
-        struct pend p = c->table[i];
+    for (size_t i = 0; i <= c->pend.mask; i++) {
+        struct pend p = c->pend.slot[i];
         if (p.tag == 0)
             continue;
-        c->table[i].tag = 0;
+        c->pend.slot[i].tag = 0;
         mfd_put(c, p.m);
         if (p.ctl) {
             p.ctl->done = 1;
@@ -373,7 +290,7 @@ static void fail_all(th_client *c, const char *why)
         if (p.done)
             p.done(&r, p.arg);
     }
-    c->used = c->ntasks = 0;
+    c->pend.used = c->ntasks = 0;
 }
 
 /* ---- answers ---- */
@@ -424,14 +341,14 @@ static void on_result(th_client *c, const struct proto_frame *f)
         c->broken = 1;
         return;
     }
-    p = table_find(c, f->tag);
+    p = pend_find(&c->pend, f->tag);
     if (p == NULL || p->ctl || p->probe) {
         if (fd != -1)
             close(fd);
         return;
     }
     copy = *p;
-    table_del(c, p);
+    pend_del(&c->pend, p);
     c->ntasks--;
     if (pr.flags && output_map(c, copy.m, fd, &pr, &map) < 0) {
         c->broken = 1;
@@ -467,7 +384,7 @@ static void reject_task(th_client *c, struct pend *p,
                    .code = pr->code, .data = c->err,
                    .len = strlen(c->err)};
 
-    table_del(c, p);
+    pend_del(&c->pend, p);
     c->ntasks--;
     if (copy.done)
         copy.done(&r, copy.arg);
@@ -484,14 +401,14 @@ static void on_reply(th_client *c, const struct proto_frame *f)
         return;
     if (f->type == PROTO_ERROR || pr.code < 0)
         snprintf(c->err, sizeof c->err, "%.*s", (int)pr.len, pr.text);
-    p = table_find(c, f->tag);
+    p = pend_find(&c->pend, f->tag);
     if (p == NULL)
         return;
     if (p->probe) {
         c->fd_mode = f->type == PROTO_REPLY && (f->flags & PROTO_F_FD_OK)
                          ? FD_YES
                          : FD_NO;
-        table_del(c, p);
+        pend_del(&c->pend, p);
         return;
     }
     if (p->ctl == NULL) {
@@ -500,7 +417,7 @@ static void on_reply(th_client *c, const struct proto_frame *f)
         return;
     }
     w = p->ctl;
-    table_del(c, p);
+    pend_del(&c->pend, p);
     w->done = 1;
     w->code = pr.code;
     w->text = malloc(pr.len + 1);
@@ -519,7 +436,7 @@ static void on_progress(th_client *c, const struct proto_frame *f)
 
     if (c->progress == NULL || proto_parse_progress(f, &pr) < 0)
         return;
-    p = table_find(c, f->tag);
+    p = pend_find(&c->pend, f->tag);
     if (p == NULL || p->ctl || p->probe)
         return;
     memcpy(msg, pr.msg, pr.msg_len);
@@ -621,7 +538,7 @@ static double now(void);
  * CPU between polls, for up to c->busy_poll. */
 static int wait_fd(th_client *c, struct pollfd *p, int timeout_ms)
 {
-    if (timeout_ms == 0 || c->busy_poll <= 0 || c->used == 0)
+    if (timeout_ms == 0 || c->busy_poll <= 0 || c->pend.used == 0)
         return poll(p, 1, timeout_ms);
     double start = now(), end = start + c->busy_poll, t = start;
     if (timeout_ms > 0 && start + timeout_ms / 1000.0 < end)
@@ -683,7 +600,7 @@ static void probe_fds(th_client *c)
 
     if (proto_put_empty(&c->io.out, PROTO_PING, t, 0) < 0)
         return;
-    if ((p = table_add(c, t)) == NULL) {
+    if ((p = pend_add(&c->pend, t)) == NULL) {
         buf_truncate(&c->io.out, before);
         return;
     }
@@ -761,7 +678,7 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
         take_back(c, before, m);
         return rc;
     }
-    if ((p = table_add(c, t)) == NULL) {
+    if ((p = pend_add(&c->pend, t)) == NULL) {
         take_back(c, before, m);
         return TH_ENOMEM;
     }
@@ -882,7 +799,7 @@ static int ctl_run(th_client *c, uint64_t t, struct ctl_wait *w)
     int rc = 0;
 
     memset(w, 0, sizeof *w);
-    if ((p = table_add(c, t)) == NULL)
+    if ((p = pend_add(&c->pend, t)) == NULL)
         return TH_ENOMEM;
     p->done = NULL;
     p->arg = NULL;
@@ -890,9 +807,9 @@ static int ctl_run(th_client *c, uint64_t t, struct ctl_wait *w)
     while (!w->done && rc == 0)
         rc = th_client_step(c, -1);
     if (!w->done) {
-        p = table_find(c, t);
+        p = pend_find(&c->pend, t);
         if (p)
-            table_del(c, p);
+            pend_del(&c->pend, p);
         return rc;
     }
     return w->code;
