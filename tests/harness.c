@@ -1,4 +1,5 @@
-/* harness.c - the daemon fixture and the counted load of harness.h. */
+/* harness.c - the daemon fixture, its cmocka forms and the counted load
+ * of harness.h. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -7,16 +8,21 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define HX_SANITIZED 1
@@ -31,10 +37,10 @@
 
 #define START_DEADLINE 30.0
 
-static int fail(struct hx *h, const char *fmt, ...)
+static int set_why(struct hx *h, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static int fail(struct hx *h, const char *fmt, ...)
+static int set_why(struct hx *h, const char *fmt, ...)
 {
     va_list ap;
 
@@ -90,7 +96,7 @@ int hx_init(struct hx *h, const char *name)
     memset(h, 0, sizeof *h);
     snprintf(h->dir, sizeof h->dir, "/tmp/th-%.20s.XXXXXX", name);
     if (mkdtemp(h->dir) == NULL)
-        return fail(h, "mkdtemp: %s", strerror(errno));
+        return set_why(h, "mkdtemp: %s", strerror(errno));
     snprintf(h->conf, sizeof h->conf, "%s/taskhost.conf", h->dir);
     snprintf(h->sock, sizeof h->sock, "%s/taskhost.sock", h->dir);
     snprintf(h->log, sizeof h->log, "%s/taskhost.log", h->dir);
@@ -99,39 +105,58 @@ int hx_init(struct hx *h, const char *name)
     return 0;
 }
 
-int hx_write_conf(struct hx *h, const char *host_extra, const char *pools)
+int hx_write_host_conf(struct hx *h, const char *host_extra,
+                       const char *rest)
 {
+    const char *extra = host_extra ? host_extra : "";
     char tmp[160];
     FILE *f;
 
     snprintf(tmp, sizeof tmp, "%s.new", h->conf);
     f = fopen(tmp, "w");
     if (f == NULL)
-        return fail(h, "%s: %s", tmp, strerror(errno));
+        return set_why(h, "%s: %s", tmp, strerror(errno));
     fprintf(f,
             "host: { socket = \"%s\"; log = \"%s\"; log_level = \"info\";\n"
-            "        shutdown_timeout = 20.0; %s };\n"
-            "plugins = (\n"
-            "  { name = \"echo\"; path = \"" HX_PLUGINS "/echo.so\"; },\n"
-            "  { name = \"hash\"; path = \"" HX_PLUGINS "/hash.so\"; },\n"
-            "  { name = \"sleep\"; path = \"" HX_PLUGINS "/sleep.so\"; },\n"
-            "  { name = \"crash\"; path = \"" HX_PLUGINS "/crash.so\"; },\n"
-            "  { name = \"leak\"; path = \"" HX_PLUGINS "/leak.so\"; },\n"
-            "  { name = \"faulty\"; path = \"" HX_TEST_PLUGINS
-            "/faulty.so\"; },\n"
-            "  { name = \"badinit\"; path = \"" HX_TEST_PLUGINS
-            "/badinit.so\"; },\n"
-            "  { name = \"inithang\"; path = \"" HX_TEST_PLUGINS
-            "/inithang.so\"; }\n"
-            ");\n"
-            "pools = (\n%s\n);\n",
-            h->sock, h->log, host_extra ? host_extra : "", pools);
+            "        %s%s };\n%s",
+            h->sock, h->log,
+            strstr(extra, "shutdown_timeout") ? "" : "shutdown_timeout = 10.0; ",
+            extra, rest);
     if (fclose(f) != 0 || rename(tmp, h->conf) == -1)
-        return fail(h, "%s: %s", h->conf, strerror(errno));
+        return set_why(h, "%s: %s", h->conf, strerror(errno));
     return 0;
 }
 
-static int ping(struct hx *h)
+int hx_write_conf(struct hx *h, const char *host_extra, const char *pools)
+{
+    char host[1024], rest[8192];
+
+    snprintf(host, sizeof host, "%s%s",
+             host_extra && strstr(host_extra, "shutdown_timeout")
+                 ? ""
+                 : "shutdown_timeout = 20.0; ",
+             host_extra ? host_extra : "");
+    if ((size_t)snprintf(
+            rest, sizeof rest,
+            "plugins = (\n"
+            "  { name = \"echo\"; path = \"" PLUGINS "/echo.so\"; },\n"
+            "  { name = \"hash\"; path = \"" PLUGINS "/hash.so\"; },\n"
+            "  { name = \"sleep\"; path = \"" PLUGINS "/sleep.so\"; },\n"
+            "  { name = \"crash\"; path = \"" PLUGINS "/crash.so\"; },\n"
+            "  { name = \"leak\"; path = \"" PLUGINS "/leak.so\"; },\n"
+            "  { name = \"faulty\"; path = \"" TEST_PLUGINS "/faulty.so\"; },\n"
+            "  { name = \"badinit\"; path = \"" TEST_PLUGINS
+            "/badinit.so\"; },\n"
+            "  { name = \"inithang\"; path = \"" TEST_PLUGINS
+            "/inithang.so\"; }\n"
+            ");\n"
+            "pools = (\n%s\n);\n",
+            pools) >= sizeof rest)
+        return set_why(h, "the pools of the config are too long");
+    return hx_write_host_conf(h, host, rest);
+}
+
+int hx_ping(const struct hx *h)
 {
     th_client *c;
     char v[64];
@@ -144,23 +169,54 @@ static int ping(struct hx *h)
     return rc;
 }
 
-static pid_t spawn_daemon(struct hx *h)
+/* In the child of hx_spawn(): opens path onto fd `to`. */
+static int redirect(const char *path, int flags, int to)
 {
-    char *argv[] = {HX_DAEMON, "-c", h->conf, "-f", NULL};
-    pid_t pid = fork();
+    int fd = open(path ? path : "/dev/null", flags, 0644);
 
+    return fd == -1 || dup2(fd, to) == -1 ? -1 : 0;
+}
+
+pid_t hx_spawn(struct hx *h, char *const argv[], const struct hx_proc *p)
+{
+    static const struct hx_proc defaults;
+    pid_t pid;
+
+    if (p == NULL)
+        p = &defaults;
+    pid = fork();
+    if (pid == -1 && h != NULL)
+        set_why(h, "fork: %s", strerror(errno));
     if (pid != 0)
         return pid;
-    int in = open("/dev/null", O_RDONLY);
-    int out = open(h->out, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int err = open(h->err, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (in == -1 || out == -1 || err == -1)
+    if (p->as_user && (setgroups(0, NULL) == -1 || setgid(p->gid) == -1 ||
+                       setuid(p->uid) == -1))
+        _exit(125);
+    if (redirect(p->in, O_RDONLY, 0) == -1 ||
+        redirect(p->out, O_WRONLY | O_CREAT | O_TRUNC, 1) == -1 ||
+        redirect(p->err, O_WRONLY | O_CREAT | O_APPEND, 2) == -1)
         _exit(126);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    execv(argv[0], argv);
+    if (p->nofile != NULL && setrlimit(RLIMIT_NOFILE, p->nofile) == -1)
+        _exit(125);
+    if (p->env != NULL)
+        execve(argv[0], argv, p->env);
+    else
+        execv(argv[0], argv);
     _exit(127);
+}
+
+int hx_wait_pid(pid_t pid, double limit, int *status)
+{
+    double end = hx_now() + limit;
+    pid_t r;
+
+    while ((r = waitpid(pid, status, WNOHANG)) == 0 && hx_now() < end)
+        hx_pause_ms(5);
+    if (r != 0)
+        return 0;
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return -1;
 }
 
 int hx_alive(struct hx *h)
@@ -174,21 +230,32 @@ int hx_alive(struct hx *h)
     return kill(h->pid, 0) == 0;
 }
 
-int hx_start(struct hx *h)
+int hx_start_proc(struct hx *h, const struct hx_proc *p)
 {
+    char *argv[] = {DAEMON, "-c", h->conf, "-f", NULL};
+    struct hx_proc proc = p ? *p : (struct hx_proc){0};
     double end = hx_now() + START_DEADLINE;
 
-    h->pid = spawn_daemon(h);
-    if (h->pid == -1)
-        return fail(h, "fork: %s", strerror(errno));
-    while (ping(h) != 0) {
+    proc.out = proc.out ? proc.out : h->out;
+    proc.err = proc.err ? proc.err : h->err;
+    h->pid = hx_spawn(h, argv, &proc);
+    if (h->pid == -1) {
+        h->pid = 0;
+        return -1;
+    }
+    while (hx_ping(h) != 0) {
         if (!hx_alive(h))
-            return fail(h, "taskhostd exited before it was ready");
+            return set_why(h, "taskhostd exited before it was ready");
         if (hx_now() > end)
-            return fail(h, "taskhostd not ready in %.0f s", START_DEADLINE);
+            return set_why(h, "taskhostd not ready in %.0f s", START_DEADLINE);
         hx_pause_ms(5);
     }
     return 0;
+}
+
+int hx_start(struct hx *h)
+{
+    return hx_start_proc(h, NULL);
 }
 
 th_client *hx_connect(struct hx *h)
@@ -197,7 +264,7 @@ th_client *hx_connect(struct hx *h)
     char err[256];
 
     if (th_client_connect(&c, h->sock, err, sizeof err) < 0) {
-        fail(h, "connect: %s", err);
+        set_why(h, "connect: %s", err);
         return NULL;
     }
     return c;
@@ -213,12 +280,12 @@ int hx_echo_ok(struct hx *h)
         return -1;
     if (th_client_call(c, "echo", "echo", "still here", 10, NULL, &r) < 0) {
         th_client_close(c);
-        return fail(h, "echo call failed: %s", th_client_error(c));
+        return set_why(h, "echo call failed: %s", th_client_error(c));
     }
     ok = r.state == TH_STATE_OK && r.len == 10 &&
          memcmp(r.data, "still here", 10) == 0;
     if (!ok)
-        fail(h, "fresh echo answered %s: %.*s", th_state_name(r.state),
+        set_why(h, "fresh echo answered %s: %.*s", th_state_name(r.state),
              (int)r.len, (const char *)r.data);
     th_client_result_free(&r);
     th_client_close(c);
@@ -227,24 +294,17 @@ int hx_echo_ok(struct hx *h)
 
 int hx_stop(struct hx *h, int sig, double deadline)
 {
-    double end = hx_now() + deadline;
-    pid_t r;
+    pid_t pid = h->pid;
 
-    if (h->pid <= 0)
-        return fail(h, "taskhostd is not running");
-    kill(h->pid, sig);
-    while ((r = waitpid(h->pid, &h->status, WNOHANG)) == 0 && hx_now() < end)
-        hx_pause_ms(5);
-    if (r == 0) {
-        kill(h->pid, SIGKILL);
-        waitpid(h->pid, &h->status, 0);
-        h->pid = 0;
-        return fail(h, "taskhostd did not exit within %.0f s of signal %d",
-                    deadline, sig);
-    }
+    if (pid <= 0)
+        return set_why(h, "taskhostd is not running");
+    kill(pid, sig);
     h->pid = 0;
+    if (hx_wait_pid(pid, deadline, &h->status) < 0)
+        return set_why(h, "taskhostd did not exit within %.0f s of signal %d",
+                    deadline, sig);
     if (!WIFEXITED(h->status))
-        return fail(h, "taskhostd died of signal %d", WTERMSIG(h->status));
+        return set_why(h, "taskhostd died of signal %d", WTERMSIG(h->status));
     return WEXITSTATUS(h->status);
 }
 
@@ -277,7 +337,7 @@ char *hx_stats_json(struct hx *h, const char *pool)
         return NULL;
     rc = th_client_stats(c, pool, TH_STATS_JSON, &out);
     if (rc < 0)
-        fail(h, "stats: %s", th_strerror(rc));
+        set_why(h, "stats: %s", th_strerror(rc));
     th_client_close(c);
     return rc < 0 ? NULL : out;
 }
@@ -326,7 +386,7 @@ int hx_wait_idle(struct hx *h, double deadline)
         if (pending == 0)
             return 0;
         if (hx_now() > end)
-            return fail(h, "the engine still holds %lld tasks", pending);
+            return set_why(h, "the engine still holds %lld tasks", pending);
         hx_pause_ms(10);
     }
 }
@@ -399,7 +459,7 @@ int hx_no_zombies(struct hx *h, double deadline)
 
     while (children(h->pid, 1, list, sizeof list) > 0) {
         if (hx_now() > end)
-            return fail(h, "zombies under taskhostd %d:%s", (int)h->pid, list);
+            return set_why(h, "zombies under taskhostd %d:%s", (int)h->pid, list);
         hx_pause_ms(10);
     }
     return 0;
@@ -416,7 +476,7 @@ int hx_leftovers(struct hx *h, double deadline)
         if (children(getpid(), 0, list, sizeof list) == 0)
             return 0;
         if (hx_now() > end)
-            return fail(h, "left behind after shutdown:%s", list);
+            return set_why(h, "left behind after shutdown:%s", list);
         hx_pause_ms(10);
     }
 }
@@ -481,7 +541,142 @@ static void tail(const char *path, const char *label, int lines)
 void hx_show_log(const struct hx *h, int lines)
 {
     tail(h->log, "log", lines);
-    tail(h->err, "stderr", lines / 4);
+    if (strcmp(h->err, h->log) != 0)
+        tail(h->err, "stderr", lines / 4);
+}
+
+const char *hx_read_file(const char *path)
+{
+    static char buf[65536];
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+
+    if (f != NULL) {
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Polls until the log at `path` holds needle; 0, or -1 past deadline. */
+static int wait_in_file(const char *path, const char *needle, double deadline)
+{
+    double end = hx_now() + deadline;
+
+    while (strstr(hx_read_file(path), needle) == NULL) {
+        if (hx_now() > end)
+            return -1;
+        hx_pause_ms(5);
+    }
+    return 0;
+}
+
+int hx_wait_log(struct hx *h, const char *needle, double deadline)
+{
+    if (wait_in_file(h->log, needle, deadline) < 0)
+        return set_why(h, "no '%s' in the log within %.0f s", needle, deadline);
+    return 0;
+}
+
+/* ---- the cmocka forms ---- */
+
+/* Ends the running test with h's reason, after its log. */
+static void td_fail(const struct hx *h)
+{
+    hx_show_log(h, 200);
+    fail_msg("%s", h->why);
+}
+
+void td_init(struct hx *t, const char *name)
+{
+    if (hx_init(t, name) < 0)
+        td_fail(t);
+    snprintf(t->err, sizeof t->err, "%s", t->log);
+}
+
+void td_write_conf(struct hx *t, const char *host_extra, const char *rest)
+{
+    if (hx_write_host_conf(t, host_extra, rest) < 0)
+        td_fail(t);
+}
+
+pid_t td_spawn_proc(char *const argv[], const struct hx_proc *p)
+{
+    pid_t pid = hx_spawn(NULL, argv, p);
+
+    assert_true(pid != -1);
+    return pid;
+}
+
+pid_t td_spawn(char *const argv[], const char *out, const char *err)
+{
+    return td_spawn_proc(argv, &(struct hx_proc){.out = out, .err = err});
+}
+
+int td_wait_exit_within(pid_t pid, double limit)
+{
+    int status;
+
+    if (hx_wait_pid(pid, limit, &status) < 0)
+        fail_msg("process %d did not exit within %.0f s", (int)pid, limit);
+    return status;
+}
+
+int td_wait_exit(pid_t pid)
+{
+    return td_wait_exit_within(pid, DEADLINE);
+}
+
+void td_start_proc(struct hx *t, const struct hx_proc *p)
+{
+    if (hx_start_proc(t, p) < 0)
+        td_fail(t);
+}
+
+void td_start(struct hx *t)
+{
+    td_start_proc(t, NULL);
+}
+
+int td_stop(struct hx *t, int sig)
+{
+    pid_t pid = t->pid;
+    int rc;
+
+    if (pid <= 0)
+        return -1;
+    rc = hx_stop(t, sig, DEADLINE);
+    if (rc < 0 && strstr(t->why, "did not exit") != NULL)
+        fail_msg("process %d did not exit within %.0f s", (int)pid, DEADLINE);
+    if (rc < 0)
+        hx_show_log(t, 200);
+    return rc;
+}
+
+void td_cleanup(struct hx *t)
+{
+    if (t->pid > 0 && td_stop(t, SIGQUIT) != 0)
+        fprintf(stderr, "taskhostd did not exit cleanly\n");
+    hx_cleanup(t);
+}
+
+void td_wait_log(const struct hx *t, const char *needle)
+{
+    if (wait_in_file(t->log, needle, DEADLINE) < 0) {
+        hx_show_log(t, 200);
+        fail_msg("no '%s' in the log", needle);
+    }
+}
+
+th_client *td_connect(const struct hx *t)
+{
+    th_client *c;
+    char err[256];
+
+    if (th_client_connect(&c, t->sock, err, sizeof err) < 0)
+        fail_msg("connect: %s", err);
+    return c;
 }
 
 /* ---- the load ---- */
@@ -599,7 +794,7 @@ int hx_load_start(struct hx_load *l, struct hx *h, int nclients,
     l->nkinds = nkinds > HX_MAX_KINDS ? HX_MAX_KINDS : nkinds;
     l->cl = calloc((size_t)nclients, sizeof *l->cl);
     if (l->cl == NULL)
-        return fail(h, "out of memory");
+        return set_why(h, "out of memory");
     for (int i = 0; i < nclients; i++) {
         struct hx_client *cl = &l->cl[i];
         cl->l = l;
@@ -717,9 +912,9 @@ int hx_load_finish(struct hx_load *l, double deadline)
     l->keep_going = 0;
     while ((rc = hx_load_pump(l, 50)) > 0)
         if (hx_now() > end)
-            return fail(l->h, "load not answered in %.0f s: %ld of %ld",
+            return set_why(l->h, "load not answered in %.0f s: %ld of %ld",
                         deadline, l->answered, l->submitted);
-    return rc < 0 ? fail(l->h, "%s", l->first_problem) : 0;
+    return rc < 0 ? set_why(l->h, "%s", l->first_problem) : 0;
 }
 
 int hx_load_check(struct hx_load *l)
@@ -736,7 +931,7 @@ int hx_load_check(struct hx_load *l)
     }
     if (missing || l->duplicates || l->unexpected || l->wrong_output ||
         l->lost || l->submitted != l->answered)
-        return fail(l->h,
+        return set_why(l->h,
                     "submitted %ld, answered %ld, missing %ld, duplicates "
                     "%ld, unexpected %ld, wrong output %ld, lost %ld: %s",
                     l->submitted, l->answered, missing, l->duplicates,

@@ -1,29 +1,52 @@
-/* harness.h - the real taskhostd on a temporary config, and a pipelined
- * load through the client library that counts every answer by id.
+/* harness.h - the tests' one way to run the real taskhostd: a temporary
+ * directory with a config, the daemon started, pinged until ready,
+ * signalled and reaped; other programs (taskhostctl, a second daemon,
+ * --check-config) run the same way; and a pipelined load through the
+ * client library that counts every answer by id.
  *
- * Shared by the fault scenarios (test_faults.c) and the soak (soak.c).
- * Nothing here uses cmocka: functions return 0 or -1 and put the reason
- * in a message, so that a test asserts and the soak prints.
+ * Two faces of the same helpers. hx_* never fail a test: they return 0
+ * (or a pid, a status) or -1 with the reason in h->why, so that the soak
+ * (no cmocka) and the fault scenarios decide what a failure means.
+ * td_* are their cmocka forms: they end the running test with the
+ * reason (and the daemon's log) instead of returning a failure.
  *
  * Every wait polls with a deadline; nothing sleeps to synchronise.
  */
 #ifndef TH_TEST_HARNESS_H
 #define TH_TEST_HARNESS_H
 
+/* What the end-to-end tests use around it, so that each includes one
+ * header (and cmocka's) for a daemon and the processes around it. */
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "taskhost_client.h"
 
-#define HX_DAEMON TOP_BUILDDIR "/host/taskhostd"
-#define HX_PLUGINS TOP_BUILDDIR "/plugins"
-#define HX_TEST_PLUGINS TOP_BUILDDIR "/tests/plugins/.libs"
+#define DAEMON TOP_BUILDDIR "/host/taskhostd"
+#define CTL TOP_BUILDDIR "/host/taskhostctl"
+#define PLUGINS TOP_BUILDDIR "/plugins"
+#define TEST_PLUGINS TOP_BUILDDIR "/tests/plugins/.libs"
+#define DEADLINE 20.0 /* seconds any single td_ wait may take */
 
 /* A daemon in a temporary directory: its config, socket, log (a file of
- * its own) and stdout/stderr (daemon.out, daemon.err: what workers write
- * there lands there, never in the log). */
+ * its own), stdout (daemon.out) and stderr (daemon.err after hx_init(),
+ * the log itself after td_init(): what workers write there lands there). */
 struct hx {
     char dir[64];
     char conf[128];
@@ -34,6 +57,19 @@ struct hx {
     pid_t pid;     /* 0 when not running */
     int status;    /* wait status once it exited */
     char why[512]; /* the reason of the last failure */
+};
+
+/* How hx_spawn() runs a program; a zeroed one: as we are, stdin from
+ * /dev/null, stdout and stderr to /dev/null. */
+struct hx_proc {
+    const char *in;  /* stdin (NULL: /dev/null) */
+    const char *out; /* stdout, truncated first (NULL: /dev/null) */
+    const char *err; /* stderr, appended to (NULL: /dev/null) */
+    int as_user;     /* when set: setgroups(0), then gid, then uid */
+    uid_t uid;
+    gid_t gid;
+    char *const *env;            /* the environment (NULL: ours) */
+    const struct rlimit *nofile; /* RLIMIT_NOFILE to set (NULL: ours) */
 };
 
 /* Seconds on the monotonic clock. */
@@ -53,18 +89,42 @@ long hx_scaled(long n, long min);
  * hx_leftovers() sees what a dead daemon left behind. Call once. */
 void hx_become_reaper(void);
 
-/* Creates a temporary directory named after `name`. Returns 0 or -1. */
+/* Creates a temporary directory /tmp/th-NAME.XXXXXX and names the files
+ * in it (stderr: daemon.err). Returns 0 or -1. */
 int hx_init(struct hx *h, const char *name);
 
-/* Writes the config: the host group with `host_extra` (may be NULL),
- * every example plugin and the test plugins faulty, badinit, inithang,
- * and `pools` (the body of the pools list). Written aside and renamed, so
- * that a reload never reads half a file. Returns 0 or -1. */
+/* Writes the config: the host group (socket, log, log_level info,
+ * shutdown_timeout 10 s unless `host_extra` sets it, then `host_extra`,
+ * may be NULL) and then `rest` as is. Written aside and renamed, so that
+ * a reload never reads half a file. Returns 0 or -1. */
+int hx_write_host_conf(struct hx *h, const char *host_extra,
+                       const char *rest);
+
+/* Writes the config: the host group with shutdown_timeout 20 s and
+ * `host_extra` (may be NULL), every example plugin and the test plugins
+ * faulty, badinit, inithang, and `pools` (the body of the pools list).
+ * Returns 0 or -1. */
 int hx_write_conf(struct hx *h, const char *host_extra, const char *pools);
 
-/* Starts the daemon in the foreground and polls until it answers a ping.
- * Returns 0, or -1 with the reason in h->why. */
+/* Runs argv (argv[0] a path) as `p` says (NULL: all defaults). Returns
+ * the child's pid, or -1 (reason in h->why when h is not NULL). */
+pid_t hx_spawn(struct hx *h, char *const argv[], const struct hx_proc *p);
+
+/* Waits up to `limit` seconds for pid to exit and stores its wait status
+ * in *status. Returns 0, or -1 when it did not exit in time (it is then
+ * SIGKILLed and reaped). */
+int hx_wait_pid(pid_t pid, double limit, int *status);
+
+/* Starts the daemon in the foreground on h->conf, as `p` says (NULL, or
+ * any of its out and err left NULL: h->out, h->err), and polls until it
+ * answers a ping. Returns 0, or -1 with the reason in h->why. */
+int hx_start_proc(struct hx *h, const struct hx_proc *p);
+
+/* hx_start_proc(h, NULL). */
 int hx_start(struct hx *h);
+
+/* One ping on a fresh connection: 0 when the daemon answered. */
+int hx_ping(const struct hx *h);
 
 /* Whether the daemon process is still there and not a zombie. */
 int hx_alive(struct hx *h);
@@ -104,6 +164,13 @@ int hx_no_zombies(struct hx *h, double deadline);
  * descendant is left alive. Returns 0, or -1 naming what is left. */
 int hx_leftovers(struct hx *h, double deadline);
 
+/* Reads a file (at most 64 KiB) into a static buffer, overwritten by the
+ * next call; "" if missing. */
+const char *hx_read_file(const char *path);
+
+/* Polls until the daemon's log holds `needle`. Returns 0 or -1. */
+int hx_wait_log(struct hx *h, const char *needle, double deadline);
+
 /* Lines of the daemon's log holding `needle`. */
 int hx_log_count(const struct hx *h, const char *needle);
 
@@ -112,6 +179,41 @@ int hx_log_count2(const struct hx *h, const char *a, const char *b);
 
 /* Prints the last lines of the log and of daemon.err to stderr. */
 void hx_show_log(const struct hx *h, int lines);
+
+/* ---- the same, failing the running cmocka test ---- */
+
+/* hx_init(), with the daemon's stderr going into its log. */
+void td_init(struct hx *t, const char *name);
+
+/* hx_write_host_conf(). */
+void td_write_conf(struct hx *t, const char *host_extra, const char *rest);
+
+/* hx_spawn(); td_spawn() with only stdout and stderr given. */
+pid_t td_spawn_proc(char *const argv[], const struct hx_proc *p);
+pid_t td_spawn(char *const argv[], const char *out, const char *err);
+
+/* hx_wait_pid(): the wait status; fails the test when pid did not exit
+ * in time (DEADLINE for td_wait_exit()). */
+int td_wait_exit_within(pid_t pid, double limit);
+int td_wait_exit(pid_t pid);
+
+/* hx_start_proc(); td_start() is td_start_proc(t, NULL). */
+void td_start_proc(struct hx *t, const struct hx_proc *p);
+void td_start(struct hx *t);
+
+/* Signals the daemon and waits up to DEADLINE (failing the test past it).
+ * Returns its exit status, -1 if it died of a signal or was not running. */
+int td_stop(struct hx *t, int sig);
+
+/* Stops a daemon still running with SIGQUIT (saying so when it did not
+ * exit cleanly), then hx_cleanup(). */
+void td_cleanup(struct hx *t);
+
+/* hx_wait_log() within DEADLINE. */
+void td_wait_log(const struct hx *t, const char *needle);
+
+/* hx_connect(). */
+th_client *td_connect(const struct hx *t);
 
 /* ---- the load ---- */
 

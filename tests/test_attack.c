@@ -23,7 +23,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 
-#include "daemon_util.h"
+#include "harness.h"
 
 #define PAIRS 9         /* pairs of runs, without and during an attack */
 #define RUN_SECONDS 0.3 /* each run */
@@ -33,7 +33,7 @@
 #define SETTLE_MS 200   /* after an attack starts, before its run */
 
 struct fix {
-    struct td t;
+    struct hx t;
     int port;
     th_client *c;
 };
@@ -93,10 +93,10 @@ static double rate_once(th_client *c, double secs)
 {
     double cpu0 = daemon_cpu();
     struct load l = {.c = c, .refill = 1};
-    double start = td_now(), end;
+    double start = hx_now(), end;
     for (int i = 0; i < INFLIGHT; i++)
         submit(&l);
-    while ((end = td_now()) - start < secs)
+    while ((end = hx_now()) - start < secs)
         assert_true(th_client_step(c, 50) >= 0);
     unsigned long counted = l.answered;
     double cpu = daemon_cpu() - cpu0;
@@ -219,7 +219,7 @@ static pid_t start_attack(void (*attack)(int port, int ready), int port)
     close(p[1]);
     assert_int_equal(read(p[0], &c, 1), 1);
     close(p[0]);
-    td_pause_ms(SETTLE_MS); /* let it settle in */
+    hx_pause_ms(SETTLE_MS); /* let it settle in */
     return pid;
 }
 
@@ -247,7 +247,7 @@ static double pair_ratio(struct fix *f, void (*attack)(int port, int ready),
             cap_under = last_capacity;
             stop_attack(pid);
         } else {
-            td_pause_ms(SETTLE_MS); /* as long as an attack's start */
+            hx_pause_ms(SETTLE_MS); /* as long as an attack's start */
             *base = rate_once(f->c, RUN_SECONDS);
             cap_base = last_capacity;
         }
@@ -300,7 +300,7 @@ static int setup(void **state)
     td_start(&f->t);
     daemon_pid = f->t.pid;
     td_wait_log(&f->t, "http: listening on http://");
-    const char *s = strstr(td_read_file(f->t.log), "http://127.0.0.1:");
+    const char *s = strstr(hx_read_file(f->t.log), "http://127.0.0.1:");
     f->port = atoi(s + strlen("http://127.0.0.1:"));
     f->c = td_connect(&f->t);
     rate_once(f->c, 0.3); /* warm up */
@@ -353,11 +353,11 @@ static void test_a_thousand_connections_do_not_slow_tasks(void **state)
     struct fix *f = *state;
     compare(f, "1,000 connections held open", many_connections);
     /* They are gone: the endpoint serves again. */
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     while (healthz_from(NULL, f->port) != 200) {
-        if (td_now() > end)
+        if (hx_now() > end)
             fail_msg("the endpoint did not recover");
-        td_pause_ms(100);
+        hx_pause_ms(100);
     }
 }
 

@@ -11,7 +11,8 @@
 
 #include <cmocka.h>
 
-#include "daemon_util.h"
+#include "harness.h"
+#include "raw_client.h"
 
 static const char conf_rest[] =
     "plugins = ( { name = \"echo\"; path = \"" PLUGINS "/echo.so\"; } );\n"
@@ -20,7 +21,7 @@ static const char conf_rest[] =
 
 static int setup(void **state)
 {
-    struct td *t = malloc(sizeof *t);
+    struct hx *t = malloc(sizeof *t);
 
     assert_non_null(t);
     td_init(t, "test_badinput");
@@ -61,7 +62,7 @@ static int raw_submit(int fd, const char *pool, size_t pool_len,
 }
 
 /* A library call of echo on a fresh connection: the daemon still serves. */
-static void assert_serves(const struct td *t)
+static void assert_serves(const struct hx *t)
 {
     th_client *c = td_connect(t);
     th_result r;
@@ -92,7 +93,7 @@ static int clean_text(const char *s, size_t n)
 static void oversized_payload_gets_an_error_and_the_next_client_is_served(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static char big[2048];
     struct proto_submit s = {.pool = "echo", .pool_len = 4, .task = "echo",
                              .task_len = 4, .input = big,
@@ -124,7 +125,7 @@ static void oversized_payload_gets_an_error_and_the_next_client_is_served(
 
 static void payload_of_exactly_max_payload_is_served(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static char in[1024 - 12 - 5 - 5]; /* body = fixed + names + input */
     static uint8_t buf[4096];
     struct proto_result r;
@@ -144,7 +145,7 @@ static void payload_of_exactly_max_payload_is_served(void **state)
 
 static void zero_length_payload_is_a_valid_task(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c;
     th_result r;
 
@@ -163,7 +164,7 @@ static void zero_length_payload_is_a_valid_task(void **state)
 
 static void unknown_pool_is_rejected_by_name(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c;
     th_result r;
 
@@ -182,7 +183,7 @@ static void unknown_pool_is_rejected_by_name(void **state)
 
 static void unknown_task_is_rejected_by_name(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c;
     th_result r;
 
@@ -200,7 +201,7 @@ static void unknown_task_is_rejected_by_name(void **state)
 
 static void utf8_pool_name_is_rejected_by_name(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static uint8_t buf[4096];
     struct proto_result r;
     int fd;
@@ -218,7 +219,7 @@ static void utf8_pool_name_is_rejected_by_name(void **state)
 
 static void invalid_utf8_pool_name_is_rejected_clearly(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static uint8_t buf[4096];
     static const char *bad[] = {"\xff\xfe", "ab\xc3", "\xc0\xaf",
                                 "\xed\xa0\x80", "\xf8\x88\x80\x80\x80"};
@@ -247,7 +248,7 @@ static void invalid_utf8_pool_name_is_rejected_clearly(void **state)
 
 static void control_bytes_in_a_task_name_are_rejected_clearly(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static uint8_t buf[4096];
     static const char forged[] = "echo\nERROR forged log line\x1b[2J";
     struct proto_result r;
@@ -265,8 +266,8 @@ static void control_bytes_in_a_task_name_are_rejected_clearly(void **state)
     close(fd);
     assert_serves(t);
     assert_int_equal(td_stop(t, SIGTERM), 0);
-    assert_null(strstr(td_read_file(t->log), "\nERROR forged"));
-    assert_null(strchr(td_read_file(t->log), '\x1b'));
+    assert_null(strstr(hx_read_file(t->log), "\nERROR forged"));
+    assert_null(strchr(hx_read_file(t->log), '\x1b'));
 }
 
 /* ---- config paths that are not files ---- */
@@ -274,22 +275,22 @@ static void control_bytes_in_a_task_name_are_rejected_clearly(void **state)
 /* Runs taskhostd with `args` on `conf`; returns the exit status after
  * checking that it came within 5 s and that stderr holds one line
  * containing `why`. */
-static int run_on_bad_config(struct td *t, const char *mode,
+static int run_on_bad_config(struct hx *t, const char *mode,
                              const char *conf, const char *why)
 {
     char *check[] = {DAEMON, "--check-config", "-c", (char *)conf, NULL};
     char *start[] = {DAEMON, "-c", (char *)conf, "-f", NULL};
     char err[160];
     const char *text, *nl;
-    double t0 = td_now();
+    double t0 = hx_now();
     int status;
 
     snprintf(err, sizeof err, "%s/stderr.%s", t->dir, mode);
     status = td_wait_exit_within(
         td_spawn(strcmp(mode, "check") == 0 ? check : start, t->out, err),
         5.0);
-    assert_true(td_now() - t0 < 5.0);
-    text = td_read_file(err);
+    assert_true(hx_now() - t0 < 5.0);
+    text = hx_read_file(err);
     assert_non_null(strstr(text, conf));
     assert_non_null(strstr(text, why));
     nl = strchr(text, '\n');
@@ -301,14 +302,14 @@ static int run_on_bad_config(struct td *t, const char *mode,
 
 static void check_config_refuses_a_directory(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     assert_int_equal(run_on_bad_config(t, "check", t->dir, "directory"), 1);
 }
 
 static void check_config_refuses_a_fifo(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char fifo[160];
 
     snprintf(fifo, sizeof fifo, "%s/fifo.conf", t->dir);
@@ -318,7 +319,7 @@ static void check_config_refuses_a_fifo(void **state)
 
 static void daemon_refuses_a_directory_config(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     assert_int_equal(run_on_bad_config(t, "start", t->dir, "directory"), 1);
     assert_int_equal(access(t->sock, F_OK), -1);
@@ -326,7 +327,7 @@ static void daemon_refuses_a_directory_config(void **state)
 
 static void daemon_refuses_a_fifo_config(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char fifo[160];
 
     snprintf(fifo, sizeof fifo, "%s/fifo.conf", t->dir);

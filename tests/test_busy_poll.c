@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "daemon_util.h"
+#include "harness.h"
 
 /* Windows long enough that a poll, not a wake-up, catches the next event
  * even on a slow machine, which is what these tests are about. */
@@ -39,7 +39,7 @@ static const char pools[] =
 
 static int setup(void **state)
 {
-    struct td *t = malloc(sizeof *t);
+    struct hx *t = malloc(sizeof *t);
 
     td_init(t, "test_busy_poll");
     td_write_conf(t, NULL, pools);
@@ -50,14 +50,14 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_cleanup(t);
     free(t);
     return 0;
 }
 
-static th_client *poll_client(const struct td *t)
+static th_client *poll_client(const struct hx *t)
 {
     th_client *c = td_connect(t);
 
@@ -155,10 +155,10 @@ static void cancel_of_a_running_task_is_answered_once(void **state)
                                       count, &o[1], NULL),
                      0);
     th_client_step(c, 50);
-    double t0 = td_now();
+    double t0 = hx_now();
     assert_int_equal(th_client_cancel(c, tag), 0);
     assert_int_equal(th_client_wait(c, DEADLINE), 0);
-    assert_true(td_now() - t0 < 4.0);
+    assert_true(hx_now() - t0 < 4.0);
     assert_int_equal(tl->calls[0], 1);
     assert_int_equal(tl->state[0], TH_STATE_CANCELLED);
     assert_int_equal(tl->calls[1], 1);
@@ -226,10 +226,10 @@ static void client_that_leaves_frees_the_worker(void **state)
                      0);
     th_client_step(gone, 50);
     th_client_close(gone);
-    double t0 = td_now();
+    double t0 = hx_now();
     assert_int_equal(call(next, "sleep", "sleep", "0", out, sizeof out),
                      TH_STATE_OK);
-    assert_true(td_now() - t0 < 10.0);
+    assert_true(hx_now() - t0 < 10.0);
     for (int i = 0; i < 100; i++)
         assert_int_equal(call(next, "echo", "echo", "y", out, sizeof out),
                          TH_STATE_OK);
@@ -283,11 +283,11 @@ static void restart_stops_polling_workers(void **state)
     for (int force = 0; force < 2; force++) {
         assert_int_equal(call(c, "echo", "echo", "z", out, sizeof out),
                          TH_STATE_OK);
-        double t0 = td_now();
+        double t0 = hx_now();
         assert_int_equal(th_client_restart(c, "echo", force), 0);
         assert_int_equal(call(c, "echo", "echo", "z", out, sizeof out),
                          TH_STATE_OK);
-        assert_true(td_now() - t0 < 5.0);
+        assert_true(hx_now() - t0 < 5.0);
     }
     th_client_close(c);
 }
@@ -359,7 +359,7 @@ static long long daemon_cpu_ns(pid_t root, int *n)
  * generous for slow and sanitized builds, and far below that. */
 static void idle_daemon_and_workers_use_no_cpu(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c = poll_client(t);
     char out[64];
     int before_n, after_n;
@@ -369,9 +369,9 @@ static void idle_daemon_and_workers_use_no_cpu(void **state)
                               "0", out, sizeof out),
                          TH_STATE_OK);
     th_client_close(c);
-    td_pause_ms(100); /* the windows are 2 ms */
+    hx_pause_ms(100); /* the windows are 2 ms */
     long long before = daemon_cpu_ns(t->pid, &before_n);
-    td_pause_ms(1000);
+    hx_pause_ms(1000);
     long long after = daemon_cpu_ns(t->pid, &after_n);
     assert_true(before_n >= 5); /* daemon, 3 spawners, 4 workers */
     assert_int_equal(before_n, after_n);
@@ -405,9 +405,9 @@ static void client_poll_keeps_the_wait_timeout(void **state)
     assert_int_equal(th_client_submit(c, "sleep", "sleep", "300", 3, NULL,
                                       NULL, NULL, NULL),
                      0);
-    double t0 = td_now();
+    double t0 = hx_now();
     assert_int_equal(th_client_wait(c, 0.005), TH_ETIMEDOUT);
-    assert_true(td_now() - t0 < 0.25);
+    assert_true(hx_now() - t0 < 0.25);
     assert_int_equal(th_client_wait(c, 0.05), TH_ETIMEDOUT);
     assert_int_equal(th_client_wait(c, DEADLINE), 0);
     assert_int_equal(call(c, "echo", "echo", "w", out, sizeof out),
@@ -417,7 +417,7 @@ static void client_poll_keeps_the_wait_timeout(void **state)
 
 /* Runs taskhostd --check-config on a pool with busy_poll = `value`;
  * returns its exit status and leaves its output in the log file. */
-static int check_config(struct td *t, const char *value)
+static int check_config(struct hx *t, const char *value)
 {
     char rest[1024], *argv[] = {DAEMON, "--check-config", "-c", t->conf, NULL};
     FILE *f = fopen(t->log, "w");
@@ -437,14 +437,14 @@ static int check_config(struct td *t, const char *value)
 
 static void busy_poll_key_is_checked(void **state)
 {
-    struct td t;
+    struct hx t;
 
     (void)state;
     td_init(&t, "test_busy_poll_conf");
     assert_int_equal(check_config(&t, "\"50us\""), 0);
     assert_int_equal(check_config(&t, "0.005"), 0);
     assert_int_not_equal(check_config(&t, "\"20ms\""), 0);
-    assert_non_null(strstr(td_read_file(t.log), "busy_poll"));
+    assert_non_null(strstr(hx_read_file(t.log), "busy_poll"));
     assert_int_not_equal(check_config(&t, "\"50 parsecs\""), 0);
     td_cleanup(&t);
 }
@@ -452,7 +452,7 @@ static void busy_poll_key_is_checked(void **state)
 /* busy_poll reloads live: the workers stay, tasks carry the new window. */
 static void busy_poll_reloads_without_restart(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c = td_connect(t);
     char *before = NULL, *after = NULL, err[256], out[64];
 

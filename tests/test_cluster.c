@@ -211,7 +211,7 @@ static void node_conf(struct node *n, const struct redis *r,
     fprintf(f,
             "host: { socket = \"%s\"; log = \"%s\"; log_level = \"info\";\n"
             "        shutdown_timeout = 10.0; };\n"
-            "plugins = ( { name = \"xlog\"; path = \"" HX_TEST_PLUGINS
+            "plugins = ( { name = \"xlog\"; path = \"" TEST_PLUGINS
             "/xlog.so\"; } );\n"
             "pools = ( { name = \"sh\"; plugin = \"xlog\"; shared = true;\n"
             "  task_timeout = 30.0; %s %s\n"

@@ -25,7 +25,8 @@
 
 #include <cmocka.h>
 
-#include "daemon_util.h"
+#include "harness.h"
+#include "raw_client.h"
 
 #define ECHO2 TOP_BUILDDIR "/tests/plugins/.libs/echo2.so"
 
@@ -39,7 +40,7 @@ static const char default_pools[] =
 
 /* Writes t->conf: a host group with `host_extra`, the example plugins and
  * `pools` (default_pools when NULL). */
-static void write_conf(struct td *t, const char *host_extra, const char *pools,
+static void write_conf(struct hx *t, const char *host_extra, const char *pools,
                        const char *echo_path)
 {
     FILE *f = fopen(t->conf, "w");
@@ -67,60 +68,27 @@ static const struct rlimit *spawn_nofile;
 
 /* Runs argv with stdin from `in` (NULL: /dev/null), stdout and stderr
  * into files of t->dir; returns the child's pid. */
-static pid_t spawn(struct td *t, char *const argv[], const char *in,
+static pid_t spawn(struct hx *t, char *const argv[], const char *in,
                    const char *out, const char *err, char *const env[])
 {
-    pid_t pid = fork();
-
-    assert_true(pid != -1);
-    if (pid == 0) {
-        int fi = open(in ? in : "/dev/null", O_RDONLY);
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fi == -1 || fo == -1 || fe == -1)
-            _exit(126);
-        dup2(fi, 0);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        if (spawn_nofile != NULL && setrlimit(RLIMIT_NOFILE, spawn_nofile) == -1)
-            _exit(125);
-        if (env)
-            execve(argv[0], argv, env);
-        else
-            execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
+    (void)t;
+    return td_spawn_proc(argv, &(struct hx_proc){.in = in,
+                                                 .out = out,
+                                                 .err = err,
+                                                 .env = env,
+                                                 .nofile = spawn_nofile});
 }
 
 /* Starts the daemon with extra environment `env` (NULL: ours) and polls
  * until it answers a ping. */
-static void td_start_env(struct td *t, char *const env[])
+static void td_start_env(struct hx *t, char *const env[])
 {
-    char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
-    char out[160];
-    double end = td_now() + DEADLINE;
-    int status;
-
-    snprintf(out, sizeof out, "%s/daemon.out", t->dir);
-    t->pid = spawn(t, argv, NULL, out, t->log, env);
-    while (td_ping(t) != 0) {
-        if (waitpid(t->pid, &status, WNOHANG) == t->pid) {
-            td_show_log(t);
-            t->pid = 0;
-            fail_msg("taskhostd exited before it was ready");
-        }
-        if (td_now() > end) {
-            td_show_log(t);
-            fail_msg("taskhostd not ready in time");
-        }
-        td_pause_ms(5);
-    }
+    td_start_proc(t, &(struct hx_proc){.env = env, .nofile = spawn_nofile});
 }
 
 static int setup(void **state)
 {
-    struct td *t = malloc(sizeof *t);
+    struct hx *t = malloc(sizeof *t);
 
     td_init(t, "test_daemon");
     write_conf(t, NULL, NULL, NULL);
@@ -130,7 +98,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_cleanup(t);
     free(t);
@@ -139,12 +107,12 @@ static int teardown(void **state)
 
 static int file_contains(const char *path, const char *needle)
 {
-    return strstr(td_read_file(path), needle) != NULL;
+    return strstr(hx_read_file(path), needle) != NULL;
 }
 
 /* ---- --check-config ---- */
 
-static int run_check(struct td *t)
+static int run_check(struct hx *t)
 {
     char *argv[] = {DAEMON, "--check-config", "-c", t->conf, NULL};
     char out[160];
@@ -157,7 +125,7 @@ static int run_check(struct td *t)
 
 static void check_config_accepts_a_good_config(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     assert_int_equal(run_check(t), 0);
     assert_false(access(t->sock, F_OK) == 0); /* nothing was started */
@@ -165,7 +133,7 @@ static void check_config_accepts_a_good_config(void **state)
 
 static void check_config_refuses_an_unknown_key(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_conf(t, "no_such_key = 1;", NULL, NULL);
     assert_int_equal(run_check(t), 1);
@@ -174,7 +142,7 @@ static void check_config_refuses_an_unknown_key(void **state)
 
 static void check_config_refuses_a_plugin_without_the_symbol(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_conf(t, NULL, NULL, TOP_BUILDDIR "/tests/plugins/.libs/nosym.so");
     assert_int_equal(run_check(t), 1);
@@ -185,7 +153,7 @@ static void check_config_refuses_a_plugin_without_the_symbol(void **state)
  * the line names the file, the pool, the plugin and the plugin's reason. */
 static void check_config_runs_the_plugins_check_of_settings(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_conf(t, NULL,
                "pools = ( { name = \"h\"; plugin = \"echo\";\n"
@@ -202,7 +170,7 @@ static void check_config_runs_the_plugins_check_of_settings(void **state)
 
 static void library_call_returns_the_output(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c;
     th_result r;
 
@@ -220,7 +188,7 @@ static void library_call_returns_the_output(void **state)
 
 /* Runs taskhostctl with args; stdin from `in`; returns its exit status
  * and leaves its stdout and stderr in t->dir/ctl.out and ctl.err. */
-static int run_ctl(struct td *t, const char *in, const char *a1,
+static int run_ctl(struct hx *t, const char *in, const char *a1,
                    const char *a2, const char *a3, const char *a4)
 {
     char *argv[] = {CTL, "-s", t->sock, (char *)a1, (char *)a2, (char *)a3,
@@ -235,7 +203,7 @@ static int run_ctl(struct td *t, const char *in, const char *a1,
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static char *dir_file(const struct td *t, const char *name)
+static char *dir_file(const struct hx *t, const char *name)
 {
     static char path[160];
 
@@ -245,7 +213,7 @@ static char *dir_file(const struct td *t, const char *name)
 
 static void taskhostctl_submit_prints_the_output(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char in[160];
     FILE *f;
 
@@ -274,7 +242,7 @@ static int one_line(const char *path)
 
 static void taskhostctl_unknown_command_suggests_the_near_one(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     assert_int_equal(run_ctl(t, NULL, "stat", NULL, NULL, NULL), 2);
     assert_true(file_contains(dir_file(t, "ctl.err"),
@@ -289,7 +257,7 @@ static void taskhostctl_unknown_command_suggests_the_near_one(void **state)
 
 static void taskhostctl_help_prints_a_commands_help(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     assert_int_equal(run_ctl(t, NULL, "help", "submit", NULL, NULL), 0);
     assert_true(file_contains(dir_file(t, "ctl.out"),
@@ -300,7 +268,7 @@ static void taskhostctl_help_prints_a_commands_help(void **state)
 
 static void taskhostctl_without_daemon_names_the_socket_and_the_fix(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char want[200];
 
     assert_int_equal(run_ctl(t, NULL, "stats", NULL, NULL, NULL), 1);
@@ -312,7 +280,7 @@ static void taskhostctl_without_daemon_names_the_socket_and_the_fix(void **state
 
 static void taskhostctl_finds_the_socket_in_the_environment(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char env[200], path[4096];
     char *envp[] = {env, path, NULL};
     char *argv[] = {CTL, "submit", "echo", "echo", NULL};
@@ -329,7 +297,7 @@ static void taskhostctl_finds_the_socket_in_the_environment(void **state)
 
 static void journal_stderr_gets_priorities_and_no_timestamps(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char env[160], buf[4096];
     char *envp[] = {env, NULL};
     struct stat st;
@@ -365,7 +333,7 @@ static void journal_stderr_gets_priorities_and_no_timestamps(void **state)
 
 static void taskhostctl_names_the_state_of_a_failed_task(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_start(t);
     assert_int_equal(run_ctl(t, NULL, "submit", "nosuchpool", "echo", NULL),
@@ -376,7 +344,7 @@ static void taskhostctl_names_the_state_of_a_failed_task(void **state)
 
 static void taskhostctl_timeout_caps_the_run_time(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char in[160];
     FILE *f;
 
@@ -396,7 +364,7 @@ static void taskhostctl_timeout_caps_the_run_time(void **state)
 
 static void taskhostctl_stats_prints_every_format(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_start(t);
     assert_int_equal(run_ctl(t, NULL, "stats", NULL, NULL, NULL), 0);
@@ -413,7 +381,7 @@ static void taskhostctl_stats_prints_every_format(void **state)
 static void taskhostctl_control_commands_report_success_and_failure(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_start(t);
     assert_int_equal(run_ctl(t, NULL, "restart", "echo", NULL, NULL), 0);
@@ -430,7 +398,7 @@ static void taskhostctl_control_commands_report_success_and_failure(
 
 static void taskhostctl_help_works_for_every_command(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *cmds[] = {"submit", "stats", "restart", "reload", "cancel",
                           "shutdown"};
 
@@ -469,7 +437,7 @@ static void on_echo(const th_result *r, void *arg)
 
 static void many_clients_get_every_answer_matched(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static th_client *cl[NCLIENTS];
     static struct client_state cs[NCLIENTS];
     struct pollfd pf[NCLIENTS];
@@ -491,8 +459,8 @@ static void many_clients_get_every_answer_matched(void **state)
             assert_int_equal(tag, (uint64_t)k);
         }
     }
-    end = td_now() + DEADLINE * 3;
-    while (total < NCLIENTS * NTASKS && td_now() < end) {
+    end = hx_now() + DEADLINE * 3;
+    while (total < NCLIENTS * NTASKS && hx_now() < end) {
         for (int i = 0; i < NCLIENTS; i++) {
             pf[i].fd = th_client_fd(cl[i]);
             pf[i].events = POLLIN | (th_client_want_write(cl[i]) ? POLLOUT : 0);
@@ -517,10 +485,10 @@ static void many_clients_get_every_answer_matched(void **state)
 /* ---- reload ---- */
 
 /* Polls the text stats of `pool` until they hold `needle`. */
-static void wait_stats(const struct td *t, const char *pool,
+static void wait_stats(const struct hx *t, const char *pool,
                        const char *needle)
 {
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     th_client *c = td_connect(t);
     char *text = NULL;
 
@@ -528,10 +496,10 @@ static void wait_stats(const struct td *t, const char *pool,
         assert_int_equal(th_client_stats(c, pool, TH_STATS_TEXT, &text), 0);
         if (strstr(text, needle))
             break;
-        if (td_now() > end)
+        if (hx_now() > end)
             fail_msg("stats never showed '%s':\n%s", needle, text);
         free(text);
-        td_pause_ms(10);
+        hx_pause_ms(10);
     }
     free(text);
     th_client_close(c);
@@ -547,7 +515,7 @@ static const char pools_min3[] =
 
 static void sighup_resizes_a_pool(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_start(t);
     wait_stats(t, "echo", "min 2, max 2");
@@ -575,7 +543,7 @@ static void copy_file(const char *from, const char *to)
     assert_int_equal(rename(tmp, to), 0); /* a new inode, as an install */
 }
 
-static th_state call_state(const struct td *t, const char *pool,
+static th_state call_state(const struct hx *t, const char *pool,
                            const char *task, const char *in, char *out,
                            size_t outlen)
 {
@@ -595,9 +563,9 @@ static th_state call_state(const struct td *t, const char *pool,
 
 static void sighup_serves_a_rebuilt_plugin(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char so[160], out[64] = "";
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
 
     snprintf(so, sizeof so, "%s/echo.so", t->dir);
     copy_file(PLUGINS "/echo.so", so);
@@ -609,11 +577,11 @@ static void sighup_serves_a_rebuilt_plugin(void **state)
     kill(t->pid, SIGHUP);
     while (call_state(t, "echo", "version", "", out, sizeof out) !=
            TH_STATE_OK) {
-        if (td_now() > end) {
-            td_show_log(t);
+        if (hx_now() > end) {
+            hx_show_log(t, 200);
             fail_msg("the rebuilt plugin never served");
         }
-        td_pause_ms(10);
+        hx_pause_ms(10);
     }
     assert_string_equal(out, "2.0");
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -621,7 +589,7 @@ static void sighup_serves_a_rebuilt_plugin(void **state)
 
 static void sighup_with_a_broken_config_keeps_serving(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     FILE *f;
 
     td_start(t);
@@ -637,7 +605,7 @@ static void sighup_with_a_broken_config_keeps_serving(void **state)
 
 static void reload_request_reports_why_it_was_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c;
     char err[512] = "";
     FILE *f;
@@ -681,8 +649,8 @@ static void on_accepted(uint64_t tag, uint64_t id, void *arg)
 /* Steps c until `cond` holds or the deadline passes. */
 #define STEP_UNTIL(c, cond)                                                 \
     do {                                                                    \
-        double end_ = td_now() + DEADLINE;                                     \
-        while (!(cond) && td_now() < end_)                                     \
+        double end_ = hx_now() + DEADLINE;                                     \
+        while (!(cond) && hx_now() < end_)                                     \
             if (th_client_step((c), 50) < 0)                                \
                 break;                                                      \
         assert_true(cond);                                                  \
@@ -690,7 +658,7 @@ static void on_accepted(uint64_t tag, uint64_t id, void *arg)
 
 static void sigusr1_during_load_loses_no_task(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     th_client *c;
     int n = 20000;
@@ -711,7 +679,7 @@ static void sigusr1_during_load_loses_no_task(void **state)
 }
 
 /* Submits k sleep tasks of ms each and steps until all were accepted. */
-static th_client *queue_sleeps(const struct td *t, struct tally *ty, int k,
+static th_client *queue_sleeps(const struct hx *t, struct tally *ty, int k,
                                const char *ms)
 {
     th_client *c = td_connect(t);
@@ -727,7 +695,7 @@ static th_client *queue_sleeps(const struct td *t, struct tally *ty, int k,
 
 static void sigterm_answers_every_queued_task(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     th_client *c;
 
@@ -743,7 +711,7 @@ static void sigterm_answers_every_queued_task(void **state)
 
 static void sigterm_rejects_new_submits(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     th_client *c;
     th_result r;
@@ -765,7 +733,7 @@ static void sigterm_rejects_new_submits(void **state)
 
 static void sigquit_cancels_queued_tasks(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     th_client *c;
 
@@ -780,7 +748,7 @@ static void sigquit_cancels_queued_tasks(void **state)
 
 static void killed_client_has_its_queued_tasks_dropped(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     char out[32];
     pid_t pid;
@@ -791,14 +759,14 @@ static void killed_client_has_its_queued_tasks_dropped(void **state)
     assert_true(pid != -1);
     if (pid == 0) { /* no cmocka asserts in the child */
         th_client *c;
-        double end = td_now() + DEADLINE;
+        double end = hx_now() + DEADLINE;
         if (th_client_connect(&c, t->sock, NULL, 0) < 0)
             _exit(2);
         th_client_on_accept(c, on_accepted, &ty);
         for (int i = 0; i < 20; i++)
             th_client_submit(c, "sleep", "sleep", "1000", 4, NULL, on_tally,
                              &ty, NULL);
-        while (ty.accepted < 20 && td_now() < end && th_client_step(c, 50) == 0)
+        while (ty.accepted < 20 && hx_now() < end && th_client_step(c, 50) == 0)
             ;
         _exit(ty.accepted == 20 ? 0 : 1); /* leaves without closing */
     }
@@ -814,7 +782,7 @@ static void killed_client_has_its_queued_tasks_dropped(void **state)
 
 /* ---- faults on the wire ---- */
 
-static int raw_connect(const struct td *t)
+static int raw_connect(const struct hx *t)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -826,7 +794,7 @@ static int raw_connect(const struct td *t)
 
 /* Sends bytes on a fresh connection and returns the code of the ERROR
  * frame the daemon answers before it closes. */
-static int send_fault(const struct td *t, const void *bytes, size_t len)
+static int send_fault(const struct hx *t, const void *bytes, size_t len)
 {
     uint8_t buf[4096];
     size_t got = 0, need;
@@ -847,7 +815,7 @@ static int send_fault(const struct td *t, const void *bytes, size_t len)
 
 /* Sends `bytes` on one connection while another is open: the first gets
  * an ERROR frame with `code` and is closed, the other is still served. */
-static void fault_case(struct td *t, const void *bytes, size_t len, int code)
+static void fault_case(struct hx *t, const void *bytes, size_t len, int code)
 {
     th_client *other;
     th_result r;
@@ -905,7 +873,7 @@ static void garbage_bytes_get_an_error(void **state)
 
 static void oversized_submit_from_the_library_is_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static char big[4096];
     th_client *c;
     th_result r;
@@ -929,21 +897,21 @@ static void oversized_submit_from_the_library_is_refused(void **state)
  * stays bounded, and other clients are served meanwhile. */
 static void client_that_never_reads_is_throttled(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     static char input[4096];
     struct proto_submit sub = {.pool = "echo", .pool_len = 4, .task = "echo",
                                .task_len = 4, .input = input,
                                .input_len = sizeof input};
     struct buf b = {0};
     size_t sent = 0, off = 0, limit = 256u << 20;
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     int fd;
 
     td_start(t);
     fd = raw_connect(t);
     for (int i = 0; i < 64; i++) /* a 256 KiB burst to send over and over */
         assert_int_equal(proto_put_submit(&b, (uint64_t)i + 1, 0, &sub), 0);
-    while (sent < limit && td_now() < end) {
+    while (sent < limit && hx_now() < end) {
         struct pollfd p = {.fd = fd, .events = POLLOUT};
         /* the stream is the burst over and over, so frames stay whole */
         ssize_t n = send(fd, b.data + off, b.len - off,
@@ -957,7 +925,7 @@ static void client_that_never_reads_is_throttled(void **state)
             break; /* the daemon stopped reading us */
     }
     assert_true(sent < limit);
-    assert_true(td_now() < end);
+    assert_true(hx_now() < end);
     assert_int_equal(call_state(t, "echo", "echo", "served", NULL, 0),
                      TH_STATE_OK);
     close(fd);
@@ -969,7 +937,7 @@ static void client_that_never_reads_is_throttled(void **state)
  * the answers: that is not a disconnect. */
 static void half_closed_client_still_gets_its_answers(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct proto_submit sub = {.pool = "sleep", .pool_len = 5,
                                .task = "sleep", .task_len = 5, .input = "20",
                                .input_len = 2};
@@ -1005,7 +973,7 @@ static void half_closed_client_still_gets_its_answers(void **state)
 
 static void socket_gets_the_configured_mode(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct stat st;
 
     write_conf(t, "socket_mode = \"0600\";", NULL, NULL);
@@ -1020,7 +988,7 @@ static void socket_gets_the_configured_mode(void **state)
 
 static void refused_peer_uid_gets_permission_denied(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct passwd *pw = getpwnam("nobody");
     pid_t pid;
     int status;
@@ -1055,7 +1023,7 @@ static void refused_peer_uid_gets_permission_denied(void **state)
 
 static void stale_socket_file_is_replaced(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
 
@@ -1069,7 +1037,7 @@ static void stale_socket_file_is_replaced(void **state)
 
 static void live_socket_is_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
     char err[160];
     int status;
@@ -1081,22 +1049,22 @@ static void live_socket_is_refused(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 1);
     assert_true(file_contains(t->log, "another taskhostd"));
-    assert_int_equal(td_ping(t), 0); /* the first one still serves */
+    assert_int_equal(hx_ping(t), 0); /* the first one still serves */
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
 static void pidfile_is_written_and_removed(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char pidfile[160], *argv[] = {DAEMON, "-c", t->conf, "-f", "--pidfile",
                                   pidfile, NULL};
     char want[32];
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
 
     snprintf(pidfile, sizeof pidfile, "%s/taskhostd.pid", t->dir);
     t->pid = spawn(t, argv, NULL, dir_file(t, "daemon.out"), t->log, NULL);
-    while (td_ping(t) != 0 && td_now() < end)
-        td_pause_ms(5);
+    while (hx_ping(t) != 0 && hx_now() < end)
+        hx_pause_ms(5);
     snprintf(want, sizeof want, "%d\n", (int)t->pid);
     assert_true(file_contains(pidfile, want));
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -1126,7 +1094,7 @@ static void read_notify(int fd, char *buf, size_t len)
 
 /* Binds a datagram socket in t->dir for NOTIFY_SOCKET; env gets the
  * variable. */
-static int notify_listen(struct td *t, char *env, size_t envlen)
+static int notify_listen(struct hx *t, char *env, size_t envlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
@@ -1139,7 +1107,7 @@ static int notify_listen(struct td *t, char *env, size_t envlen)
 
 static void watchdog_is_pinged_with_a_status_line(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char env[160], buf[512];
     char *envp[] = {env, "WATCHDOG_USEC=200000", NULL};
     int fd = notify_listen(t, env, sizeof env);
@@ -1164,7 +1132,7 @@ static void watchdog_is_pinged_with_a_status_line(void **state)
 
 static void status_line_without_watchdog_has_no_ping(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char env[160], buf[512];
     char *envp[] = {env, NULL};
     int fd = notify_listen(t, env, sizeof env);
@@ -1179,7 +1147,7 @@ static void status_line_without_watchdog_has_no_ping(void **state)
     close(fd);
 }
 
-static void notify_socket(struct td *t, int abstract)
+static void notify_socket(struct hx *t, int abstract)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     char path[128], env[160], buf[256];
@@ -1227,7 +1195,7 @@ static void systemd_is_notified_on_an_abstract_socket(void **state)
 
 static void shutdown_request_stops_the_daemon(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_start(t);
     assert_int_equal(run_ctl(t, NULL, "shutdown", NULL, NULL, NULL), 0);
@@ -1238,7 +1206,7 @@ static void shutdown_request_stops_the_daemon(void **state)
 
 static void cancel_by_task_id_cancels_a_running_task(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     th_client *c, *admin;
 
@@ -1256,7 +1224,7 @@ static void cancel_by_task_id_cancels_a_running_task(void **state)
 
 static void submitter_who_is_not_admin_cannot_restart(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char host[128];
     th_client *c;
     th_result r;
@@ -1275,13 +1243,13 @@ static void submitter_who_is_not_admin_cannot_restart(void **state)
     assert_int_equal(th_client_shutdown(c, TH_CLOSE_GRACEFUL), TH_EPERM);
     th_client_close(c);
     assert_int_equal(run_ctl(t, NULL, "reload", NULL, NULL, NULL), 1);
-    assert_int_equal(td_ping(t), 0); /* still up */
+    assert_int_equal(hx_ping(t), 0); /* still up */
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
 static void sigusr2_reopens_the_log(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char moved[160];
     th_client *c;
 
@@ -1291,10 +1259,10 @@ static void sigusr2_reopens_the_log(void **state)
     kill(t->pid, SIGUSR2);
     /* a request the daemon logs, once the reopen was handled */
     c = td_connect(t);
-    for (double end = td_now() + DEADLINE; !file_contains(t->log, "restart of");) {
+    for (double end = hx_now() + DEADLINE; !file_contains(t->log, "restart of");) {
         assert_int_equal(th_client_restart(c, "echo", 0), 0);
-        assert_true(td_now() < end);
-        td_pause_ms(10);
+        assert_true(hx_now() < end);
+        hx_pause_ms(10);
     }
     th_client_close(c);
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -1311,12 +1279,12 @@ static const char pools_endless[] =
     ");\n";
 
 /* Starts a task that sleeps for an hour, and waits until it runs. */
-static th_client *start_endless(struct td *t, struct tally *ty)
+static th_client *start_endless(struct hx *t, struct tally *ty)
 {
     th_client *c = queue_sleeps(t, ty, 1, "3600000");
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     int busy = 0;
-    while (!busy && td_now() < end) {
+    while (!busy && hx_now() < end) {
         char *j = NULL;
         th_client_step(c, 20);
         if (th_client_stats(c, "sleep", TH_STATS_JSON, &j) == 0 && j != NULL)
@@ -1328,10 +1296,10 @@ static th_client *start_endless(struct td *t, struct tally *ty)
 }
 
 /* Waits for the daemon to exit; returns the seconds it took since t0. */
-static double exit_time(struct td *t, double t0)
+static double exit_time(struct hx *t, double t0)
 {
     int status = td_wait_exit_within(t->pid, DEADLINE);
-    double took = td_now() - t0;
+    double took = hx_now() - t0;
     t->pid = 0;
     assert_true(WIFEXITED(status));
     return took;
@@ -1340,7 +1308,7 @@ static double exit_time(struct td *t, double t0)
 static void sigterm_after_a_rolling_restart_ends_within_the_timeouts(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     write_conf(t, "shutdown_timeout = 0.5;", pools_endless, NULL);
     td_start(t);
@@ -1348,7 +1316,7 @@ static void sigterm_after_a_rolling_restart_ends_within_the_timeouts(
     /* The worker now stops after its task, which never ends. */
     kill(t->pid, SIGUSR1);
     td_wait_log(t, "rolling restart");
-    double t0 = td_now();
+    double t0 = hx_now();
     kill(t->pid, SIGTERM);
     double took = exit_time(t, t0);
     /* shutdown_timeout + kill_grace, with time to spare for a slow box */
@@ -1361,14 +1329,14 @@ static void sigterm_after_a_rolling_restart_ends_within_the_timeouts(
 
 static void sigquit_after_a_rolling_restart_ends_at_once(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     write_conf(t, NULL, pools_endless, NULL);
     td_start(t);
     th_client *c = start_endless(t, &ty);
     kill(t->pid, SIGUSR1);
     td_wait_log(t, "rolling restart");
-    double t0 = td_now();
+    double t0 = hx_now();
     kill(t->pid, SIGQUIT);
     double took = exit_time(t, t0);
     if (took > 0.5 + 2.0)
@@ -1380,7 +1348,7 @@ static void sigquit_after_a_rolling_restart_ends_at_once(void **state)
 
 static void second_sigterm_forces_the_shutdown(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct tally ty = {0};
     /* 0: no limit; only a second SIGTERM (or SIGQUIT) ends the wait. */
     write_conf(t, "shutdown_timeout = 0;", pools_endless, NULL);
@@ -1388,7 +1356,7 @@ static void second_sigterm_forces_the_shutdown(void **state)
     th_client *c = start_endless(t, &ty);
     kill(t->pid, SIGTERM);
     td_wait_log(t, "graceful shutdown");
-    double t0 = td_now();
+    double t0 = hx_now();
     kill(t->pid, SIGTERM);
     double took = exit_time(t, t0);
     if (took > 0.5 + 2.0)
@@ -1434,7 +1402,7 @@ static double cpu_seconds(pid_t pid)
 
 static void daemon_raises_its_fd_soft_limit_to_the_hard_limit(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct rlimit rl = {256, 512};
     long long soft, hard;
     spawn_nofile = &rl;
@@ -1449,7 +1417,7 @@ static void daemon_raises_its_fd_soft_limit_to_the_hard_limit(void **state)
 static void out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct rlimit rl = {48, 48};
     enum { EXTRA = 64 };
     int fds[EXTRA];
@@ -1466,17 +1434,17 @@ static void out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients(
     /* Over a second of being out of descriptors: no busy loop, one line
      * in the log, and the client it has is served. */
     double cpu0 = cpu_seconds(t->pid);
-    double end = td_now() + 1.0;
-    while (td_now() < end) {
+    double end = hx_now() + 1.0;
+    while (hx_now() < end) {
         assert_int_equal(th_client_call(c, "echo", "echo", "b", 1, NULL, &r),
                          0);
         assert_int_equal(r.state, TH_STATE_OK);
         th_client_result_free(&r);
-        td_pause_ms(50);
+        hx_pause_ms(50);
     }
     double cpu = cpu_seconds(t->pid) - cpu0;
     int lines = 0;
-    const char *log = td_read_file(t->log);
+    const char *log = hx_read_file(t->log);
     for (const char *p = log; (p = strstr(p, "Too many open files")) != NULL;
          p++)
         lines++;
@@ -1500,17 +1468,17 @@ static void out_of_fds_the_daemon_pauses_accepting_and_serves_its_clients(
 static void notify_reader_that_falls_behind_never_blocks_the_daemon(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char env[160];
     char *envp[] = {env, "WATCHDOG_USEC=20000", NULL};
     int fd = notify_listen(t, env, sizeof env);
 
     td_start_env(t, envp);
     /* 50 pings and more, every 10 ms, none read */
-    double end = td_now() + 0.5;
-    while (td_now() < end)
-        td_pause_ms(20);
-    assert_int_equal(td_ping(t), 0);
+    double end = hx_now() + 0.5;
+    while (hx_now() < end)
+        hx_pause_ms(20);
+    assert_int_equal(hx_ping(t), 0);
     assert_int_equal(td_stop(t, SIGTERM), 0);
     close(fd);
 }
@@ -1539,16 +1507,16 @@ static int idle_worker_other_than(th_client *c, const char *pool, int not)
 static void early_deaths_of_started_workers_are_not_called_failed_starts(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     td_start_env(t, NULL);
     th_client *c = td_connect(t);
     int last = 0;
     for (int i = 0; i < 3; i++) {
-        double end = td_now() + DEADLINE;
+        double end = hx_now() + DEADLINE;
         int pid;
         while ((pid = idle_worker_other_than(c, "sleep", last)) == 0 &&
-               td_now() < end)
-            td_pause_ms(5);
+               hx_now() < end)
+            hx_pause_ms(5);
         assert_true(pid > 0);
         kill(pid, SIGKILL);
         last = pid;
@@ -1564,7 +1532,7 @@ static void early_deaths_of_started_workers_are_not_called_failed_starts(
  * daemon goes on answering while it parses. */
 static void sighup_with_a_large_config_keeps_serving(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     enum { KEYS = 7000 };
     size_t cap = (size_t)KEYS * 40 + 1024, len = 0;
     char *pools = malloc(cap);
@@ -1581,16 +1549,16 @@ static void sighup_with_a_large_config_keeps_serving(void **state)
     td_start_env(t, NULL);
     write_conf(t, NULL, pools, NULL);
     free(pools);
-    double t0 = td_now(), slowest = 0;
+    double t0 = hx_now(), slowest = 0;
     kill(t->pid, SIGHUP);
-    while (!file_contains(t->log, "reload refused") && td_now() < t0 + 60) {
-        double p0 = td_now();
-        assert_int_equal(td_ping(t), 0);
-        if (td_now() - p0 > slowest)
-            slowest = td_now() - p0;
-        td_pause_ms(20);
+    while (!file_contains(t->log, "reload refused") && hx_now() < t0 + 60) {
+        double p0 = hx_now();
+        assert_int_equal(hx_ping(t), 0);
+        if (hx_now() - p0 > slowest)
+            slowest = hx_now() - p0;
+        hx_pause_ms(20);
     }
-    print_message("reload took %.2f s, slowest ping %.3f s\n", td_now() - t0,
+    print_message("reload took %.2f s, slowest ping %.3f s\n", hx_now() - t0,
                   slowest);
     assert_true(file_contains(t->log, "nosuch"));
     if (slowest > 0.5)

@@ -13,12 +13,12 @@
 #include <errno.h>
 #include <netinet/in.h>
 
-#include "daemon_util.h"
+#include "harness.h"
 
 #define TOKEN "s3cret-token-0123456789"
 
 struct fix {
-    struct td t;
+    struct hx t;
     int port;
     char unix_path[128];
 };
@@ -30,10 +30,10 @@ static const char *pools =
     "         { name = \"c\"; plugin = \"crash\"; min_workers = 0; } );\n";
 
 /* Reads the port the daemon logged: "http: listening on http://H:P/". */
-static int logged_port(const struct td *t)
+static int logged_port(const struct hx *t)
 {
     td_wait_log(t, "http: listening on ");
-    const char *s = strstr(td_read_file(t->log), "http: listening on http://");
+    const char *s = strstr(hx_read_file(t->log), "http: listening on http://");
     const char *colon = strchr(s + strlen("http: listening on http://"), ':');
     assert_non_null(colon);
     return atoi(colon + 1);
@@ -323,7 +323,7 @@ static void test_open_listen_without_token_is_refused(void **state)
                   "http: {\n  listen = \"0.0.0.0:9464\";\n};\n");
     int status = td_wait_exit(td_spawn(argv, out, err));
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
-    const char *said = td_read_file(err);
+    const char *said = hx_read_file(err);
     char want[256];
     snprintf(want, sizeof want,
              "%s:4: http.listen: 0.0.0.0:9464 is not a loopback address",
@@ -370,10 +370,10 @@ static void test_silent_connection_is_closed_after_idle_timeout(void **state)
     start(f, NULL); /* idle_timeout = 1.0 */
     int fd = tcp_connect(f->port);
     send_all(fd, "GET /healthz HTTP/1.1\r\n"); /* and nothing more */
-    double t0 = td_now();
+    double t0 = hx_now();
     char buf[256];
     read_all(fd, buf, sizeof buf); /* returns when the daemon closes */
-    double took = td_now() - t0;
+    double took = hx_now() - t0;
     close(fd);
     assert_true(took >= 0.5);
     assert_true(took < 5.0);
@@ -408,10 +408,10 @@ static void test_connections_over_the_limit_wait_or_are_closed(void **state)
     for (int i = 0; i < 8; i++)
         close(held[i]);
     /* Freed slots serve again. */
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     int status = 0;
-    while ((status = get(f, "/healthz")->status) != 200 && td_now() < end)
-        td_pause_ms(50);
+    while ((status = get(f, "/healthz")->status) != 200 && hx_now() < end)
+        hx_pause_ms(50);
     assert_int_equal(status, 200);
 }
 

@@ -16,7 +16,8 @@
 
 #include <cmocka.h>
 
-#include "daemon_util.h"
+#include "harness.h"
+#include "raw_client.h"
 #include "fdpass.h"
 
 static const char pools[] =
@@ -26,7 +27,7 @@ static const char pools[] =
 
 static int setup(void **state)
 {
-    struct td *t = calloc(1, sizeof *t);
+    struct hx *t = calloc(1, sizeof *t);
 
     td_init(t, "th-memfd");
     td_write_conf(t, "max_payload = 4194304;", pools);
@@ -37,7 +38,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_cleanup(t);
     free(t);
@@ -217,7 +218,7 @@ static int make_memfd(size_t size, int seal)
 
 /* Sends a frame (and fd), expects an ERROR with `code` whose text holds
  * `why`, then end of file; and that other clients are still served. */
-static void expect_error(struct td *t, const struct buf *b, int fd,
+static void expect_error(struct hx *t, const struct buf *b, int fd,
                          int code, const char *why)
 {
     static uint8_t buf[4096];
@@ -234,7 +235,7 @@ static void expect_error(struct td *t, const struct buf *b, int fd,
         fail_msg("error '%.*s' does not say '%s'", (int)r.len, r.text, why);
     assert_int_equal(read(sock, buf, sizeof buf), 0); /* closed */
     close(sock);
-    assert_int_equal(td_ping(t), 0);
+    assert_int_equal(hx_ping(t), 0);
 }
 
 static void submit_flagged_with_an_fd_but_without_one_gets_an_error(
@@ -314,7 +315,7 @@ static void descriptor_on_a_frame_that_takes_none_gets_an_error(void **state)
     assert_int_equal(f.tag, 2);
     assert_int_equal(read(sock, buf, sizeof buf), 0); /* closed */
     close(sock);
-    assert_int_equal(td_ping(*state), 0);
+    assert_int_equal(hx_ping(*state), 0);
     close(fd);
     buf_free(&b);
     buf_free(&b2);
@@ -391,14 +392,14 @@ static void large_output_of_an_inline_input_comes_in_an_attached_memfd(
  * arenas, workers; they change only when payload memfds leak. */
 /* The daemon's descriptors other than sockets and pidfds: the pidfds
  * come and go with its workers, not with its clients. */
-static int daemon_files(const struct td *t)
+static int daemon_files(const struct hx *t)
 {
     return count_fds(t->pid, NULL) - count_fds(t->pid, "socket:") -
            count_fds(t->pid, "[pidfd]");
 }
 
 /* Prints the daemon's descriptors, to explain a count that is off. */
-static void show_fds(const struct td *t)
+static void show_fds(const struct hx *t)
 {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "ls -l /proc/%d/fd >&2", (int)t->pid);
@@ -407,24 +408,24 @@ static void show_fds(const struct td *t)
 
 /* Polls until count(t) is `want` (the daemon lets go of a connection
  * after the client closed it); returns the last count. */
-static int wait_count(const struct td *t, int (*count)(const struct td *),
+static int wait_count(const struct hx *t, int (*count)(const struct hx *),
                       int want)
 {
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     int n;
 
-    while ((n = count(t)) != want && td_now() < end)
-        td_pause_ms(5);
+    while ((n = count(t)) != want && hx_now() < end)
+        hx_pause_ms(5);
     return n;
 }
 
-static int daemon_sockets(const struct td *t)
+static int daemon_sockets(const struct hx *t)
 {
     return count_fds(t->pid, "socket:");
 }
 
 /* A client that sends a large task and leaves before its answer. */
-static void leave_with_a_task_in_flight(struct td *t)
+static void leave_with_a_task_in_flight(struct hx *t)
 {
     struct buf b = {0};
     int fd = make_memfd(1u << 20, 1), sock = td_raw_connect(t);
@@ -438,7 +439,7 @@ static void leave_with_a_task_in_flight(struct td *t)
 
 static void daemon_leaks_no_descriptor_after_many_large_tasks(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     int files = daemon_files(t);
 
     for (int k = 0; k < 3; k++) {

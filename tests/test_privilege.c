@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "daemon_util.h"
+#include "harness.h"
 
 #define WHOAMI TEST_PLUGINS "/whoami.so"
 
@@ -42,7 +42,7 @@
 
 static int setup(void **state)
 {
-    struct td *t = malloc(sizeof *t);
+    struct hx *t = malloc(sizeof *t);
 
     assert_non_null(t);
     td_init(t, "test_privilege");
@@ -96,7 +96,7 @@ static const struct passwd *other_user(void)
 
 /* Writes a config with the whoami plugin at `path` and one pool "who"
  * with `pool_extra`. */
-static void write_whoami_conf(struct td *t, const char *host_extra,
+static void write_whoami_conf(struct hx *t, const char *host_extra,
                               const char *path, const char *pool_extra)
 {
     char rest[1024];
@@ -118,7 +118,7 @@ static void write_whoami_conf(struct td *t, const char *host_extra,
 }
 
 /* Runs task `task` of pool "who" and returns its output (static). */
-static const char *ask(const struct td *t, const char *task)
+static const char *ask(const struct hx *t, const char *task)
 {
     static char out[4096];
     th_client *c = td_connect(t);
@@ -138,7 +138,7 @@ static const char *ask(const struct td *t, const char *task)
 
 static void workers_run_as_the_pool_user(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const struct passwd *pw;
     char pool[128], want[64];
 
@@ -155,7 +155,7 @@ static void workers_run_as_the_pool_user(void **state)
 
 static void workers_run_as_a_user_given_by_number(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const struct passwd *pw;
     char pool[128], want[64];
 
@@ -172,7 +172,7 @@ static void workers_run_as_a_user_given_by_number(void **state)
 
 static void workers_run_as_the_pool_group(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const struct passwd *pw;
     char pool[160], want[64];
 
@@ -191,7 +191,7 @@ static void workers_run_as_the_pool_group(void **state)
 
 static void pool_user_is_ignored_with_a_warning_when_not_root(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const struct passwd *pw;
     char want[64];
 
@@ -200,18 +200,19 @@ static void pool_user_is_ignored_with_a_warning_when_not_root(void **state)
     /* the daemon runs as the second user, in a directory of its own */
     assert_int_equal(chown(t->dir, pw->pw_uid, pw->pw_gid), 0);
     write_whoami_conf(t, NULL, WHOAMI, "user = \"root\"; group = \"root\";");
-    td_start_as(t, pw->pw_uid, pw->pw_gid);
+    td_start_proc(t, &(struct hx_proc){.as_user = 1, .uid = pw->pw_uid,
+                                        .gid = pw->pw_gid});
     snprintf(want, sizeof want, "%u %u 1 0", (unsigned)pw->pw_uid,
              (unsigned)pw->pw_gid);
     assert_string_equal(ask(t, "id"), want);
     td_wait_log(t, "pool who: workers run as uid");
-    assert_non_null(strstr(td_read_file(t->log), "taskhostd is not root"));
+    assert_non_null(strstr(hx_read_file(t->log), "taskhostd is not root"));
     assert_int_equal(td_stop(t, SIGTERM), 0);
 }
 
 static void workers_have_no_new_privs(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char want[64];
 
     write_whoami_conf(t, NULL, WHOAMI, NULL);
@@ -248,7 +249,7 @@ static void assert_worker_fds(const char *list, const char *log)
 
 static void workers_hold_only_their_socket_and_the_log(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_whoami_conf(t, NULL, WHOAMI, NULL);
     td_start(t);
@@ -258,7 +259,7 @@ static void workers_hold_only_their_socket_and_the_log(void **state)
 
 static void workers_hold_only_their_socket_without_a_log_file(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char rest[1024];
     FILE *f = fopen(t->conf, "w");
 
@@ -278,7 +279,7 @@ static void workers_hold_only_their_socket_without_a_log_file(void **state)
 
 static void pool_rlimits_are_applied(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_whoami_conf(t, NULL, WHOAMI,
                       "rlimit_nofile = 64; rlimit_core = 0;"
@@ -315,7 +316,7 @@ static void proc_limit(pid_t pid, const char *what, char *out, size_t n)
 
 static void rlimits_left_unset_are_the_daemons(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char nofile[80], core[80], as[80], want[256];
 
     write_whoami_conf(t, NULL, WHOAMI, NULL);
@@ -332,7 +333,7 @@ static void rlimits_left_unset_are_the_daemons(void **state)
 
 /* Copies the whoami plugin into t->dir/sub (made with `dir_mode`) with
  * `mode`; returns its path (static). */
-static const char *plugin_copy(const struct td *t, mode_t dir_mode,
+static const char *plugin_copy(const struct hx *t, mode_t dir_mode,
                                mode_t mode)
 {
     static char path[256];
@@ -349,7 +350,7 @@ static const char *plugin_copy(const struct td *t, mode_t dir_mode,
 }
 
 /* taskhostd --check-config on t->conf: exit status; stderr in *err. */
-static int check_config(const struct td *t, const char **err)
+static int check_config(const struct hx *t, const char **err)
 {
     char *argv[] = {DAEMON, "--check-config", "-c", (char *)t->conf, NULL};
     char path[160];
@@ -358,14 +359,14 @@ static int check_config(const struct td *t, const char **err)
     snprintf(path, sizeof path, "%s/check.err", t->dir);
     unlink(path);
     status = td_wait_exit(td_spawn(argv, t->out, path));
-    *err = td_read_file(path);
+    *err = hx_read_file(path);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
 }
 
 static void group_writable_plugin_is_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *path = plugin_copy(t, 0755, 0775), *err;
 
     write_whoami_conf(t, NULL, path, NULL);
@@ -377,7 +378,7 @@ static void group_writable_plugin_is_refused(void **state)
 static void group_writable_plugin_loads_without_strict_permissions(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *path = plugin_copy(t, 0755, 0775), *err;
 
     write_whoami_conf(t, "strict_permissions = false;", path, NULL);
@@ -389,7 +390,7 @@ static void group_writable_plugin_loads_without_strict_permissions(
 
 static void plugin_in_a_world_writable_directory_is_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *path = plugin_copy(t, 0777, 0755), *err;
 
     write_whoami_conf(t, NULL, path, NULL);
@@ -401,7 +402,7 @@ static void plugin_in_a_world_writable_directory_is_refused(void **state)
 
 static void plugin_in_a_sticky_world_writable_directory_loads(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *path = plugin_copy(t, 01777, 0755), *err;
 
     write_whoami_conf(t, NULL, path, NULL);
@@ -410,7 +411,7 @@ static void plugin_in_a_sticky_world_writable_directory_loads(void **state)
 
 static void daemon_does_not_start_with_a_refused_plugin(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *path = plugin_copy(t, 0777, 0755);
     char *argv[] = {DAEMON, "-c", t->conf, "-f", NULL};
     int status;
@@ -419,14 +420,14 @@ static void daemon_does_not_start_with_a_refused_plugin(void **state)
     status = td_wait_exit(td_spawn(argv, t->out, t->log));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 1);
-    assert_non_null(strstr(td_read_file(t->log), path));
-    assert_non_null(strstr(td_read_file(t->log), "writable by group"));
+    assert_non_null(strstr(hx_read_file(t->log), path));
+    assert_non_null(strstr(hx_read_file(t->log), "writable by group"));
     assert_int_equal(access(t->sock, F_OK), -1);
 }
 
 static void plugin_owned_by_another_user_is_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const struct passwd *pw;
     const char *path, *err;
     char want[64];
@@ -448,7 +449,7 @@ static void plugin_owned_by_another_user_is_refused(void **state)
 
 static void socket_gets_the_configured_mode(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct stat st;
 
     write_whoami_conf(t, "socket_mode = \"0640\";", WHOAMI, NULL);
@@ -461,7 +462,7 @@ static void socket_gets_the_configured_mode(void **state)
 
 static void socket_gets_the_configured_group(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const struct passwd *pw;
     struct group *gr;
     char host[160];
@@ -489,7 +490,7 @@ enum as_other {
     CANCEL_OF_ROOTS_TASK_REFUSED,
 };
 
-static int other_checks(const struct td *t, enum as_other what, uint64_t id)
+static int other_checks(const struct hx *t, enum as_other what, uint64_t id)
 {
     th_client *c;
     th_result r;
@@ -539,7 +540,7 @@ static int other_checks(const struct td *t, enum as_other what, uint64_t id)
 /* A supplementary group the other user's client holds, or -1: none. */
 static long other_extra_gid = -1;
 
-static void as_other(const struct td *t, enum as_other what, uint64_t id)
+static void as_other(const struct hx *t, enum as_other what, uint64_t id)
 {
     const struct passwd *pw = other_user();
     gid_t extra = (gid_t)other_extra_gid;
@@ -558,7 +559,7 @@ static void as_other(const struct td *t, enum as_other what, uint64_t id)
     status = td_wait_exit(pid);
     assert_true(WIFEXITED(status));
     if (WEXITSTATUS(status) != 0) {
-        td_show_log(t);
+        hx_show_log(t, 200);
         fail_msg("client as uid %u: check %d failed with %d",
                  (unsigned)pw->pw_uid, what, WEXITSTATUS(status));
     }
@@ -566,7 +567,7 @@ static void as_other(const struct td *t, enum as_other what, uint64_t id)
 
 static void socket_mode_keeps_other_users_out(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     NEED_ROOT();
     write_whoami_conf(t, "socket_mode = \"0600\";", WHOAMI, NULL);
@@ -577,7 +578,7 @@ static void socket_mode_keeps_other_users_out(void **state)
 
 static void unlisted_uid_is_refused_by_the_daemon(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     NEED_ROOT();
     write_whoami_conf(t, "socket_mode = \"0666\";", WHOAMI, NULL);
@@ -589,7 +590,7 @@ static void unlisted_uid_is_refused_by_the_daemon(void **state)
 
 static void listed_submitter_submits_but_cannot_administer(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char host[160];
 
     NEED_ROOT();
@@ -605,7 +606,7 @@ static void listed_submitter_submits_but_cannot_administer(void **state)
 
 static void submitter_group_lets_its_members_submit(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char host[160];
 
     NEED_ROOT();
@@ -620,7 +621,7 @@ static void submitter_group_lets_its_members_submit(void **state)
 
 static void submitter_group_admits_its_supplementary_members(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char host[160];
 
     NEED_ROOT();
@@ -639,7 +640,7 @@ static void submitter_group_admits_its_supplementary_members(void **state)
 
 static void listed_admin_may_restart_a_pool(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char host[160];
 
     NEED_ROOT();
@@ -665,7 +666,7 @@ static void on_done(const th_result *r, void *arg)
 
 static void submitter_cannot_cancel_another_users_task(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char host[200];
     uint64_t id = 0, tag = 0;
     int done = -1;
@@ -684,8 +685,8 @@ static void submitter_cannot_cancel_another_users_task(void **state)
     assert_int_equal(th_client_submit(c, "sleep", "sleep", "60000", 5, NULL,
                                       on_done, &done, &tag),
                      0);
-    end = td_now() + DEADLINE;
-    while (id == 0 && td_now() < end)
+    end = hx_now() + DEADLINE;
+    while (id == 0 && hx_now() < end)
         th_client_step(c, 10);
     assert_true(id != 0);
     as_other(t, CANCEL_OF_ROOTS_TASK_REFUSED, id);

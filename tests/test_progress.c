@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "daemon_util.h"
+#include "harness.h"
 
 #define CHATTY TEST_PLUGINS "/chatty.so"
 
@@ -54,7 +54,7 @@ static void on_answer(const th_result *r, void *arg)
 
 static int setup(void **state)
 {
-    struct td *t = malloc(sizeof *t);
+    struct hx *t = malloc(sizeof *t);
 
     td_init(t, "test_progress");
     td_write_conf(t, NULL,
@@ -75,7 +75,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     td_cleanup(t);
     free(t);
@@ -96,7 +96,7 @@ static void run_task(th_client *c, const char *pool, const char *task,
 
 static void reports_reach_a_client_that_asked_in_order(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c = td_connect(t);
     struct seen s = {0};
 
@@ -117,7 +117,7 @@ static void reports_reach_a_client_that_asked_in_order(void **state)
 
 static void a_client_that_did_not_ask_gets_no_reports(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c = td_connect(t);
     struct seen s = {0};
 
@@ -138,15 +138,15 @@ static void a_client_that_did_not_ask_gets_no_reports(void **state)
  * plugin keeps its pace: no system call per report. */
 static void a_chatty_plugin_is_coalesced(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c = td_connect(t);
     struct seen s = {0};
-    double start = td_now(), took;
+    double start = hx_now(), took;
     unsigned long long calls;
 
     th_client_on_progress(c, on_report, &s);
     run_task(c, "chatty", "chatty", "500", &s);
-    took = td_now() - start;
+    took = hx_now() - start;
     assert_int_equal(s.r.state, TH_STATE_OK);
     calls = strtoull(s.out, NULL, 10);
     fprintf(stderr, "chatty: %llu reports in %.0f ms (%.1f M/s), %d passed on\n",
@@ -162,7 +162,7 @@ static void a_chatty_plugin_is_coalesced(void **state)
 /* Reports of many chatty tasks at once do not hold up anything else. */
 static void chatty_tasks_do_not_flood_other_clients(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     th_client *c = td_connect(t), *other = td_connect(t);
     struct seen s[2] = {{0}};
     th_result r;
@@ -187,7 +187,7 @@ static void chatty_tasks_do_not_flood_other_clients(void **state)
 
 static void taskhostctl_submit_progress_prints_lines(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char out[160], err[160], in[160];
     char *argv[] = {CTL, "-s", t->sock, "submit", "sleep", "sleep",
                     "--progress", "-i", in, NULL};
@@ -204,8 +204,8 @@ static void taskhostctl_submit_progress_prints_lines(void **state)
     status = td_wait_exit(td_spawn(argv, out, err));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    assert_string_equal(td_read_file(out), "slept 300");
-    const char *e = td_read_file(err);
+    assert_string_equal(hx_read_file(out), "slept 300");
+    const char *e = hx_read_file(err);
     assert_non_null(strstr(e, "taskhostctl: progress 0/300 (0%) sleeping\n"));
     assert_true(strstr(e, "taskhostctl: progress 2") != NULL ||
                 strstr(e, "taskhostctl: progress 1") != NULL);

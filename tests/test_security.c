@@ -19,7 +19,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
-#include "daemon_util.h"
+#include "harness.h"
+#include "raw_client.h"
 #include "fdpass.h"
 
 #define HOSTILE TEST_PLUGINS "/hostile.so"
@@ -35,7 +36,7 @@
 
 static int setup(void **state)
 {
-    struct td *t = malloc(sizeof *t);
+    struct hx *t = malloc(sizeof *t);
 
     assert_non_null(t);
     td_init(t, "test_security");
@@ -85,7 +86,7 @@ static const struct passwd *other_user(void)
     } while (0)
 
 /* Writes a config with the hostile and echo plugins and `pools`. */
-static void write_conf(struct td *t, const char *host_extra, const char *pools)
+static void write_conf(struct hx *t, const char *host_extra, const char *pools)
 {
     char rest[4096];
 
@@ -100,7 +101,7 @@ static void write_conf(struct td *t, const char *host_extra, const char *pools)
 
 /* Runs task `task` of `pool` with `in` and returns its output (static);
  * fails the test unless it is ok. */
-static const char *ask(const struct td *t, const char *pool, const char *task,
+static const char *ask(const struct hx *t, const char *pool, const char *task,
                        const char *in, size_t len)
 {
     static char out[4096];
@@ -109,7 +110,7 @@ static const char *ask(const struct td *t, const char *pool, const char *task,
 
     assert_int_equal(th_client_call(c, pool, task, in, len, NULL, &r), 0);
     if (r.state != TH_STATE_OK) {
-        td_show_log(t);
+        hx_show_log(t, 200);
         fail_msg("%s/%s: %s: %s", pool, task, th_state_name(r.state),
                  (const char *)r.data);
     }
@@ -141,11 +142,11 @@ static int alive(pid_t pid)
  * the test, killing it, if it is still there after the deadline. */
 static void assert_gone(pid_t pid, const char *what)
 {
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
 
-    while (alive(pid) && td_now() < end) {
+    while (alive(pid) && hx_now() < end) {
         waitpid(pid, NULL, WNOHANG);
-        td_pause_ms(10);
+        hx_pause_ms(10);
     }
     if (alive(pid)) {
         kill(pid, SIGKILL);
@@ -157,23 +158,23 @@ static void assert_gone(pid_t pid, const char *what)
 
 /* The pid of the one worker of `pool`, from the stats, once it is in
  * `state` ("idle", "busy"). */
-static pid_t worker_pid(const struct td *t, const char *pool,
+static pid_t worker_pid(const struct hx *t, const char *pool,
                         const char *state)
 {
     th_client *c = td_connect(t);
     char *json = NULL, want[64];
     pid_t pid = 0;
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
 
     snprintf(want, sizeof want, "\"%s\":1", state);
-    while (pid == 0 && td_now() < end) {
+    while (pid == 0 && hx_now() < end) {
         assert_int_equal(th_client_stats(c, pool, TH_STATS_JSON, &json), 0);
         const char *at = strstr(json, "\"pid\":");
         if (at != NULL && strstr(json, want) != NULL)
             pid = (pid_t)atoi(at + 6);
         free(json);
         if (pid == 0)
-            td_pause_ms(10);
+            hx_pause_ms(10);
     }
     th_client_close(c);
     assert_true(pid > 0);
@@ -184,7 +185,7 @@ static pid_t worker_pid(const struct td *t, const char *pool,
 
 static void plugin_log_text_is_escaped_one_line_per_call(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char evil[] = "first\n2026-01-01 00:00:00.000 error [1] forged"
                         "\x1b[31m red\\";
 
@@ -193,7 +194,7 @@ static void plugin_log_text_is_escaped_one_line_per_call(void **state)
     td_start(t);
     assert_string_equal(ask(t, "h", "log", evil, strlen(evil)), "logged");
     td_wait_log(t, "first\\n2026-01-01");
-    const char *log = td_read_file(t->log);
+    const char *log = hx_read_file(t->log);
     assert_non_null(strstr(log, "first\\n2026-01-01 00:00:00.000 error [1] "
                                 "forged\\x1b[31m red\\\\\n"));
     assert_null(strstr(log, "\n2026-01-01 00:00:00.000 error [1] forged"));
@@ -210,7 +211,7 @@ static void ignore(const th_result *r, void *arg)
 
 static void worker_of_another_user_dies_with_the_daemon(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char pools[256];
 
     NEED_ROOT();
@@ -239,7 +240,7 @@ static void worker_of_another_user_dies_with_the_daemon(void **state)
 
 static void what_a_task_detaches_dies_with_its_worker(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_conf(t, NULL,
                "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
@@ -258,7 +259,7 @@ static void what_a_task_detaches_dies_with_its_worker(void **state)
 
 static void what_a_task_detaches_dies_with_the_daemon(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_conf(t, NULL,
                "{ name = \"h\"; plugin = \"hostile\"; min_workers = 1;"
@@ -279,7 +280,7 @@ enum step_kind { SUBMIT, RESTART };
  * connection, which must succeed; a byte to the parent; waits for the
  * parent's byte (the reload is done); the same request on the same
  * connection, which must now be refused. Exits 0 when both held. */
-static int rights_child(const struct td *t, enum step_kind kind, int to_parent,
+static int rights_child(const struct hx *t, enum step_kind kind, int to_parent,
                         int from_parent)
 {
     th_client *c;
@@ -311,7 +312,7 @@ static int rights_child(const struct td *t, enum step_kind kind, int to_parent,
     return 0;
 }
 
-static void rights_removed_by_reload(struct td *t, enum step_kind kind)
+static void rights_removed_by_reload(struct hx *t, enum step_kind kind)
 {
     const char *list = kind == SUBMIT ? "submit_users" : "admin_users";
     const char *pools = "{ name = \"echo\"; plugin = \"echo\"; min_workers = 1; }";
@@ -349,7 +350,7 @@ static void rights_removed_by_reload(struct td *t, enum step_kind kind)
     int status = td_wait_exit(pid);
     assert_true(WIFEXITED(status));
     if (WEXITSTATUS(status) != 0) {
-        td_show_log(t);
+        hx_show_log(t, 200);
         fail_msg("client as the second user: check failed with %d",
                  WEXITSTATUS(status));
     }
@@ -388,7 +389,7 @@ static void on_held(const th_result *r, void *arg)
  * and the first task's output must come back as it went in. */
 static void worker_holds_nothing_of_other_workers_or_clients(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char pools[512], secret[64], reversed[64];
     const struct passwd *pw = other_user();
 
@@ -436,7 +437,7 @@ static void worker_holds_nothing_of_other_workers_or_clients(void **state)
 /* ---- plugin code never runs in the daemon ---- */
 
 /* taskhostd --check-config on t->conf: its exit status; stderr in *err. */
-static int check_config(const struct td *t, const char **err)
+static int check_config(const struct hx *t, const char **err)
 {
     char *argv[] = {DAEMON, "--check-config", "-c", (char *)t->conf, NULL};
     char path[160];
@@ -444,7 +445,7 @@ static int check_config(const struct td *t, const char **err)
     snprintf(path, sizeof path, "%s/check.err", t->dir);
     unlink(path);
     int status = td_wait_exit(td_spawn(argv, t->out, path));
-    *err = td_read_file(path);
+    *err = hx_read_file(path);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
 }
@@ -462,7 +463,7 @@ static const struct bad_plugin bad_plugins[] = {
 };
 
 /* A config with the echo pool and, if bad is not NULL, a pool on it. */
-static void write_bad_conf(struct td *t, const struct bad_plugin *bad)
+static void write_bad_conf(struct hx *t, const struct bad_plugin *bad)
 {
     char rest[2048];
 
@@ -480,7 +481,7 @@ static void write_bad_conf(struct td *t, const struct bad_plugin *bad)
 static void check_config_names_a_plugin_that_crashes_exits_or_hangs(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const char *err;
 
     for (size_t i = 0; i < sizeof bad_plugins / sizeof bad_plugins[0]; i++) {
@@ -496,7 +497,7 @@ static void check_config_names_a_plugin_that_crashes_exits_or_hangs(
 static void reload_with_a_plugin_that_fails_loading_is_refused_and_serving_goes_on(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
 
     write_bad_conf(t, NULL);
     td_start(t);
@@ -507,7 +508,7 @@ static void reload_with_a_plugin_that_fails_loading_is_refused_and_serving_goes_
         snprintf(needle, sizeof needle, "%s: the plugin %s", bad_plugins[i].file,
                  bad_plugins[i].says);
         td_wait_log(t, needle);
-        assert_non_null(strstr(td_read_file(t->log), "reload refused"));
+        assert_non_null(strstr(hx_read_file(t->log), "reload refused"));
         assert_string_equal(ask(t, "echo", "echo", "hi", 2), "hi");
     }
     assert_int_equal(td_stop(t, SIGTERM), 0);
@@ -529,7 +530,7 @@ static void overwrite_in_place(const char *src, const char *dst)
 
 static void plugin_file_overwritten_in_place_crashes_nothing(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char dir[128], path[200], cmd[512], rest[1024];
 
     snprintf(dir, sizeof dir, "%s/sub", t->dir);
@@ -586,7 +587,7 @@ static long proc_kib(pid_t pid, const char *field)
 /* Outside a sanitizer build (whose shadow maps terabytes), also caps the
  * daemon's address space `extra` bytes above what it has now: what it
  * maps beyond that fails instead of eating the machine's memory. */
-static void limit_daemon(const struct td *t, uint64_t extra)
+static void limit_daemon(const struct hx *t, uint64_t extra)
 {
 #ifdef ASAN_BUILD
     (void)t, (void)extra;
@@ -635,7 +636,7 @@ static int read_result(int sock, char *body, size_t cap)
 
 static void memfd_is_mapped_only_as_far_as_the_frame_claims(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     const size_t sparse = (size_t)512 << 20;
     char body[256];
 
@@ -689,7 +690,7 @@ static void count_answer(const th_result *r, void *arg)
  * (in memfds) on one connection, of which `refused` are to be rejected at
  * once; returns how the daemon's RSS grew while the others wait (KiB),
  * and counts every answer in *a. */
-static long queue_large_inputs(struct td *t, int count, int refused,
+static long queue_large_inputs(struct hx *t, int count, int refused,
                                struct answers *a)
 {
     const size_t len = (size_t)8 << 20;
@@ -716,8 +717,8 @@ static long queue_large_inputs(struct td *t, int count, int refused,
                                           count_answer, a, NULL), 0);
     /* a connection's requests are handled in order: once the last
      * rejection came, every input before it reached the daemon */
-    double end = td_now() + DEADLINE;
-    while (a->rejected < refused && td_now() < end)
+    double end = hx_now() + DEADLINE;
+    while (a->rejected < refused && hx_now() < end)
         assert_int_equal(th_client_step(c, 50), 0);
     assert_int_equal(a->rejected, refused);
     long grew = proc_kib(t->pid, "VmRSS") - rss0;
@@ -731,7 +732,7 @@ static long queue_large_inputs(struct td *t, int count, int refused,
 static void queued_inputs_in_memfds_are_not_copied_and_max_queue_bytes_bounds_them(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct answers a = {0};
 
     write_conf(t, NULL,
@@ -753,7 +754,7 @@ static void queued_inputs_in_memfds_are_not_copied_and_max_queue_bytes_bounds_th
 static void one_connection_has_at_most_max_connection_bytes_in_flight(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     struct answers a = {0};
 
     write_conf(t, "max_connection_bytes = \"20M\";",
@@ -771,7 +772,7 @@ static void one_connection_has_at_most_max_connection_bytes_in_flight(
 static void announced_frames_reserve_nothing_before_their_bytes_come(
     void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     int socks[16];
     uint8_t head[PROTO_HEADER_SIZE + 64] = {0};
     uint32_t len = 60u << 20;
@@ -801,7 +802,7 @@ static void announced_frames_reserve_nothing_before_their_bytes_come(
 
 /* Opens connections until one is refused; returns how many were served
  * and that one's error in why. */
-static int connections_until_refused(struct td *t, char *why, size_t n)
+static int connections_until_refused(struct hx *t, char *why, size_t n)
 {
     th_client *c[64];
     char v[64];
@@ -822,7 +823,7 @@ static int connections_until_refused(struct td *t, char *why, size_t n)
 
 static void connections_past_max_connections_are_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char why[256] = "";
 
     write_conf(t, "max_connections = 5; max_connections_per_uid = 0;",
@@ -835,7 +836,7 @@ static void connections_past_max_connections_are_refused(void **state)
 
 static void connections_of_one_user_past_their_cap_are_refused(void **state)
 {
-    struct td *t = *state;
+    struct hx *t = *state;
     char why[256] = "";
 
     write_conf(t, "max_connections = 100; max_connections_per_uid = 3;",

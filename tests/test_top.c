@@ -12,10 +12,10 @@
 #include <pty.h>
 #include <termios.h>
 
-#include "daemon_util.h"
+#include "harness.h"
 
 struct fix {
-    struct td t;
+    struct hx t;
     int master;
     pid_t pid;
     char out[1 << 16];
@@ -77,10 +77,10 @@ static int count(const struct fix *f, const char *needle)
 /* Reads what top writes until `needle` is in it `times` times. */
 static void read_until_n(struct fix *f, const char *needle, int times)
 {
-    double end = td_now() + DEADLINE;
+    double end = hx_now() + DEADLINE;
     while (count(f, needle) < times) {
         struct pollfd p = {.fd = f->master, .events = POLLIN};
-        if (td_now() > end)
+        if (hx_now() > end)
             fail_msg("no '%s' from top in: %.*s", needle, (int)f->got, f->out);
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -166,7 +166,7 @@ static void test_top_without_a_terminal_prints_frames(void **state)
     snprintf(err, sizeof err, "%s/top.err", f->t.dir);
     int status = td_wait_exit(td_spawn(argv, out, err));
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    const char *s = td_read_file(out);
+    const char *s = hx_read_file(out);
     const char *second = strstr(s, "taskhost top");
     assert_non_null(second);
     assert_non_null(strstr(second + 1, "taskhost top"));
