@@ -10,6 +10,10 @@
 
 #include <cmocka.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "pending.h"
 
 /* Every tag in [first, last] is found, with its own entry. */
@@ -150,6 +154,28 @@ static void interleaved_adds_and_removals_find_exactly_the_live(void **state)
     free(live);
 }
 
+/* The invariants are assert()s, and this build keeps them on (CI builds
+ * with the same flags as this test): removing an empty slot aborts. */
+static void a_broken_invariant_aborts_asserts_are_on(void **state)
+{
+    struct pend_table t;
+    int status;
+
+    (void)state;
+    assert_int_equal(pend_init(&t), 0);
+    pid_t pid = fork();
+    assert_true(pid != -1);
+    if (pid == 0) {
+        signal(SIGABRT, SIG_DFL);
+        pend_del(&t, &t.slot[3]); /* tag 0: nothing to remove */
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+    pend_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +185,7 @@ int main(void)
         cmocka_unit_test(removal_across_the_end_of_the_table_wraps),
         cmocka_unit_test(
             interleaved_adds_and_removals_find_exactly_the_live),
+        cmocka_unit_test(a_broken_invariant_aborts_asserts_are_on),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

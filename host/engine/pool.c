@@ -262,10 +262,12 @@ static void stop_worker(struct pool *p, struct worker *w, int reason)
     worker_stop(w, reason, limit);
 }
 
-/* Signals w (SIGTERM, then SIGKILL after kill_grace; or SIGKILL). */
+/* Signals w (SIGTERM, then SIGKILL after kill_grace; or SIGKILL). Its
+ * task's run timer stops: what it runs now is settled by the kill. */
 static void kill_worker(struct pool *p, struct worker *w, int reason, int sig)
 {
     set_state(w, W_STOPPING);
+    loop_timer_stop(loop_of(p), &w->run_timer);
     worker_kill(w, reason, sig, p->cfg.kill_grace);
 }
 
@@ -295,6 +297,8 @@ static int live_workers(const struct pool *p)
 
 static void link_worker(struct pool *p, struct worker *w)
 {
+    assert(w->prev == NULL && w->next == NULL && p->workers != w);
+    w->state = W_STARTING;
     w->next = p->workers;
     w->prev = NULL;
     if (p->workers != NULL)
@@ -1122,6 +1126,9 @@ void pool_worker_exited(struct worker *w, const char *how, int crashed)
 {
     struct pool *p = w->pool;
     int starting = w->state == W_STARTING;
+    /* the pool's timers of w end with it (its own kill timer has ended) */
+    loop_timer_stop(loop_of(p), &w->run_timer);
+    loop_timer_stop(loop_of(p), &w->idle_timer);
     int reason = (crashed && !w->killed) ? RETIRE_CRASH : w->reason;
     /* Its held results were delivered (worker.c): what it still runs is
      * what it died of. A task the host killed it for was answered then. */

@@ -117,7 +117,6 @@ struct worker *worker_spawn(const struct worker_start *ws)
         worker_free(w);
         return NULL;
     }
-    w->state = W_STARTING;
     w->started = loop_now(loop_of(w));
     fcntl(sock, F_SETFL, O_NONBLOCK);
     if (watch(w, sock, pidfd) < 0) {
@@ -254,7 +253,6 @@ void worker_kill(struct worker *w, int reason, int sig, double grace)
         w->reason = reason;
     w->killed = 1;
     buf_free(&w->out);
-    loop_timer_stop(loop_of(w), &w->run_timer);
     if (w->reaped)
         return;
     signal_worker(w, sig);
@@ -521,8 +519,6 @@ void worker_reaped(struct worker *w, int status)
     close_sock(w);
     w->reaped = 1;
     loop_timer_stop(loop_of(w), &w->kill_timer);
-    loop_timer_stop(loop_of(w), &w->run_timer);
-    loop_timer_stop(loop_of(w), &w->idle_timer);
     char how[96];
     int crashed = describe_exit(w, status, how, sizeof how);
     pool_worker_exited(w, how, crashed);

@@ -1,12 +1,15 @@
-/* worker.h - a worker process as the host sees it.
+/* worker.h - a worker process as the engine sees it (engine layer).
  *
- * The host forks a worker per slot of a pool and talks to it over a
- * socketpair (worker_wire.h); a pidfd tells when it is gone. The worker state
- * machine:
+ * The pool's spawner (spawner.h) forks each worker; the engine talks to
+ * it over a socketpair and a shared arena (worker_wire.h), and its pidfd
+ * is kept for signals; the spawner reports its exit. This module is the
+ * process and its I/O; the pool (pool.c) owns its state and every
+ * decision, and is told of each event through pool_worker_*(). The states,
+ * changed by the pool only (pool.c set_state(), which asserts each move):
  *
  *   STARTING --READY--> IDLE <--last result-- BUSY <--task sent-- IDLE
- *   any --stop/kill--> STOPPING --pidfd--> reaped (freed after the loop
- *   iteration, since other events of the same iteration may name it)
+ *   any --stop/kill--> STOPPING --exit reported--> reaped (freed after the
+ *   loop iteration, since other events of the same iteration may name it)
  *
  * A STOPPING worker is never given a task, and counts for nothing in the
  * pool's capacity. A killed worker's results still count until it is
@@ -33,7 +36,7 @@ struct worker {
     pid_t pid;
     struct loop_io sock;
     struct loop_io pidfd;   /* only .fd: for signals, never reused */
-    int state;             /* enum worker_state */
+    int state;             /* enum worker_state; written by the pool only */
     int reason;            /* enum retire_reason, once stopping */
     int killed;            /* signalled by the host */
     int reaped;
@@ -56,9 +59,10 @@ struct worker {
     uint64_t in_tail;      /* input ring: oldest position still in use */
     uint64_t out_consumed; /* output ring: read up to here */
     uint64_t out_released; /* output ring: given back up to here */
-    struct loop_timer idle_timer;  /* idle_timeout */
-    struct loop_timer run_timer;   /* task_timeout of the head task */
-    struct loop_timer kill_timer;  /* SIGKILL after the grace; init timeout */
+    struct loop_timer idle_timer;  /* the pool's: idle_timeout */
+    struct loop_timer run_timer;   /* the pool's: task_timeout of the head */
+    struct loop_timer kill_timer;  /* this module's: SIGKILL after the grace,
+                                    * the init timeout; the pool decides */
 };
 
 /* What a worker is started with: the worker module reads no pool. */
