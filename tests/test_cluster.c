@@ -991,7 +991,7 @@ static void test_pool_added_in_code_can_be_shared(void **state)
     FILE *f = fopen(conf, "w");
     assert_non_null(f);
     fprintf(f,
-            "plugins = ( { name = \"xlog\"; path = \"" HX_TEST_PLUGINS
+            "plugins = ( { name = \"xlog\"; path = \"" TEST_PLUGINS
             "/xlog.so\"; } );\n"
             "pools = ( { name = \"local\"; plugin = \"xlog\"; "
             "min_workers = 0; settings = { log = \"%s/exec.log\"; }; } );\n"
@@ -1040,7 +1040,7 @@ static void test_pool_added_in_code_can_be_shared(void **state)
     th_host_close(h, TH_CLOSE_GRACEFUL);
 
     assert_int_equal(th_host_new(&h), 0);
-    snprintf(settings, sizeof settings, "%s/xlog.so", HX_TEST_PLUGINS);
+    snprintf(settings, sizeof settings, "%s/xlog.so", TEST_PLUGINS);
     assert_int_equal(th_host_add_plugin(h, "xlog", settings, err, sizeof err),
                      0);
     snprintf(settings, sizeof settings, "log = \"%s/exec.log\";", dir);
