@@ -791,10 +791,11 @@ static void test_dead_letter_after_max_attempts(void **state)
     redis_cleanup(&r);
 }
 
-static void test_redis_restart_with_aof_loses_no_task(void **state)
+/* Runs 4,000 tasks through a and b (a takes them in), restarting Redis
+ * (with its data kept in an AOF, or lost) a third of the way through.
+ * Returns the number of inputs that ran twice. */
+static long restart_mid_run(int aof)
 {
-    (void)state;
-    need_redis();
     struct redis r;
     struct node a, b;
     const struct hx_kind kinds[] = {
@@ -802,7 +803,7 @@ static void test_redis_restart_with_aof_loses_no_task(void **state)
         {"nap", "sh", "nap", NULL, OK, 0, 1},
     };
     struct hx_load l;
-    redis_init(&r, 1);
+    redis_init(&r, aof);
     node_start(&a, "cl-a", &r, "max_workers = 2; queue_timeout = 30.0;");
     node_start(&b, "cl-b", &r, "max_workers = 2; queue_timeout = 30.0;");
     long total = hx_scaled(4000, 1000);
@@ -826,9 +827,71 @@ static void test_redis_restart_with_aof_loses_no_task(void **state)
     hx_load_free(&l);
     assert_redis_clean(&r);
     struct node both[] = {a, b};
-    assert_int_equal(duplicates(both, 2), 0);
+    long dups = duplicates(both, 2);
     node_cleanup(&a);
     node_cleanup(&b);
+    redis_cleanup(&r);
+    return dups;
+}
+
+static void test_redis_restart_with_aof_loses_no_task(void **state)
+{
+    (void)state;
+    need_redis();
+    assert_int_equal(restart_mid_run(1), 0);
+}
+
+/* Redis comes back empty: the hosts see the data set changed and submit
+ * again what they took in and was not answered; each task still gets
+ * exactly one answer (those in flight may run twice). */
+static void test_redis_restart_without_data_answers_every_task(void **state)
+{
+    (void)state;
+    need_redis();
+    long dups = restart_mid_run(0);
+    fprintf(stderr, "cluster: %ld tasks ran twice across the data loss\n",
+            dups);
+}
+
+/* Tasks queued in Redis when it loses its data are submitted again by
+ * the host that took them in: they run once; the one running then runs
+ * again; all are answered once, ok. */
+static void test_tasks_queued_when_redis_loses_data_run_once(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    th_client *c = hx_connect(&a.h);
+    struct one held, o[10];
+    char in[10][16];
+    submit(c, "hold", "600:lost", &held);
+    wait_runs(&a, c, "600:lost", 1);
+    for (int i = 0; i < 10; i++) {
+        snprintf(in[i], sizeof in[i], "q%d", i);
+        submit(c, "echo", in[i], &o[i]);
+    }
+    /* All ten wait in Redis behind the one running. */
+    double end = hx_now() + 20;
+    while (rint_(&r, "XLEN " Q) < 11) {
+        assert_true(hx_now() < end);
+        assert_true(th_client_step(c, 10) >= 0);
+    }
+    redis_stop(&r);
+    redis_start(&r);
+    assert_true(await(c, &held, 30) < 30);
+    assert_int_equal(held.state, TH_STATE_OK);
+    for (int i = 0; i < 10; i++) {
+        await(c, &o[i], 30);
+        assert_int_equal(o[i].state, TH_STATE_OK);
+        assert_string_equal(o[i].out, in[i]);
+        assert_int_equal(runs_of(&a, in[i]), 1);
+    }
+    th_client_close(c);
+    assert_redis_clean(&r);
+    node_cleanup(&a);
     redis_cleanup(&r);
 }
 
@@ -1138,6 +1201,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_stopped_host_loses_task_late_answer_dropped, teardown),
         cmocka_unit_test_teardown(test_dead_letter_after_max_attempts, teardown),
         cmocka_unit_test_teardown(test_redis_restart_with_aof_loses_no_task, teardown),
+        cmocka_unit_test_teardown(test_redis_restart_without_data_answers_every_task, teardown),
+        cmocka_unit_test_teardown(test_tasks_queued_when_redis_loses_data_run_once, teardown),
         cmocka_unit_test_teardown(test_redis_down_clear_answer_then_recovery, teardown),
         cmocka_unit_test_teardown(test_redis_down_waits_within_queue_timeout, teardown),
         cmocka_unit_test_teardown(test_host_with_another_plugin_version_refused, teardown),

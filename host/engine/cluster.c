@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -85,6 +86,8 @@ struct cpool {
     int joined, refused, joining;
     char *refusal;
     int claiming, reading;
+    int resubmit;         /* Redis lost its data: submit the tasks taken
+                           * in here again once joined */
     char last[48];        /* last reply entry read */
     long held;            /* exec jobs holding a task here */
     struct cjob *exec;    /* exec jobs */
@@ -107,8 +110,10 @@ struct cluster {
     int max_attempts;
     struct rconn cmd;
     th_timer *beat;
-    long long hostid;     /* 0 until INCR hostseq answered */
+    long long hostid;     /* 0 until th1_hello answered */
     char me[32];          /* hostid as text: the consumer name */
+    char epoch[64];       /* of the data set in Redis, "" before hello */
+    int greeted, greeting; /* th1_hello answered on this connection, sent */
     int64_t clock_skew;   /* Redis ms minus local ms */
     double up_at;         /* when the command connection last came up */
     int loaded;           /* functions loaded on this connection */
@@ -122,6 +127,7 @@ static void read_replies(struct cpool *cp);
 static void send_submit(struct cjob *j);
 static void send_finish(struct cjob *j);
 static void join(struct cpool *cp);
+static void hello(struct cluster *cl);
 static void load_functions(struct cluster *cl);
 
 /* ---- small helpers ---- */
@@ -1144,10 +1150,12 @@ static void on_beat(th_timer *tm, void *arg)
     /* A Redis still loading its data refuses both: try again. */
     if (cl->cmd.up && !cl->loaded)
         load_functions(cl);
+    if (cl->cmd.up && !cl->greeted && !cl->greeting)
+        hello(cl);
     for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
         rconn_check(&cp->blk);
         rconn_check(&cp->rep_conn);
-        if (cl->cmd.up && cl->hostid != 0 && !cp->joined && !cp->joining)
+        if (cl->cmd.up && cl->greeted && !cp->joined && !cp->joining)
             join(cp);
         if (!cl->cmd.up || !cp->joined || cp->refused)
             continue;
@@ -1180,6 +1188,26 @@ static char *describe(const struct pool *p)
     return s;
 }
 
+/* Redis lost the queue: every task taken in here and not answered waits
+ * to enter again, as a fresh submit. */
+static void resubmit_all(struct cpool *cp)
+{
+    long n = 0;
+    cp->resubmit = 0;
+    struct cjob *next;
+    for (struct cjob *j = cp->ingress; j != NULL; j = next) {
+        next = j->next;
+        if (j->state != IN_QUEUED)
+            continue; /* sent on this connection: it enters there */
+        j->sent_ms = 0;
+        j->eid[0] = '\0';
+        wait_to_enter(j);
+        n++;
+    }
+    if (n > 0)
+        log_warn("cluster: pool %s: %ld tasks submitted again", cp->name, n);
+}
+
 static void on_joined(struct rconn *c, void *r, void *priv)
 {
     struct cpool *cp = priv;
@@ -1209,6 +1237,8 @@ static void on_joined(struct rconn *c, void *r, void *priv)
                  cp->cl->name, cp->cl->me);
     cp->joined = 1;
     cp->refused = 0;
+    if (cp->resubmit)
+        resubmit_all(cp);
     /* Tasks that waited for the broker enter now, in order. */
     while (cp->waiting != NULL && cp->cl->cmd.up) {
         struct cjob *j = cp->waiting;
@@ -1258,21 +1288,52 @@ static void on_time(struct rconn *c, void *r, void *priv)
     cl->clock_skew = ms - wall_ms();
 }
 
-static void on_hostid(struct rconn *c, void *r, void *priv)
+static void on_hello(struct rconn *c, void *r, void *priv)
 {
     struct cluster *cl = priv;
     redisReply *reply = r;
     (void)c;
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        if (reply != NULL)
-            log_error("cluster: cannot get a host id: %s",
-                      err_of(reply) ? err_of(reply) : "bad reply");
+    cl->greeting = 0;
+    if (reply == NULL)
         return;
+    if (err_of(reply) || !is_arr(reply) || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER ||
+        !is_str(reply->element[1])) {
+        log_error("cluster: cannot get a host id: %s",
+                  err_of(reply) ? err_of(reply) : "bad reply");
+        return; /* the heartbeat tries again */
     }
-    cl->hostid = reply->integer;
+    const char *epoch = reply->element[1]->str;
+    if (cl->epoch[0] != '\0' && strcmp(cl->epoch, epoch) != 0) {
+        log_warn("cluster: redis %s lost the cluster's data: the tasks "
+                 "taken in here and not answered are submitted again",
+                 cl->redis);
+        for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
+            cp->resubmit = 1;
+    }
+    snprintf(cl->epoch, sizeof cl->epoch, "%s", epoch);
+    cl->hostid = reply->element[0]->integer;
     snprintf(cl->me, sizeof cl->me, "%lld", cl->hostid);
+    cl->greeted = 1;
     for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
         join(cp);
+}
+
+/* Gets a host id (or keeps ours) and the data set's epoch, then joins. */
+static void hello(struct cluster *cl)
+{
+    char *seq = xasprintf("th:%s:{hosts}:seq", cl->name);
+    char *ep = xasprintf("th:%s:{hosts}:epoch", cl->name);
+    char fresh[64], id[32];
+    snprintf(fresh, sizeof fresh, "%" PRId64 "-%ld-%lld", wall_ms(),
+             (long)getpid(), cl->hostid);
+    snprintf(id, sizeof id, "%lld", cl->hostid);
+    const char *argv[] = {"FCALL", "th1_hello", "2", seq, ep, fresh, id};
+    if (seq != NULL && ep != NULL &&
+        rconn_cmd(&cl->cmd, on_hello, cl, 7, argv, NULL) == 0)
+        cl->greeting = 1;
+    free(seq);
+    free(ep);
 }
 
 static void on_loaded(struct rconn *c, void *r, void *priv)
@@ -1300,6 +1361,7 @@ static void on_cmd_state(struct rconn *c, int up, void *arg)
 {
     struct cluster *cl = arg;
     if (!up) {
+        cl->greeted = cl->greeting = 0;
         for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
             cp->joined = cp->joining = 0;
         return;
@@ -1310,15 +1372,7 @@ static void on_cmd_state(struct rconn *c, int up, void *arg)
     load_functions(cl);
     const char *tm[] = {"TIME"};
     rconn_cmd(c, on_time, cl, 1, tm, NULL);
-    if (cl->hostid != 0) {
-        for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next)
-            join(cp);
-        return;
-    }
-    char *key = xasprintf("th:%s:hostseq", cl->name);
-    const char *incr[] = {"INCR", key ? key : "th:hostseq"};
-    rconn_cmd(c, on_hostid, cl, 2, incr, NULL);
-    free(key);
+    hello(cl);
 }
 
 static void on_pool_conn(struct rconn *c, int up, void *arg)
@@ -1359,7 +1413,7 @@ static struct cpool *cpool_new(struct cluster *cl, struct pool *p)
                on_pool_conn, cp);
     cp->next = cl->pools;
     cl->pools = cp;
-    if (cl->cmd.up && cl->hostid != 0)
+    if (cl->cmd.up && cl->greeted)
         join(cp);
     return cp;
 }

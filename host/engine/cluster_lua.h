@@ -21,6 +21,12 @@
  *   host:<id>    liveness of host <id>, renewed by its heartbeat
  *   stat:redelivered, stat:dead   counters
  *
+ * and two keys of the cluster, under the hash tag {hosts}:
+ *
+ *   th:<cluster>:{hosts}:seq     the last host id given out
+ *   th:<cluster>:{hosts}:epoch   set once per data set: a host that finds
+ *                                another knows that Redis lost its data
+ *
  * The library is named after its version, so hosts of two versions can
  * share a Redis without replacing each other's functions.
  */
@@ -293,6 +299,24 @@ static const char cluster_lua[] =
     "          tonumber(redis.call('GET', pre .. 'stat:dead') or 0), per}\n"
     "end\n"
     "\n"
+    "-- KEYS: the cluster's host sequence and epoch. ARGV: a new epoch, this\n"
+    "-- host's id (0: none yet). Gives a host without an id the next one,\n"
+    "-- and keeps the sequence past the ids in use (Redis may have lost\n"
+    "-- it). Returns {id, epoch}: the epoch is set once for the data set,\n"
+    "-- so a host that finds another than it knew learns that Redis lost\n"
+    "-- its data (a restart without persistence, a flush).\n"
+    "local function hello(keys, a)\n"
+    "  local id = tonumber(a[2])\n"
+    "  if id == 0 then\n"
+    "    id = redis.call('INCR', keys[1])\n"
+    "  elseif tonumber(redis.call('GET', keys[1]) or 0) < id then\n"
+    "    redis.call('SET', keys[1], id)\n"
+    "  end\n"
+    "  redis.call('SET', keys[2], a[1], 'NX')\n"
+    "  return {id, redis.call('GET', keys[2])}\n"
+    "end\n"
+    "\n"
+    "redis.register_function('th1_hello', hello)\n"
     "redis.register_function('th1_submit', submit)\n"
     "redis.register_function('th1_finish', finish)\n"
     "redis.register_function('th1_touch', touch)\n"
