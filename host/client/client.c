@@ -9,9 +9,13 @@
  * Inputs of FDPASS_MIN bytes and more go in memfds once a ping showed
  * that the daemon takes them (fdpass.h): each connection keeps a few
  * memfds mapped for good, copies an input into one and sends its
- * descriptor with the frame; the daemon writes the output back into the
- * same memfd, where the callback reads it. A memfd returns to the pool
- * when its task's answer was handed out, so its pages are faulted in once.
+ * descriptor with the frame; the worker reads the input in place and
+ * writes its output into the same memfd, after the input, where the
+ * callback reads it. A memfd returns to the pool when its task's answer
+ * was handed out, so its pages are faulted in once; it is reused for
+ * tasks of the same pool only (a worker may keep a memfd it was given
+ * mapped), and not after an answer the worker did not give (a task that
+ * timed out or was cancelled: its worker may still be writing).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -48,6 +52,7 @@ struct mfd {
     int fd;
     uint8_t *map;
     size_t size;
+    char *pool;       /* the pool of its tasks, malloc'd */
     struct mfd *next; /* on the free list */
 };
 
@@ -71,6 +76,7 @@ struct th_client {
     th_progress_fn progress;
     void *progress_arg;
     int fd_mode;                    /* FD_* */
+    int fd_at;                      /* the daemon takes OUT_AT */
     int broken;                     /* an answer broke the protocol */
     double busy_poll;               /* seconds; 0: sleep at once */
     struct mfd *mfds[MFD_MAX];      /* every input memfd */
@@ -142,6 +148,7 @@ static void mfd_destroy(th_client *c, struct mfd *m)
         munmap(m->map, m->size);
     if (m->fd != -1)
         close(m->fd);
+    free(m->pool);
     free(m);
 }
 
@@ -158,19 +165,42 @@ static void mfd_put(th_client *c, struct mfd *m)
     c->mfd_free = m;
 }
 
-/* A mapped memfd holding a copy of input[0..len), or NULL: the input
- * then travels in the frame. */
-static struct mfd *mfd_get(th_client *c, const void *input, size_t len)
+/* Takes a free memfd of `pool` off the free list, or NULL. */
+static struct mfd *mfd_take(th_client *c, const char *pool)
 {
-    struct mfd *m = c->mfd_free;
+    for (struct mfd **mp = &c->mfd_free; *mp != NULL; mp = &(*mp)->next) {
+        struct mfd *m = *mp;
+        if (strcmp(m->pool, pool) == 0) {
+            *mp = m->next;
+            return m;
+        }
+    }
+    return NULL;
+}
 
-    if (m != NULL) {
+/* A mapped memfd of `pool` holding a copy of input[0..len), or NULL: the
+ * input then travels in the frame. */
+static struct mfd *mfd_get(th_client *c, const char *pool, const void *input,
+                           size_t len)
+{
+    struct mfd *m = mfd_take(c, pool);
+
+    if (m == NULL && c->nmfd == MFD_MAX && c->mfd_free != NULL) {
+        m = c->mfd_free; /* another pool's: make room */
         c->mfd_free = m->next;
-    } else {
+        mfd_destroy(c, m);
+        m = NULL;
+    }
+    if (m == NULL) {
         if (c->nmfd == MFD_MAX || (m = calloc(1, sizeof *m)) == NULL)
             return NULL;
         m->fd = -1;
+        m->pool = strdup(pool);
         c->mfds[c->nmfd++] = m;
+        if (m->pool == NULL) {
+            mfd_destroy(c, m);
+            return NULL;
+        }
     }
     if (m->size < len && mfd_map(c, m, len, 1) < 0) {
         mfd_destroy(c, m);
@@ -304,6 +334,13 @@ static int output_map(th_client *c, struct mfd *m, int fd,
     char why[96];
 
     *map = NULL;
+    if (pr->flags == PROTO_F_RES_AT) {
+        size_t end = (size_t)pr->offset + pr->len;
+        if (m == NULL || (end > m->size && mfd_map(c, m, end, 0) < 0))
+            return -1;
+        pr->data = m->map + pr->offset;
+        return 0;
+    }
     if (pr->flags == PROTO_F_RES_IN_FD) {
         if (m == NULL || (pr->len > m->size && mfd_map(c, m, pr->len, 0) < 0))
             return -1;
@@ -371,7 +408,12 @@ static void on_result(th_client *c, const struct proto_frame *f)
         munmap(map, pr.len);
     if (fd != -1)
         close(fd);
-    mfd_put(c, copy.m);
+    /* A worker may still write into the memfd of a task it did not
+     * answer itself (timed out, cancelled while running, killed). */
+    if (copy.m != NULL && r.state != TH_STATE_OK && r.state != TH_STATE_ERROR)
+        mfd_destroy(c, copy.m);
+    else
+        mfd_put(c, copy.m);
 }
 
 /* Answers task p `rejected` with the daemon's reason (an oversized or
@@ -408,6 +450,7 @@ static void on_reply(th_client *c, const struct proto_frame *f)
         c->fd_mode = f->type == PROTO_REPLY && (f->flags & PROTO_F_FD_OK)
                          ? FD_YES
                          : FD_NO;
+        c->fd_at = f->type == PROTO_REPLY && (f->flags & PROTO_F_AT_OK);
         pend_del(&c->pend, p);
         return;
     }
@@ -611,8 +654,8 @@ static void probe_fds(th_client *c)
 
 /* The flags of a submit of len input bytes, and its input memfd (*m, or
  * NULL): large inputs go in one once the daemon is known to take them. */
-static uint16_t submit_flags(th_client *c, const void *input, size_t len,
-                             struct mfd **m)
+static uint16_t submit_flags(th_client *c, const char *pool,
+                             const void *input, size_t len, struct mfd **m)
 {
     uint16_t flags = (c->accept ? PROTO_F_ACK : 0) |
                      (c->progress ? PROTO_F_PROGRESS : 0);
@@ -623,8 +666,8 @@ static uint16_t submit_flags(th_client *c, const void *input, size_t len,
     if (c->fd_mode != FD_YES)
         return flags;
     flags |= PROTO_F_OUT_FD;
-    if (len >= FDPASS_MIN && (*m = mfd_get(c, input, len)) != NULL)
-        flags |= PROTO_F_IN_FD;
+    if (len >= FDPASS_MIN && (*m = mfd_get(c, pool, input, len)) != NULL)
+        flags |= PROTO_F_IN_FD | (c->fd_at ? PROTO_F_OUT_AT : 0);
     return flags;
 }
 
@@ -665,13 +708,13 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
         s.queue_timeout_ms = to_ms(opts->queue_timeout);
         s.priority = opts->priority;
     }
-    flags = submit_flags(c, input, len, &m);
+    flags = submit_flags(c, pool, input, len, &m);
     t = c->next_tag;
     before = buf_avail(&c->io.out);
     if (m && conn_push_fd(&c->io, m->fd, 0) < 0) {
         mfd_put(c, m); /* too many waiting to be sent: in the frame then */
         m = NULL;
-        flags &= (uint16_t)~PROTO_F_IN_FD;
+        flags &= (uint16_t)~(PROTO_F_IN_FD | PROTO_F_OUT_AT);
     }
     rc = proto_put_submit(&c->io.out, t, flags, &s);
     if (rc < 0) {

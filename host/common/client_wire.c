@@ -139,10 +139,18 @@ int proto_parse_result(const struct proto_frame *f, struct proto_result *r)
         r->len = f->len - RESULT_FIXED;
         return 0;
     }
-    if ((f->flags != PROTO_F_RES_FD && f->flags != PROTO_F_RES_IN_FD) ||
-        f->len != RESULT_FIXED + FD_LEN ||
-        get64(p + RESULT_FIXED) > UINT32_MAX)
+    r->offset = 0;
+    if (f->flags == PROTO_F_RES_AT) {
+        if (f->len != RESULT_FIXED + 2 * FD_LEN ||
+            get64(p + RESULT_FIXED) > UINT32_MAX ||
+            get64(p + RESULT_FIXED + FD_LEN) > UINT32_MAX)
+            return TH_EPROTO;
+        r->offset = get64(p + RESULT_FIXED + FD_LEN);
+    } else if ((f->flags != PROTO_F_RES_FD && f->flags != PROTO_F_RES_IN_FD) ||
+               f->len != RESULT_FIXED + FD_LEN ||
+               get64(p + RESULT_FIXED) > UINT32_MAX) {
         return TH_EPROTO;
+    }
     r->data = NULL;
     r->len = (size_t)get64(p + RESULT_FIXED);
     return 0;
@@ -271,7 +279,9 @@ int proto_put_submit(struct buf *b, uint64_t tag, uint16_t flags,
 int proto_put_result(struct buf *b, uint64_t tag,
                      const struct proto_result *r)
 {
-    size_t body = RESULT_FIXED + (r->flags ? FD_LEN : r->len);
+    size_t body = RESULT_FIXED + (r->flags == PROTO_F_RES_AT ? 2 * FD_LEN
+                                  : r->flags                 ? FD_LEN
+                                                             : r->len);
     uint8_t *p;
 
     if (!r->flags && r->len > UINT32_MAX - RESULT_FIXED)
@@ -285,6 +295,8 @@ int proto_put_result(struct buf *b, uint64_t tag,
     put32(p + 12, (uint32_t)r->code);
     put64(p + 16, r->wait_us);
     put64(p + 24, r->run_us);
+    if (r->flags == PROTO_F_RES_AT)
+        put64(p + RESULT_FIXED + FD_LEN, r->offset);
     if (r->flags)
         put64(p + RESULT_FIXED, r->len);
     else if (r->len)

@@ -49,12 +49,17 @@ enum {
     PROTO_F_IN_FD = 0x2,   /* SUBMIT: the input is in the attached memfd */
     PROTO_F_OUT_FD = 0x4,  /* SUBMIT: the output may come in a memfd */
     PROTO_F_PROGRESS = 0x8, /* SUBMIT: send PROGRESS frames of the task */
+    PROTO_F_OUT_AT = 0x10, /* SUBMIT (with IN_FD): the output may be written
+                              into the input memfd, after the input */
     PROTO_F_TASK_ID = 0x1, /* CANCEL: target is a task id, not a tag */
     PROTO_F_FORCE = 0x1,   /* RESTART, SHUTDOWN: forced */
     PROTO_F_FD_OK = 0x1,   /* REPLY to PING: the daemon speaks memfds */
+    PROTO_F_AT_OK = 0x2,   /* REPLY to PING: ... and takes OUT_AT */
     PROTO_F_RES_FD = 0x1,  /* RESULT: the output is in the attached memfd */
-    PROTO_F_RES_IN_FD = 0x2 /* RESULT: the output is in the submit's own
+    PROTO_F_RES_IN_FD = 0x2, /* RESULT: the output is in the submit's own
                                input memfd, nothing attached */
+    PROTO_F_RES_AT = 0x4   /* RESULT: the output is in the submit's own
+                              input memfd at the offset the body gives */
 };
 
 /* A decoded header; body points into the decoded buffer. */
@@ -83,10 +88,12 @@ struct proto_submit {
 };
 
 /* RESULT body, as sent or as parsed. Times are microseconds. flags is 0
- * or one of PROTO_F_RES_FD, PROTO_F_RES_IN_FD: the output is then in a
- * memfd, data is NULL and len is its length. */
+ * or one of PROTO_F_RES_FD, PROTO_F_RES_IN_FD, PROTO_F_RES_AT: the output
+ * is then in a memfd, data is NULL and len is its length (at `offset`
+ * with PROTO_F_RES_AT, else at the start). */
 struct proto_result {
     uint16_t flags;
+    uint64_t offset;
     uint64_t task_id;
     int state; /* a final th_state */
     int32_t code;

@@ -112,6 +112,12 @@ static int collect(struct cmsghdr *cm, struct fdpass_queue *q, uint64_t lo,
 ssize_t fdpass_recv(int sock, void *buf, size_t len, struct fdpass_queue *q,
                     uint64_t pos)
 {
+    return fdpass_recv_flags(sock, buf, len, q, pos, MSG_DONTWAIT);
+}
+
+ssize_t fdpass_recv_flags(int sock, void *buf, size_t len,
+                          struct fdpass_queue *q, uint64_t pos, int flags)
+{
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(RECV_FDS * sizeof(int))];
@@ -123,7 +129,7 @@ ssize_t fdpass_recv(int sock, void *buf, size_t len, struct fdpass_queue *q,
     int lost = 0;
     ssize_t n;
 
-    n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    n = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
     if (n <= 0)
         return n;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;

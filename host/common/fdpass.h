@@ -69,6 +69,11 @@ void fdpass_clear(struct fdpass_queue *q);
 ssize_t fdpass_recv(int sock, void *buf, size_t len, struct fdpass_queue *q,
                     uint64_t pos);
 
+/* fdpass_recv() with recvmsg() flags of the caller's choosing (0: block
+ * on a blocking socket). */
+ssize_t fdpass_recv_flags(int sock, void *buf, size_t len,
+                          struct fdpass_queue *q, uint64_t pos, int flags);
+
 /* Sends buf[0..len), the stream bytes from offset pos on, in as many
  * calls as needed, attaching each descriptor of q to a sendmsg() starting
  * at its frame; a descriptor sent is dropped from q (and closed if owned).

@@ -90,6 +90,29 @@ struct frame_shm {
     uint64_t len;
 };
 
+/* Large payloads may also live in a memfd that the worker maps itself
+ * (FRAME_F_FD, in `code` for FRAME_TASK, in `aux` for FRAME_RESULT): the
+ * client's own input memfd, or one of the host's. The descriptor travels
+ * attached (SCM_RIGHTS) to the write that starts the task's frame, as on
+ * the client socket (fdpass.h); the frame's payload is a struct frame_fd.
+ * The input is the first `len` bytes of the memfd, read in place. With
+ * `out_off` non-zero the worker writes the output there, growing the
+ * memfd when needed, and its result frame says where: a struct
+ * frame_shm, pos = out_off, len = the output's length. The worker keeps
+ * the memfd mapped for later tasks (owners reuse a memfd for tasks of one
+ * pool only), so its pages are mapped once. */
+#define FRAME_F_FD 2
+#define PAYLOAD_FD_MIN (64 * 1024) /* inputs from which a memfd is used */
+#define PAYLOAD_OUT_ALIGN 4096     /* out_off: the input, rounded up */
+
+struct frame_fd {
+    uint64_t len;
+    uint64_t out_off;
+};
+
+_Static_assert(sizeof(struct frame_fd) == sizeof(struct frame_shm),
+               "a task frame's reference is of one size");
+
 #define SHM_CANCEL_SLOTS 64
 
 /* The arena's first page. */

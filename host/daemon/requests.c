@@ -3,10 +3,12 @@
  * engine gives back to a session.
  *
  * Large payloads may travel in memfds instead (fdpass.h): an input memfd
- * is mapped (once: the client sends the same few again and again) and
- * handed to the engine, which copies it; the task's output is written back
- * into it, where the client finds it in the mapping it wrote the input
- * through.
+ * is checked and mapped (once: the client sends the same few again and
+ * again) and handed to the engine, which passes it on to the worker: the
+ * plugin reads the input in place and, when the client allows (OUT_AT),
+ * writes its output into the same memfd after the input, where the client
+ * reads it. Otherwise the output is written back at the memfd's start, or
+ * into a new one.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -98,7 +100,14 @@ static void on_done(const th_result *res, void *arg)
     r.data = res->data;
     r.len = res->len;
     r.flags = 0;
-    output_to_fd(c, sl, &r);
+    r.offset = 0;
+    if (sl->out_at != UINT64_MAX) { /* the worker wrote it into the memfd */
+        r.flags = PROTO_F_RES_AT;
+        r.offset = sl->out_at;
+        r.data = NULL;
+    } else {
+        output_to_fd(c, sl, &r);
+    }
     if (proto_put_result(&c->io.out, sl->tag, &r) < 0) {
         log_error("out of memory answering client pid %d", (int)c->pid);
         if (r.flags == PROTO_F_RES_FD)
@@ -191,10 +200,11 @@ static int input_map(struct session *c, const struct proto_frame *f,
     return 0;
 }
 
-/* Hands a parsed submit to the engine; returns its slot, or NULL when it
- * was answered at once. */
+/* Hands a parsed submit to the engine, with its input memfd `map` if it
+ * came in one; returns its slot, or NULL when it was answered at once. */
 static struct slot *submit_task(struct session *c, const struct proto_frame *f,
-                                const struct proto_submit *sub, int borrow)
+                                const struct proto_submit *sub,
+                                struct fdpass_map *map)
 {
     struct server *s = c->srv;
     th_submit_opts opts = {0};
@@ -226,9 +236,17 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
     opts.priority = sub->priority;
     sl->tag = f->tag;
     sl->out_fd = (f->flags & PROTO_F_OUT_FD) != 0;
-    rc = (borrow ? host_submit_borrowed : th_host_submit)(
-        s->host, sub->pool, sub->task, sub->input, sub->input_len, &opts,
-        on_done, sl, &sl->id);
+    if (map != NULL) {
+        /* The memfd is held open by sl->map until the answer. */
+        struct host_fd hf = {.fd = map->fd,
+                             .out_ok = (f->flags & PROTO_F_OUT_AT) != 0,
+                             .out_at = &sl->out_at};
+        rc = host_submit_fd(s->host, sub->pool, sub->task, sub->input,
+                            sub->input_len, &opts, on_done, sl, &sl->id, &hf);
+    } else {
+        rc = th_host_submit(s->host, sub->pool, sub->task, sub->input,
+                            sub->input_len, &opts, on_done, sl, &sl->id);
+    }
     if (rc < 0) {
         slot_put(s, sl);
         session_answer(c, f->tag, TH_STATE_REJECTED, rc,
@@ -263,7 +281,7 @@ static void do_submit(struct session *c, const struct proto_frame *f)
     /* An input in a memfd is not copied: the task reads the mapping,
      * which its slot holds until the answer (and an output may go back
      * into it). */
-    sl = submit_task(c, f, &sub, map != NULL);
+    sl = submit_task(c, f, &sub, map);
     if (map == NULL)
         return;
     if (sl != NULL) {
@@ -391,7 +409,7 @@ static int flags_ok(const struct proto_frame *f)
     switch (f->type) {
     case PROTO_SUBMIT:
         return (f->flags & ~(PROTO_F_ACK | PROTO_F_IN_FD | PROTO_F_OUT_FD |
-                             PROTO_F_PROGRESS)) == 0;
+                             PROTO_F_PROGRESS | PROTO_F_OUT_AT)) == 0;
     case PROTO_CANCEL: return (f->flags & ~PROTO_F_TASK_ID) == 0;
     case PROTO_RESTART:
     case PROTO_SHUTDOWN: return (f->flags & ~PROTO_F_FORCE) == 0;
@@ -422,7 +440,8 @@ void requests_handle(struct session *c, const struct proto_frame *f)
             session_fail(c, f->tag, TH_EPROTO, "malformed ping frame");
             return;
         }
-        proto_put_reply_flags(&c->io.out, PROTO_REPLY, f->tag, PROTO_F_FD_OK, 0,
+        proto_put_reply_flags(&c->io.out, PROTO_REPLY, f->tag,
+                              PROTO_F_FD_OK | PROTO_F_AT_OK, 0,
                               "taskhostd " TH_VERSION_STRING,
                               strlen("taskhostd " TH_VERSION_STRING));
         session_mark(c);

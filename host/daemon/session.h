@@ -35,6 +35,8 @@ struct slot {
     uint64_t id;
     struct fdpass_map *map; /* the input memfd, for the output too */
     int out_fd;             /* the client takes an output in a memfd */
+    uint64_t out_at;        /* where the worker wrote the output into the
+                               input memfd; UINT64_MAX: it did not */
     uint64_t input_bytes;   /* counted in its session's input_bytes */
     struct slot *prev, *next;
 };

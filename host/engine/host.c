@@ -24,6 +24,7 @@
 #include "pool.h"
 #include "settings.h"
 #include "spawner.h"
+#include "worker_wire.h"
 
 #define SHUTDOWN_TIMEOUT_DEFAULT 30.0
 
@@ -114,6 +115,22 @@ void host_answer_ref(struct th_host *h, struct task *t, th_state state,
     t->out_len = len;
 }
 
+void host_answer_fd(struct th_host *h, struct task *t, th_state state,
+                    int code, size_t len)
+{
+    if (t->pm != NULL && task_pmfd_cover(t, len) < 0) {
+        host_answerf(h, t, TH_STATE_ERROR, TH_ENOMEM,
+                     "cannot map the task's output (%zu bytes)", len);
+        return;
+    }
+    enqueue(h, t, state, code);
+    t->out_fd = 1;
+    t->out = t->pm != NULL ? t->pm->map + t->out_off : NULL;
+    t->out_len = len;
+    if (t->out_at != NULL)
+        *t->out_at = t->out_off;
+}
+
 void host_answerf(struct th_host *h, struct task *t, th_state state, int code,
                   const char *fmt, ...)
 {
@@ -141,8 +158,9 @@ static void deliver_answers(struct th_host *h)
             .id = t->id,
             .state = (th_state)t->state,
             .code = t->code,
-            .data = t->out != NULL ? t->out : "",
-            .len = t->out != NULL ? t->out_len : 0,
+            /* NULL for an output left in its owner's memfd (out_at) */
+            .data = t->out != NULL ? t->out : t->out_fd ? NULL : "",
+            .len = t->out != NULL || t->out_fd ? t->out_len : 0,
             .wait_time = t->wait_time,
             .run_time = t->run_time,
         };
@@ -525,17 +543,40 @@ static void reject_unknown(struct th_host *h, struct task *t, const char *pool,
     }
 }
 
+/* A new task for an input to `p` (NULL: no such pool): a large one goes
+ * into a memfd its worker reads in place (the host's own, or the
+ * submitter's `hf`), unless the pool is shared through a cluster. */
+static struct task *new_task(struct th_host *h, const struct pool *p,
+                             const void *input, size_t len, int borrow,
+                             const struct host_fd *hf)
+{
+    int local = p != NULL && !(p->cfg.shared && h->cluster);
+    if (!local || len < PAYLOAD_FD_MIN)
+        return borrow ? task_new_borrowed(&h->tasks, input, len)
+                      : task_new(&h->tasks, input, len);
+    if (!borrow)
+        return task_new_pmfd(&h->tasks, p, input, len);
+    struct task *t = task_new_borrowed(&h->tasks, input, len);
+    if (t != NULL && hf != NULL) {
+        t->in_fd = hf->fd;
+        t->out_in_fd = hf->out_ok != 0;
+        t->out_at = hf->out_at;
+    }
+    return t;
+}
+
 static int submit(th_host *h, const char *pool, const char *task,
                   const void *input, size_t len, const th_submit_opts *opts,
-                  th_done_fn done, void *arg, uint64_t *id, int borrow)
+                  th_done_fn done, void *arg, uint64_t *id, int borrow,
+                  const struct host_fd *hf)
 {
     if (h == NULL || pool == NULL || task == NULL || done == NULL ||
         (input == NULL && len > 0))
         return TH_EINVAL;
     if (h->closing)
         return TH_ECLOSED;
-    struct task *t = borrow ? task_new_borrowed(&h->tasks, input, len)
-                            : task_new(&h->tasks, input, len);
+    struct pool *p = find_pool(h, pool);
+    struct task *t = new_task(h, p, input, len, borrow, hf);
     if (t == NULL)
         return TH_ENOMEM;
     t->id = ++h->next_id;
@@ -552,7 +593,6 @@ static int submit(th_host *h, const char *pool, const char *task,
     h->pending++;
     if (id != NULL)
         *id = t->id;
-    struct pool *p = find_pool(h, pool);
     int idx = p ? plugin_find_task(p->plugin, task) : -1;
     if (idx < 0) {
         reject_unknown(h, t, pool, task);
@@ -580,7 +620,7 @@ TH_EXPORT int th_host_submit(th_host *h, const char *pool, const char *task,
                              const th_submit_opts *opts, th_done_fn done,
                              void *arg, uint64_t *id)
 {
-    return submit(h, pool, task, input, len, opts, done, arg, id, 0);
+    return submit(h, pool, task, input, len, opts, done, arg, id, 0, NULL);
 }
 
 int host_submit_borrowed(th_host *h, const char *pool, const char *task,
@@ -588,7 +628,15 @@ int host_submit_borrowed(th_host *h, const char *pool, const char *task,
                          const th_submit_opts *opts, th_done_fn done,
                          void *arg, uint64_t *id)
 {
-    return submit(h, pool, task, input, len, opts, done, arg, id, 1);
+    return submit(h, pool, task, input, len, opts, done, arg, id, 1, NULL);
+}
+
+int host_submit_fd(th_host *h, const char *pool, const char *task,
+                   const void *input, size_t len, const th_submit_opts *opts,
+                   th_done_fn done, void *arg, uint64_t *id,
+                   const struct host_fd *hf)
+{
+    return submit(h, pool, task, input, len, opts, done, arg, id, 1, hf);
 }
 
 TH_EXPORT int th_host_cancel(th_host *h, uint64_t id)

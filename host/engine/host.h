@@ -54,6 +54,25 @@ int host_submit_borrowed(th_host *h, const char *pool, const char *task,
                          const th_submit_opts *opts, th_done_fn done,
                          void *arg, uint64_t *id);
 
+/* A submitter's memfd holding the input (host_submit_fd()). */
+struct host_fd {
+    int fd;           /* the memfd; input maps its start. Kept open by the
+                       * submitter until `done` */
+    int out_ok;       /* the worker may write the output into it, after
+                       * the input (growing it) */
+    uint64_t *out_at; /* set before `done` when it did: the output's
+                       * offset in the memfd; the th_result then has
+                       * data NULL and len the output's length */
+};
+
+/* host_submit_borrowed() of an input that is the start of memfd hf->fd:
+ * a large one is passed to the worker, which reads it in place (and may
+ * write the output into it), instead of being copied into its arena. */
+int host_submit_fd(th_host *h, const char *pool, const char *task,
+                   const void *input, size_t len, const th_submit_opts *opts,
+                   th_done_fn done, void *arg, uint64_t *id,
+                   const struct host_fd *hf);
+
 /* Seconds a plugin may take to load in a spawner, under cfg (NULL: the
  * default). */
 double host_plugin_timeout(const struct config *cfg);
@@ -72,6 +91,12 @@ void host_answer(struct th_host *h, struct task *t, th_state state, int code,
  * workers are flushed, after the delivery). */
 void host_answer_ref(struct th_host *h, struct task *t, th_state state,
                      int code, const void *data, size_t len);
+
+/* host_answer() of an output its worker wrote into the task's memfd at
+ * t->out_off: mapped for the callback when the memfd is the host's own,
+ * else told to its submitter through out_at (struct host_fd). */
+void host_answer_fd(struct th_host *h, struct task *t, th_state state,
+                    int code, size_t len);
 
 /* host_answer() with a printf message. */
 void host_answerf(struct th_host *h, struct task *t, th_state state, int code,

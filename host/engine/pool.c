@@ -888,10 +888,31 @@ static void after_result(struct pool *p, struct worker *w, uint32_t rss)
     host_mark_pool(p->host, p);
 }
 
+/* Answers t with its worker's result, counted; the output is where
+ * `where` says (pool_worker_result()). An output in the arena's ring or
+ * in the task's memfd is handed out in place: the ring is given back to
+ * the worker only after the delivery (worker.c), the arena unmapped only
+ * after that (host_bury_worker()), and the memfd is the task's. */
+static void answer_result(struct pool *p, struct task *t,
+                          const struct frame *f, const char *payload,
+                          int where)
+{
+    th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
+    p->stats.finished[st]++;
+    stats_run(&p->stats, loop_now(loop_of(p)), f->run_us);
+    if (where == RESULT_FD)
+        host_answer_fd(p->host, t, st, f->code, f->len);
+    else if (where == RESULT_ARENA)
+        host_answer_ref(p->host, t, st, f->code, payload, f->len);
+    else
+        host_answer(p->host, t, st, f->code, payload, f->len);
+}
+
 /* A result from a worker the host killed: a task it finished before it
  * was killed still gets its own result; its worker takes no more. */
 static void killed_result(struct pool *p, struct worker *w,
-                          const struct frame *f, const char *payload)
+                          const struct frame *f, const char *payload,
+                          int where)
 {
     struct task *t = w->inflight.head;
     if (t == NULL || t->id != f->id)
@@ -902,19 +923,16 @@ static void killed_result(struct pool *p, struct worker *w,
         host_task_release(p->host, t);
         return;
     }
-    th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
-    p->stats.finished[st]++;
-    stats_run(&p->stats, loop_now(loop_of(p)), f->run_us);
-    host_answer(p->host, t, st, f->code, payload, f->len);
+    answer_result(p, t, f, payload, where);
 }
 
 void pool_worker_result(struct worker *w, const struct frame *f,
-                        const char *payload, int in_arena)
+                        const char *payload, int where)
 {
     struct pool *p = w->pool;
     struct task *t = w->inflight.head;
     if (w->killed) {
-        killed_result(p, w, f, payload);
+        killed_result(p, w, f, payload, where);
         return;
     }
     if (t == NULL || t->id != f->id) {
@@ -941,16 +959,7 @@ void pool_worker_result(struct worker *w, const struct frame *f,
     p->avg_run_us = 0.9 * p->avg_run_us + 0.1 * (double)f->run_us;
     arm_run_timer(p, w);
     if (!t->answered) {
-        th_state st = f->code == 0 ? TH_STATE_OK : TH_STATE_ERROR;
-        p->stats.finished[st]++;
-        stats_run(&p->stats, loop_now(loop_of(p)), f->run_us);
-        /* An output in the arena's ring is handed out in place: the ring
-         * is given back to the worker only after the delivery (worker.c),
-         * and the arena unmapped only after that (host_bury_worker()). */
-        if (in_arena)
-            host_answer_ref(p->host, t, st, f->code, payload, f->len);
-        else
-            host_answer(p->host, t, st, f->code, payload, f->len);
+        answer_result(p, t, f, payload, where);
         poll_briefly(p);
     } else {
         host_task_release(p->host, t);

@@ -136,11 +136,15 @@ void pool_worker_broken(struct worker *w);
 
 void pool_worker_ready(struct worker *w, uint32_t rss_kib);
 void pool_worker_init_failed(struct worker *w, const char *msg, size_t len);
-/* A result frame: `payload` is in the worker's read buffer (copied if
- * kept), or with `in_arena` in its arena's output ring, valid until the
- * worker is next flushed (after the answers are delivered). */
+/* Where a result's output is: in the worker's read buffer (copied if
+ * kept); in its arena's output ring, valid until the worker is next
+ * flushed (after the answers are delivered); in the task's memfd at
+ * t->out_off (payload NULL). */
+enum { RESULT_INLINE, RESULT_ARENA, RESULT_FD };
+
+/* A result frame, its output where `where` says. */
 void pool_worker_result(struct worker *w, const struct frame *f,
-                        const char *payload, int in_arena);
+                        const char *payload, int where);
 void pool_worker_exited(struct worker *w, const char *how, int crashed);
 
 #endif /* TH_POOL_H */

@@ -1,8 +1,16 @@
 /* task.c - task allocation, the id map and task lists (engine layer). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "task.h"
+#include "worker_wire.h"
 
 /* Free list bound: enough to absorb bursts without holding memory forever. */
 #define TASK_FREE_MAX 4096
@@ -50,6 +58,7 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
             return NULL;
     }
     memset(t, 0, offsetof(struct task, inline_input));
+    t->in_fd = -1;
     t->input = t->inline_input;
     if (len > TASK_INLINE) {
         t->input = big_get(tt, len, &t->input_cap);
@@ -105,8 +114,119 @@ struct task *task_new_borrowed(struct task_table *tt, const void *input,
     return t;
 }
 
+/* ---- the host's payload memfds ---- */
+
+static void pmfd_destroy(struct pmfd *pm)
+{
+    if (pm->map != NULL)
+        munmap(pm->map, pm->size);
+    close(pm->fd);
+    free(pm);
+}
+
+/* Maps the whole of pm's memfd, `size` bytes. */
+static int pmfd_map(struct pmfd *pm, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, pm->fd, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    if (pm->map != NULL)
+        munmap(pm->map, pm->size);
+    pm->map = p;
+    pm->size = size;
+    return 0;
+}
+
+/* Room for an input of len bytes and an output as long after it. */
+static size_t pmfd_span(size_t len)
+{
+    size_t off = (len + PAYLOAD_OUT_ALIGN - 1) / PAYLOAD_OUT_ALIGN *
+                 PAYLOAD_OUT_ALIGN;
+    return off + (len > PAYLOAD_FD_MIN ? len : PAYLOAD_FD_MIN);
+}
+
+static struct pmfd *pmfd_get(struct task_table *tt, const void *owner,
+                             size_t len)
+{
+    size_t span = pmfd_span(len);
+    for (struct pmfd **pp = &tt->pm_free; *pp != NULL; pp = &(*pp)->next) {
+        struct pmfd *pm = *pp;
+        if (pm->owner != owner || pm->size < span)
+            continue;
+        *pp = pm->next;
+        tt->pm_bytes -= pm->size;
+        return pm;
+    }
+    struct pmfd *pm = calloc(1, sizeof *pm);
+    if (pm == NULL)
+        return NULL;
+    pm->owner = owner;
+    pm->fd = memfd_create("taskhost-task", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (pm->fd == -1) {
+        free(pm);
+        return NULL;
+    }
+    if (ftruncate(pm->fd, (off_t)span) == -1 ||
+        fcntl(pm->fd, F_ADD_SEALS, F_SEAL_SHRINK) == -1 ||
+        pmfd_map(pm, span) < 0) {
+        pmfd_destroy(pm);
+        return NULL;
+    }
+    return pm;
+}
+
+/* Keeps pm for reuse, or frees it when enough are kept. */
+static void pmfd_put(struct task_table *tt, struct pmfd *pm)
+{
+    if (tt->pm_bytes + pm->size > TASK_BIG_BYTES) {
+        pmfd_destroy(pm);
+        return;
+    }
+    pm->next = tt->pm_free;
+    tt->pm_free = pm;
+    tt->pm_bytes += pm->size;
+}
+
+struct task *task_new_pmfd(struct task_table *tt, const void *owner,
+                           const void *input, size_t len)
+{
+    struct pmfd *pm = pmfd_get(tt, owner, len);
+    if (pm == NULL)
+        return task_new(tt, input, len);
+    struct task *t = task_new(tt, NULL, 0);
+    if (t == NULL) {
+        pmfd_put(tt, pm);
+        return NULL;
+    }
+    memcpy(pm->map, input, len);
+    t->input = pm->map;
+    t->len = len;
+    t->borrowed = 1;
+    t->pm = pm;
+    t->in_fd = pm->fd;
+    t->out_in_fd = 1;
+    return t;
+}
+
+int task_pmfd_cover(struct task *t, size_t len)
+{
+    struct pmfd *pm = t->pm;
+    struct stat st;
+    size_t end = (size_t)t->out_off + len;
+    if (end <= pm->size)
+        return 0;
+    if (fstat(pm->fd, &st) == -1 || (size_t)st.st_size < end)
+        return -1;
+    return pmfd_map(pm, (size_t)st.st_size);
+}
+
 void task_free(struct task_table *tt, struct task *t)
 {
+    /* Freed once off its worker: the worker is done with the memfd. */
+    if (t->pm != NULL)
+        pmfd_put(tt, t->pm);
+    t->pm = NULL;
     if (t->input != t->inline_input && !t->borrowed)
         big_put(tt, t->input, t->input_cap);
     free(t->out_own);
@@ -194,6 +314,12 @@ void task_table_free(struct task_table *tt)
     for (size_t i = 0; i < tt->nbig; i++)
         free(tt->big[i]);
     tt->nbig = tt->bigbytes = 0;
+    while (tt->pm_free != NULL) {
+        struct pmfd *pm = tt->pm_free;
+        tt->pm_free = pm->next;
+        pmfd_destroy(pm);
+    }
+    tt->pm_bytes = 0;
     free(tt->buckets);
     tt->buckets = NULL;
     tt->nbuckets = tt->count = 0;

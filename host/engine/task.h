@@ -19,6 +19,18 @@
 struct pool;
 struct worker;
 
+/* A memfd of the host's own that holds a large input, mapped for good;
+ * its worker reads the input in place and writes the output after it
+ * (worker_wire.h, FRAME_F_FD). Kept for reuse by tasks of the same pool
+ * only: a worker may keep a memfd it was given mapped. */
+struct pmfd {
+    int fd;
+    char *map;
+    size_t size;       /* mapped */
+    const void *owner; /* the pool it serves */
+    struct pmfd *next; /* free list */
+};
+
 struct task {
     uint64_t id;
     struct task *next, *prev; /* queue, in-flight or answer list */
@@ -52,6 +64,13 @@ struct task {
     size_t len;
     size_t input_cap; /* size of an out-of-line input buffer */
     int borrowed;     /* input is the submitter's (task_new_borrowed()) */
+    int in_fd;        /* a memfd whose start is the input (input maps it),
+                       * not owned; -1: none */
+    uint8_t out_in_fd; /* the worker may write the output into in_fd */
+    uint8_t out_fd;    /* the answer's output is in in_fd at out_off */
+    uint64_t out_off;  /* where, asked of the worker at send; 0: not */
+    uint64_t *out_at;  /* tells a borrowed memfd's owner out_off */
+    struct pmfd *pm;   /* the host's memfd holding in_fd, or NULL */
     char inline_input[TASK_INLINE];
 };
 
@@ -68,6 +87,8 @@ struct task_table {
     char *big[TASK_BIG_CACHE];
     size_t bigcap[TASK_BIG_CACHE];
     size_t nbig, bigbytes;
+    struct pmfd *pm_free; /* memfds kept for reuse */
+    size_t pm_bytes;
 };
 
 /* Takes a task from the free list (or allocates one), copies `len` input
@@ -78,6 +99,16 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len);
  * `input`, which the caller keeps valid until the task is answered. */
 struct task *task_new_borrowed(struct task_table *tt, const void *input,
                                size_t len);
+
+/* Like task_new(), but the input is copied into a memfd of the host's,
+ * kept for tasks of `owner` (a pool) only, whose worker reads it in place
+ * and writes the output after it. Falls back to task_new(). */
+struct task *task_new_pmfd(struct task_table *tt, const void *owner,
+                           const void *input, size_t len);
+
+/* Maps t's memfd far enough to read the output its worker wrote at
+ * out_off (it may have grown the memfd). Returns 0 or -1. */
+int task_pmfd_cover(struct task *t, size_t len);
 
 /* Keeps a copy of an answer's `len` data bytes in t: in its own buffers
  * when they are large enough (its input is no longer needed once it is

@@ -154,6 +154,32 @@ static uint64_t ring_alloc(uint64_t head, uint64_t tail, uint64_t len)
     return start;
 }
 
+/* Sends a large input that is in a memfd as that memfd: the worker maps
+ * it and reads the input in place (worker_wire.h, FRAME_F_FD). Returns 0,
+ * or -1 when it cannot (the ring or the socket carries it then). */
+static int send_fd(struct worker *w, struct task *t)
+{
+    if (t->in_fd < 0 || t->len < PAYLOAD_FD_MIN)
+        return -1;
+    int fd = fcntl(t->in_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd == -1)
+        return -1;
+    if (fdpass_push(&w->ofds, fd, 1, w->sent + buf_avail(&w->out), 0) < 0) {
+        close(fd);
+        return -1;
+    }
+    struct frame_fd ref = {.len = t->len};
+    if (t->out_in_fd)
+        ref.out_off = (t->len + PAYLOAD_OUT_ALIGN - 1) / PAYLOAD_OUT_ALIGN *
+                      PAYLOAD_OUT_ALIGN;
+    t->out_off = ref.out_off;
+    put_frame(w, FRAME_TASK, t->id, t->index, &ref, sizeof ref);
+    struct frame *f = (struct frame *)(w->out.data + w->out.len -
+                                       sizeof ref - sizeof *f);
+    f->code = FRAME_F_FD;
+    return 0;
+}
+
 /* Puts a large input into the worker's input ring. Returns 0, or -1 when
  * it does not fit (the socket carries it then). */
 static int send_shm(struct worker *w, struct task *t)
@@ -181,8 +207,9 @@ void worker_send(struct worker *w, struct task *t, uint32_t poll_us)
     t->worker = w;
     t->shm_end = 0;
     task_list_push(&w->inflight, t);
+    /* frame_fd and frame_shm are of one size */
     size_t len = sizeof(struct frame_shm);
-    if (send_shm(w, t) < 0) {
+    if (send_fd(w, t) < 0 && send_shm(w, t) < 0) {
         len = t->len;
         put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
     }
@@ -203,17 +230,42 @@ static void release_outputs(struct worker *w)
     w->out_released = w->out_consumed;
 }
 
+/* Drops what is queued for the worker, memfds included. */
+static void drop_out(struct worker *w)
+{
+    buf_free(&w->out);
+    fdpass_clear(&w->ofds);
+}
+
+/* Writes what is queued, each memfd with its frame. Returns 0 when all
+ * went, 1 when the socket is full, -1 on error. */
+static int send_out(struct worker *w)
+{
+    while (buf_avail(&w->out) > 0) {
+        size_t avail = buf_avail(&w->out);
+        ssize_t n = fdpass_send(w->sock.fd, buf_head(&w->out), avail,
+                                &w->ofds, w->sent);
+        if (n == -1)
+            return -1;
+        buf_consume(&w->out, (size_t)n);
+        w->sent += (uint64_t)n;
+        if ((size_t)n < avail)
+            return 1;
+    }
+    return 0;
+}
+
 /* Writes what is queued for the worker and sets the socket's events. */
 static void write_out(struct worker *w)
 {
     if (w->reaped || w->killed) {
-        buf_free(&w->out);
+        drop_out(w);
         return;
     }
-    int r = buf_flush(&w->out, w->sock.fd);
+    int r = send_out(w);
     if (r == -1) {
         /* The worker is going away; its spawner will say how. */
-        buf_free(&w->out);
+        drop_out(w);
         r = 0;
     }
     trim(&w->out);
@@ -252,7 +304,7 @@ void worker_kill(struct worker *w, int reason, int sig, double grace)
     if (!w->killed)
         w->reason = reason;
     w->killed = 1;
-    buf_free(&w->out);
+    drop_out(w);
     if (w->reaped)
         return;
     signal_worker(w, sig);
@@ -286,6 +338,25 @@ uint32_t worker_read_rss(const struct worker *w)
 
 /* ---- reading frames ---- */
 
+/* Handles a result whose output the worker wrote into its task's memfd,
+ * where it was asked to. */
+static int fd_result(struct worker *w, const struct frame *f,
+                     const char *payload)
+{
+    struct task *head = w->inflight.head;
+    struct frame_shm ref;
+    if (f->len != sizeof ref)
+        return -1;
+    memcpy(&ref, payload, sizeof ref);
+    if (head == NULL || head->id != f->id || head->out_off == 0 ||
+        ref.pos != head->out_off || ref.len > FRAME_MAX_PAYLOAD)
+        return -1;
+    struct frame copy = *f;
+    copy.len = (uint32_t)ref.len;
+    pool_worker_result(w, &copy, NULL, RESULT_FD);
+    return 0;
+}
+
 /* Handles a result: frees the task's input in the ring, finds an output
  * left in the output ring, and releases that once delivered. */
 static int handle_result(struct worker *w, const struct frame *f,
@@ -296,8 +367,10 @@ static int handle_result(struct worker *w, const struct frame *f,
         w->in_tail = head->shm_end;
     if (f->rss_kib != 0)
         w->arena_kib = f->arena_kib;
+    if (f->aux & FRAME_F_FD)
+        return fd_result(w, f, payload);
     if (!(f->aux & FRAME_F_SHM)) {
-        pool_worker_result(w, f, payload, 0);
+        pool_worker_result(w, f, payload, RESULT_INLINE);
         return 0;
     }
     struct frame_shm ref;
@@ -308,7 +381,8 @@ static int handle_result(struct worker *w, const struct frame *f,
         return -1;
     struct frame copy = *f;
     copy.len = (uint32_t)ref.len;
-    pool_worker_result(w, &copy, SHM_OUT(w->arena) + ref.pos % SHM_RING, 1);
+    pool_worker_result(w, &copy, SHM_OUT(w->arena) + ref.pos % SHM_RING,
+                       RESULT_ARENA);
     /* The answer may point into the ring until it is delivered: the ring
      * is released when the worker is flushed, after the delivery. */
     w->out_consumed = SHM_ALIGN(ref.pos + ref.len);
@@ -540,6 +614,6 @@ void worker_free(struct worker *w)
     if (w->arena != NULL)
         munmap(w->arena, SHM_SIZE);
     buf_free(&w->in);
-    buf_free(&w->out);
+    drop_out(w);
     free(w);
 }

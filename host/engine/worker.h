@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "buf.h"
+#include "fdpass.h"
 #include "loop.h"
 #include "task.h"
 
@@ -45,6 +46,8 @@ struct worker {
     int dirty;             /* on the host's flush list */
     struct task_list inflight; /* sent, in order; the head is running */
     struct buf in, out;
+    struct fdpass_queue ofds; /* memfds to send with their tasks' frames */
+    uint64_t sent;            /* bytes ever written to the socket */
     struct worker *next, *prev;   /* pool's worker list */
     struct worker *inext, *iprev; /* pool's idle stack */
     struct worker *dnext;         /* host's flush list */

@@ -9,6 +9,11 @@
  * task is answered at once. What it holds is also copied to the arena's
  * staging area, and the task it runs is named in the arena's header, so
  * that nothing is lost or misattributed if a task kills it (worker_wire.h).
+ *
+ * A large input may come in a memfd (FRAME_F_FD): the plugin reads it in
+ * place, and its output is written into the same memfd, after the input,
+ * where the task's owner reads it. The memfds stay mapped for later tasks
+ * (a bounded cache), so that their pages are mapped once, not per task.
  */
 #include <errno.h>
 #include <limits.h>
@@ -22,12 +27,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
+#include "fdpass.h"
 #include "worker_process.h"
 #include "worker_wire.h"
 #include "log.h"
@@ -56,7 +64,165 @@ struct th_task {
     size_t alen;    /* output bytes there */
     uint64_t id;    /* the task's id, for progress reports; 0: none */
     int seq;        /* this run's number, for the SIGTERM handler; 0: none */
+    struct pmap *pm; /* the input's memfd, or NULL */
+    int in_pm;       /* output goes into pm at pm_off */
+    size_t pm_off;
+    size_t pm_len;   /* output bytes there */
 };
+
+/* ---- payload memfds (FRAME_F_FD) ---- */
+
+#define PMAP_MAX 32             /* memfds kept mapped */
+#define PMAP_BYTES (256u << 20) /* bytes they map in all, at most */
+
+struct pmap {
+    int fd; /* -1: a free entry */
+    int writable;
+    int temp; /* too large to keep: unmapped after its task */
+    dev_t dev;
+    ino_t ino;
+    char *map;
+    size_t size;
+    uint64_t used; /* when last used, for eviction */
+};
+
+static struct {
+    struct pmap v[PMAP_MAX];
+    size_t bytes; /* mapped by kept entries */
+    uint64_t clock;
+} pmaps;
+
+static void pmap_drop(struct pmap *e)
+{
+    if (e->map != NULL)
+        munmap(e->map, e->size);
+    if (e->fd != -1)
+        close(e->fd);
+    if (!e->temp)
+        pmaps.bytes -= e->size;
+    e->map = NULL;
+    e->size = 0;
+    e->fd = -1;
+    e->temp = 0;
+}
+
+/* A free entry, evicting the least recently used ones until `size` more
+ * bytes fit; NULL when the memfd is too large to keep. */
+static struct pmap *pmap_slot(size_t size)
+{
+    if (size > PMAP_BYTES / 4)
+        return NULL;
+    for (;;) {
+        struct pmap *free_e = NULL, *old = NULL;
+        for (size_t i = 0; i < PMAP_MAX; i++) {
+            struct pmap *e = &pmaps.v[i];
+            if (e->fd == -1 && free_e == NULL)
+                free_e = e;
+            if (e->fd != -1 && (old == NULL || e->used < old->used))
+                old = e;
+        }
+        if (free_e != NULL && pmaps.bytes + size <= PMAP_BYTES)
+            return free_e;
+        pmap_drop(old); /* some entry is in use when there is no room */
+    }
+}
+
+/* Maps `size` bytes of memfd fd into e, read-write if it allows. */
+static int pmap_map(struct pmap *e, int fd, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, fd, 0);
+    e->writable = p != MAP_FAILED;
+    if (p == MAP_FAILED)
+        p = mmap(NULL, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    e->map = p;
+    e->size = size;
+    e->fd = fd;
+    return 0;
+}
+
+/* The mapping of memfd fd (taken over) with its first `need` bytes, and
+ * `want` if the memfd has or can grow to them (room for an output). A
+ * memfd mapped already is not mapped again. NULL when it cannot be. */
+static struct pmap *pmap_get(int fd, size_t need, size_t want)
+{
+    struct stat st;
+    if (fstat(fd, &st) == -1) {
+        close(fd);
+        return NULL;
+    }
+    for (size_t i = 0; i < PMAP_MAX; i++) {
+        struct pmap *e = &pmaps.v[i];
+        if (e->fd == -1 || e->dev != st.st_dev || e->ino != st.st_ino)
+            continue;
+        if (e->size >= want || (e->size >= need && !e->writable)) {
+            close(fd);
+            e->used = ++pmaps.clock;
+            return e;
+        }
+        pmap_drop(e); /* mapped too short: again, longer */
+    }
+    size_t size = (size_t)st.st_size;
+    if (size < want && ftruncate(fd, (off_t)want) == 0)
+        size = want;
+    if (size > want)
+        size = want; /* never more: the memfd may be huge, or sparse */
+    struct pmap *e = size >= need ? pmap_slot(size) : NULL;
+    int temp = e == NULL && size >= need;
+    if (temp)
+        e = calloc(1, sizeof *e);
+    if (e == NULL || size == 0 || pmap_map(e, fd, size) < 0) {
+        if (temp)
+            free(e);
+        close(fd);
+        return NULL;
+    }
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    e->used = ++pmaps.clock;
+    e->temp = temp;
+    if (!temp)
+        pmaps.bytes += size;
+    return e;
+}
+
+/* Ends a task's use of e: an entry too large to keep goes. */
+static void pmap_done(struct pmap *e)
+{
+    if (e != NULL && e->temp) {
+        pmap_drop(e);
+        free(e);
+    }
+}
+
+/* Grows e's memfd and its mapping, in place, to `need` bytes at least.
+ * Returns 0, or -1 when it cannot (sealed, no address room). */
+static int pmap_grow(struct pmap *e, size_t need)
+{
+    size_t size = e->size * 2 > need ? e->size * 2 : need;
+    size = (size + PAYLOAD_FD_MIN - 1) / PAYLOAD_FD_MIN * PAYLOAD_FD_MIN;
+    struct stat st;
+    if (!e->writable || fstat(e->fd, &st) == -1)
+        return -1;
+    if ((size_t)st.st_size < size && ftruncate(e->fd, (off_t)size) == -1)
+        return -1;
+    void *p = mremap(e->map, e->size, size, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    if (!e->temp)
+        pmaps.bytes += size - e->size;
+    e->size = size;
+    return 0;
+}
+
+/* Bytes the kept memfds map: shared payload pages, not the worker's own
+ * memory. */
+static uint64_t pmap_bytes(void)
+{
+    return pmaps.bytes;
+}
 
 /* The worker's side of the arena (worker_wire.h). */
 static struct {
@@ -71,9 +237,9 @@ static uint32_t arena_kib(void)
 {
     if (arena.in_touched == 0 && arena.out_touched == 0 &&
         arena.stage_touched == 0)
-        return 0;
+        return (uint32_t)(pmap_bytes() / 1024);
     uint64_t page = 4096;
-    uint64_t bytes = SHM_STAGE_OFF +
+    uint64_t bytes = pmap_bytes() + SHM_STAGE_OFF +
                      (arena.stage_touched + page - 1) / page * page +
                      (arena.in_touched + page - 1) / page * page +
                      (arena.out_touched + page - 1) / page * page;
@@ -122,6 +288,24 @@ static int write_arena(th_task *task, const void *data, size_t len)
     if (buf_append(task->out, at, task->alen) < 0)
         return TH_ENOMEM;
     return buf_append(task->out, data, len);
+}
+
+/* Appends to an output in the task's memfd, growing it when needed; falls
+ * back to the usual way (socket buffer or ring) when it cannot grow. */
+static int write_pm(th_task *task, const void *data, size_t len)
+{
+    struct pmap *e = task->pm;
+    size_t end = task->pm_off + task->pm_len;
+    if (len > FRAME_MAX_PAYLOAD - task->pm_len)
+        return TH_ETOOBIG;
+    if (len > e->size - end && pmap_grow(e, end + len) < 0) {
+        task->in_pm = 0;
+        int r = th_task_write(task, e->map + task->pm_off, task->pm_len);
+        return r < 0 ? r : th_task_write(task, data, len);
+    }
+    memcpy(e->map + end, data, len);
+    task->pm_len += len;
+    return 0;
 }
 
 static volatile sig_atomic_t child_term;
@@ -181,6 +365,8 @@ TH_EXPORT int th_task_write(th_task *task, const void *data, size_t len)
         return TH_EINVAL;
     if (task->failed)
         return TH_EINVAL; /* its answer is its failure message */
+    if (task->in_pm)
+        return write_pm(task, data, len);
     if (task->in_arena)
         return write_arena(task, data, len);
     size_t used = task->out->len - task->header - sizeof(struct frame);
@@ -212,6 +398,7 @@ TH_EXPORT int th_task_fail(th_task *task, int code, const char *fmt, ...)
     /* Drop any output written so far: the payload becomes the message. */
     task->out->len = task->header + sizeof(struct frame);
     task->in_arena = 0;
+    task->in_pm = 0;
     buf_append(task->out, msg, (size_t)n);
     task->failed = 1;
     return code;
@@ -386,6 +573,8 @@ struct child {
     const struct child_params *p;
     void *state;
     struct buf in, out;
+    struct fdpass_queue fds; /* memfds come with their tasks' frames */
+    uint64_t in_pos;         /* stream offset of the head of `in` */
     int statm;
     double last_flush;
     size_t last_result; /* offset of the newest result header + 1, or 0 */
@@ -487,7 +676,7 @@ static int skipped(uint64_t id)
 }
 
 static void run_task(struct child *c, const struct frame *f, const char *input,
-                     size_t len)
+                     size_t len, struct pmap *pm, size_t out_off)
 {
     const struct plugin *pl = c->p->plugin;
     size_t header = c->out.len;
@@ -497,12 +686,17 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     static int seq;
     seq = seq == INT_MAX ? 1 : seq + 1;
     struct th_task task = {
-        .id = f->id, .seq = seq, .out = &c->out, .header = header};
+        .id = f->id, .seq = seq, .out = &c->out, .header = header, .pm = pm,
+        .in_pm = pm != NULL && pm->writable && out_off > 0,
+        .pm_off = out_off};
     int code;
     double start = now_s();
     progress.held = 0;
     progress.sent = 0;
-    if (f->aux >= pl->ntasks) {
+    if (input == NULL) {
+        code = th_task_fail(&task, TH_ENOMEM,
+                            "the task's input memfd cannot be mapped");
+    } else if (f->aux >= pl->ntasks) {
         code = th_task_fail(&task, TH_ENOENT, "no task number %u", f->aux);
     } else if (skipped(f->id)) {
         code = th_task_fail(&task, TH_ECANCELED, "cancelled before it started");
@@ -523,10 +717,14 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
     int shm = task.in_arena;
     if (shm)
         seal_arena(c, &task);
+    if (task.in_pm) { /* the output is in the memfd: say where */
+        struct frame_shm ref = {.pos = task.pm_off, .len = task.pm_len};
+        buf_append(&c->out, &ref, sizeof ref);
+    }
     /* The buffer may have moved while the plugin wrote: find it again. */
     hdr = (struct frame *)(c->out.data + header);
     memset(hdr, 0, sizeof *hdr);
-    hdr->aux = shm ? FRAME_F_SHM : 0;
+    hdr->aux = shm ? FRAME_F_SHM : task.in_pm ? FRAME_F_FD : 0;
     hdr->id = f->id;
     hdr->type = FRAME_RESULT;
     hdr->code = code;
@@ -550,12 +748,44 @@ static void stamp_rss(struct child *c)
     hdr->arena_kib = shared;
 }
 
-/* Runs a task whose input is in the frame or, by reference, in the ring. */
+/* Runs a task whose input is in a memfd that came with its frame. */
+static void start_fd_task(struct child *c, const struct frame *f,
+                          const char *payload)
+{
+    struct frame_fd ref;
+    int fd = fdpass_take(&c->fds, c->in_pos);
+    if (fd == -1 || f->len != sizeof ref)
+        _exit(73); /* cannot happen from our host */
+    memcpy(&ref, payload, sizeof ref);
+    if (ref.len > FRAME_MAX_PAYLOAD || ref.out_off > FRAME_MAX_PAYLOAD ||
+        (ref.out_off > 0 && ref.out_off < ref.len))
+        _exit(73);
+    size_t want = ref.out_off > 0
+                      ? (size_t)ref.out_off + (ref.len > PAYLOAD_FD_MIN
+                                                   ? (size_t)ref.len
+                                                   : PAYLOAD_FD_MIN)
+                      : (size_t)ref.len;
+    struct pmap *pm = pmap_get(fd, (size_t)ref.len, want);
+    if (pm == NULL) {
+        run_task(c, f, NULL, 0, NULL, 0); /* answered failed */
+        return;
+    }
+    run_task(c, f, ref.len ? pm->map : "", (size_t)ref.len, pm,
+             (size_t)ref.out_off);
+    pmap_done(pm);
+}
+
+/* Runs a task whose input is in the frame or, by reference, in the ring
+ * or in a memfd. */
 static void start_task(struct child *c, const struct frame *f,
                        const char *payload)
 {
+    if (f->code & FRAME_F_FD) {
+        start_fd_task(c, f, payload);
+        return;
+    }
     if (!(f->code & FRAME_F_SHM)) {
-        run_task(c, f, payload, f->len);
+        run_task(c, f, payload, f->len, NULL, 0);
         return;
     }
     struct frame_shm ref;
@@ -566,7 +796,7 @@ static void start_task(struct child *c, const struct frame *f,
         _exit(73); /* cannot happen from our host */
     if (off + ref.len > arena.in_touched)
         arena.in_touched = off + ref.len;
-    run_task(c, f, SHM_IN(arena.base) + off, (size_t)ref.len);
+    run_task(c, f, SHM_IN(arena.base) + off, (size_t)ref.len, NULL, 0);
 }
 
 /* Returns the next complete frame in c->in, or NULL. */
@@ -619,7 +849,13 @@ static void read_more(struct child *c)
             room = need;
     }
     poll_input(c);
-    ssize_t n = buf_read(&c->in, CHILD_FD, room);
+    if (buf_reserve(&c->in, room) < 0)
+        _exit(72);
+    ssize_t n = fdpass_recv_flags(CHILD_FD, c->in.data + c->in.len,
+                                  c->in.cap - c->in.len, &c->fds,
+                                  c->in_pos + buf_avail(&c->in), 0);
+    if (n > 0)
+        c->in.len += (size_t)n;
     if (n == 0)
         child_exit(c); /* the host closed our socket: stop */
     if (n == -1 && errno != EINTR && errno != EAGAIN)
@@ -652,6 +888,7 @@ __attribute__((noreturn)) static void serve(struct child *c)
                 announce(0);
         }
         buf_consume(&c->in, sizeof copy + FRAME_PAD(copy.len));
+        c->in_pos += sizeof copy + FRAME_PAD(copy.len);
         trim(&c->in);
         maybe_flush(c);
     }
@@ -676,6 +913,8 @@ void child_main(const struct child_params *p)
      * while it lives, and goes to the host, which ends it, when it exits. */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     struct child c = {.p = p, .statm = -1};
+    for (size_t i = 0; i < PMAP_MAX; i++)
+        pmaps.v[i].fd = -1;
     arena.base = p->arena;
     if (p->measure_rss)
         c.statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
