@@ -176,16 +176,25 @@ static struct pmfd *pmfd_get(struct task_table *tt, const void *owner,
     return pm;
 }
 
-/* Keeps pm for reuse, or frees it when enough are kept. */
+/* Keeps pm for reuse, first in line; the oldest kept go when more than
+ * TASK_BIG_CACHE or TASK_BIG_BYTES are kept. */
 static void pmfd_put(struct task_table *tt, struct pmfd *pm)
 {
-    if (tt->pm_bytes + pm->size > TASK_BIG_BYTES) {
-        pmfd_destroy(pm);
-        return;
-    }
     pm->next = tt->pm_free;
     tt->pm_free = pm;
     tt->pm_bytes += pm->size;
+    size_t n = 0, bytes = 0;
+    for (struct pmfd **pp = &tt->pm_free; *pp != NULL;) {
+        struct pmfd *e = *pp;
+        if (++n <= TASK_BIG_CACHE && bytes + e->size <= TASK_BIG_BYTES) {
+            bytes += e->size;
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        tt->pm_bytes -= e->size;
+        pmfd_destroy(e);
+    }
 }
 
 struct task *task_new_pmfd(struct task_table *tt, const void *owner,

@@ -73,7 +73,7 @@ struct th_task {
 /* ---- payload memfds (FRAME_F_FD) ---- */
 
 #define PMAP_MAX 32             /* memfds kept mapped */
-#define PMAP_BYTES (256u << 20) /* bytes they map in all, at most */
+#define PMAP_BYTES (128u << 20) /* bytes they map in all, at most */
 
 struct pmap {
     int fd; /* -1: a free entry */
