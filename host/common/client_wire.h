@@ -1,7 +1,8 @@
 /* client_wire.h - the wire format between taskhostd and its clients
  * (common layer: the daemon and the client library both use it).
  *
- * Shared by the daemon (server.c) and the client library (client.c);
+ * Shared by the daemon (daemon/session.c, daemon/requests.c) and the
+ * client library (client/client.c), through conn.h;
  * docs/protocol.md is the reference. Every frame is a 16-byte header and a
  * body of `len` bytes, all integers little-endian:
  *

@@ -1,6 +1,7 @@
 /* fdpass.h - large payloads in memfds, and descriptors passed along a
  * stream socket in the order of its frames (docs/protocol.md, "Payloads in
- * memfds"). Shared by the daemon (server.c) and the client library.
+ * memfds"). Shared by the daemon (daemon/requests.c) and the client
+ * library (client/client.c); conn.h keeps the queues.
  *
  * A descriptor travels attached (SCM_RIGHTS) to the sendmsg() whose first
  * byte is the first byte of the frame that carries it. The kernel hands

@@ -1,8 +1,9 @@
 /* log.c - the log of every process (common layer): stderr, syslog or a
  * file, with levels.
  *
- * One process-wide sink. Workers inherit it through fork and tag their
- * lines with their pool and pid; a file sink is opened O_APPEND so lines
+ * One process-wide sink. A spawner is handed the host's (log_kind(),
+ * log_file_fd()); workers inherit their spawner's through fork and tag
+ * their lines with their pool and pid; a file sink is opened O_APPEND so lines
  * from the host and its workers interleave whole.
  *
  * When stderr is systemd's journal ($JOURNAL_STREAM names its device and

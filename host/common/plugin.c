@@ -3,7 +3,7 @@
  *
  * The order of the checks matters: the file is looked at (existence, type,
  * permissions) before dlopen(), because dlopen() runs the object's
- * constructors in the host process. Then the descriptor is checked field by
+ * constructors in the loading process (a spawner, never the host). Then the descriptor is checked field by
  * field and copied into a zeroed struct, so that a plugin built against an
  * older, shorter th_plugin reads as if its missing fields were NULL. Every
  * ABI from TH_ABI_VERSION_MIN to TH_ABI_VERSION loads; the tasks, in the

@@ -2,8 +2,8 @@
  * notification, the pidfile, and the run loop.
  *
  * The engine's one loop drives everything: the signalfd of the signals we
- * handle and the server's socket and sessions (listener.c, session.c) are watched
- * in it through th_watch, and th_host_step() serves them with the
+ * handle and the server's socket and sessions (listener.c, session.c)
+ * are watched in it through th_watch, and th_host_step() serves them with the
  * workers. The signals are blocked before the engine starts, so no worker
  * is ever forked with them deliverable to a handler of ours, and nothing
  * runs in signal context.

@@ -1,7 +1,8 @@
 /* host.c - the embedding API (engine layer): a host of plugins and pools
  * on one loop.
  *
- * Each loop iteration: events (worker frames, pidfds, embedders' watches),
+ * Each loop iteration: events (worker frames, spawners' reports of worker
+ * exits, embedders' watches),
  * due timers, then the after-hook here: deliver the queued answers (the
  * only place a task's callback runs), dispatch the pools that have work,
  * write what is queued for workers (one write per worker per iteration),

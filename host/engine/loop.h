@@ -1,9 +1,10 @@
 /* loop.h - the one event loop (engine layer): epoll for fds, a heap of
  * timers behind a timerfd, and an eventfd to wake it.
  *
- * Everything the engine owns (worker sockets, pidfds, timers) is driven
- * from here, on one thread, so no state needs a lock; code outside the
- * engine comes in through th_watch and th_timer (watch.c). loop.c is the
+ * Everything the engine owns (worker sockets, spawners' event sockets,
+ * timers) is driven from here, on one thread, so no state needs a lock;
+ * code outside the engine comes in through th_watch and th_timer
+ * (watch.c). loop.c is the
  * only file that touches epoll: the rest speaks LOOP_* event bits. The
  * epoll fd itself is what th_host_fd() hands to a caller's own loop: it is
  * readable whenever a registered fd, a due timer or a wake-up is pending.

@@ -1,6 +1,6 @@
-/* stats.c - (engine layer) latency histograms, recent windows, worker events, and the
- * stats of pools as text, JSON and Prometheus exposition. The JSON layout
- * is documented in docs/stats.md and only ever grows.
+/* stats.c - latency histograms, recent windows, worker events, and the
+ * stats of pools as text, JSON and Prometheus exposition (engine layer).
+ * The JSON layout is documented in docs/stats.md and only ever grows.
  */
 #include <math.h>
 #include <stdio.h>
