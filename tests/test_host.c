@@ -1,5 +1,6 @@
 /* test_host.c - the embedding API: round trips of every example plugin,
  * many tasks in flight, crash isolation, init failures, closing. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -291,6 +292,29 @@ static void test_pool_built_in_code_takes_every_policy(void **state)
     o.memory_check_interval = -1; /* impossible: refused by name */
     assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), TH_ECONFIG);
     assert_non_null(strstr(err, "memory_check_interval"));
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
+/* A spawner program that cannot be run is one line naming it and why. */
+static void test_a_spawner_program_that_cannot_run_is_named(void **state)
+{
+    const char *saved = getenv("TASKHOST_SPAWNER");
+    char *keep = saved ? strdup(saved) : NULL;
+    th_host *h;
+    char err[512] = "";
+
+    assert_int_equal(th_host_new(&h), 0);
+    setenv("TASKHOST_SPAWNER", "/nonexistent/taskhost-spawner", 1);
+    assert_true(th_host_add_plugin(h, "echo", PLUGIN("echo"), err,
+                                   sizeof err) < 0);
+    if (keep != NULL)
+        setenv("TASKHOST_SPAWNER", keep, 1);
+    else
+        unsetenv("TASKHOST_SPAWNER");
+    free(keep);
+    assert_non_null(strstr(err, "cannot run the spawner program "
+                                "/nonexistent/taskhost-spawner"));
+    assert_non_null(strstr(err, strerror(ENOENT)));
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
@@ -1012,6 +1036,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_opts_init_gives_the_config_defaults),
         cmocka_unit_test(test_pool_built_in_code_takes_every_policy),
+        cmocka_unit_test(test_a_spawner_program_that_cannot_run_is_named),
         cmocka_unit_test(test_echo_returns_its_input),
         cmocka_unit_test(test_echo_of_empty_input_is_empty),
         cmocka_unit_test(test_large_input_round_trips_intact),
