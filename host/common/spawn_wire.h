@@ -1,10 +1,11 @@
 /* spawn_wire.h - messages between the host and a pool's spawner.
  *
  * A spawner (host/worker/spawner.c) is a small program the host starts
- * with fork and exec, so that it holds nothing of the host's memory. It
- * takes the pool's user, loads the plugin, and forks the pool's workers
- * on request; the host never loads a plugin itself. Two SOCK_SEQPACKET
- * socketpairs join them, one message per packet, native byte order:
+ * with posix_spawn() (an exec), so that it holds nothing of the host's
+ * memory. It takes the pool's user, loads the plugin, and forks the
+ * pool's workers on request; the host never loads a plugin itself. Two
+ * SOCK_SEQPACKET socketpairs join them, one message per packet, native
+ * byte order:
  *
  *   requests (spawner fd 3), each answered before the next is sent:
  *     host -> spawner  SPW_HELLO   who to be, what to load (struct spw_hello

@@ -2,8 +2,8 @@
  *
  * The host never forks a worker from its own memory nor loads a plugin:
  * each pool has a spawner process (host/worker/spawner.c, started with
- * fork and exec), which runs as the pool's user, loads the plugin, and
- * forks the workers. A spawner started with `probe` only loads the
+ * posix_spawn(): an exec, nothing of the host's memory), which runs as
+ * the pool's user, loads the plugin, and forks the workers. A spawner started with `probe` only loads the
  * plugin, reports its tasks and exits: that is how plugins are checked.
  * Requests are synchronous and bounded by a timeout; worker exits come
  * back as events in the host's loop.

@@ -1,8 +1,8 @@
 /* spawner.c - taskhost-spawner: the process a pool's workers are forked
  * from (spawn_wire.h gives the messages).
  *
- * The host starts it with fork and exec, so it begins with nothing of the
- * host's memory: no client's input, no other worker's arena. It then
+ * The host starts it with posix_spawn() (an exec), so it begins with
+ * nothing of the host's memory: no client's input, no other worker's arena. It then
  *   1. reads who to be and what to load (SPW_HELLO),
  *   2. applies the pool's resource limits, takes the pool's group and
  *      user, sets its parent-death signal (after the switch, which would
