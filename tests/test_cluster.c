@@ -392,18 +392,23 @@ static void test_tasks_of_one_host_run_on_another(void **state)
     node_start(&b, "cl-b", &r, "max_workers = 1;");
     th_client *c = hx_connect(&a.h);
     struct one o[4];
-    /* Two long tasks: one host's single worker cannot hold both. */
-    submit(c, "hold", "400:x1", &o[0]);
-    submit(c, "hold", "400:x2", &o[1]);
-    submit(c, "echo", "hello", &o[2]);
+    /* Three long tasks: one host with a single worker claims at most two
+     * (what it can start, plus a prefetch of one). */
+    const char *in[] = {"400:x1", "400:x2", "400:x3"};
     for (int i = 0; i < 3; i++)
+        submit(c, "hold", in[i], &o[i]);
+    submit(c, "echo", "hello", &o[3]);
+    for (int i = 0; i < 4; i++)
         await(c, &o[i], 20);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         assert_int_equal(o[i].state, TH_STATE_OK);
-    assert_string_equal(o[2].out, "hello");
-    assert_int_equal(runs_of(&a, "400:x1") + runs_of(&b, "400:x1"), 1);
-    assert_int_equal(runs_of(&a, "400:x2") + runs_of(&b, "400:x2"), 1);
-    assert_true(runs_of(&b, "400:x1") + runs_of(&b, "400:x2") >= 1);
+    assert_string_equal(o[3].out, "hello");
+    int on_b = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(runs_of(&a, in[i]) + runs_of(&b, in[i]), 1);
+        on_b += runs_of(&b, in[i]);
+    }
+    assert_true(on_b >= 1);
     th_client_close(c);
     assert_redis_clean(&r);
     node_cleanup(&a);
@@ -433,7 +438,8 @@ static long duplicates(struct node *nodes, int n)
     char line[256];
     long dups = 0;
     while (fgets(line, sizeof line, p) != NULL) {
-        fprintf(stderr, "ran twice: %s", line);
+        if (dups < 10)
+            fprintf(stderr, "ran twice: %s", line);
         dups++;
     }
     pclose(p);

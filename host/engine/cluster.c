@@ -41,6 +41,7 @@
 #define REPLY_BATCH "512" /* reply entries read per XREAD */
 #define FULL_RETRY 0.005  /* seconds: overflow = block, retry entering */
 #define SINCE_MARGIN_MS 2000 /* a resubmit looks this far before the first */
+#define BATCH_MAX 64 /* tasks per th1_submit_many / th1_finish_many */
 #define PREFETCH 1        /* tasks claimed beyond what workers can start */
 #define HOST_GONE 600.0   /* seconds without heartbeat before a host's
                            * consumer is removed */
@@ -66,6 +67,7 @@ struct cjob {
     int64_t sent_ms;          /* ingress: Redis time of the first submit
                                * sent, 0 before: a later one may find the
                                * task entered already */
+    int retry;                /* ingress: this submit is not the first */
     th_timer *timer;          /* ingress: queue_timeout, or retry */
     char *rt;                 /* exec: reply stream of the ingress */
     char *task;               /* exec: task name */
@@ -74,6 +76,20 @@ struct cjob {
     uint64_t run_us;
     char *data;
     size_t len;
+};
+
+/* Commands of many tasks sent as one function call: jobs gathered during
+ * one turn of the loop, sent by a zero-delay timer (or once BATCH_MAX). */
+struct batch {
+    int n;
+    struct cjob *job[BATCH_MAX];
+};
+
+/* A batch on its way: the private data of its reply's callback. */
+struct sent {
+    struct cpool *cp;
+    int n;
+    struct cjob *job[];
 };
 
 struct cpool {
@@ -96,6 +112,8 @@ struct cpool {
     long nwaiting;
     struct cjob *unsent;  /* exec jobs whose answer waits for Redis */
     long nunsent;
+    struct batch subs;    /* ingress jobs to submit */
+    struct batch fins;    /* exec jobs whose answers to post */
     /* this host */
     uint64_t submitted, claimed, reclaimed, finished, lost_claims, given;
     /* the cluster, as of the last heartbeat */
@@ -110,6 +128,7 @@ struct cluster {
     int max_attempts;
     struct rconn cmd;
     th_timer *beat;
+    th_timer *flush;      /* zero-delay: sends the pools' batches */
     long long hostid;     /* 0 until th1_hello answered */
     char me[32];          /* hostid as text: the consumer name */
     char epoch[64];       /* of the data set in Redis, "" before hello */
@@ -429,12 +448,10 @@ static void arm_queue_timeout(struct cjob *j)
                                  th_host_now(j->cp->cl->h), 0);
 }
 
-static void on_submitted(struct rconn *c, void *r, void *priv)
+/* The reply to the submit of j (NULL: lost with the connection). */
+static void submitted(struct cjob *j, const redisReply *reply)
 {
-    struct cjob *j = priv;
-    redisReply *reply = r;
     struct cpool *cp = j->cp;
-    (void)c;
     j->refs--;
     if (j->t == NULL) {
         job_release(j);
@@ -488,46 +505,124 @@ static void on_submitted(struct rconn *c, void *r, void *priv)
         arm_queue_timeout(j);
 }
 
+static void on_submitted(struct rconn *c, void *r, void *priv)
+{
+    struct sent *b = priv;
+    const redisReply *reply = r;
+    (void)c;
+    for (int i = 0; i < b->n; i++) {
+        const redisReply *e = reply;
+        if (is_arr(reply))
+            e = (size_t)i < reply->elements ? reply->element[i] : NULL;
+        submitted(b->job[i], e);
+    }
+    free(b);
+}
+
+static struct sent *sent_new(struct cpool *cp, struct batch *bt)
+{
+    struct sent *b = malloc(sizeof *b + (size_t)bt->n * sizeof b->job[0]);
+    if (b == NULL)
+        return NULL;
+    b->cp = cp;
+    b->n = bt->n;
+    memcpy(b->job, bt->job, (size_t)bt->n * sizeof b->job[0]);
+    bt->n = 0;
+    return b;
+}
+
+/* The text arguments of one job's submit or finish. */
+struct jtext {
+    char a[3][32];
+};
+
+/* Sends the gathered submits as one th1_submit_many. */
+static void flush_submits(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    struct pool *p = pool_of(cp);
+    if (cp->subs.n == 0)
+        return;
+    struct sent *b = sent_new(cp, &cp->subs);
+    int argc = 5 + 11 * (b ? b->n : 0);
+    const char **argv = malloc((size_t)argc * sizeof *argv);
+    size_t *alen = malloc((size_t)argc * sizeof *alen);
+    struct jtext *tx = malloc((size_t)(b ? b->n : 0) * sizeof *tx + 1);
+    char n[16], maxq[32], ovf[8], ttl[32];
+    int ok = b && argv && alen && tx;
+    snprintf(n, sizeof n, "%d", b ? b->n : 0);
+    snprintf(maxq, sizeof maxq, "%ld", p ? p->cfg.max_queue : 0);
+    snprintf(ovf, sizeof ovf, "%d", p ? p->cfg.overflow : 0);
+    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
+    int k = 0;
+    if (ok) {
+        const char *head[] = {"FCALL", "th1_submit_many", "1", cp->q, n};
+        for (; k < 5; k++)
+            argv[k] = head[k];
+    }
+    for (int i = 0; ok && i < b->n; i++) {
+        struct cjob *j = b->job[i];
+        struct task *t = j->t;
+        /* A submit whose reply was lost may have entered: the next one
+         * names the time to look from (a margin for clock steps), so
+         * that the task does not enter twice. */
+        snprintf(tx[i].a[0], sizeof tx[i].a[0], "%.0f",
+                 t ? t->task_timeout * 1000 : 0);
+        snprintf(tx[i].a[1], sizeof tx[i].a[1], "%.0f",
+                 t ? t->queue_timeout * 1000 : 0);
+        if (j->retry)
+            snprintf(tx[i].a[2], sizeof tx[i].a[2], "%" PRId64,
+                     j->sent_ms - SINCE_MARGIN_MS);
+        else
+            tx[i].a[2][0] = '\0';
+        const char *v[] = {cp->pre, maxq, ovf, ttl, j->tid,
+                           t && p ? p->plugin->tasks[t->index].name : "",
+                           cp->rep, tx[i].a[0], tx[i].a[1],
+                           t ? t->input : "", tx[i].a[2]};
+        for (int m = 0; m < 11; m++, k++) {
+            argv[k] = v[m] ? v[m] : "";
+            alen[k] = m == 9 && t ? t->len : strlen(argv[k]);
+        }
+    }
+    for (int m = 0; ok && m < 5; m++)
+        alen[m] = strlen(argv[m]);
+    if (ok && rconn_cmd(&cl->cmd, on_submitted, b, argc, argv, alen) == 0)
+        b = NULL;
+    else
+        for (int i = 0; b && i < b->n; i++)
+            submitted(b->job[i], NULL);
+    free(b);
+    free(argv);
+    free(alen);
+    free(tx);
+}
+
+static void arm_flush(struct cluster *cl)
+{
+    if (cl->flush != NULL)
+        th_timer_start(cl->flush, 0, 0);
+}
+
 static void send_submit(struct cjob *j)
 {
     struct cpool *cp = j->cp;
     struct cluster *cl = cp->cl;
     struct task *t = j->t;
-    struct pool *p = pool_of(cp);
-    char maxq[32], ovf[8], ttl[32], tto[32], qto[32];
     snprintf(j->tid, sizeof j->tid, "%lld-%" PRIu64, cl->hostid, t->id);
-    snprintf(maxq, sizeof maxq, "%ld", p ? p->cfg.max_queue : 0);
-    snprintf(ovf, sizeof ovf, "%d", p ? p->cfg.overflow : 0);
-    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
-    snprintf(tto, sizeof tto, "%.0f", t->task_timeout * 1000);
-    snprintf(qto, sizeof qto, "%.0f", t->queue_timeout * 1000);
-    const char *task = p ? p->plugin->tasks[t->index].name : "";
-    /* A submit whose reply was lost may have entered: the next one names
-     * the time to look from (a margin for clock steps), so that the task
-     * does not enter twice. */
-    char since[32];
-    snprintf(since, sizeof since, "%" PRId64, j->sent_ms - SINCE_MARGIN_MS);
-    const char *a[] = {cp->pre, maxq, ovf, ttl, j->tid, task, cp->rep,
-                       tto, qto, t->input, since};
-    size_t l[11];
-    for (int i = 0; i < 11; i++)
-        l[i] = i == 9 ? t->len : strlen(a[i]);
-    int n = j->sent_ms > 0 ? 11 : 10;
-    if (fcall(cp, on_submitted, j, "th1_submit", n, a, l) < 0) {
-        if (t->queue_timeout > 0)
-            wait_to_enter(j);
-        else
-            reject_unreachable(j);
-        return;
-    }
     list_del(j);
     if (j->state == IN_WAIT && cp->nwaiting > 0)
         cp->nwaiting--;
     list_add(&cp->ingress, j);
     j->state = IN_SENT;
     j->refs++;
+    j->retry = j->sent_ms > 0;
     if (j->sent_ms == 0)
         j->sent_ms = wall_ms() + cl->clock_skew;
+    cp->subs.job[cp->subs.n++] = j;
+    if (cp->subs.n == BATCH_MAX)
+        flush_submits(cp);
+    else
+        arm_flush(cl);
 }
 
 /* Defers an answer given inside th_host_submit(): callbacks never nest in
@@ -923,11 +1018,10 @@ static void exec_start(struct cpool *cp, const char *id, const redisReply *f)
 
 /* ---- exec: posting answers ---- */
 
-static void on_finished(struct rconn *c, void *r, void *priv)
+/* The reply to the answer of j (NULL: lost with the connection). */
+static void finished(struct cjob *j, const redisReply *r)
 {
-    struct cjob *j = priv;
     struct cpool *cp = j->cp;
-    (void)c;
     j->refs--;
     cp->cl->inflight--;
     if (r == NULL) { /* lost on the way: again once Redis is back */
@@ -946,32 +1040,93 @@ static void on_finished(struct rconn *c, void *r, void *priv)
     job_release(j);
 }
 
+static void on_finished(struct rconn *c, void *r, void *priv)
+{
+    struct sent *b = priv;
+    const redisReply *reply = r;
+    (void)c;
+    for (int i = 0; i < b->n; i++) {
+        const redisReply *e = reply;
+        if (is_arr(reply))
+            e = (size_t)i < reply->elements ? reply->element[i] : NULL;
+        finished(b->job[i], e);
+    }
+    free(b);
+}
+
+/* Sends the gathered answers as one th1_finish_many. */
+static void flush_finishes(struct cpool *cp)
+{
+    struct cluster *cl = cp->cl;
+    if (cp->fins.n == 0)
+        return;
+    struct sent *b = sent_new(cp, &cp->fins);
+    int argc = 5 + 10 * (b ? b->n : 0);
+    const char **argv = malloc((size_t)argc * sizeof *argv);
+    size_t *alen = malloc((size_t)argc * sizeof *alen);
+    struct jtext *tx = malloc((size_t)(b ? b->n : 0) * sizeof *tx + 1);
+    char n[16], ttl[32];
+    int ok = b && argv && alen && tx;
+    snprintf(n, sizeof n, "%d", b ? b->n : 0);
+    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
+    int k = 0;
+    if (ok) {
+        const char *head[] = {"FCALL", "th1_finish_many", "1", cp->q, n};
+        for (; k < 5; k++) {
+            argv[k] = head[k];
+            alen[k] = strlen(head[k]);
+        }
+    }
+    for (int i = 0; ok && i < b->n; i++) {
+        struct cjob *j = b->job[i];
+        snprintf(tx[i].a[0], sizeof tx[i].a[0], "%d", j->fin_code);
+        snprintf(tx[i].a[1], sizeof tx[i].a[1], "%" PRIu64, j->run_us);
+        const char *v[] = {cp->pre, j->eid, j->tid, j->rt,
+                           th_state_name((th_state)j->fin_state), tx[i].a[0],
+                           tx[i].a[1], j->data ? j->data : "", ttl, cl->me};
+        for (int m = 0; m < 10; m++, k++) {
+            argv[k] = v[m];
+            alen[k] = m == 7 ? (j->data ? j->len : 0) : strlen(v[m]);
+        }
+    }
+    if (ok && rconn_cmd(&cl->cmd, on_finished, b, argc, argv, alen) == 0)
+        b = NULL;
+    else
+        for (int i = 0; b && i < b->n; i++)
+            finished(b->job[i], NULL);
+    free(b);
+    free(argv);
+    free(alen);
+    free(tx);
+}
+
 static void send_finish(struct cjob *j)
 {
     struct cpool *cp = j->cp;
-    struct cluster *cl = cp->cl;
-    char st[16], code[16], run[32], ttl[32];
-    snprintf(st, sizeof st, "%s", th_state_name((th_state)j->fin_state));
-    snprintf(code, sizeof code, "%d", j->fin_code);
-    snprintf(run, sizeof run, "%" PRIu64, j->run_us);
-    snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
-    const char *a[] = {cp->pre, j->eid, j->tid, j->rt, st, code, run,
-                       j->data ? j->data : "", ttl, cl->me};
-    size_t l[10];
-    for (int i = 0; i < 10; i++)
-        l[i] = i == 7 ? (j->data ? j->len : 0) : strlen(a[i]);
-    if (fcall(cp, on_finished, j, "th1_finish", 10, a, l) == 0) {
-        j->refs++;
-        cl->inflight++;
-        return;
+    j->refs++;
+    cp->cl->inflight++;
+    cp->fins.job[cp->fins.n++] = j;
+    if (cp->fins.n == BATCH_MAX)
+        flush_finishes(cp);
+    else
+        arm_flush(cp->cl);
+}
+
+static void on_flush(th_timer *tm, void *arg)
+{
+    struct cluster *cl = arg;
+    (void)tm;
+    for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
+        flush_submits(cp);
+        flush_finishes(cp);
     }
-    list_add(&cp->unsent, j);
-    cp->nunsent++;
 }
 
 static void flush_unsent(struct cpool *cp)
 {
-    while (cp->unsent != NULL && cp->cl->cmd.up) {
+    /* At most once each: a batch that cannot be sent puts them back. */
+    for (long n = cp->nunsent; n > 0 && cp->unsent != NULL && cp->cl->cmd.up;
+         n--) {
         struct cjob *j = cp->unsent;
         list_del(j);
         cp->nunsent--;
@@ -1442,7 +1597,8 @@ int cluster_new(struct th_host *h, const struct cluster_cfg *cfg,
     cl->cmd.stall = CMD_STALL;
     if (cl->redis == NULL || cl->name == NULL ||
         (cfg->password && cl->password == NULL) ||
-        th_timer_new(h, on_beat, cl, &cl->beat) < 0) {
+        th_timer_new(h, on_beat, cl, &cl->beat) < 0 ||
+        th_timer_new(h, on_flush, cl, &cl->flush) < 0) {
         cluster_free(cl);
         return TH_ENOMEM;
     }
@@ -1540,8 +1696,9 @@ void cluster_free(struct cluster *cl)
 {
     if (cl == NULL)
         return;
-    /* Connections first: their waiting commands are called back (with
-     * NULL replies) while the jobs they name still exist. */
+    /* Batches first, then connections: their waiting commands are called
+     * back (with NULL replies) while the jobs they name still exist. */
+    on_flush(NULL, cl);
     rconn_close(&cl->cmd);
     for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
         rconn_close(&cp->blk);
@@ -1568,6 +1725,7 @@ void cluster_free(struct cluster *cl)
         free(cp);
     }
     th_timer_free(cl->beat);
+    th_timer_free(cl->flush);
     free(cl->redis);
     free(cl->name);
     if (cl->password != NULL)
