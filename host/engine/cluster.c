@@ -1750,6 +1750,22 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+const char *cluster_next_claims(const char *list, char *host, size_t hostlen,
+                                long long *n)
+{
+    const char *colon = strchr(list, ':');
+    if (colon == NULL || hostlen == 0)
+        return NULL;
+    size_t len = (size_t)(colon - list);
+    if (len >= hostlen)
+        len = hostlen - 1;
+    memcpy(host, list, len);
+    host[len] = '\0';
+    char *end;
+    *n = strtoll(colon + 1, &end, 10);
+    return *end == ' ' ? end + 1 : end;
+}
+
 int cluster_numbers(const struct cluster *cl, const char *pool,
                     struct cluster_numbers *out)
 {
@@ -1804,19 +1820,12 @@ void cluster_stats_json(FILE *f, const struct cluster *cl, const char *pool)
             cp->c_queued, cp->c_claimed, cp->c_dead, cp->c_redelivered,
             cp->c_dead_total);
     const char *s = cp->c_hosts ? cp->c_hosts : "";
-    int first = 1;
-    while (*s) {
-        const char *colon = strchr(s, ':');
-        if (colon == NULL)
-            break;
-        fprintf(f, "%s\"%.*s\":%lld", first ? "" : ",", (int)(colon - s), s,
-                strtoll(colon + 1, NULL, 10));
-        first = 0;
-        s = strchr(colon, ' ');
-        if (s == NULL)
-            break;
-        s++;
-    }
+    char host[32];
+    long long n;
+    for (int first = 1; *s && (s = cluster_next_claims(s, host, sizeof host,
+                                                      &n)) != NULL;
+         first = 0)
+        fprintf(f, "%s\"%s\":%lld", first ? "" : ",", host, n);
     fprintf(f, "}}}");
 }
 

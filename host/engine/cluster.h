@@ -66,6 +66,12 @@ struct cluster_numbers {
                                     next heartbeat */
 };
 
+/* Steps through a claimed_by_host list: copies the next host id into
+ * host (hostlen bytes) and its claims into *n, and returns the rest of
+ * the list, or NULL at its end. */
+const char *cluster_next_claims(const char *list, char *host, size_t hostlen,
+                                long long *n);
+
 /* Fills *out for pool `pool`. Returns 0, or -1 for a pool not shared. */
 int cluster_numbers(const struct cluster *cl, const char *pool,
                     struct cluster_numbers *out);

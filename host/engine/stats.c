@@ -881,17 +881,13 @@ static const struct prom_cluster_metric {
 /* taskhost_cluster_claimed{pool,host}: claims by host, from "h:n h:n". */
 static void prom_claimed_by_host(FILE *f, const char *pool, const char *s)
 {
-    while (*s) {
-        const char *colon = strchr(s, ':');
-        if (colon == NULL)
-            return;
+    char host[32];
+    long long n;
+    while (*s && (s = cluster_next_claims(s, host, sizeof host, &n)) != NULL) {
         prom_start(f, "taskhost_cluster_claimed", pool);
-        fprintf(f, ",host=\"%.*s\"} %lld\n", (int)(colon - s), s,
-                strtoll(colon + 1, NULL, 10));
-        s = strchr(colon, ' ');
-        if (s == NULL)
-            return;
-        s++;
+        fprintf(f, ",host=\"");
+        prom_label(f, host);
+        fprintf(f, "\"} %lld\n", n);
     }
 }
 
