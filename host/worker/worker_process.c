@@ -298,7 +298,8 @@ static int write_pm(th_task *task, const void *data, size_t len)
     size_t end = task->pm_off + task->pm_len;
     if (len > FRAME_MAX_PAYLOAD - task->pm_len)
         return TH_ETOOBIG;
-    if (len > e->size - end && pmap_grow(e, end + len) < 0) {
+    if ((end > e->size || len > e->size - end) &&
+        pmap_grow(e, end + len) < 0) {
         task->in_pm = 0;
         int r = th_task_write(task, e->map + task->pm_off, task->pm_len);
         return r < 0 ? r : th_task_write(task, data, len);
