@@ -1,9 +1,10 @@
 /* config.h - the configuration file: loading, validation, defaults.
  *
- * Every key is described once, in config/pool_keys.def, host_keys.def and
- * plugin_keys.def (type, default, doc); the structs below, the loader's
- * tables, the defaults, copies and checks (config/schema.c) and
- * docs/config.md (config/gen_doc.c) are derived from those lists. The
+ * Every key is described once, in config/pool_keys.def, host_keys.def,
+ * http_keys.def, cluster_keys.def and plugin_keys.def (type, default,
+ * doc); the structs below, the loader's tables, the defaults, copies and
+ * checks (config/schema.c) and docs/config.md (config/gen_doc.c) are
+ * derived from those lists. The
  * value parsers are in config/values.c, the file loader in config/load.c.
  *
  * config_load() reads a libconfig file into a struct config that owns copies

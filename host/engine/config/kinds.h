@@ -3,8 +3,8 @@
  * A kind fixes a key's C type in the config structs, how the loader parses
  * it, and how the reference docs name it. CONFIG_KINDS(X) calls
  * X(ID, C type, type for the docs, unit for the docs) once per kind; the
- * key lists (pool_keys.def, host_keys.def, plugin_keys.def) name a kind
- * by its ID. Plain C, no libconfig: the doc generator includes it too.
+ * key lists (pool_keys.def, host_keys.def, http_keys.def,
+ * cluster_keys.def, plugin_keys.def) name a kind by its ID. Plain C, no libconfig: the doc generator includes it too.
  */
 #ifndef TH_CONFIG_KINDS_H
 #define TH_CONFIG_KINDS_H

@@ -2,7 +2,8 @@
  *
  * Each group of the file has a table of its keys (name, kind, offset in
  * the group's struct), built from the key lists (pool_keys.def,
- * host_keys.def, http_keys.def, plugin_keys.def); a NULL name ends it.
+ * host_keys.def, http_keys.def, cluster_keys.def, plugin_keys.def); a
+ * NULL name ends it.
  */
 #ifndef TH_CONFIG_SCHEMA_H
 #define TH_CONFIG_SCHEMA_H
