@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@
 #define SINCE_MARGIN_MS 2000 /* a resubmit looks this far before the first */
 #define BATCH_MAX 64 /* tasks per th1_submit_many / th1_finish_many */
 #define PREFETCH 1        /* tasks claimed beyond what workers can start */
+#define PREFETCH_MAX 64   /* ... when they are short (prefetch()) */
 #define HOST_GONE 600.0   /* seconds without heartbeat before a host's
                            * consumer is removed */
 
@@ -88,6 +90,7 @@ struct batch {
 /* A batch on its way: the private data of its reply's callback. */
 struct sent {
     struct cpool *cp;
+    double at; /* when sent */
     int n;
     struct cjob *job[];
 };
@@ -112,6 +115,8 @@ struct cpool {
     long nwaiting;
     struct cjob *unsent;  /* exec jobs whose answer waits for Redis */
     long nunsent;
+    double rtt_avg;       /* seconds, a batch of answers to Redis and back */
+    double run_avg;       /* seconds a claimed task runs, on average */
     struct batch subs;    /* ingress jobs to submit */
     struct batch fins;    /* exec jobs whose answers to post */
     /* this host */
@@ -169,6 +174,12 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An average that follows the recent samples. */
+static void ewma(double *avg, double sample)
+{
+    *avg = *avg > 0 ? 0.8 * *avg + 0.2 * sample : sample;
 }
 
 static int is_str(const redisReply *r)
@@ -525,6 +536,7 @@ static struct sent *sent_new(struct cpool *cp, struct batch *bt)
     if (b == NULL)
         return NULL;
     b->cp = cp;
+    b->at = th_host_now(cp->cl->h);
     b->n = bt->n;
     memcpy(b->job, bt->job, (size_t)bt->n * sizeof b->job[0]);
     bt->n = 0;
@@ -822,13 +834,25 @@ static void read_replies(struct cpool *cp)
 
 /* Tasks this host may claim now: what its workers can start (a short
  * task travels several to a worker), less what it holds, plus one. */
+/* Tasks claimed beyond what the workers can start now: what they finish
+ * while a claim travels to Redis and back, so that short tasks do not
+ * leave workers idle between claims; at least PREFETCH (tasks of a
+ * millisecond or more), at most PREFETCH_MAX. */
+static long prefetch(const struct cpool *cp, const struct pool *p)
+{
+    if (cp->run_avg <= 0 || cp->rtt_avg <= 0)
+        return PREFETCH;
+    double n = ceil((double)p->cfg.max_workers * cp->rtt_avg / cp->run_avg);
+    return n < PREFETCH ? PREFETCH : n > PREFETCH_MAX ? PREFETCH_MAX : (long)n;
+}
+
 static long free_slots(const struct cpool *cp)
 {
     const struct pool *p = pool_of(cp);
     if (p == NULL || p->failed || p->draining || cp->cl->closing)
         return 0;
     long cap = (long)p->cfg.max_workers * (long)pool_depth(p);
-    return cap + PREFETCH - cp->held;
+    return cap + prefetch(cp, p) - cp->held;
 }
 
 static void exec_post(struct cjob *j, th_state st, int code, const void *data,
@@ -898,6 +922,8 @@ static void on_exec_done(const th_result *r, void *arg)
         job_release(j);
         return;
     }
+    if (r->state == TH_STATE_OK || r->state == TH_STATE_ERROR)
+        ewma(&cp->run_avg, r->run_time > 1e-6 ? r->run_time : 1e-6);
     exec_post(j, r->state, r->code, r->data, r->len,
               (uint64_t)(r->run_time * 1e6));
     claim(cp);
@@ -1045,6 +1071,8 @@ static void on_finished(struct rconn *c, void *r, void *priv)
     struct sent *b = priv;
     const redisReply *reply = r;
     (void)c;
+    if (reply != NULL)
+        ewma(&b->cp->rtt_avg, th_host_now(b->cp->cl->h) - b->at);
     for (int i = 0; i < b->n; i++) {
         const redisReply *e = reply;
         if (is_arr(reply))
