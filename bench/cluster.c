@@ -36,8 +36,8 @@ static const char *const cluster_figs[] = {
     "cl1_256_tps", "cl1_256_p50_us", "cl1_256_p99_us", "cl1_cmds",
     "cl2_256_tps", "cl2_256_p50_us", "cl2_256_p99_us", "cl2_cmds",
     "cl3_256_tps", "cl3_256_p50_us", "cl3_256_p99_us", "cl3_cmds",
-    "cl1_1_p50_us", "cl_added_p50_us", "cl_hash_1_tps", "cl_hash_2_tps",
-    "cl_hash_eff_pct", NULL,
+    "cl1_redis_us", "cl_redis_cap_tps", "cl1_1_p50_us", "cl_added_p50_us",
+    "cl_hash_1_tps", "cl_hash_2_tps", "cl_hash_eff_pct", NULL,
 };
 
 static void all_na(const char *why)
@@ -81,22 +81,41 @@ static void redis_down(struct redis *r)
     waitpid(r->pid, NULL, 0);
 }
 
-/* Calls of every command so far (INFO commandstats). */
-static double redis_calls(const struct redis *r)
+/* What Redis did so far: calls of every command (INFO commandstats) and
+ * CPU seconds (INFO cpu). */
+struct redis_work {
+    double calls, cpu_s;
+};
+
+/* The value after `key` in an INFO text, 0 if absent. */
+static double info_num(const char *text, const char *key)
 {
+    const char *p = strstr(text, key);
+    return p ? strtod(p + strlen(key), NULL) : 0;
+}
+
+static struct redis_work redis_work(const struct redis *r)
+{
+    struct redis_work w = {-1, -1};
     redisContext *c = redisConnectUnix(r->sock);
     if (c == NULL || c->err) {
         redisFree(c);
-        return -1;
+        return w;
     }
     redisReply *rep = redisCommand(c, "INFO commandstats");
-    double sum = 0;
-    if (rep != NULL && rep->type == REDIS_REPLY_STRING)
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING) {
+        w.calls = 0;
         for (const char *p = rep->str; (p = strstr(p, "calls=")) != NULL; p++)
-            sum += strtod(p + 6, NULL);
+            w.calls += strtod(p + 6, NULL);
+    }
+    freeReplyObject(rep);
+    rep = redisCommand(c, "INFO cpu");
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING)
+        w.cpu_s = info_num(rep->str, "used_cpu_sys:") +
+                  info_num(rep->str, "used_cpu_user:");
     freeReplyObject(rep);
     redisFree(c);
-    return sum;
+    return w;
 }
 
 struct host {
@@ -264,14 +283,19 @@ static int row(const struct redis *r, int n, long rounds, double *hash_tps)
     /* Joined and warm: the first tasks wait for the hosts to join. */
     if (load_run(&t, "echo", "echo", 16, 64, 4000, &lr) < 0)
         goto out;
-    double before = redis_calls(r);
+    struct redis_work before = redis_work(r);
     if (load_run(&t, "echo", "echo", 16, 256, ECHO_256_COUNT, &lr) < 0)
         goto out;
-    double after = redis_calls(r);
+    struct redis_work after = redis_work(r);
     put3("cl%d_%s", n, "256_tps", lr.tps);
     put3("cl%d_%s", n, "256_p50_us", lr.p50_us);
     put3("cl%d_%s", n, "256_p99_us", lr.p99_us);
-    put3("cl%d_%s", n, "cmds", (after - before) / (double)lr.tasks);
+    put3("cl%d_%s", n, "cmds", (after.calls - before.calls) / (double)lr.tasks);
+    double cpu_us = (after.cpu_s - before.cpu_s) * 1e6 / (double)lr.tasks;
+    if (n == 1 && before.cpu_s >= 0 && after.cpu_s >= 0 && cpu_us > 0) {
+        fig_put("cl1_redis_us", cpu_us);
+        fig_put("cl_redis_cap_tps", 1e6 / cpu_us);
+    }
     if (n == 1) {
         if (load_run(&t, "echo", "echo", 16, 1, ECHO_1_COUNT, &lr) < 0)
             goto out;
