@@ -3,7 +3,8 @@
  *
  * Every run measures, one after the other: echo through the embedding API
  * with a pool's defaults and with busy_poll on; echo through taskhostd
- * likewise (busy_poll on the pool and on the client); and a no-op task in
+ * likewise, busy_poll on the pool only (as the Python and Node.js clients
+ * have it) and on the pool and the client; and a no-op task in
  * Piscina (bench/peers/piscina_latency.js, 2 worker threads) when node and
  * Piscina are there. The contestants take turns within each run, so that
  * the rest of the machine's load moves them alike; the busy_poll rows are
@@ -190,6 +191,7 @@ static int run_once(struct contestants *k)
                             one(&k->embed, "echo_poll", "embed_1_poll") < 0))
         return -1;
     if (k->c != NULL && (one(&k->daemon, "echo", "daemon_1") < 0 ||
+                         one(&k->daemon, "echo_poll", "daemon_1_ppoll") < 0 ||
                          one(&k->daemon_poll, "echo_poll", "daemon_1_poll") <
                              0))
         return -1;
