@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <poll.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -163,6 +165,72 @@ static void test_registered_fd_callback_runs_when_readable(void **state)
     loop_free(l);
 }
 
+/* CPU seconds this thread has used. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Something that comes while the loop polls is handled as when it sleeps:
+ * a child writes to a pipe a little later. */
+static void test_busy_poll_window_sees_events(void **state)
+{
+    struct loop *l = new_loop();
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    struct pipe_io p = {.io = {.fd = fds[0], .cb = on_readable}};
+    assert_int_equal(loop_add(l, &p.io, LOOP_READ), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        poll(NULL, 0, 5);
+        _exit(write(fds[1], "x", 1) == 1 ? 0 : 1);
+    }
+    loop_poll_until(l, loop_clock() + 5.0);
+    run_until(l, &p.reads, 5.0);
+    assert_int_equal(p.reads, 1);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    loop_del(l, &p.io);
+    close(fds[0]);
+    close(fds[1]);
+    loop_free(l);
+}
+
+/* A wait's timeout ends it even inside a longer window. */
+static void test_busy_poll_keeps_the_timeout(void **state)
+{
+    struct loop *l = new_loop();
+    loop_poll_until(l, loop_clock() + 5.0);
+    double t0 = loop_clock();
+    assert_int_equal(loop_run_once(l, 20), 0);
+    double took = loop_clock() - t0;
+    assert_true(took >= 0.015 && took < 1.0);
+    loop_free(l);
+}
+
+/* Inside the window the loop polls (uses CPU); once it has passed, the
+ * loop sleeps (next to none). */
+static void test_busy_poll_window_ends_by_itself(void **state)
+{
+    struct loop *l = new_loop();
+    double c0 = cpu_s();
+    loop_poll_until(l, loop_clock() + 0.030);
+    assert_int_equal(loop_run_once(l, 60), 0);
+    double polled = cpu_s() - c0;
+    c0 = cpu_s();
+    assert_int_equal(loop_run_once(l, 100), 0);
+    double slept = cpu_s() - c0;
+    assert_true(polled > 0.0005);
+    assert_true(slept < 0.005);
+    /* A window already over is no window. */
+    loop_poll_until(l, loop_clock() - 1.0);
+    c0 = cpu_s();
+    assert_int_equal(loop_run_once(l, 50), 0);
+    assert_true(cpu_s() - c0 < 0.005);
+    loop_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +241,9 @@ int main(void)
         cmocka_unit_test(test_loop_fd_is_readable_after_wake),
         cmocka_unit_test(test_loop_fd_is_readable_when_a_timer_is_due),
         cmocka_unit_test(test_registered_fd_callback_runs_when_readable),
+        cmocka_unit_test(test_busy_poll_window_sees_events),
+        cmocka_unit_test(test_busy_poll_keeps_the_timeout),
+        cmocka_unit_test(test_busy_poll_window_ends_by_itself),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
