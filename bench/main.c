@@ -85,7 +85,7 @@ static struct figure figs[] = {
      0},
     {"daemon_1_ppoll_p50_us",
      "daemon: echo, 1 in flight, busy_poll (pool only), p50", "µs", R_LAT,
-     G_NONE, 0},
+     G_MAX_PEER, 1.0},
     {"daemon_1_ppoll_p99_us",
      "daemon: echo, 1 in flight, busy_poll (pool only), p99", "µs", R_LAT,
      G_NONE, 0},
