@@ -209,20 +209,17 @@ static void test_busy_poll_keeps_the_timeout(void **state)
     loop_free(l);
 }
 
-/* Inside the window the loop polls (uses CPU); once it has passed, the
- * loop sleeps (next to none). */
+/* Once the window has passed, the loop sleeps again: next to no CPU.
+ * (How much it gets while polling depends on what else runs: polls
+ * yield the CPU.) */
 static void test_busy_poll_window_ends_by_itself(void **state)
 {
     struct loop *l = new_loop();
-    double c0 = cpu_s();
     loop_poll_until(l, loop_clock() + 0.030);
     assert_int_equal(loop_run_once(l, 60), 0);
-    double polled = cpu_s() - c0;
-    c0 = cpu_s();
+    double c0 = cpu_s();
     assert_int_equal(loop_run_once(l, 100), 0);
-    double slept = cpu_s() - c0;
-    assert_true(polled > 0.0005);
-    assert_true(slept < 0.005);
+    assert_true(cpu_s() - c0 < 0.005);
     /* A window already over is no window. */
     loop_poll_until(l, loop_clock() - 1.0);
     c0 = cpu_s();
