@@ -226,13 +226,66 @@ static void embedded_pools_never_share_a_payload_memfd(void **state)
                            ia, 64);
     int nb = mapped_inodes(host_worker_pid(h, "b"), "memfd:taskhost-task",
                            ib, 64);
-    assert_true(na > 0);
-    assert_true(nb > 0);
+    assert_in_range(na, 1, FD_SLOTS);
+    assert_in_range(nb, 1, FD_SLOTS);
     assert_false(shares_an_inode(ia, na, ib, nb));
     /* and the host keeps a few for reuse, not one per task */
     assert_in_range(count_fds(getpid(), "memfd:taskhost-task"), 1, 8);
     th_host_close(h, TH_CLOSE_GRACEFUL);
     assert_int_equal(count_fds(getpid(), "memfd:taskhost-task"), 0);
+}
+
+struct many {
+    uint8_t *in[64];
+    size_t len[64];
+    int done, good;
+};
+
+struct many_one {
+    struct many *m;
+    int i;
+};
+
+static void on_many(const th_result *r, void *arg)
+{
+    struct many_one *o = arg;
+    struct many *m = o->m;
+    m->done++;
+    if (r->state == TH_STATE_OK && r->len == m->len[o->i] &&
+        memcmp(r->data, m->in[o->i], r->len) == 0)
+        m->good++;
+}
+
+/* More memfds in flight than a worker has slots: the host names some
+ * by slot, sends others, and the worker's slots take turns. */
+static void embedded_more_memfds_in_flight_than_slots_come_back_whole(
+    void **state)
+{
+    enum { N = 4 * FD_SLOTS };
+    th_host *h = host_with(1);
+    struct many m = {0};
+    struct many_one o[N];
+
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        m.done = m.good = 0;
+        for (int i = 0; i < N; i++) {
+            m.len[i] = PAYLOAD_FD_MIN + (size_t)i * 4097;
+            m.in[i] = malloc(m.len[i]);
+            fill(m.in[i], m.len[i], (unsigned)(i + round * N));
+            o[i] = (struct many_one){&m, i};
+            assert_int_equal(th_host_submit(h, "a", "echo", m.in[i], m.len[i],
+                                            NULL, on_many, &o[i], NULL),
+                             0);
+        }
+        double end = hx_now() + DEADLINE;
+        while (m.done < N && hx_now() < end)
+            th_host_step(h, 100);
+        assert_int_equal(m.good, N);
+        for (int i = 0; i < N; i++)
+            free(m.in[i]);
+    }
+    th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
 /* ---- through the daemon: the client's memfds ---- */
@@ -566,6 +619,8 @@ int main(void)
             embedded_payloads_around_each_threshold_come_back_whole),
         cmocka_unit_test(embedded_failure_after_output_answers_its_message),
         cmocka_unit_test(embedded_pools_never_share_a_payload_memfd),
+        cmocka_unit_test(
+            embedded_more_memfds_in_flight_than_slots_come_back_whole),
         T(daemon_payloads_around_each_threshold_come_back_whole),
         T(daemon_input_one_over_max_payload_is_refused),
         T(daemon_failure_after_output_answers_its_message),

@@ -32,6 +32,7 @@
 #define TH_FRAME_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum frame_type {
@@ -92,23 +93,41 @@ struct frame_shm {
 
 /* Large payloads may also live in a memfd that the worker maps itself
  * (FRAME_F_FD, in `code` for FRAME_TASK, in `aux` for FRAME_RESULT): the
- * client's own input memfd, or one of the host's. The descriptor travels
- * attached (SCM_RIGHTS) to the write that starts the task's frame, as on
- * the client socket (fdpass.h); the frame's payload is a struct frame_fd.
+ * client's own input memfd, or one of the host's. The frame's payload is
+ * a struct frame_fd. The worker keeps the memfds it was given mapped, in
+ * FD_SLOTS slots that the host manages: a memfd the worker holds already
+ * is named by its slot alone; a new one travels attached (SCM_RIGHTS) to
+ * the write that starts the task's frame, as on the client socket
+ * (fdpass.h), and takes the place of what its slot held (FD_SLOT_TEMP: no
+ * slot, unmapped after the task). Owners reuse a memfd for tasks of one
+ * pool only, so a worker holds only memfds of its own pool's tasks.
  * The input is the first `len` bytes of the memfd, read in place. With
  * `out_off` non-zero the worker writes the output there, growing the
- * memfd when needed, and its result frame says where: a struct
- * frame_shm, pos = out_off, len = the output's length. The worker keeps
- * the memfd mapped for later tasks (owners reuse a memfd for tasks of one
- * pool only), so its pages are mapped once. */
+ * memfd when needed (it maps fd_span() bytes of it), and its result frame
+ * says where: a struct frame_shm, pos = out_off, len = the output's
+ * length. */
 #define FRAME_F_FD 2
 #define PAYLOAD_FD_MIN (64 * 1024) /* inputs from which a memfd is used */
 #define PAYLOAD_OUT_ALIGN 4096     /* out_off: the input, rounded up */
+#define FD_SLOTS 16
+#define FD_SLOT_TEMP UINT32_MAX
+#define FD_SLOT_MAX_BYTES (64u << 20) /* larger memfds go in no slot */
 
 struct frame_fd {
-    uint64_t len;
-    uint64_t out_off;
+    uint32_t len;      /* input bytes */
+    uint32_t out_off;  /* where the output goes; 0: not into the memfd */
+    uint32_t slot;     /* the worker's slot for the memfd, or FD_SLOT_TEMP */
+    uint32_t attached; /* 1: the memfd comes with this frame */
 };
+
+/* The bytes of a memfd a worker maps for an input of len bytes with its
+ * output at out_off: the input, and as much room for the output. */
+static inline size_t fd_span(size_t len, size_t out_off)
+{
+    if (out_off == 0)
+        return len;
+    return out_off + (len > PAYLOAD_FD_MIN ? len : PAYLOAD_FD_MIN);
+}
 
 _Static_assert(sizeof(struct frame_fd) == sizeof(struct frame_shm),
                "a task frame's reference is of one size");

@@ -240,7 +240,9 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
         /* The memfd is held open by sl->map until the answer. */
         struct host_fd hf = {.fd = map->fd,
                              .out_ok = (f->flags & PROTO_F_OUT_AT) != 0,
-                             .out_at = &sl->out_at};
+                             .out_at = &sl->out_at,
+                             .dev = map->dev,
+                             .ino = map->ino};
         rc = host_submit_fd(s->host, sub->pool, sub->task, sub->input,
                             sub->input_len, &opts, on_done, sl, &sl->id, &hf);
     } else {

@@ -562,6 +562,8 @@ static struct task *new_task(struct th_host *h, const struct pool *p,
         t->in_fd = hf->fd;
         t->out_in_fd = hf->out_ok != 0;
         t->out_at = hf->out_at;
+        t->in_dev = hf->dev;
+        t->in_ino = hf->ino;
     }
     return t;
 }

@@ -63,6 +63,8 @@ struct host_fd {
     uint64_t *out_at; /* set before `done` when it did: the output's
                        * offset in the memfd; the th_result then has
                        * data NULL and len the output's length */
+    dev_t dev;        /* the memfd's file (fstat), so that the engine */
+    ino_t ino;        /* needs not ask; ino 0: not known */
 };
 
 /* host_submit_borrowed() of an input that is the start of memfd hf->fd:

@@ -167,12 +167,15 @@ static struct pmfd *pmfd_get(struct task_table *tt, const void *owner,
         free(pm);
         return NULL;
     }
-    if (ftruncate(pm->fd, (off_t)span) == -1 ||
+    struct stat st;
+    if (ftruncate(pm->fd, (off_t)span) == -1 || fstat(pm->fd, &st) == -1 ||
         fcntl(pm->fd, F_ADD_SEALS, F_SEAL_SHRINK) == -1 ||
         pmfd_map(pm, span) < 0) {
         pmfd_destroy(pm);
         return NULL;
     }
+    pm->dev = st.st_dev;
+    pm->ino = st.st_ino;
     return pm;
 }
 
@@ -214,6 +217,8 @@ struct task *task_new_pmfd(struct task_table *tt, const void *owner,
     t->borrowed = 1;
     t->pm = pm;
     t->in_fd = pm->fd;
+    t->in_dev = pm->dev;
+    t->in_ino = pm->ino;
     t->out_in_fd = 1;
     return t;
 }

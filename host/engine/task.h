@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "loop.h"
 #include "taskhost_host.h"
@@ -28,6 +29,8 @@ struct pmfd {
     char *map;
     size_t size;       /* mapped */
     const void *owner; /* the pool it serves */
+    dev_t dev;         /* its file */
+    ino_t ino;
     struct pmfd *next; /* free list */
 };
 
@@ -70,6 +73,8 @@ struct task {
     uint8_t out_fd;    /* the answer's output is in in_fd at out_off */
     uint64_t out_off;  /* where, asked of the worker at send; 0: not */
     uint64_t *out_at;  /* tells a borrowed memfd's owner out_off */
+    dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
+    ino_t in_ino;      /* not known */
     struct pmfd *pm;   /* the host's memfd holding in_fd, or NULL */
     char inline_input[TASK_INLINE];
 };

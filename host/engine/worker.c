@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,24 +155,62 @@ static uint64_t ring_alloc(uint64_t head, uint64_t tail, uint64_t len)
     return start;
 }
 
-/* Sends a large input that is in a memfd as that memfd: the worker maps
- * it and reads the input in place (worker_wire.h, FRAME_F_FD). Returns 0,
- * or -1 when it cannot (the ring or the socket carries it then). */
+/* The worker's slot for memfd st, spanning `span` bytes: *attach is 0
+ * when the worker holds it already, else the memfd must go with the
+ * frame and takes the place of the least recently named one. */
+static uint32_t fd_slot(const struct worker *w, const struct stat *st,
+                        size_t span, int *attach)
+{
+    const struct fd_slot *old = NULL;
+    *attach = 1;
+    if (span > FD_SLOT_MAX_BYTES)
+        return FD_SLOT_TEMP;
+    for (size_t i = 0; i < FD_SLOTS; i++) {
+        const struct fd_slot *s = &w->slots[i];
+        if (s->ino == st->st_ino && s->dev == st->st_dev && s->ino != 0) {
+            *attach = 0;
+            return (uint32_t)i;
+        }
+        if (old == NULL || s->used < old->used)
+            old = s;
+    }
+    return (uint32_t)(old - w->slots);
+}
+
+/* Sends a large input that is in a memfd as that memfd, or as the slot of
+ * the worker that holds it: the worker maps it and reads the input in
+ * place (worker_wire.h, FRAME_F_FD). Returns 0, or -1 when it cannot (the
+ * ring or the socket carries it then). */
 static int send_fd(struct worker *w, struct task *t)
 {
-    if (t->in_fd < 0 || t->len < PAYLOAD_FD_MIN)
+    struct stat st = {.st_dev = t->in_dev, .st_ino = t->in_ino};
+    int attach;
+    if (t->in_fd < 0 || t->len < PAYLOAD_FD_MIN ||
+        t->len > FRAME_MAX_PAYLOAD ||
+        (t->in_ino == 0 && fstat(t->in_fd, &st) == -1))
         return -1;
-    int fd = fcntl(t->in_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd == -1)
-        return -1;
-    if (fdpass_push(&w->ofds, fd, 1, w->sent + buf_avail(&w->out), 0) < 0) {
-        close(fd);
-        return -1;
-    }
-    struct frame_fd ref = {.len = t->len};
+    struct frame_fd ref = {.len = (uint32_t)t->len};
     if (t->out_in_fd)
-        ref.out_off = (t->len + PAYLOAD_OUT_ALIGN - 1) / PAYLOAD_OUT_ALIGN *
-                      PAYLOAD_OUT_ALIGN;
+        ref.out_off = (uint32_t)((t->len + PAYLOAD_OUT_ALIGN - 1) /
+                                 PAYLOAD_OUT_ALIGN * PAYLOAD_OUT_ALIGN);
+    ref.slot = fd_slot(w, &st, fd_span(ref.len, ref.out_off), &attach);
+    ref.attached = (uint32_t)attach;
+    if (attach) {
+        int fd = fcntl(t->in_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd == -1)
+            return -1;
+        if (fdpass_push(&w->ofds, fd, 1, w->sent + buf_avail(&w->out), 0) <
+            0) {
+            close(fd);
+            return -1;
+        }
+    }
+    if (ref.slot != FD_SLOT_TEMP) {
+        struct fd_slot *s = &w->slots[ref.slot];
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+        s->used = ++w->slot_clock;
+    }
     t->out_off = ref.out_off;
     put_frame(w, FRAME_TASK, t->id, t->index, &ref, sizeof ref);
     struct frame *f = (struct frame *)(w->out.data + w->out.len -

@@ -25,6 +25,14 @@
 #include "fdpass.h"
 #include "loop.h"
 #include "task.h"
+#include "worker_wire.h"
+
+/* What a worker holds in one of its memfd slots (worker_wire.h). */
+struct fd_slot {
+    dev_t dev;
+    ino_t ino;     /* 0: nothing */
+    uint64_t used; /* when last named, for replacement */
+};
 
 struct pool;
 
@@ -48,6 +56,8 @@ struct worker {
     struct buf in, out;
     struct fdpass_queue ofds; /* memfds to send with their tasks' frames */
     uint64_t sent;            /* bytes ever written to the socket */
+    struct fd_slot slots[FD_SLOTS]; /* the memfds the worker holds */
+    uint64_t slot_clock;
     struct worker *next, *prev;   /* pool's worker list */
     struct worker *inext, *iprev; /* pool's idle stack */
     struct worker *dnext;         /* host's flush list */

@@ -72,26 +72,23 @@ struct th_task {
 
 /* ---- payload memfds (FRAME_F_FD) ---- */
 
-#define PMAP_MAX 32             /* memfds kept mapped */
-#define PMAP_BYTES (128u << 20) /* bytes they map in all, at most */
-
+/* The memfds the host gave, one per slot (the host chooses the slot and
+ * when to replace what it holds: worker_wire.h), each with its
+ * descriptor, so that it can be mapped again, longer. */
 struct pmap {
-    int fd; /* -1: a free entry */
+    int fd; /* -1: an empty slot */
     int writable;
-    int temp; /* too large to keep: unmapped after its task */
-    dev_t dev;
-    ino_t ino;
+    int temp; /* in no slot: unmapped after its task */
     char *map;
     size_t size;
-    uint64_t used; /* when last used, for eviction */
 };
 
 static struct {
-    struct pmap v[PMAP_MAX];
-    size_t bytes; /* mapped by kept entries */
-    uint64_t clock;
+    struct pmap v[FD_SLOTS];
+    size_t bytes; /* mapped by the slots */
 } pmaps;
 
+/* Unmaps e and closes its memfd. */
 static void pmap_drop(struct pmap *e)
 {
     if (e->map != NULL)
@@ -103,92 +100,75 @@ static void pmap_drop(struct pmap *e)
     e->map = NULL;
     e->size = 0;
     e->fd = -1;
-    e->temp = 0;
 }
 
-/* A free entry, evicting the least recently used ones until `size` more
- * bytes fit; NULL when the memfd is too large to keep. */
-static struct pmap *pmap_slot(size_t size)
+/* Maps e's memfd afresh: its first `need` bytes at least, and `want` if
+ * the memfd has or can grow to them (room for an output), never more (a
+ * client's memfd may be huge, or sparse). Read-write if it allows. */
+static int pmap_map(struct pmap *e, size_t need, size_t want)
 {
-    if (size > PMAP_BYTES / 4)
-        return NULL;
-    for (;;) {
-        struct pmap *free_e = NULL, *old = NULL;
-        for (size_t i = 0; i < PMAP_MAX; i++) {
-            struct pmap *e = &pmaps.v[i];
-            if (e->fd == -1 && free_e == NULL)
-                free_e = e;
-            if (e->fd != -1 && (old == NULL || e->used < old->used))
-                old = e;
-        }
-        if (free_e != NULL && pmaps.bytes + size <= PMAP_BYTES)
-            return free_e;
-        pmap_drop(old); /* some entry is in use when there is no room */
-    }
-}
-
-/* Maps `size` bytes of memfd fd into e, read-write if it allows. */
-static int pmap_map(struct pmap *e, int fd, size_t size)
-{
+    struct stat st;
+    if (fstat(e->fd, &st) == -1)
+        return -1;
+    size_t size = (size_t)st.st_size;
+    if (size < want && ftruncate(e->fd, (off_t)want) == 0)
+        size = want;
+    if (size > want)
+        size = want;
+    if (size < need || size == 0)
+        return -1;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_POPULATE, fd, 0);
-    e->writable = p != MAP_FAILED;
+                   MAP_SHARED | MAP_POPULATE, e->fd, 0);
+    int writable = p != MAP_FAILED;
     if (p == MAP_FAILED)
-        p = mmap(NULL, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+        p = mmap(NULL, size, PROT_READ, MAP_SHARED | MAP_POPULATE, e->fd, 0);
     if (p == MAP_FAILED)
         return -1;
+    if (e->map != NULL)
+        munmap(e->map, e->size);
+    if (!e->temp)
+        pmaps.bytes += size - e->size;
+    e->writable = writable;
     e->map = p;
     e->size = size;
-    e->fd = fd;
     return 0;
 }
 
-/* The mapping of memfd fd (taken over) with its first `need` bytes, and
- * `want` if the memfd has or can grow to them (room for an output). A
- * memfd mapped already is not mapped again. NULL when it cannot be. */
-static struct pmap *pmap_get(int fd, size_t need, size_t want)
+/* The mapping of the memfd of a task frame: `fd` (taken over; -1 when
+ * none came: the slot's) in slot `slot` (FD_SLOT_TEMP: none), with its
+ * first `need` bytes and, if it can, `want`. NULL when it cannot be. */
+static struct pmap *pmap_get(uint32_t slot, int fd, size_t need, size_t want)
 {
-    struct stat st;
-    if (fstat(fd, &st) == -1) {
-        close(fd);
-        return NULL;
-    }
-    for (size_t i = 0; i < PMAP_MAX; i++) {
-        struct pmap *e = &pmaps.v[i];
-        if (e->fd == -1 || e->dev != st.st_dev || e->ino != st.st_ino)
-            continue;
-        if (e->size >= want || (e->size >= need && !e->writable)) {
-            close(fd);
-            e->used = ++pmaps.clock;
-            return e;
+    struct pmap *e;
+    if (slot == FD_SLOT_TEMP) {
+        if (fd == -1 || (e = calloc(1, sizeof *e)) == NULL) {
+            if (fd != -1)
+                close(fd);
+            return NULL;
         }
-        pmap_drop(e); /* mapped too short: again, longer */
+        e->temp = 1;
+    } else {
+        e = &pmaps.v[slot];
+        if (fd != -1) /* a memfd in place of the one it held */
+            pmap_drop(e);
     }
-    size_t size = (size_t)st.st_size;
-    if (size < want && ftruncate(fd, (off_t)want) == 0)
-        size = want;
-    if (size > want)
-        size = want; /* never more: the memfd may be huge, or sparse */
-    struct pmap *e = size >= need ? pmap_slot(size) : NULL;
-    int temp = e == NULL && size >= need;
-    if (temp)
-        e = calloc(1, sizeof *e);
-    if (e == NULL || size == 0 || pmap_map(e, fd, size) < 0) {
-        if (temp)
-            free(e);
-        close(fd);
-        return NULL;
+    if (fd != -1)
+        e->fd = fd;
+    if (e->fd == -1)
+        _exit(73); /* cannot happen from our host */
+    if (e->map != NULL &&
+        (e->size >= want || (e->size >= need && !e->writable)))
+        return e;
+    if (pmap_map(e, need, want) == 0)
+        return e;
+    if (e->temp) {
+        pmap_drop(e);
+        free(e);
     }
-    e->dev = st.st_dev;
-    e->ino = st.st_ino;
-    e->used = ++pmaps.clock;
-    e->temp = temp;
-    if (!temp)
-        pmaps.bytes += size;
-    return e;
+    return NULL;
 }
 
-/* Ends a task's use of e: an entry too large to keep goes. */
+/* Ends a task's use of e: one in no slot goes. */
 static void pmap_done(struct pmap *e)
 {
     if (e != NULL && e->temp) {
@@ -749,30 +729,27 @@ static void stamp_rss(struct child *c)
     hdr->arena_kib = shared;
 }
 
-/* Runs a task whose input is in a memfd that came with its frame. */
+/* Runs a task whose input is in a memfd: one that came with its frame,
+ * or one the worker was given before (worker_wire.h). */
 static void start_fd_task(struct child *c, const struct frame *f,
                           const char *payload)
 {
     struct frame_fd ref;
-    int fd = fdpass_take(&c->fds, c->in_pos);
-    if (fd == -1 || f->len != sizeof ref)
+    if (f->len != sizeof ref)
         _exit(73); /* cannot happen from our host */
     memcpy(&ref, payload, sizeof ref);
-    if (ref.len > FRAME_MAX_PAYLOAD || ref.out_off > FRAME_MAX_PAYLOAD ||
+    int fd = ref.attached ? fdpass_take(&c->fds, c->in_pos) : -1;
+    if ((ref.attached && fd == -1) || ref.len > FRAME_MAX_PAYLOAD ||
+        (ref.slot >= FD_SLOTS && ref.slot != FD_SLOT_TEMP) ||
         (ref.out_off > 0 && ref.out_off < ref.len))
         _exit(73);
-    size_t want = ref.out_off > 0
-                      ? (size_t)ref.out_off + (ref.len > PAYLOAD_FD_MIN
-                                                   ? (size_t)ref.len
-                                                   : PAYLOAD_FD_MIN)
-                      : (size_t)ref.len;
-    struct pmap *pm = pmap_get(fd, (size_t)ref.len, want);
+    size_t want = fd_span(ref.len, ref.out_off);
+    struct pmap *pm = pmap_get(ref.slot, fd, ref.len, want);
     if (pm == NULL) {
         run_task(c, f, NULL, 0, NULL, 0); /* answered failed */
         return;
     }
-    run_task(c, f, ref.len ? pm->map : "", (size_t)ref.len, pm,
-             (size_t)ref.out_off);
+    run_task(c, f, ref.len ? pm->map : "", ref.len, pm, ref.out_off);
     pmap_done(pm);
 }
 
@@ -914,7 +891,7 @@ void child_main(const struct child_params *p)
      * while it lives, and goes to the host, which ends it, when it exits. */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     struct child c = {.p = p, .statm = -1};
-    for (size_t i = 0; i < PMAP_MAX; i++)
+    for (size_t i = 0; i < FD_SLOTS; i++)
         pmaps.v[i].fd = -1;
     arena.base = p->arena;
     if (p->measure_rss)
