@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "taskhost_host.h"
 
 /* Windows long enough that a poll, not a wake-up, catches the next event
  * even on a slow machine, which is what these tests are about. */
@@ -479,6 +480,60 @@ static void busy_poll_reloads_without_restart(void **state)
     th_client_close(c);
 }
 
+/* ---- the embedding API: the host's own loop polls ---- */
+
+static void embedded_pool_polls_and_ends_tasks_once(void **state)
+{
+    th_host *h;
+    th_pool_opts o;
+    char err[256];
+    th_result r;
+    struct tally *tl = calloc(1, sizeof *tl);
+    struct one o2[3] = {{tl, 0}, {tl, 1}, {tl, 2}};
+    uint64_t id;
+
+    (void)state;
+    assert_int_equal(th_host_new(&h), 0);
+    assert_int_equal(th_host_add_plugin(h, "echo", PLUGINS "/echo.so", err,
+                                        sizeof err), 0);
+    assert_int_equal(th_host_add_plugin(h, "sleep", PLUGINS "/sleep.so", err,
+                                        sizeof err), 0);
+    const char *names[] = {"echo", "sleep"};
+    for (int i = 0; i < 2; i++) {
+        th_pool_opts_init(&o);
+        o.name = o.plugin = names[i];
+        o.min_workers = o.max_workers = 1;
+        o.task_timeout = 0.3;
+        o.busy_poll = 0.002;
+        assert_int_equal(th_host_add_pool(h, &o, err, sizeof err), 0);
+    }
+    for (int i = 0; i < 1000; i++) {
+        assert_int_equal(th_host_call(h, "echo", "echo", "e", 1, NULL, &r), 0);
+        assert_int_equal(r.state, TH_STATE_OK);
+        assert_string_equal(r.data, "e");
+        th_result_free(&r);
+    }
+    /* cancelled while running, timed out, then served */
+    assert_int_equal(th_host_submit(h, "sleep", "sleep", "5000", 4, NULL,
+                                    count, &o2[0], &id), 0);
+    while (th_host_task_state(h, id) != TH_RUNNING)
+        assert_int_equal(th_host_step(h, 10), 0);
+    assert_int_equal(th_host_cancel(h, id), 0);
+    assert_int_equal(th_host_submit(h, "sleep", "sleep", "5000", 4, NULL,
+                                    count, &o2[1], NULL), 0);
+    assert_int_equal(th_host_submit(h, "sleep", "sleep", "0", 1, NULL,
+                                    count, &o2[2], NULL), 0);
+    assert_int_equal(th_host_wait(h, DEADLINE), 0);
+    assert_int_equal(tl->calls[0], 1);
+    assert_int_equal(tl->state[0], TH_STATE_CANCELLED);
+    assert_int_equal(tl->calls[1], 1);
+    assert_int_equal(tl->state[1], TH_STATE_TIMEOUT);
+    assert_int_equal(tl->calls[2], 1);
+    assert_int_equal(tl->state[2], TH_STATE_OK);
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+    free(tl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +552,7 @@ int main(void)
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(busy_poll_key_is_checked),
+        cmocka_unit_test(embedded_pool_polls_and_ends_tasks_once),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
     return failed + cmocka_run_group_tests(alone, NULL, NULL);
