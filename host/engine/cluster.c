@@ -80,10 +80,13 @@ struct cjob {
     size_t len;
 };
 
-/* Commands of many tasks sent as one function call: jobs gathered during
- * one turn of the loop, sent by a zero-delay timer (or once BATCH_MAX). */
+/* Commands of many tasks sent as one function call. A job is sent at
+ * once when no batch of its kind is on its way (one task at a time waits
+ * for nothing); else it joins the next batch, sent when the one on its
+ * way comes back, or once BATCH_MAX are gathered. */
 struct batch {
     int n;
+    int flying; /* batches sent and not answered */
     struct cjob *job[BATCH_MAX];
 };
 
@@ -516,11 +519,15 @@ static void submitted(struct cjob *j, const redisReply *reply)
         arm_queue_timeout(j);
 }
 
+static void flush_submits(struct cpool *cp);
+
 static void on_submitted(struct rconn *c, void *r, void *priv)
 {
     struct sent *b = priv;
+    struct cpool *cp = b->cp;
     const redisReply *reply = r;
     (void)c;
+    cp->subs.flying--;
     for (int i = 0; i < b->n; i++) {
         const redisReply *e = reply;
         if (is_arr(reply))
@@ -528,6 +535,8 @@ static void on_submitted(struct rconn *c, void *r, void *priv)
         submitted(b->job[i], e);
     }
     free(b);
+    if (reply != NULL)
+        flush_submits(cp);
 }
 
 static struct sent *sent_new(struct cpool *cp, struct batch *bt)
@@ -598,9 +607,10 @@ static void flush_submits(struct cpool *cp)
     }
     for (int m = 0; ok && m < 5; m++)
         alen[m] = strlen(argv[m]);
-    if (ok && rconn_cmd(&cl->cmd, on_submitted, b, argc, argv, alen) == 0)
+    if (ok && rconn_cmd(&cl->cmd, on_submitted, b, argc, argv, alen) == 0) {
+        cp->subs.flying++;
         b = NULL;
-    else
+    } else
         for (int i = 0; b && i < b->n; i++)
             submitted(b->job[i], NULL);
     free(b);
@@ -631,7 +641,7 @@ static void send_submit(struct cjob *j)
     if (j->sent_ms == 0)
         j->sent_ms = wall_ms() + cl->clock_skew;
     cp->subs.job[cp->subs.n++] = j;
-    if (cp->subs.n == BATCH_MAX)
+    if (cp->subs.flying == 0 || cp->subs.n == BATCH_MAX)
         flush_submits(cp);
     else
         arm_flush(cl);
@@ -1066,13 +1076,17 @@ static void finished(struct cjob *j, const redisReply *r)
     job_release(j);
 }
 
+static void flush_finishes(struct cpool *cp);
+
 static void on_finished(struct rconn *c, void *r, void *priv)
 {
     struct sent *b = priv;
+    struct cpool *cp = b->cp;
     const redisReply *reply = r;
     (void)c;
+    cp->fins.flying--;
     if (reply != NULL)
-        ewma(&b->cp->rtt_avg, th_host_now(b->cp->cl->h) - b->at);
+        ewma(&cp->rtt_avg, th_host_now(cp->cl->h) - b->at);
     for (int i = 0; i < b->n; i++) {
         const redisReply *e = reply;
         if (is_arr(reply))
@@ -1080,6 +1094,8 @@ static void on_finished(struct rconn *c, void *r, void *priv)
         finished(b->job[i], e);
     }
     free(b);
+    if (reply != NULL)
+        flush_finishes(cp);
 }
 
 /* Sends the gathered answers as one th1_finish_many. */
@@ -1117,9 +1133,10 @@ static void flush_finishes(struct cpool *cp)
             alen[k] = m == 7 ? (j->data ? j->len : 0) : strlen(v[m]);
         }
     }
-    if (ok && rconn_cmd(&cl->cmd, on_finished, b, argc, argv, alen) == 0)
+    if (ok && rconn_cmd(&cl->cmd, on_finished, b, argc, argv, alen) == 0) {
+        cp->fins.flying++;
         b = NULL;
-    else
+    } else
         for (int i = 0; b && i < b->n; i++)
             finished(b->job[i], NULL);
     free(b);
@@ -1134,7 +1151,7 @@ static void send_finish(struct cjob *j)
     j->refs++;
     cp->cl->inflight++;
     cp->fins.job[cp->fins.n++] = j;
-    if (cp->fins.n == BATCH_MAX)
+    if (cp->fins.flying == 0 || cp->fins.n == BATCH_MAX)
         flush_finishes(cp);
     else
         arm_flush(cp->cl);
