@@ -463,6 +463,27 @@ static void arm_queue_timeout(struct cjob *j)
 }
 
 /* The reply to the submit of j (NULL: lost with the connection). */
+/* The queue of the shared pool was full when j came: it waits and tries
+ * again (overflow = block), or is told. */
+static void refused_full(struct cjob *j, long long queued)
+{
+    struct cpool *cp = j->cp;
+    struct pool *p = pool_of(cp);
+    if (p == NULL || p->cfg.overflow != OVERFLOW_BLOCK) {
+        ingress_answerf(j, TH_STATE_REJECTED, TH_EFULL,
+                        "queue of shared pool '%s' is full (%lld tasks in "
+                        "the cluster)",
+                        cp->name, queued);
+        return;
+    }
+    wait_to_enter(j);
+    th_timer_stop(j->timer);
+    th_timer_free(j->timer);
+    j->timer = NULL;
+    if (th_timer_new(cp->cl->h, on_retry_enter, j, &j->timer) == 0)
+        th_timer_start(j->timer, FULL_RETRY, 0);
+}
+
 static void submitted(struct cjob *j, const redisReply *reply)
 {
     struct cpool *cp = j->cp;
@@ -488,20 +509,7 @@ static void submitted(struct cjob *j, const redisReply *reply)
         return;
     }
     if (strcmp(reply->element[0]->str, "full") == 0) {
-        struct pool *p = pool_of(cp);
-        if (p != NULL && p->cfg.overflow == OVERFLOW_BLOCK) {
-            wait_to_enter(j);
-            th_timer_stop(j->timer);
-            th_timer_free(j->timer);
-            j->timer = NULL;
-            if (th_timer_new(cp->cl->h, on_retry_enter, j, &j->timer) == 0)
-                th_timer_start(j->timer, FULL_RETRY, 0);
-            return;
-        }
-        ingress_answerf(j, TH_STATE_REJECTED, TH_EFULL,
-                        "queue of shared pool '%s' is full (%lld tasks in "
-                        "the cluster)",
-                        cp->name, num(reply->element[1]));
+        refused_full(j, num(reply->element[1]));
         return;
     }
     snprintf(j->eid, sizeof j->eid, "%s", reply->element[1]->str);
@@ -557,6 +565,67 @@ struct jtext {
     char a[3][32];
 };
 
+/* The arguments of a call of th1_submit_many or th1_finish_many: FCALL,
+ * its name, the key, the count, then each job's. */
+struct call {
+    const char **argv;
+    size_t *alen;
+    struct jtext *tx;
+    int argc;
+};
+
+static int call_new(struct call *c, const struct cpool *cp, const char *fn,
+                    int per_job, int n, char *count, size_t countlen)
+{
+    c->argc = 5 + per_job * n;
+    c->argv = malloc((size_t)c->argc * sizeof *c->argv);
+    c->alen = malloc((size_t)c->argc * sizeof *c->alen);
+    c->tx = malloc((size_t)n * sizeof *c->tx + 1);
+    if (c->argv == NULL || c->alen == NULL || c->tx == NULL)
+        return -1;
+    snprintf(count, countlen, "%d", n);
+    const char *head[] = {"FCALL", fn, "1", cp->q, count};
+    for (int k = 0; k < 5; k++) {
+        c->argv[k] = head[k];
+        c->alen[k] = strlen(head[k]);
+    }
+    return 0;
+}
+
+static void call_free(struct call *c)
+{
+    free(c->argv);
+    free(c->alen);
+    free(c->tx);
+}
+
+/* Puts the arguments of job i's submit (th1_submit's) into c; shared:
+ * the pool's prefix, max_queue, overflow, result TTL. */
+static void submit_args(struct call *c, int i, struct cjob *j,
+                        const char *const shared[4])
+{
+    struct cpool *cp = j->cp;
+    struct pool *p = pool_of(cp);
+    struct task *t = j->t;
+    struct jtext *x = &c->tx[i];
+    snprintf(x->a[0], sizeof x->a[0], "%.0f", t ? t->task_timeout * 1000 : 0);
+    snprintf(x->a[1], sizeof x->a[1], "%.0f", t ? t->queue_timeout * 1000 : 0);
+    /* A submit whose reply was lost may have entered: the next one names
+     * the time to look from (a margin for clock steps), so that the task
+     * does not enter twice. */
+    x->a[2][0] = '\0';
+    if (j->retry)
+        snprintf(x->a[2], sizeof x->a[2], "%" PRId64,
+                 j->sent_ms - SINCE_MARGIN_MS);
+    const char *v[] = {shared[0], shared[1], shared[2], shared[3], j->tid,
+                       t && p ? p->plugin->tasks[t->index].name : "",
+                       cp->rep, x->a[0], x->a[1], t ? t->input : "", x->a[2]};
+    for (int m = 0, k = 5 + 11 * i; m < 11; m++, k++) {
+        c->argv[k] = v[m] ? v[m] : "";
+        c->alen[k] = m == 9 && t ? t->len : strlen(c->argv[k]);
+    }
+}
+
 /* Sends the gathered submits as one th1_submit_many. */
 static void flush_submits(struct cpool *cp)
 {
@@ -565,58 +634,25 @@ static void flush_submits(struct cpool *cp)
     if (cp->subs.n == 0)
         return;
     struct sent *b = sent_new(cp, &cp->subs);
-    int argc = 5 + 11 * (b ? b->n : 0);
-    const char **argv = malloc((size_t)argc * sizeof *argv);
-    size_t *alen = malloc((size_t)argc * sizeof *alen);
-    struct jtext *tx = malloc((size_t)(b ? b->n : 0) * sizeof *tx + 1);
+    struct call c = {0};
     char n[16], maxq[32], ovf[8], ttl[32];
-    int ok = b && argv && alen && tx;
-    snprintf(n, sizeof n, "%d", b ? b->n : 0);
+    int ok = b != NULL && call_new(&c, cp, "th1_submit_many", 11, b->n, n,
+                                   sizeof n) == 0;
     snprintf(maxq, sizeof maxq, "%ld", p ? p->cfg.max_queue : 0);
     snprintf(ovf, sizeof ovf, "%d", p ? p->cfg.overflow : 0);
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
-    int k = 0;
-    if (ok) {
-        const char *head[] = {"FCALL", "th1_submit_many", "1", cp->q, n};
-        for (; k < 5; k++)
-            argv[k] = head[k];
-    }
-    for (int i = 0; ok && i < b->n; i++) {
-        struct cjob *j = b->job[i];
-        struct task *t = j->t;
-        /* A submit whose reply was lost may have entered: the next one
-         * names the time to look from (a margin for clock steps), so
-         * that the task does not enter twice. */
-        snprintf(tx[i].a[0], sizeof tx[i].a[0], "%.0f",
-                 t ? t->task_timeout * 1000 : 0);
-        snprintf(tx[i].a[1], sizeof tx[i].a[1], "%.0f",
-                 t ? t->queue_timeout * 1000 : 0);
-        if (j->retry)
-            snprintf(tx[i].a[2], sizeof tx[i].a[2], "%" PRId64,
-                     j->sent_ms - SINCE_MARGIN_MS);
-        else
-            tx[i].a[2][0] = '\0';
-        const char *v[] = {cp->pre, maxq, ovf, ttl, j->tid,
-                           t && p ? p->plugin->tasks[t->index].name : "",
-                           cp->rep, tx[i].a[0], tx[i].a[1],
-                           t ? t->input : "", tx[i].a[2]};
-        for (int m = 0; m < 11; m++, k++) {
-            argv[k] = v[m] ? v[m] : "";
-            alen[k] = m == 9 && t ? t->len : strlen(argv[k]);
-        }
-    }
-    for (int m = 0; ok && m < 5; m++)
-        alen[m] = strlen(argv[m]);
-    if (ok && rconn_cmd(&cl->cmd, on_submitted, b, argc, argv, alen) == 0) {
+    const char *const shared[4] = {cp->pre, maxq, ovf, ttl};
+    for (int i = 0; ok && i < b->n; i++)
+        submit_args(&c, i, b->job[i], shared);
+    if (ok && rconn_cmd(&cl->cmd, on_submitted, b, c.argc, c.argv, c.alen) == 0) {
         cp->subs.flying++;
         b = NULL;
-    } else
-        for (int i = 0; b && i < b->n; i++)
+    } else {
+        for (int i = 0; b != NULL && i < b->n; i++)
             submitted(b->job[i], NULL);
+    }
     free(b);
-    free(argv);
-    free(alen);
-    free(tx);
+    call_free(&c);
 }
 
 static void arm_flush(struct cluster *cl)
@@ -1098,6 +1134,23 @@ static void on_finished(struct rconn *c, void *r, void *priv)
         flush_finishes(cp);
 }
 
+/* Puts the arguments of job i's answer (th1_finish's) into c. */
+static void finish_args(struct call *c, int i, struct cjob *j,
+                        const char *ttl)
+{
+    struct cpool *cp = j->cp;
+    struct jtext *x = &c->tx[i];
+    snprintf(x->a[0], sizeof x->a[0], "%d", j->fin_code);
+    snprintf(x->a[1], sizeof x->a[1], "%" PRIu64, j->run_us);
+    const char *v[] = {cp->pre, j->eid, j->tid, j->rt,
+                       th_state_name((th_state)j->fin_state), x->a[0],
+                       x->a[1], j->data ? j->data : "", ttl, cp->cl->me};
+    for (int m = 0, k = 5 + 10 * i; m < 10; m++, k++) {
+        c->argv[k] = v[m];
+        c->alen[k] = m == 7 ? (j->data ? j->len : 0) : strlen(v[m]);
+    }
+}
+
 /* Sends the gathered answers as one th1_finish_many. */
 static void flush_finishes(struct cpool *cp)
 {
@@ -1105,44 +1158,22 @@ static void flush_finishes(struct cpool *cp)
     if (cp->fins.n == 0)
         return;
     struct sent *b = sent_new(cp, &cp->fins);
-    int argc = 5 + 10 * (b ? b->n : 0);
-    const char **argv = malloc((size_t)argc * sizeof *argv);
-    size_t *alen = malloc((size_t)argc * sizeof *alen);
-    struct jtext *tx = malloc((size_t)(b ? b->n : 0) * sizeof *tx + 1);
+    struct call c = {0};
     char n[16], ttl[32];
-    int ok = b && argv && alen && tx;
-    snprintf(n, sizeof n, "%d", b ? b->n : 0);
+    int ok = b != NULL && call_new(&c, cp, "th1_finish_many", 10, b->n, n,
+                                   sizeof n) == 0;
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
-    int k = 0;
-    if (ok) {
-        const char *head[] = {"FCALL", "th1_finish_many", "1", cp->q, n};
-        for (; k < 5; k++) {
-            argv[k] = head[k];
-            alen[k] = strlen(head[k]);
-        }
-    }
-    for (int i = 0; ok && i < b->n; i++) {
-        struct cjob *j = b->job[i];
-        snprintf(tx[i].a[0], sizeof tx[i].a[0], "%d", j->fin_code);
-        snprintf(tx[i].a[1], sizeof tx[i].a[1], "%" PRIu64, j->run_us);
-        const char *v[] = {cp->pre, j->eid, j->tid, j->rt,
-                           th_state_name((th_state)j->fin_state), tx[i].a[0],
-                           tx[i].a[1], j->data ? j->data : "", ttl, cl->me};
-        for (int m = 0; m < 10; m++, k++) {
-            argv[k] = v[m];
-            alen[k] = m == 7 ? (j->data ? j->len : 0) : strlen(v[m]);
-        }
-    }
-    if (ok && rconn_cmd(&cl->cmd, on_finished, b, argc, argv, alen) == 0) {
+    for (int i = 0; ok && i < b->n; i++)
+        finish_args(&c, i, b->job[i], ttl);
+    if (ok && rconn_cmd(&cl->cmd, on_finished, b, c.argc, c.argv, c.alen) == 0) {
         cp->fins.flying++;
         b = NULL;
-    } else
-        for (int i = 0; b && i < b->n; i++)
+    } else {
+        for (int i = 0; b != NULL && i < b->n; i++)
             finished(b->job[i], NULL);
+    }
     free(b);
-    free(argv);
-    free(alen);
-    free(tx);
+    call_free(&c);
 }
 
 static void send_finish(struct cjob *j)
