@@ -599,6 +599,23 @@ static void call_free(struct call *c)
     free(c->tx);
 }
 
+/* Sends call c of batch b (when `ok`: its arguments were built) with
+ * reply callback cb; if it cannot go, each job hears `lost` with no reply.
+ * Frees b and c either way. */
+static void send_call(struct cpool *cp, struct batch *bt, struct sent *b,
+                      struct call *c, int ok, rconn_reply_fn cb,
+                      void (*lost)(struct cjob *, const redisReply *))
+{
+    if (ok && rconn_cmd(&cp->cl->cmd, cb, b, c->argc, c->argv, c->alen) == 0) {
+        bt->flying++;
+        b = NULL;
+    }
+    for (int i = 0; b != NULL && i < b->n; i++)
+        lost(b->job[i], NULL);
+    free(b);
+    call_free(c);
+}
+
 /* Puts the arguments of job i's submit (th1_submit's) into c; shared:
  * the pool's prefix, max_queue, overflow, result TTL. */
 static void submit_args(struct call *c, int i, struct cjob *j,
@@ -644,15 +661,7 @@ static void flush_submits(struct cpool *cp)
     const char *const shared[4] = {cp->pre, maxq, ovf, ttl};
     for (int i = 0; ok && i < b->n; i++)
         submit_args(&c, i, b->job[i], shared);
-    if (ok && rconn_cmd(&cl->cmd, on_submitted, b, c.argc, c.argv, c.alen) == 0) {
-        cp->subs.flying++;
-        b = NULL;
-    } else {
-        for (int i = 0; b != NULL && i < b->n; i++)
-            submitted(b->job[i], NULL);
-    }
-    free(b);
-    call_free(&c);
+    send_call(cp, &cp->subs, b, &c, ok, on_submitted, submitted);
 }
 
 static void arm_flush(struct cluster *cl)
@@ -1165,15 +1174,7 @@ static void flush_finishes(struct cpool *cp)
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
     for (int i = 0; ok && i < b->n; i++)
         finish_args(&c, i, b->job[i], ttl);
-    if (ok && rconn_cmd(&cl->cmd, on_finished, b, c.argc, c.argv, c.alen) == 0) {
-        cp->fins.flying++;
-        b = NULL;
-    } else {
-        for (int i = 0; b != NULL && i < b->n; i++)
-            finished(b->job[i], NULL);
-    }
-    free(b);
-    call_free(&c);
+    send_call(cp, &cp->fins, b, &c, ok, on_finished, finished);
 }
 
 static void send_finish(struct cjob *j)
