@@ -42,9 +42,10 @@ static void resubmit(const struct proto_frame *f, const struct proto_submit *s)
     check(t.pool_len == s->pool_len && t.task_len == s->task_len);
     check(strcmp(t.pool, s->pool) == 0 && strcmp(t.task, s->task) == 0);
     check(t.input_len == s->input_len);
-    check((f->flags & PROTO_F_IN_FD) ? t.input == NULL
-                                     : memcmp(t.input, s->input,
-                                              s->input_len) == 0);
+    check(t.slot == s->slot);
+    check((f->flags & (PROTO_F_IN_FD | PROTO_F_IN_SLOT))
+              ? t.input == NULL
+              : memcmp(t.input, s->input, s->input_len) == 0);
     check(t.priority == s->priority &&
           t.task_timeout_ms == s->task_timeout_ms &&
           t.queue_timeout_ms == s->queue_timeout_ms);
@@ -64,7 +65,7 @@ static void parse_frame(const struct proto_frame *f)
         touch_name(s.pool, s.pool_len);
         touch_name(s.task, s.task_len);
         /* an input in a memfd is only its announced length */
-        check((f->flags & PROTO_F_IN_FD)
+        check((f->flags & (PROTO_F_IN_FD | PROTO_F_IN_SLOT))
                   ? s.input == NULL
                   : (const uint8_t *)s.input + s.input_len ==
                         f->body + f->len);

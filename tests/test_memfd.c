@@ -216,15 +216,15 @@ static int make_memfd(size_t size, int seal)
     return fd;
 }
 
-/* Sends a frame (and fd), expects an ERROR with `code` whose text holds
- * `why`, then end of file; and that other clients are still served. */
-static void expect_error(struct hx *t, const struct buf *b, int fd,
-                         int code, const char *why)
+/* Sends a frame (and fd) on sock, expects an ERROR with `code` whose
+ * text holds `why`, then end of file; and that other clients are still
+ * served. Closes sock. */
+static void expect_error_on(struct hx *t, int sock, const struct buf *b,
+                            int fd, int code, const char *why)
 {
     static uint8_t buf[4096];
     struct proto_frame f;
     struct proto_reply r;
-    int sock = td_raw_connect(t);
 
     send_frame(sock, b, fd);
     assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
@@ -236,6 +236,13 @@ static void expect_error(struct hx *t, const struct buf *b, int fd,
     assert_int_equal(read(sock, buf, sizeof buf), 0); /* closed */
     close(sock);
     assert_int_equal(hx_ping(t), 0);
+}
+
+/* expect_error_on() a connection of its own. */
+static void expect_error(struct hx *t, const struct buf *b, int fd,
+                         int code, const char *why)
+{
+    expect_error_on(t, td_raw_connect(t), b, fd, code, why);
 }
 
 static void submit_flagged_with_an_fd_but_without_one_gets_an_error(
@@ -321,6 +328,245 @@ static void descriptor_on_a_frame_that_takes_none_gets_an_error(void **state)
     buf_free(&b2);
 }
 
+/* ---- memfd slots (IN_SLOT) ---- */
+
+#define SLOT_LEN 100000
+
+static void put_slot_submit(struct buf *b, uint64_t tag, uint64_t len,
+                            uint32_t slot, uint16_t flags)
+{
+    struct proto_submit s = {.pool = "echo", .pool_len = 4, .task = "echo",
+                             .task_len = 4, .input_len = len, .slot = slot};
+
+    assert_int_equal(
+        proto_put_submit(b, tag, PROTO_F_IN_SLOT | flags, &s), 0);
+}
+
+/* A sealed memfd of `size` bytes, mapped read-write into *map. */
+static int slot_memfd(size_t size, uint8_t **map)
+{
+    int fd = make_memfd(size, 1);
+
+    *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(*map != MAP_FAILED);
+    return fd;
+}
+
+/* Sends an echo of the first len bytes of slot `slot` (with fd attached,
+ * into that slot, when fd >= 0) and expects them back, inline. */
+static void slot_echo(int sock, uint64_t tag, int fd, uint32_t slot,
+                      const uint8_t *in, size_t len)
+{
+    static uint8_t buf[PROTO_HEADER_SIZE + 32 + 2 * SLOT_LEN];
+    struct buf b = {0};
+    struct proto_frame f;
+    struct proto_result r;
+
+    put_slot_submit(&b, tag, len, slot, fd >= 0 ? PROTO_F_IN_FD : 0);
+    send_frame(sock, &b, fd);
+    buf_free(&b);
+    assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    assert_int_equal(f.type, PROTO_RESULT);
+    assert_int_equal(f.tag, tag);
+    assert_int_equal(proto_parse_result(&f, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_int_equal(r.flags, 0);
+    assert_int_equal(r.len, len);
+    assert_memory_equal(r.data, in, len);
+}
+
+static void ping_says_the_daemon_takes_memfd_slots(void **state)
+{
+    uint8_t buf[256];
+    struct buf b = {0};
+    struct proto_frame f;
+    int sock = td_raw_connect(*state);
+
+    assert_int_equal(proto_put_empty(&b, PROTO_PING, 1, 0), 0);
+    send_frame(sock, &b, -1);
+    assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    assert_int_equal(f.type, PROTO_REPLY);
+    assert_true(f.flags & PROTO_F_SLOT_OK);
+    close(sock);
+    buf_free(&b);
+}
+
+static void memfd_passed_once_serves_every_task_of_its_slot(void **state)
+{
+    uint8_t *m5, *m63;
+    int fd5 = slot_memfd(SLOT_LEN, &m5), fd63 = slot_memfd(SLOT_LEN, &m63);
+    int sock = td_raw_connect(*state);
+
+    fill(m5, SLOT_LEN, 1);
+    slot_echo(sock, 1, fd5, 5, m5, SLOT_LEN);
+    fill(m63, SLOT_LEN, 2);
+    slot_echo(sock, 2, fd63, PROTO_SLOTS - 1, m63, SLOT_LEN);
+    close(fd5); /* the daemon holds its own descriptors of them */
+    close(fd63);
+    for (unsigned i = 0; i < 200; i++) {
+        uint8_t *m = i % 2 ? m63 : m5;
+        size_t len = FDPASS_MIN + i * 100;
+        fill(m, len, i + 3);
+        slot_echo(sock, i + 3, -1, i % 2 ? PROTO_SLOTS - 1 : 5, m, len);
+    }
+    close(sock);
+    munmap(m5, SLOT_LEN);
+    munmap(m63, SLOT_LEN);
+}
+
+static void memfd_into_a_slot_replaces_what_it_held(void **state)
+{
+    uint8_t *a, *b;
+    int fa = slot_memfd(SLOT_LEN, &a), fb = slot_memfd(SLOT_LEN, &b);
+    int sock = td_raw_connect(*state);
+
+    fill(a, SLOT_LEN, 1);
+    fill(b, SLOT_LEN, 2);
+    slot_echo(sock, 1, fa, 7, a, SLOT_LEN);
+    slot_echo(sock, 2, fb, 7, b, SLOT_LEN);
+    slot_echo(sock, 3, -1, 7, b, SLOT_LEN);
+    close(sock);
+    close(fa);
+    close(fb);
+    munmap(a, SLOT_LEN);
+    munmap(b, SLOT_LEN);
+}
+
+static void slot_that_holds_no_memfd_gets_an_error(void **state)
+{
+    struct buf b = {0};
+
+    put_slot_submit(&b, 5, SLOT_LEN, 3, 0);
+    expect_error(*state, &b, -1, TH_EPROTO, "slot 3, which holds none");
+    buf_free(&b);
+}
+
+static void slot_number_out_of_range_gets_an_error(void **state)
+{
+    struct buf b = {0};
+    int fd = make_memfd(SLOT_LEN, 1);
+
+    put_slot_submit(&b, 5, SLOT_LEN, PROTO_SLOTS, PROTO_F_IN_FD);
+    expect_error(*state, &b, fd, TH_EPROTO, "slot 64 of 64");
+    buf_free(&b);
+    put_slot_submit(&b, 5, SLOT_LEN, UINT32_MAX, 0);
+    expect_error(*state, &b, -1, TH_EPROTO, "slot 4294967295 of 64");
+    buf_free(&b);
+    close(fd);
+}
+
+static void slot_of_another_connection_holds_nothing_here(void **state)
+{
+    struct hx *t = *state;
+    struct buf b = {0};
+    uint8_t *m;
+    int fd = slot_memfd(SLOT_LEN, &m), mine = td_raw_connect(t);
+
+    fill(m, SLOT_LEN, 4);
+    slot_echo(mine, 1, fd, 0, m, SLOT_LEN);
+    put_slot_submit(&b, 5, SLOT_LEN, 0, 0);
+    expect_error(t, &b, -1, TH_EPROTO, "slot 0, which holds none");
+    slot_echo(mine, 2, -1, 0, m, SLOT_LEN); /* the owner's still serves */
+    close(mine);
+    close(fd);
+    munmap(m, SLOT_LEN);
+    buf_free(&b);
+}
+
+static void slot_memfd_that_grew_serves_longer_inputs(void **state)
+{
+    uint8_t *m, *big;
+    int fd = slot_memfd(SLOT_LEN / 2, &m), sock = td_raw_connect(*state);
+
+    fill(m, SLOT_LEN / 2, 5);
+    slot_echo(sock, 1, fd, 2, m, SLOT_LEN / 2);
+    assert_int_equal(ftruncate(fd, SLOT_LEN), 0);
+    big = mmap(NULL, SLOT_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(big != MAP_FAILED);
+    fill(big, SLOT_LEN, 6);
+    slot_echo(sock, 2, -1, 2, big, SLOT_LEN);
+    slot_echo(sock, 3, -1, 2, big, SLOT_LEN / 2);
+    close(sock);
+    close(fd);
+    munmap(m, SLOT_LEN / 2);
+    munmap(big, SLOT_LEN);
+}
+
+static void input_longer_than_its_slot_memfd_gets_an_error(void **state)
+{
+    struct buf b = {0};
+    uint8_t *m;
+    int fd = slot_memfd(SLOT_LEN, &m), sock = td_raw_connect(*state);
+
+    fill(m, SLOT_LEN, 5);
+    slot_echo(sock, 1, fd, 2, m, SLOT_LEN);
+    put_slot_submit(&b, 2, SLOT_LEN + 1, 2, 0);
+    expect_error_on(*state, sock, &b, -1, TH_EPROTO, "fewer than the 100001");
+    close(fd);
+    munmap(m, SLOT_LEN);
+    buf_free(&b);
+}
+
+static void slot_input_over_max_payload_gets_too_big(void **state)
+{
+    struct buf b = {0};
+    uint8_t *m;
+    int fd = slot_memfd(SLOT_LEN, &m), sock = td_raw_connect(*state);
+
+    fill(m, SLOT_LEN, 6);
+    slot_echo(sock, 1, fd, 2, m, SLOT_LEN);
+    put_slot_submit(&b, 2, 5u << 20, 2, 0); /* max_payload is 4 MiB */
+    expect_error_on(*state, sock, &b, -1, TH_ETOOBIG, "over max_payload");
+    close(fd);
+    munmap(m, SLOT_LEN);
+    buf_free(&b);
+}
+
+static void unsealed_memfd_into_a_slot_gets_an_error(void **state)
+{
+    struct buf b = {0};
+    int fd = make_memfd(SLOT_LEN, 0);
+
+    put_slot_submit(&b, 5, SLOT_LEN, 1, PROTO_F_IN_FD);
+    expect_error(*state, &b, fd, TH_EPROTO, "not sealed against shrinking");
+    close(fd);
+    buf_free(&b);
+}
+
+/* A client that rewrites its slot's memfd while the tasks on it run, and
+ * tries to shrink it, gets answers (of whatever the worker read) and
+ * the daemon serves on. */
+static void slot_rewritten_while_its_tasks_run_harms_only_them(void **state)
+{
+    enum { N = 40 };
+    static uint8_t buf[PROTO_HEADER_SIZE + 32 + 2 * SLOT_LEN];
+    struct proto_frame f;
+    struct buf b = {0};
+    uint8_t *m;
+    int fd = slot_memfd(SLOT_LEN, &m), sock = td_raw_connect(*state);
+
+    fill(m, SLOT_LEN, 7);
+    slot_echo(sock, 1, fd, 4, m, SLOT_LEN);
+    for (unsigned i = 0; i < N; i++)
+        put_slot_submit(&b, 100 + i, SLOT_LEN, 4, 0);
+    send_frame(sock, &b, -1);
+    for (unsigned i = 0; i < 50; i++)
+        fill(m, SLOT_LEN, i);
+    assert_int_equal(ftruncate(fd, 10), -1); /* the seal holds */
+    assert_int_equal(errno, EPERM);
+    for (unsigned i = 0; i < N; i++) {
+        assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+        assert_int_equal(f.type, PROTO_RESULT);
+    }
+    fill(m, SLOT_LEN, 8);
+    slot_echo(sock, 2, -1, 4, m, SLOT_LEN);
+    close(sock);
+    assert_int_equal(hx_ping(*state), 0);
+    close(fd);
+    munmap(m, SLOT_LEN);
+    buf_free(&b);
+}
+
 /* Reads frames until the one tagged `tag`, collecting descriptors. */
 static long read_result(int sock, uint8_t *buf, size_t cap,
                         struct fdpass_queue *q, uint64_t *pos,
@@ -342,6 +588,96 @@ static long read_result(int sock, uint8_t *buf, size_t cap,
         *pos += (uint64_t)r;
     }
     return n;
+}
+
+/* ---- the library against a daemon of the test's own ---- */
+
+/* A listening socket in t's directory, its path in `path`. */
+static int fake_listen(const struct hx *t, char *path, size_t cap)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    snprintf(path, cap, "%s/fake.sock", t->dir);
+    assert_true(fd != -1 && strlen(path) < sizeof sa.sun_path);
+    strcpy(sa.sun_path, path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    return fd;
+}
+
+static void on_flag(const th_result *r, void *arg)
+{
+    assert_int_equal(r->state, TH_STATE_OK);
+    *(int *)arg = 1;
+}
+
+/* Plays the daemon for one submit of c: answers a PING first, if one
+ * comes, with every memfd flag; answers the SUBMIT ok, empty, and steps
+ * c until *done. Returns the submit's flags; *fds counts the descriptors
+ * that came with it. */
+static uint16_t fake_serve(th_client *c, int sock, struct fdpass_queue *q,
+                           uint64_t *pos, int *fds, const int *done)
+{
+    static uint8_t buf[1u << 19]; /* the first input comes inline */
+    struct proto_result res = {.state = TH_STATE_OK, .data = ""};
+    struct proto_frame f;
+    struct buf out = {0};
+    uint16_t flags;
+
+    while (th_client_want_write(c))
+        assert_true(th_client_step(c, 0) >= 0);
+    for (;;) {
+        assert_true(read_result(sock, buf, sizeof buf, q, pos, &f) > 0);
+        if (f.type != PROTO_PING)
+            break;
+        assert_int_equal(proto_put_reply_flags(&out, PROTO_REPLY, f.tag,
+                                               PROTO_F_FD_OK | PROTO_F_AT_OK |
+                                                   PROTO_F_SLOT_OK,
+                                               0, "fake", 4),
+                         0);
+    }
+    assert_int_equal(f.type, PROTO_SUBMIT);
+    flags = f.flags;
+    *fds += (int)fdpass_len(q);
+    fdpass_clear(q);
+    assert_int_equal(proto_put_result(&out, f.tag, &res), 0);
+    send_frame(sock, &out, -1);
+    buf_free(&out);
+    while (!*done)
+        assert_true(th_client_step(c, 100) >= 0);
+    return flags;
+}
+
+static void library_passes_each_memfd_once_into_its_slot(void **state)
+{
+    enum { LEN = 100000 };
+    static uint8_t in[4 * LEN];
+    struct fdpass_queue q = {0};
+    uint64_t pos = 0;
+    char path[128];
+    int lsock = fake_listen(*state, path, sizeof path), fds = 0, sock, done;
+    th_client *c;
+
+    assert_int_equal(th_client_connect(&c, path, NULL, 0), 0);
+    assert_true((sock = accept(lsock, NULL, NULL)) >= 0);
+    for (int i = 0; i < 30; i++) {
+        /* 4 * LEN from the 20th on: the memfd grows, and stays */
+        size_t len = i < 20 ? LEN : 4 * LEN;
+        uint16_t want = i == 0   ? 0 /* inline until the ping's answer */
+                        : i == 1 ? PROTO_F_IN_FD | PROTO_F_IN_SLOT
+                                 : PROTO_F_IN_SLOT;
+        done = 0;
+        assert_int_equal(th_client_submit(c, "echo", "echo", in, len, NULL,
+                                          on_flag, &done, NULL),
+                         0);
+        uint16_t got = fake_serve(c, sock, &q, &pos, &fds, &done);
+        assert_int_equal(got & (PROTO_F_IN_FD | PROTO_F_IN_SLOT), want);
+    }
+    assert_int_equal(fds, 1);
+    th_client_close(c);
+    close(sock);
+    close(lsock);
 }
 
 static void large_output_of_an_inline_input_comes_in_an_attached_memfd(
@@ -452,6 +788,20 @@ static void leave_with_a_task_in_flight(struct hx *t)
     buf_free(&b);
 }
 
+/* The same with the memfd in a slot, named again by a second task. */
+static void leave_with_slot_tasks_in_flight(struct hx *t)
+{
+    struct buf b = {0};
+    int fd = make_memfd(1u << 20, 1), sock = td_raw_connect(t);
+
+    put_slot_submit(&b, 1, 1u << 20, 9, PROTO_F_IN_FD | PROTO_F_OUT_AT);
+    put_slot_submit(&b, 2, 1u << 20, 9, 0);
+    send_frame(sock, &b, fd);
+    close(fd);
+    close(sock);
+    buf_free(&b);
+}
+
 static void daemon_leaks_no_descriptor_after_many_large_tasks(void **state)
 {
     struct hx *t = *state;
@@ -463,7 +813,10 @@ static void daemon_leaks_no_descriptor_after_many_large_tasks(void **state)
             echo_call(c, i % 2 ? 1u << 20 : 100000, (unsigned)i);
         th_client_close(c);
         leave_with_a_task_in_flight(t);
+        leave_with_slot_tasks_in_flight(t);
     }
+    memfd_passed_once_serves_every_task_of_its_slot(state);
+    slot_rewritten_while_its_tasks_run_harms_only_them(state);
     many_pipelined_large_tasks_are_all_answered_right(state);
     large_output_of_an_inline_input_comes_in_an_attached_memfd(state);
     pipe_instead_of_a_memfd_gets_an_error(state);
@@ -495,6 +848,18 @@ int main(void)
         T(memfd_not_sealed_against_shrinking_gets_an_error),
         T(memfd_over_max_payload_gets_too_big),
         T(descriptor_on_a_frame_that_takes_none_gets_an_error),
+        T(ping_says_the_daemon_takes_memfd_slots),
+        T(memfd_passed_once_serves_every_task_of_its_slot),
+        T(memfd_into_a_slot_replaces_what_it_held),
+        T(slot_that_holds_no_memfd_gets_an_error),
+        T(slot_number_out_of_range_gets_an_error),
+        T(slot_of_another_connection_holds_nothing_here),
+        T(slot_memfd_that_grew_serves_longer_inputs),
+        T(input_longer_than_its_slot_memfd_gets_an_error),
+        T(slot_input_over_max_payload_gets_too_big),
+        T(unsealed_memfd_into_a_slot_gets_an_error),
+        T(slot_rewritten_while_its_tasks_run_harms_only_them),
+        T(library_passes_each_memfd_once_into_its_slot),
         T(large_output_of_an_inline_input_comes_in_an_attached_memfd),
         T(daemon_leaks_no_descriptor_after_many_large_tasks),
     };

@@ -354,6 +354,49 @@ static void submit_with_input_fd_and_a_wrong_tail_is_malformed(void **state)
     buf_free(&b);
 }
 
+static void submit_with_a_memfd_slot_carries_length_and_slot(void **state)
+{
+    static const uint16_t flags[] = {PROTO_F_IN_SLOT,
+                                     PROTO_F_IN_SLOT | PROTO_F_IN_FD};
+
+    for (size_t i = 0; i < 2; i++) {
+        struct buf b = {0};
+        struct proto_submit in = sample_submit(), out;
+        struct proto_frame f;
+
+        in.input_len = 3u << 20;
+        in.slot = 63;
+        assert_int_equal(proto_put_submit(&b, 8, flags[i], &in), 0);
+        assert_int_equal(decode_all(&b, &f), (long)b.len);
+        assert_int_equal(f.len, 12 + 8 + 7 + 16);
+        assert_int_equal(proto_parse_submit(&f, &out), 0);
+        assert_null(out.input);
+        assert_int_equal(out.input_len, 3u << 20);
+        assert_int_equal(out.slot, 63);
+        /* the u32 after the slot is reserved */
+        b.data[b.len - 1] = 1;
+        assert_int_equal(decode_all(&b, &f), (long)b.len);
+        assert_int_equal(proto_parse_submit(&f, &out), TH_EPROTO);
+        buf_free(&b);
+    }
+}
+
+static void submit_without_a_slot_says_so(void **state)
+{
+    struct buf b = {0};
+    struct proto_submit in = sample_submit(), out;
+    struct proto_frame f;
+
+    assert_int_equal(proto_put_submit(&b, 8, 0, &in), 0);
+    assert_int_equal(decode_all(&b, &f), (long)b.len);
+    assert_int_equal(proto_parse_submit(&f, &out), 0);
+    assert_int_equal(out.slot, PROTO_NO_SLOT);
+    /* three bytes inline are not the 16 of a slot's tail */
+    f.flags = PROTO_F_IN_SLOT;
+    assert_int_equal(proto_parse_submit(&f, &out), TH_EPROTO);
+    buf_free(&b);
+}
+
 static void result_in_a_memfd_round_trips_its_length(void **state)
 {
     static const uint16_t flags[] = {PROTO_F_RES_FD, PROTO_F_RES_IN_FD};
@@ -433,6 +476,8 @@ int main(void)
         cmocka_unit_test(result_round_trips),
         cmocka_unit_test(submit_with_input_fd_carries_only_the_length),
         cmocka_unit_test(submit_with_input_fd_and_a_wrong_tail_is_malformed),
+        cmocka_unit_test(submit_with_a_memfd_slot_carries_length_and_slot),
+        cmocka_unit_test(submit_without_a_slot_says_so),
         cmocka_unit_test(result_in_a_memfd_round_trips_its_length),
         cmocka_unit_test(result_with_both_memfd_flags_is_malformed),
         cmocka_unit_test(result_in_a_memfd_with_a_text_body_is_malformed),

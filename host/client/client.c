@@ -9,9 +9,12 @@
  * Inputs of FDPASS_MIN bytes and more go in memfds once a ping showed
  * that the daemon takes them (fdpass.h): each connection keeps a few
  * memfds mapped for good, copies an input into one and sends its
- * descriptor with the frame; the worker reads the input in place and
- * writes its output into the same memfd, after the input, where the
- * callback reads it. A memfd returns to the pool when its task's answer
+ * descriptor with the frame, into a slot of the connection when the
+ * daemon takes slots: later tasks on the same memfd name its slot alone,
+ * so that they cost no descriptor passing (which ends the daemon's reads
+ * at each frame that carries one) and no check of the file; the worker
+ * reads the input in place and writes its output into the same memfd,
+ * after the input, where the callback reads it. A memfd returns to the pool when its task's answer
  * was handed out, so its pages are faulted in once; it is reused for
  * tasks of the same pool only (a worker may keep a memfd it was given
  * mapped), and not after an answer the worker did not give (a task that
@@ -44,6 +47,9 @@
 #define MFD_MAX 64            /* input memfds of one connection */
 #define MFD_KEEP (64u << 20)  /* bytes of them kept for reuse */
 
+_Static_assert(MFD_MAX <= PROTO_SLOTS && PROTO_SLOTS <= 64,
+               "every input memfd has a slot number, a bit of slots_used");
+
 /* What the daemon said about payloads in memfds. */
 enum { FD_UNKNOWN, FD_PROBING, FD_YES, FD_NO };
 
@@ -52,6 +58,8 @@ struct mfd {
     int fd;
     uint8_t *map;
     size_t size;
+    int slot;         /* its slot on the connection (IN_SLOT), or -1 */
+    int passed;       /* the daemon holds it in that slot */
     char *pool;       /* the pool of its tasks, malloc'd */
     struct mfd *next; /* on the free list */
 };
@@ -77,6 +85,8 @@ struct th_client {
     void *progress_arg;
     int fd_mode;                    /* FD_* */
     int fd_at;                      /* the daemon takes OUT_AT */
+    int fd_slot;                    /* ... and IN_SLOT */
+    uint64_t slots_used;            /* slot numbers of the memfds */
     int broken;                     /* an answer broke the protocol */
     double busy_poll;               /* seconds; 0: sleep at once */
     struct mfd *mfds[MFD_MAX];      /* every input memfd */
@@ -144,6 +154,8 @@ static void mfd_destroy(th_client *c, struct mfd *m)
         }
     }
     c->mfd_bytes -= m->size;
+    if (m->slot >= 0)
+        c->slots_used &= ~(UINT64_C(1) << m->slot);
     if (m->map)
         munmap(m->map, m->size);
     if (m->fd != -1)
@@ -195,6 +207,7 @@ static struct mfd *mfd_get(th_client *c, const char *pool, const void *input,
         if (c->nmfd == MFD_MAX || (m = calloc(1, sizeof *m)) == NULL)
             return NULL;
         m->fd = -1;
+        m->slot = -1;
         m->pool = strdup(pool);
         c->mfds[c->nmfd++] = m;
         if (m->pool == NULL) {
@@ -451,6 +464,7 @@ static void on_reply(th_client *c, const struct proto_frame *f)
                          ? FD_YES
                          : FD_NO;
         c->fd_at = f->type == PROTO_REPLY && (f->flags & PROTO_F_AT_OK);
+        c->fd_slot = f->type == PROTO_REPLY && (f->flags & PROTO_F_SLOT_OK);
         pend_del(&c->pend, p);
         return;
     }
@@ -666,19 +680,42 @@ static uint16_t submit_flags(th_client *c, const char *pool,
     if (c->fd_mode != FD_YES)
         return flags;
     flags |= PROTO_F_OUT_FD;
-    if (len >= FDPASS_MIN && (*m = mfd_get(c, pool, input, len)) != NULL)
-        flags |= PROTO_F_IN_FD | (c->fd_at ? PROTO_F_OUT_AT : 0);
+    if (len >= FDPASS_MIN)
+        *m = mfd_get(c, pool, input, len);
     return flags;
 }
 
+/* How input memfd m of a submit travels: attached (*attach set) the
+ * first time, into a slot of the connection when the daemon takes slots;
+ * afterwards named by its slot alone (the daemon maps it again when it
+ * grew). Returns the flags of that. */
+static uint16_t mfd_flags(th_client *c, struct mfd *m, int *attach)
+{
+    uint16_t at = c->fd_at ? PROTO_F_OUT_AT : 0;
+
+    *attach = 1;
+    if (!c->fd_slot)
+        return PROTO_F_IN_FD | at;
+    if (m->slot < 0) {
+        m->slot = __builtin_ctzll(~c->slots_used);
+        c->slots_used |= UINT64_C(1) << m->slot;
+    }
+    if (m->passed) {
+        *attach = 0;
+        return PROTO_F_IN_SLOT | at;
+    }
+    return PROTO_F_IN_FD | PROTO_F_IN_SLOT | at;
+}
+
 /* Takes back the last frame of the output, begun when `before` bytes were
- * waiting, and its memfd. */
-static void take_back(th_client *c, size_t before, struct mfd *m)
+ * waiting, and its memfd (attached to the frame when `attach`). */
+static void take_back(th_client *c, size_t before, struct mfd *m, int attach)
 {
     buf_truncate(&c->io.out, before);
     if (m == NULL)
         return;
-    conn_unpush_fd(&c->io);
+    if (attach)
+        conn_unpush_fd(&c->io);
     mfd_put(c, m);
 }
 
@@ -693,7 +730,7 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
     size_t before;
     uint16_t flags;
     uint64_t t;
-    int rc;
+    int rc, attach = 0;
 
     if (pool == NULL || task == NULL || (input == NULL && len))
         return TH_EINVAL;
@@ -711,20 +748,27 @@ int th_client_submit(th_client *c, const char *pool, const char *task,
     flags = submit_flags(c, pool, input, len, &m);
     t = c->next_tag;
     before = buf_avail(&c->io.out);
-    if (m && conn_push_fd(&c->io, m->fd, 0) < 0) {
+    if (m) {
+        flags |= mfd_flags(c, m, &attach);
+        s.slot = (uint32_t)m->slot;
+    }
+    if (attach && conn_push_fd(&c->io, m->fd, 0) < 0) {
         mfd_put(c, m); /* too many waiting to be sent: in the frame then */
         m = NULL;
-        flags &= (uint16_t)~(PROTO_F_IN_FD | PROTO_F_OUT_AT);
+        attach = 0;
+        flags &= (uint16_t)~(PROTO_F_IN_FD | PROTO_F_IN_SLOT | PROTO_F_OUT_AT);
     }
     rc = proto_put_submit(&c->io.out, t, flags, &s);
     if (rc < 0) {
-        take_back(c, before, m);
+        take_back(c, before, m, attach);
         return rc;
     }
     if ((p = pend_add(&c->pend, t)) == NULL) {
-        take_back(c, before, m);
+        take_back(c, before, m, attach);
         return TH_ENOMEM;
     }
+    if (flags & PROTO_F_IN_SLOT)
+        m->passed = 1;
     c->next_tag++;
     p->done = done;
     p->arg = arg;

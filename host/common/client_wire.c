@@ -16,6 +16,7 @@
 #define CONTROL_FIXED 4
 #define REPLY_FIXED 4
 #define FD_LEN 8 /* a payload in a memfd: its u64 length in the body */
+#define SLOT_LEN 16 /* ... in a slot's memfd: u64 length, u32 slot, u32 0 */
 
 static uint16_t get16(const uint8_t *p)
 {
@@ -107,6 +108,15 @@ int proto_parse_submit(const struct proto_frame *f, struct proto_submit *s)
         return TH_EPROTO;
     s->task = (const char *)p;
     p += s->task_len + 1;
+    s->slot = PROTO_NO_SLOT;
+    if (f->flags & PROTO_F_IN_SLOT) {
+        if (end - p != SLOT_LEN || get64(p) > UINT32_MAX || get32(p + 12))
+            return TH_EPROTO;
+        s->input = NULL;
+        s->input_len = (size_t)get64(p);
+        s->slot = get32(p + 8);
+        return 0;
+    }
     if (f->flags & PROTO_F_IN_FD) {
         if (end - p != FD_LEN || get64(p) > UINT32_MAX)
             return TH_EPROTO;
@@ -255,7 +265,9 @@ int proto_put_submit(struct buf *b, uint64_t tag, uint16_t flags,
         s->priority < -128 || s->priority > 127)
         return TH_EINVAL;
     body = SUBMIT_FIXED + s->pool_len + 1 + s->task_len + 1 +
-           ((flags & PROTO_F_IN_FD) ? FD_LEN : s->input_len);
+           ((flags & PROTO_F_IN_SLOT) ? SLOT_LEN
+            : (flags & PROTO_F_IN_FD) ? FD_LEN
+                                      : s->input_len);
     if (body > UINT32_MAX)
         return TH_EINVAL;
     p = frame_start(b, PROTO_SUBMIT, tag, flags, body);
@@ -269,9 +281,13 @@ int proto_put_submit(struct buf *b, uint64_t tag, uint16_t flags,
     p[11] = 0;
     p = put_name(p + SUBMIT_FIXED, s->pool, s->pool_len);
     p = put_name(p, s->task, s->task_len);
-    if (flags & PROTO_F_IN_FD)
+    if (flags & PROTO_F_IN_SLOT) {
         put64(p, s->input_len);
-    else if (s->input_len)
+        put32(p + 8, s->slot);
+        put32(p + 12, 0);
+    } else if (flags & PROTO_F_IN_FD) {
+        put64(p, s->input_len);
+    } else if (s->input_len)
         memcpy(p, s->input, s->input_len);
     return 0;
 }

@@ -27,6 +27,8 @@
 #define PROTO_HEADER_SIZE 16
 #define PROTO_NAME_MAX 255           /* bytes of a pool or task name */
 #define PROTO_DEFAULT_MAX (64u << 20) /* body cap when none is configured */
+#define PROTO_SLOTS 64 /* memfd slots of one connection (IN_SLOT) */
+#define PROTO_NO_SLOT UINT32_MAX
 
 /* Frame types. Requests have the high bit clear, answers set. */
 enum proto_type {
@@ -50,12 +52,17 @@ enum {
     PROTO_F_IN_FD = 0x2,   /* SUBMIT: the input is in the attached memfd */
     PROTO_F_OUT_FD = 0x4,  /* SUBMIT: the output may come in a memfd */
     PROTO_F_PROGRESS = 0x8, /* SUBMIT: send PROGRESS frames of the task */
-    PROTO_F_OUT_AT = 0x10, /* SUBMIT (with IN_FD): the output may be written
-                              into the input memfd, after the input */
+    PROTO_F_OUT_AT = 0x10, /* SUBMIT (with IN_FD or IN_SLOT): the output may
+                              be written into the input memfd, after the
+                              input */
+    PROTO_F_IN_SLOT = 0x20, /* SUBMIT: the input is in the memfd of a slot
+                               of the connection; with IN_FD the attached
+                               memfd goes into that slot first */
     PROTO_F_TASK_ID = 0x1, /* CANCEL: target is a task id, not a tag */
     PROTO_F_FORCE = 0x1,   /* RESTART, SHUTDOWN: forced */
     PROTO_F_FD_OK = 0x1,   /* REPLY to PING: the daemon speaks memfds */
     PROTO_F_AT_OK = 0x2,   /* REPLY to PING: ... and takes OUT_AT */
+    PROTO_F_SLOT_OK = 0x4, /* REPLY to PING: ... and takes IN_SLOT */
     PROTO_F_RES_FD = 0x1,  /* RESULT: the output is in the attached memfd */
     PROTO_F_RES_IN_FD = 0x2, /* RESULT: the output is in the submit's own
                                input memfd, nothing attached */
@@ -74,8 +81,10 @@ struct proto_frame {
 };
 
 /* SUBMIT body, as sent or as parsed. Times are milliseconds, 0 meaning
- * the pool's own value. With PROTO_F_IN_FD the input is not in the body:
- * input is NULL and input_len is the length announced for the memfd. */
+ * the pool's own value. With PROTO_F_IN_FD or PROTO_F_IN_SLOT the input
+ * is not in the body: input is NULL and input_len is the length announced
+ * for the memfd; with PROTO_F_IN_SLOT, slot names the connection's memfd
+ * slot (any value: the daemon checks it against PROTO_SLOTS). */
 struct proto_submit {
     const char *pool;
     size_t pool_len;
@@ -83,6 +92,7 @@ struct proto_submit {
     size_t task_len;
     const void *input;
     size_t input_len;
+    uint32_t slot; /* with PROTO_F_IN_SLOT, else PROTO_NO_SLOT */
     uint32_t task_timeout_ms;
     uint32_t queue_timeout_ms;
     int priority; /* -128..127 */

@@ -375,6 +375,38 @@ struct fdpass_map *fdpass_map_get(struct fdpass_maps *m, int fd, uint64_t len,
     return e;
 }
 
+struct fdpass_map *fdpass_map_new(int fd, uint64_t len, uint64_t cap,
+                                  char *msg, size_t msglen)
+{
+    struct fdpass_map *e;
+    struct stat st;
+    uint64_t size;
+
+    if (fdpass_check(fd, len, msg, msglen) != NULL)
+        return NULL;
+    if (fstat(fd, &st) == -1) {
+        snprintf(msg, msglen, "is not a memfd");
+        return NULL;
+    }
+    size = (uint64_t)st.st_size < cap ? (uint64_t)st.st_size : cap;
+    size = size < len ? len : size;
+    if ((e = calloc(1, sizeof *e)) == NULL) {
+        snprintf(msg, msglen, "cannot be mapped: out of memory");
+        return NULL;
+    }
+    e->fd = fd;
+    e->temp = 1;
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    if (map_file(e, (size_t)size) < 0) {
+        snprintf(msg, msglen, "cannot be mapped: %s", strerror(errno));
+        free(e);
+        return NULL;
+    }
+    e->busy = 1;
+    return e;
+}
+
 int fdpass_map_write(struct fdpass_map *e, const void *data, size_t len)
 {
     if (!e->writable || len > e->size)

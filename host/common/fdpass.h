@@ -137,6 +137,18 @@ struct fdpass_map *fdpass_map_detach(struct fdpass_maps *m,
 struct fdpass_map *fdpass_map_get(struct fdpass_maps *m, int fd, uint64_t len,
                                   char *msg, size_t msglen);
 
+/* A mapping of memfd fd of its own, outside any cache, for a slot that
+ * the peer names again and again (docs/protocol.md, IN_SLOT): checked
+ * like fdpass_check() for len bytes, then mapped as far as the memfd
+ * reaches now, up to `cap` bytes (at least len), so that later inputs up
+ * to that size need neither a new check nor a new mapping; the seal keeps
+ * the file from shrinking under it. Takes fd over. Returns the entry,
+ * busy once (the slot's own use; fdpass_map_put(NULL, e) ends each use,
+ * the last one unmaps and closes), or NULL with a reason in msg (fd then
+ * still belongs to the caller). */
+struct fdpass_map *fdpass_map_new(int fd, uint64_t len, uint64_t cap,
+                                  char *msg, size_t msglen);
+
 /* Writes an output into the entry's file (growing it when needed) and its
  * mapping. Returns 0 or -1. */
 int fdpass_map_write(struct fdpass_map *e, const void *data, size_t len);

@@ -3,14 +3,16 @@
  * engine gives back to a session.
  *
  * Large payloads may travel in memfds instead (fdpass.h): an input memfd
- * is checked and mapped (once: the client sends the same few again and
- * again) and handed to the engine, which passes it on to the worker: the
+ * is checked and mapped once (the client sends the same few again and
+ * again, each into a slot of the connection that later submits name
+ * alone, or attached again, found by its file) and handed to the engine, which passes it on to the worker: the
  * plugin reads the input in place and, when the client allows (OUT_AT),
  * writes its output into the same memfd after the input, where the client
  * reads it. Otherwise the output is written back at the memfd's start, or
  * into a new one.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,12 +172,21 @@ static int names_ok(struct session *c, uint64_t tag, const struct proto_submit *
     return 0;
 }
 
-/* Maps the input memfd of a PROTO_F_IN_FD submit into *map and points
- * sub->input at it. Returns 0, or -1 once the connection failed. */
-static int input_map(struct session *c, const struct proto_frame *f,
-                     struct proto_submit *sub, struct fdpass_map **map)
+/* Fails the session over a submit whose input memfd cannot be taken;
+ * returns -1. */
+static int input_fault(struct session *c, const struct proto_frame *f,
+                       int code, const char *what, const char *why)
 {
-    char why[96];
+    session_fail(c, f->tag, code, "%s %s", what, why);
+    return -1;
+}
+
+/* The checks every input memfd passes: one came, and the length is
+ * within max_payload. Returns the descriptor, or -1 once the connection
+ * failed. */
+static int input_fd(struct session *c, const struct proto_frame *f,
+                    const struct proto_submit *sub)
+{
     int fd = conn_take_fd(&c->io);
 
     if (fd == -1) {
@@ -190,11 +201,113 @@ static int input_map(struct session *c, const struct proto_frame *f,
                   sub->input_len, (unsigned long long)c->srv->max_payload);
         return -1;
     }
-    *map = fdpass_map_get(&c->maps, fd, sub->input_len, why, sizeof why);
-    if (*map == NULL) {
+    return fd;
+}
+
+/* Puts memfd fd into slot n of c, checked for len bytes and mapped, in
+ * place of what the slot held (tasks in flight keep that until their
+ * answer). Returns the new entry, or NULL with fd still the caller's and
+ * the reason in why. */
+static struct fdpass_map *slot_fill(struct session *c, uint32_t n, int fd,
+                                    uint64_t len, char *why, size_t cap)
+{
+    struct fdpass_map *e =
+        fdpass_map_new(fd, len, c->srv->max_payload, why, cap);
+
+    if (e == NULL)
+        return NULL;
+    if (c->mfd_slots[n] != NULL)
+        fdpass_map_put(NULL, c->mfd_slots[n]);
+    c->mfd_slots[n] = e;
+    return e;
+}
+
+/* Slot n's memfd, mapped anew as far as it reaches now, for an input of
+ * len bytes beyond its mapping: the memfd may have grown since it was
+ * passed. Returns the new entry, or NULL with the reason in why. */
+static struct fdpass_map *slot_regrow(struct session *c, uint32_t n,
+                                      uint64_t len, char *why, size_t cap)
+{
+    struct fdpass_map *e;
+    int fd = fcntl(c->mfd_slots[n]->fd, F_DUPFD_CLOEXEC, 0);
+
+    if (fd == -1) {
+        snprintf(why, cap, "cannot be mapped again: %s", strerror(errno));
+        return NULL;
+    }
+    if ((e = slot_fill(c, n, fd, len, why, cap)) == NULL)
         close(fd);
-        session_fail(c, f->tag, TH_EPROTO, "input descriptor %s", why);
-        return -1;
+    return e;
+}
+
+/* The memfd of a PROTO_F_IN_SLOT submit: the one attached (with IN_FD),
+ * checked, mapped and put into the slot; else the one the slot holds,
+ * mapped when it was passed. Neither a system call nor a check of the
+ * file per task, unless an input reaches beyond the mapping: its seal
+ * keeps the memfd from shrinking, and the daemon never reads what it
+ * holds. Returns the entry, busy once more, or NULL once the connection
+ * failed. */
+static struct fdpass_map *slot_input(struct session *c,
+                                     const struct proto_frame *f,
+                                     const struct proto_submit *sub)
+{
+    struct fdpass_map *e;
+    char why[96];
+    int fd;
+
+    if (sub->slot >= PROTO_SLOTS) {
+        snprintf(why, sizeof why, "%u of %u", sub->slot, PROTO_SLOTS);
+        input_fault(c, f, TH_EPROTO, "submit names memfd slot", why);
+        return NULL;
+    }
+    if (f->flags & PROTO_F_IN_FD) {
+        if ((fd = input_fd(c, f, sub)) == -1)
+            return NULL;
+        e = slot_fill(c, sub->slot, fd, sub->input_len, why, sizeof why);
+        if (e == NULL) {
+            close(fd);
+            input_fault(c, f, TH_EPROTO, "input descriptor", why);
+            return NULL;
+        }
+    } else if ((e = c->mfd_slots[sub->slot]) == NULL) {
+        snprintf(why, sizeof why, "%u, which holds none", sub->slot);
+        input_fault(c, f, TH_EPROTO, "submit names memfd slot", why);
+        return NULL;
+    } else if (sub->input_len > c->srv->max_payload) {
+        snprintf(why, sizeof why, "of %zu bytes over max_payload (%llu)",
+                 sub->input_len, (unsigned long long)c->srv->max_payload);
+        input_fault(c, f, TH_ETOOBIG, "input in a memfd slot", why);
+        return NULL;
+    } else if (sub->input_len > e->size &&
+               (e = slot_regrow(c, sub->slot, sub->input_len, why,
+                                sizeof why)) == NULL) {
+        input_fault(c, f, TH_EPROTO, "memfd of the slot", why);
+        return NULL;
+    }
+    e->busy++;
+    return e;
+}
+
+/* Maps the input memfd of a PROTO_F_IN_FD or PROTO_F_IN_SLOT submit into
+ * *map and points sub->input at it. Returns 0, or -1 once the connection
+ * failed. */
+static int input_map(struct session *c, const struct proto_frame *f,
+                     struct proto_submit *sub, struct fdpass_map **map)
+{
+    char why[96];
+    int fd;
+
+    if (f->flags & PROTO_F_IN_SLOT) {
+        if ((*map = slot_input(c, f, sub)) == NULL)
+            return -1;
+    } else {
+        if ((fd = input_fd(c, f, sub)) == -1)
+            return -1;
+        *map = fdpass_map_get(&c->maps, fd, sub->input_len, why, sizeof why);
+        if (*map == NULL) {
+            close(fd);
+            return input_fault(c, f, TH_EPROTO, "input descriptor", why);
+        }
     }
     sub->input = sub->input_len ? (const void *)(*map)->map : "";
     return 0;
@@ -278,7 +391,8 @@ static void do_submit(struct session *c, const struct proto_frame *f)
         session_fail(c, f->tag, TH_EPROTO, "malformed submit frame");
         return;
     }
-    if ((f->flags & PROTO_F_IN_FD) && input_map(c, f, &sub, &map) < 0)
+    if ((f->flags & (PROTO_F_IN_FD | PROTO_F_IN_SLOT)) &&
+        input_map(c, f, &sub, &map) < 0)
         return;
     /* An input in a memfd is not copied: the task reads the mapping,
      * which its slot holds until the answer (and an output may go back
@@ -411,7 +525,8 @@ static int flags_ok(const struct proto_frame *f)
     switch (f->type) {
     case PROTO_SUBMIT:
         return (f->flags & ~(PROTO_F_ACK | PROTO_F_IN_FD | PROTO_F_OUT_FD |
-                             PROTO_F_PROGRESS | PROTO_F_OUT_AT)) == 0;
+                             PROTO_F_PROGRESS | PROTO_F_OUT_AT |
+                             PROTO_F_IN_SLOT)) == 0;
     case PROTO_CANCEL: return (f->flags & ~PROTO_F_TASK_ID) == 0;
     case PROTO_RESTART:
     case PROTO_SHUTDOWN: return (f->flags & ~PROTO_F_FORCE) == 0;
@@ -443,7 +558,9 @@ void requests_handle(struct session *c, const struct proto_frame *f)
             return;
         }
         proto_put_reply_flags(&c->io.out, PROTO_REPLY, f->tag,
-                              PROTO_F_FD_OK | PROTO_F_AT_OK, 0,
+                              PROTO_F_FD_OK | PROTO_F_AT_OK |
+                                  PROTO_F_SLOT_OK,
+                              0,
                               "taskhostd " TH_VERSION_STRING,
                               strlen("taskhostd " TH_VERSION_STRING));
         session_mark(c);

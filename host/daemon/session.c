@@ -330,6 +330,9 @@ void session_close(struct session *c)
     close(c->io.fd);
     conn_clear(&c->io);
     fdpass_maps_clear(&c->maps); /* its tasks let go in session_orphan_tasks */
+    for (size_t i = 0; i < PROTO_SLOTS; i++)
+        if (c->mfd_slots[i] != NULL) /* tasks in flight keep theirs */
+            fdpass_map_put(NULL, c->mfd_slots[i]);
     log_debug("client pid %d uid %u disconnected", (int)c->pid,
               (unsigned)c->uid);
     free(c->groups);

@@ -61,6 +61,8 @@ struct session {
     int dirty;       /* on the server's dirty list */
     unsigned events; /* what the watch waits for now (TH_WATCH_*) */
     struct fdpass_maps maps; /* the client's input memfds, mapped */
+    struct fdpass_map *mfd_slots[PROTO_SLOTS]; /* memfds it named by slot
+                                                  (IN_SLOT), or NULL */
     struct slot tasks; /* list head of the tasks in flight */
     uint64_t input_bytes; /* input of the tasks in flight */
     size_t ntasks;
