@@ -184,6 +184,22 @@ static long long rint_(const struct redis *r, const char *fmt, ...)
     return v;
 }
 
+/* Runs a command that must not fail. */
+static void rok(const struct redis *r, const char *fmt, ...)
+{
+    redisContext *c = rconnect(r);
+    assert_non_null(c);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *rep = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    assert_non_null(rep);
+    if (rep->type == REDIS_REPLY_ERROR)
+        fail_msg("%s: %s", fmt, rep->str);
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
 /* Nothing queued, nothing claimed, no payload left, no dead letter. */
 static void assert_redis_clean(const struct redis *r)
 {
@@ -347,6 +363,20 @@ static uint64_t submit(th_client *c, const char *task, const char *in,
     return tag;
 }
 
+/* submit() at priority prio. */
+static uint64_t submit_at(th_client *c, int prio, const char *in,
+                          struct one *o)
+{
+    th_submit_opts so = TH_SUBMIT_OPTS_INIT;
+    uint64_t tag = 0;
+    so.priority = prio;
+    memset(o, 0, sizeof *o);
+    assert_int_equal(th_client_submit(c, "sh", "hold", in, strlen(in), &so,
+                                      on_one, o, &tag),
+                     0);
+    return tag;
+}
+
 /* Steps c until o is answered or `limit` seconds pass; returns seconds. */
 static double await(th_client *c, struct one *o, double limit)
 {
@@ -377,6 +407,51 @@ static int runs_on(const struct node *nodes, int n, const char *line)
     for (int i = 0; i < n; i++)
         k += runs_of(&nodes[i], line);
     return k;
+}
+
+/* The line of n's execution log that comes k-th (0-based) among those
+ * starting with `prefix`, into out; "" when there are fewer. */
+static void nth_run(const struct node *n, const char *prefix, int k,
+                    char *out, size_t len)
+{
+    FILE *f = fopen(n->xlog, "r");
+    char buf[256];
+    out[0] = '\0';
+    while (f != NULL && fgets(buf, sizeof buf, f) != NULL) {
+        buf[strcspn(buf, "\n")] = '\0';
+        if (strncmp(buf, prefix, strlen(prefix)) == 0 && k-- == 0) {
+            snprintf(out, len, "%s", buf);
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+}
+
+/* Waits until host n holds k claimed tasks, stepping client c. */
+static void wait_held(struct node *n, th_client *c, long k)
+{
+    double end = hx_now() + 10;
+    while (stat_of(n, "held") < k) {
+        assert_true(hx_now() < end);
+        th_client_step(c, 10);
+    }
+}
+
+/* Nothing left in the priority bands' streams either. */
+static void assert_bands_clean(const struct redis *r)
+{
+    redisContext *x = rconnect(r);
+    redisReply *bands = redisCommand(x, "ZRANGE " PRE "bands 0 -1");
+    assert_non_null(bands);
+    assert_true(bands->elements > 0);
+    for (size_t i = 0; i < bands->elements; i++) {
+        const char *b = bands->element[i]->str;
+        assert_int_equal(rint_(r, "XLEN " Q ":%s", b), 0);
+        assert_int_equal(rint_(r, "XPENDING " Q ":%s w", b), 0);
+    }
+    freeReplyObject(bands);
+    redisFree(x);
 }
 
 /* ---- tests ---- */
@@ -683,6 +758,182 @@ static void test_overflow_block_in_the_cluster(void **state)
     (void)state;
     overflow_case("block", TH_STATE_OK,
                   TH_STATE_OK);
+}
+
+static void test_priority_orders_the_shared_queue(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    th_client *c = hx_connect(&a.h);
+    struct one first, held, o[6];
+    /* One runs and one more is held, so that the rest wait in Redis. */
+    submit(c, "hold", "700:p-run", &first);
+    wait_runs(&a, c, "700:p-run", 1);
+    submit(c, "hold", "20:p-held", &held);
+    wait_held(&a, c, 2);
+    const int prio[] = {0, -5, 5, 10, 5, 0};
+    const char *in[] = {"20:p0a", "20:pm5", "20:p5a", "20:p10", "20:p5b",
+                        "20:p0b"};
+    for (int i = 0; i < 6; i++)
+        submit_at(c, prio[i], in[i], &o[i]);
+    for (int i = 0; i < 6; i++) {
+        await(c, &o[i], 20);
+        assert_int_equal(o[i].state, TH_STATE_OK);
+    }
+    const char *want[] = {"20:p-held", "20:p10", "20:p5a", "20:p5b",
+                          "20:p0a", "20:p0b", "20:pm5"};
+    for (int k = 0; k < 7; k++) {
+        char line[64];
+        nth_run(&a, "20:p", k, line, sizeof line);
+        assert_string_equal(line, want[k]);
+    }
+    await(c, &first, 20);
+    th_client_close(c);
+    assert_redis_clean(&r);
+    assert_bands_clean(&r);
+    node_cleanup(&a);
+    redis_cleanup(&r);
+}
+
+static void test_priority_task_reaches_an_idle_host(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a, b;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    th_client *c = hx_connect(&a.h);
+    struct one busy[2], o;
+    uint64_t tag[2];
+    tag[0] = submit(c, "hold", "20000:i0", &busy[0]);
+    tag[1] = submit(c, "hold", "20000:i1", &busy[1]);
+    wait_held(&a, c, 2);
+    /* b comes idle and waits on the queue alone: it learns of the band
+     * from the heartbeat, not from a submit of its own. */
+    node_start(&b, "cl-b", &r, "max_workers = 1;");
+    submit_at(c, 7, "20:urgent", &o);
+    assert_true(await(c, &o, 20) < 5.0);
+    assert_int_equal(o.state, TH_STATE_OK);
+    assert_int_equal(runs_of(&b, "20:urgent"), 1);
+    assert_int_equal(runs_of(&a, "20:urgent"), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(th_client_cancel(c, tag[i]), 0);
+        await(c, &busy[i], 10);
+        assert_int_equal(busy[i].state, TH_STATE_CANCELLED);
+    }
+    th_client_close(c);
+    double end = hx_now() + 10;
+    while (rint_(&r, "XPENDING " Q " w") != 0 && hx_now() < end)
+        hx_pause_ms(20);
+    assert_redis_clean(&r);
+    assert_bands_clean(&r);
+    node_cleanup(&a);
+    node_cleanup(&b);
+    redis_cleanup(&r);
+}
+
+static void test_cancel_queued_task_of_a_priority_band(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    th_client *c = hx_connect(&a.h);
+    struct one run, held, o;
+    submit(c, "hold", "600:b-run", &run);
+    wait_runs(&a, c, "600:b-run", 1);
+    submit(c, "hold", "20:b-held", &held);
+    wait_held(&a, c, 2);
+    uint64_t tag = submit_at(c, 3, "20:b-cancelled", &o);
+    double end = hx_now() + 10;
+    while (rint_(&r, "XLEN " Q ":3") < 1) {
+        assert_true(hx_now() < end);
+        th_client_step(c, 10);
+    }
+    assert_int_equal(th_client_cancel(c, tag), 0);
+    assert_true(await(c, &o, 5) < 1.0);
+    assert_int_equal(o.state, TH_STATE_CANCELLED);
+    await(c, &run, 20);
+    await(c, &held, 20);
+    assert_int_equal(held.state, TH_STATE_OK);
+    assert_int_equal(runs_of(&a, "20:b-cancelled"), 0);
+    th_client_close(c);
+    assert_redis_clean(&r);
+    assert_bands_clean(&r);
+    node_cleanup(&a);
+    redis_cleanup(&r);
+}
+
+static void test_drop_oldest_drops_the_lowest_priority(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r,
+               "max_workers = 1; max_queue = 2; overflow = \"drop-oldest\";");
+    th_client *c = hx_connect(&a.h);
+    struct one run, held, o[3];
+    submit(c, "hold", "400:d-run", &run);
+    wait_runs(&a, c, "400:d-run", 1);
+    submit(c, "hold", "20:d-held", &held);
+    wait_held(&a, c, 2);
+    submit_at(c, 5, "20:d5", &o[0]);
+    submit_at(c, 0, "20:d0", &o[1]);
+    double end = hx_now() + 10;
+    while (rint_(&r, "XLEN " Q) + rint_(&r, "XLEN " Q ":5") < 2) {
+        assert_true(hx_now() < end);
+        th_client_step(c, 10);
+    }
+    submit_at(c, 3, "20:d3", &o[2]);
+    for (int i = 0; i < 3; i++)
+        await(c, &o[i], 20);
+    assert_int_equal(o[0].state, TH_STATE_OK);
+    assert_int_equal(o[1].state, TH_STATE_REJECTED);
+    assert_int_equal(o[2].state, TH_STATE_OK);
+    assert_int_equal(runs_of(&a, "20:d0"), 0);
+    await(c, &run, 20);
+    await(c, &held, 20);
+    th_client_close(c);
+    assert_redis_clean(&r);
+    assert_bands_clean(&r);
+    node_cleanup(&a);
+    redis_cleanup(&r);
+}
+
+static void test_band_empty_for_a_minute_is_removed(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, NULL);
+    /* A band whose last entry came at the start of the epoch, long gone,
+     * and one that just had an entry. */
+    rok(&r, "XGROUP CREATE " Q ":9 w 0 MKSTREAM");
+    rok(&r, "XADD " Q ":9 1-1 tid x");
+    assert_int_equal(rint_(&r, "XDEL " Q ":9 1-1"), 1);
+    rok(&r, "XGROUP CREATE " Q ":8 w 0 MKSTREAM");
+    rok(&r, "XADD " Q ":8 * tid x");
+    assert_int_equal(rint_(&r, "ZADD " PRE "bands 9 9 8 8"), 2);
+    double end = hx_now() + 10;
+    while (rint_(&r, "EXISTS " Q ":9") != 0) {
+        assert_true(hx_now() < end);
+        hx_pause_ms(20);
+    }
+    assert_int_equal(rint_(&r, "ZCARD " PRE "bands"), 1);
+    assert_int_equal(rint_(&r, "EXISTS " Q ":8"), 1);
+    node_cleanup(&a);
+    redis_cleanup(&r);
 }
 
 static void test_task_longer_than_lease_not_stolen(void **state)
@@ -1203,6 +1454,11 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_overflow_reject_in_the_cluster, teardown),
         cmocka_unit_test_teardown(test_overflow_drop_oldest_in_the_cluster, teardown),
         cmocka_unit_test_teardown(test_overflow_block_in_the_cluster, teardown),
+        cmocka_unit_test_teardown(test_priority_orders_the_shared_queue, teardown),
+        cmocka_unit_test_teardown(test_priority_task_reaches_an_idle_host, teardown),
+        cmocka_unit_test_teardown(test_cancel_queued_task_of_a_priority_band, teardown),
+        cmocka_unit_test_teardown(test_drop_oldest_drops_the_lowest_priority, teardown),
+        cmocka_unit_test_teardown(test_band_empty_for_a_minute_is_removed, teardown),
         cmocka_unit_test_teardown(test_task_longer_than_lease_not_stolen, teardown),
         cmocka_unit_test_teardown(test_stopped_host_loses_task_late_answer_dropped, teardown),
         cmocka_unit_test_teardown(test_dead_letter_after_max_attempts, teardown),

@@ -42,7 +42,7 @@
 #define REPLY_BATCH "512" /* reply entries read per XREAD */
 #define FULL_RETRY 0.005  /* seconds: overflow = block, retry entering */
 #define SINCE_MARGIN_MS 2000 /* a resubmit looks this far before the first */
-#define BATCH_MAX 64 /* tasks per th1_submit_many / th1_finish_many */
+#define BATCH_MAX 64 /* tasks per th2_submit_many / th2_finish_many */
 #define PREFETCH 1        /* tasks claimed beyond what workers can start */
 #define PREFETCH_MAX 64   /* ... when they are short (prefetch()) */
 #define HOST_GONE 600.0   /* seconds without heartbeat before a host's
@@ -64,7 +64,8 @@ struct cjob {
     int cancel;               /* ingress: cancel once its submit returns */
     int stop;                 /* exec: lost its claim or answered elsewhere */
     int give;                 /* exec: given back, no answer to post */
-    char eid[48];             /* entry id in the queue stream */
+    char eid[48];             /* entry id in the queue stream, "<p>/<id>"
+                               * in the band of priority p != 0 */
     char tid[48];             /* "<ingress host id>-<local task id>" */
     int64_t sent_ms;          /* ingress: Redis time of the first submit
                                * sent, 0 before: a later one may find the
@@ -108,6 +109,10 @@ struct cpool {
     int joined, refused, joining;
     char *refusal;
     int claiming, reading;
+    int nbands;           /* priority bands in use (cluster_lua.h), */
+    int band[256];        /* ... highest first, 0 left out */
+    int wait;             /* bands in use and none had a task: the next
+                           * claim blocks on all of them */
     int resubmit;         /* Redis lost its data: submit the tasks taken
                            * in here again once joined */
     char last[48];        /* last reply entry read */
@@ -137,10 +142,10 @@ struct cluster {
     struct rconn cmd;
     th_timer *beat;
     th_timer *flush;      /* zero-delay: sends the pools' batches */
-    long long hostid;     /* 0 until th1_hello answered */
+    long long hostid;     /* 0 until th2_hello answered */
     char me[32];          /* hostid as text: the consumer name */
     char epoch[64];       /* of the data set in Redis, "" before hello */
-    int greeted, greeting; /* th1_hello answered on this connection, sent */
+    int greeted, greeting; /* th2_hello answered on this connection, sent */
     int64_t clock_skew;   /* Redis ms minus local ms */
     double up_at;         /* when the command connection last came up */
     int loaded;           /* functions loaded on this connection */
@@ -249,6 +254,32 @@ static struct cpool *cpool_find(const struct cluster *cl, const char *name)
 }
 
 /* An FCALL of function `fn` on the pool's queue key with n more args. */
+/* Adds priority band p (not 0) to those cp knows of, highest first. */
+static void band_add(struct cpool *cp, int p)
+{
+    int i = 0;
+    if (p == 0 || p < -128 || p > 127)
+        return;
+    while (i < cp->nbands && cp->band[i] > p)
+        i++;
+    if ((i < cp->nbands && cp->band[i] == p) || cp->nbands == 256)
+        return;
+    memmove(&cp->band[i + 1], &cp->band[i],
+            (size_t)(cp->nbands - i) * sizeof cp->band[0]);
+    cp->band[i] = p;
+    cp->nbands++;
+}
+
+/* Sets the bands in use from a reply's list of them. */
+static void bands_set(struct cpool *cp, const redisReply *list)
+{
+    if (!is_arr(list))
+        return;
+    cp->nbands = 0;
+    for (size_t i = 0; i < list->elements; i++)
+        band_add(cp, (int)num(list->element[i]));
+}
+
 static int fcall(struct cpool *cp, rconn_reply_fn cb, void *priv,
                  const char *fn, int n, const char **args, const size_t *lens)
 {
@@ -397,7 +428,7 @@ static void send_cancel(struct cjob *j, const char *state, int code, int mode)
     snprintf(cs, sizeof cs, "%d", code);
     snprintf(ms, sizeof ms, "%d", mode);
     const char *a[] = {cp->pre, j->eid, j->tid, state, cs, ttl, ms};
-    if (fcall(cp, on_cancelled, j, "th1_cancel", 7, a, NULL) == 0) {
+    if (fcall(cp, on_cancelled, j, "th2_cancel", 7, a, NULL) == 0) {
         j->refs++;
         return;
     }
@@ -513,6 +544,8 @@ static void submitted(struct cjob *j, const redisReply *reply)
         return;
     }
     snprintf(j->eid, sizeof j->eid, "%s", reply->element[1]->str);
+    if (strchr(j->eid, '/') != NULL)
+        band_add(cp, atoi(j->eid));
     j->state = IN_QUEUED;
     list_del(j);
     list_add(&cp->ingress, j);
@@ -562,10 +595,10 @@ static struct sent *sent_new(struct cpool *cp, struct batch *bt)
 
 /* The text arguments of one job's submit or finish. */
 struct jtext {
-    char a[3][32];
+    char a[4][32];
 };
 
-/* The arguments of a call of th1_submit_many or th1_finish_many: FCALL,
+/* The arguments of a call of th2_submit_many or th2_finish_many: FCALL,
  * its name, the key, the count, then each job's. */
 struct call {
     const char **argv;
@@ -616,7 +649,7 @@ static void send_call(struct cpool *cp, struct batch *bt, struct sent *b,
     call_free(c);
 }
 
-/* Puts the arguments of job i's submit (th1_submit's) into c; shared:
+/* Puts the arguments of job i's submit (th2_submit's) into c; shared:
  * the pool's prefix, max_queue, overflow, result TTL. */
 static void submit_args(struct call *c, int i, struct cjob *j,
                         const char *const shared[4])
@@ -634,16 +667,20 @@ static void submit_args(struct call *c, int i, struct cjob *j,
     if (j->retry)
         snprintf(x->a[2], sizeof x->a[2], "%" PRId64,
                  j->sent_ms - SINCE_MARGIN_MS);
+    x->a[3][0] = '\0';
+    if (t && t->priority != 0)
+        snprintf(x->a[3], sizeof x->a[3], "%d", t->priority);
     const char *v[] = {shared[0], shared[1], shared[2], shared[3], j->tid,
                        t && p ? p->plugin->tasks[t->index].name : "",
-                       cp->rep, x->a[0], x->a[1], t ? t->input : "", x->a[2]};
-    for (int m = 0, k = 5 + 11 * i; m < 11; m++, k++) {
+                       cp->rep, x->a[0], x->a[1], t ? t->input : "", x->a[2],
+                       x->a[3]};
+    for (int m = 0, k = 5 + 12 * i; m < 12; m++, k++) {
         c->argv[k] = v[m] ? v[m] : "";
         c->alen[k] = m == 9 && t ? t->len : strlen(c->argv[k]);
     }
 }
 
-/* Sends the gathered submits as one th1_submit_many. */
+/* Sends the gathered submits as one th2_submit_many. */
 static void flush_submits(struct cpool *cp)
 {
     struct cluster *cl = cp->cl;
@@ -653,7 +690,7 @@ static void flush_submits(struct cpool *cp)
     struct sent *b = sent_new(cp, &cp->subs);
     struct call c = {0};
     char n[16], maxq[32], ovf[8], ttl[32];
-    int ok = b != NULL && call_new(&c, cp, "th1_submit_many", 11, b->n, n,
+    int ok = b != NULL && call_new(&c, cp, "th2_submit_many", 12, b->n, n,
                                    sizeof n) == 0;
     snprintf(maxq, sizeof maxq, "%ld", p ? p->cfg.max_queue : 0);
     snprintf(ovf, sizeof ovf, "%d", p ? p->cfg.overflow : 0);
@@ -949,7 +986,7 @@ static void give_back(struct cpool *cp, const char **ids, int n)
     for (int i = 0; i < n; i++) {
         a[k++] = ids[i];
         if (k == 28 || i == n - 1) {
-            if (fcall(cp, on_given, cl, "th1_giveback", k, a, NULL) == 0)
+            if (fcall(cp, on_given, cl, "th2_giveback", k, a, NULL) == 0)
                 cl->inflight++;
             cp->given += (uint64_t)(k - 1);
             k = 1;
@@ -984,9 +1021,17 @@ static void on_exec_done(const th_result *r, void *arg)
     claim(cp);
 }
 
+/* The time an entry entered, from its id. */
 static int64_t entry_ms(const char *eid)
 {
-    return strtoll(eid, NULL, 10);
+    const char *slash = strchr(eid, '/');
+    return strtoll(slash ? slash + 1 : eid, NULL, 10);
+}
+
+/* The priority of a task from its entry id (band_name()). */
+static int entry_priority(const char *eid)
+{
+    return strchr(eid, '/') != NULL ? atoi(eid) : 0;
 }
 
 /* Runs the task of exec job j as a local task of the pool. */
@@ -1030,6 +1075,7 @@ static void exec_run(struct cjob *j, const char *input, size_t len)
     t->arg = j;
     t->cluster = j;
     t->index = (uint16_t)idx;
+    t->priority = (int8_t)entry_priority(j->eid);
     t->submitted = th_host_now(h);
     t->task_timeout = (double)j->tto / 1000.0;
     t->queue_timeout = left;
@@ -1143,7 +1189,7 @@ static void on_finished(struct rconn *c, void *r, void *priv)
         flush_finishes(cp);
 }
 
-/* Puts the arguments of job i's answer (th1_finish's) into c. */
+/* Puts the arguments of job i's answer (th2_finish's) into c. */
 static void finish_args(struct call *c, int i, struct cjob *j,
                         const char *ttl)
 {
@@ -1160,7 +1206,7 @@ static void finish_args(struct call *c, int i, struct cjob *j,
     }
 }
 
-/* Sends the gathered answers as one th1_finish_many. */
+/* Sends the gathered answers as one th2_finish_many. */
 static void flush_finishes(struct cpool *cp)
 {
     struct cluster *cl = cp->cl;
@@ -1169,7 +1215,7 @@ static void flush_finishes(struct cpool *cp)
     struct sent *b = sent_new(cp, &cp->fins);
     struct call c = {0};
     char n[16], ttl[32];
-    int ok = b != NULL && call_new(&c, cp, "th1_finish_many", 10, b->n, n,
+    int ok = b != NULL && call_new(&c, cp, "th2_finish_many", 10, b->n, n,
                                    sizeof n) == 0;
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
     for (int i = 0; ok && i < b->n; i++)
@@ -1213,15 +1259,38 @@ static void flush_unsent(struct cpool *cp)
     }
 }
 
-/* ---- claiming ---- */
+/* ---- claiming ----
+ *
+ * While no task of a priority other than 0 is in the pool's queue, a
+ * host claims with one blocking XREADGROUP on the queue. Once it knows of
+ * bands (from its own submits, th2_claim or the heartbeat's stats), it
+ * claims with th2_claim, highest priority first, and when that finds
+ * nothing, blocks on every band's stream at once for one task each. */
 
-static void take_entries(struct cpool *cp, const redisReply *ents)
+/* Starts the claimed entries of one stream (band: its priority, or NULL
+ * for the queue itself). */
+static void take_entries(struct cpool *cp, const redisReply *ents,
+                         const char *band)
 {
     for (size_t i = 0; is_arr(ents) && i < ents->elements; i++) {
         const redisReply *e = ents->element[i];
-        if (is_arr(e) && e->elements >= 2 && is_str(e->element[0]))
-            exec_start(cp, e->element[0]->str, e->element[1]);
+        if (!is_arr(e) || e->elements < 2 || !is_str(e->element[0]))
+            continue;
+        char id[48];
+        snprintf(id, sizeof id, "%s%s%s", band ? band : "", band ? "/" : "",
+                 e->element[0]->str);
+        exec_start(cp, id, e->element[1]);
     }
+}
+
+/* The band of a stream key read back from XREADGROUP: the text after
+ * "<q>:", or NULL for the queue itself. */
+static const char *band_of_key(const struct cpool *cp, const char *key)
+{
+    size_t n = strlen(cp->q);
+    if (strncmp(key, cp->q, n) != 0 || key[n] != ':')
+        return NULL;
+    return key + n + 1;
 }
 
 static void on_claimed(struct rconn *c, void *r, void *priv)
@@ -1233,14 +1302,76 @@ static void on_claimed(struct rconn *c, void *r, void *priv)
     if (reply == NULL)
         return;
     if (err_of(reply)) {
-        log_warn("cluster: pool %s: claiming failed: %s", cp->name,
-                 err_of(reply));
+        /* A band removed while this host waited on it: th2_claim learns
+         * the bands again at the next heartbeat. */
+        if (cp->nbands == 0)
+            log_warn("cluster: pool %s: claiming failed: %s", cp->name,
+                     err_of(reply));
+        cp->wait = 0;
         return; /* the heartbeat tries again */
     }
-    if (is_arr(reply) && reply->elements > 0 && is_arr(reply->element[0]) &&
-        reply->element[0]->elements == 2)
-        take_entries(cp, reply->element[0]->element[1]);
+    for (size_t i = 0; is_arr(reply) && i < reply->elements; i++) {
+        const redisReply *st = reply->element[i];
+        if (!is_arr(st) || st->elements != 2 || !is_str(st->element[0]))
+            continue;
+        take_entries(cp, st->element[1], band_of_key(cp, st->element[0]->str));
+        cp->wait = 0;
+    }
     claim(cp);
+}
+
+static void on_band_claimed(struct rconn *c, void *r, void *priv)
+{
+    struct cpool *cp = priv;
+    redisReply *reply = r;
+    (void)c;
+    cp->claiming = 0;
+    if (!is_arr(reply) || reply->elements != 2) {
+        if (reply != NULL)
+            log_warn("cluster: pool %s: claiming failed: %s", cp->name,
+                     err_of(reply) ? err_of(reply) : "bad reply");
+        return; /* the heartbeat tries again */
+    }
+    const redisReply *got = reply->element[0];
+    bands_set(cp, reply->element[1]);
+    for (size_t i = 0; is_arr(got) && i < got->elements; i++) {
+        const redisReply *e = got->element[i];
+        if (is_arr(e) && e->elements >= 2 && is_str(e->element[0]))
+            exec_start(cp, e->element[0]->str, e->element[1]);
+    }
+    cp->wait = !is_arr(got) || got->elements == 0;
+    claim(cp);
+}
+
+/* One blocking XREADGROUP on the queue and every band: n tasks from the
+ * queue alone, else one from each stream that has one. */
+static void claim_blocking(struct cpool *cp, long n)
+{
+    struct cluster *cl = cp->cl;
+    int ns = 1 + cp->nbands, argc = 9 + 2 * ns;
+    char count[24];
+    snprintf(count, sizeof count, "%ld", cp->nbands > 0 ? 1 : n);
+    const char **argv = calloc((size_t)argc, sizeof *argv);
+    char **keys = calloc((size_t)ns, sizeof *keys);
+    int ok = argv != NULL && keys != NULL;
+    for (int i = 0; ok && i < cp->nbands; i++)
+        ok = (keys[i] = xasprintf("%s:%d", cp->q, cp->band[i])) != NULL;
+    if (ok) {
+        const char *head[] = {"XREADGROUP", "GROUP", "w", cl->me, "COUNT",
+                              count, "BLOCK", BLOCK_MS, "STREAMS"};
+        memcpy(argv, head, sizeof head);
+        argv[9] = cp->q;
+        for (int i = 0; i < cp->nbands; i++)
+            argv[10 + i] = keys[i];
+        for (int i = 0; i < ns; i++)
+            argv[9 + ns + i] = ">";
+        if (rconn_cmd(&cp->blk, on_claimed, cp, argc, argv, NULL) == 0)
+            cp->claiming = 1;
+    }
+    for (int i = 0; keys != NULL && i < cp->nbands; i++)
+        free(keys[i]);
+    free(keys);
+    free(argv);
 }
 
 static void claim(struct cpool *cp)
@@ -1251,11 +1382,15 @@ static void claim(struct cpool *cp)
     long n = free_slots(cp);
     if (n <= 0)
         return;
+    if (cp->nbands == 0 || cp->wait) {
+        claim_blocking(cp, n);
+        return;
+    }
     char count[24];
     snprintf(count, sizeof count, "%ld", n);
-    const char *argv[] = {"XREADGROUP", "GROUP", "w", cl->me, "COUNT", count,
-                          "BLOCK", BLOCK_MS, "STREAMS", cp->q, ">"};
-    if (rconn_cmd(&cp->blk, on_claimed, cp, 11, argv, NULL) == 0)
+    const char *argv[] = {"FCALL", "th2_claim", "1", cp->q,
+                          cp->pre, cl->me, count};
+    if (rconn_cmd(&cp->blk, on_band_claimed, cp, 7, argv, NULL) == 0)
         cp->claiming = 1;
 }
 
@@ -1304,7 +1439,7 @@ static void touch(struct cpool *cp)
             a[n++] = j->eid;
             a[n++] = j->tid;
         }
-        fcall(cp, on_touched, cp, "th1_touch", n, a, NULL);
+        fcall(cp, on_touched, cp, "th2_touch", n, a, NULL);
     } while (j != NULL);
 }
 
@@ -1334,7 +1469,7 @@ static void reclaim(struct cpool *cp)
     snprintf(count, sizeof count, "%ld", n > 0 ? n : 0);
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
     const char *a[] = {cp->pre, cl->me, lease, maxa, count, ttl};
-    fcall(cp, on_reclaimed, cp, "th1_reclaim", 6, a, NULL);
+    fcall(cp, on_reclaimed, cp, "th2_reclaim", 6, a, NULL);
 }
 
 static void on_stats(struct rconn *c, void *r, void *priv)
@@ -1349,6 +1484,8 @@ static void on_stats(struct rconn *c, void *r, void *priv)
     cp->c_dead = num(reply->element[2]);
     cp->c_redelivered = num(reply->element[3]);
     cp->c_dead_total = num(reply->element[4]);
+    if (reply->elements >= 7)
+        bands_set(cp, reply->element[6]);
     const redisReply *per = reply->element[5];
     char *s = NULL;
     size_t len = 0;
@@ -1371,7 +1508,7 @@ static void stats(struct cpool *cp)
     char ttl[32];
     snprintf(ttl, sizeof ttl, "%.0f", HOST_GONE * 1000);
     const char *a[] = {cp->pre, cl->me, ttl, cp->rep};
-    fcall(cp, on_stats, cp, "th1_stats", 4, a, NULL);
+    fcall(cp, on_stats, cp, "th2_stats", 4, a, NULL);
 }
 
 static void on_beat(th_timer *tm, void *arg)
@@ -1505,7 +1642,7 @@ static void join(struct cpool *cp)
     if (set_keys(cp) < 0)
         return;
     const char *a[] = {cp->pre, cp->desc, ttl, cp->rep};
-    if (fcall(cp, on_joined, cp, "th1_join", 4, a, NULL) == 0)
+    if (fcall(cp, on_joined, cp, "th2_join", 4, a, NULL) == 0)
         cp->joining = 1;
 }
 
@@ -1560,7 +1697,7 @@ static void hello(struct cluster *cl)
     snprintf(fresh, sizeof fresh, "%" PRId64 "-%ld-%lld", wall_ms(),
              (long)getpid(), cl->hostid);
     snprintf(id, sizeof id, "%lld", cl->hostid);
-    const char *argv[] = {"FCALL", "th1_hello", "2", seq, ep, fresh, id};
+    const char *argv[] = {"FCALL", "th2_hello", "2", seq, ep, fresh, id};
     if (seq != NULL && ep != NULL &&
         rconn_cmd(&cl->cmd, on_hello, cl, 7, argv, NULL) == 0)
         cl->greeting = 1;
