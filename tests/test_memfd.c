@@ -832,7 +832,8 @@ static void daemon_leaks_no_descriptor_after_many_large_tasks(void **state)
     assert_true(now <= files);
     assert_int_equal(count_fds(t->pid, "memfd:taskhost-input"), 0);
     assert_int_equal(count_fds(t->pid, "memfd:taskhost-payload"), 0);
-    assert_in_range(count_fds(t->pid, "memfd:taskhost-task"), 0, 8);
+    /* the engine keeps up to 16 of its own for inputs that came inline */
+    assert_in_range(count_fds(t->pid, "memfd:taskhost-task"), 0, 16);
 }
 
 int main(void)

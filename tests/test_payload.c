@@ -288,6 +288,73 @@ static void embedded_more_memfds_in_flight_than_slots_come_back_whole(
     th_host_close(h, TH_CLOSE_GRACEFUL);
 }
 
+/* A closed loop of large echo tasks, 8 in flight, each answer submitting
+ * the next, as a steady stream of them does. */
+struct stream {
+    th_host *h;
+    uint8_t *in;
+    size_t len;
+    int left, done, good;
+};
+
+static void on_stream(const th_result *r, void *arg)
+{
+    struct stream *s = arg;
+
+    s->done++;
+    if (r->state == TH_STATE_OK && r->len == s->len &&
+        memcmp(r->data, s->in, s->len) == 0)
+        s->good++;
+    if (s->left > 0) {
+        s->left--;
+        assert_int_equal(th_host_submit(s->h, "a", "echo", s->in, s->len,
+                                        NULL, on_stream, s, NULL),
+                         0);
+    }
+}
+
+static void stream_run(th_host *h, size_t len, int n)
+{
+    struct stream s = {.h = h, .len = len, .left = n - 8};
+    double end = hx_now() + DEADLINE;
+
+    s.in = malloc(len);
+    fill(s.in, len, (unsigned)len);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(th_host_submit(h, "a", "echo", s.in, len, NULL,
+                                        on_stream, &s, NULL),
+                         0);
+    while (s.done < n && hx_now() < end)
+        th_host_step(h, 100);
+    assert_int_equal(s.good, n);
+    free(s.in);
+}
+
+/* Rounds of large tasks of two sizes reuse the memfds of the first round:
+ * no new memfd, so no page of one to fault in. */
+static void embedded_rounds_of_large_tasks_create_no_new_memfds(void **state)
+{
+    unsigned long first[64], now[64];
+    th_host *h = host_with(1);
+    int nfirst = 0;
+
+    (void)state;
+    for (int round = 0; round < 3; round++) {
+        stream_run(h, PAYLOAD_FD_MIN, 40);
+        stream_run(h, 1u << 20, 40);
+        int n = mapped_inodes(getpid(), "memfd:taskhost-task", now, 64);
+        if (round == 0) {
+            memcpy(first, now, sizeof now);
+            nfirst = n;
+            continue;
+        }
+        for (int i = 0; i < n; i++)
+            if (!shares_an_inode(&now[i], 1, first, nfirst))
+                fail_msg("round %d: memfd %lu is new", round, now[i]);
+    }
+    th_host_close(h, TH_CLOSE_GRACEFUL);
+}
+
 /* ---- through the daemon: the client's memfds ---- */
 
 static const char pools[] =
@@ -619,6 +686,7 @@ int main(void)
             embedded_payloads_around_each_threshold_come_back_whole),
         cmocka_unit_test(embedded_failure_after_output_answers_its_message),
         cmocka_unit_test(embedded_pools_never_share_a_payload_memfd),
+        cmocka_unit_test(embedded_rounds_of_large_tasks_create_no_new_memfds),
         cmocka_unit_test(
             embedded_more_memfds_in_flight_than_slots_come_back_whole),
         T(daemon_payloads_around_each_threshold_come_back_whole),

@@ -15,6 +15,10 @@
 /* Free list bound: enough to absorb bursts without holding memory forever. */
 #define TASK_FREE_MAX 4096
 #define TASK_BIG_BYTES (64u * 1024 * 1024) /* cached large buffers, at most */
+/* Payload memfds kept for reuse, at most: more than a pool's usual tasks
+ * in flight and those whose answers are being delivered, so that a steady
+ * stream of large tasks creates (and faults in) none. */
+#define TASK_PMFD_CACHE 16
 
 /* A buffer for `len` input bytes: a cached one that fits without wasting
  * more than half, or a new one. */
@@ -180,7 +184,7 @@ static struct pmfd *pmfd_get(struct task_table *tt, const void *owner,
 }
 
 /* Keeps pm for reuse, first in line; the oldest kept go when more than
- * TASK_BIG_CACHE or TASK_BIG_BYTES are kept. */
+ * TASK_PMFD_CACHE or TASK_BIG_BYTES are kept. */
 static void pmfd_put(struct task_table *tt, struct pmfd *pm)
 {
     pm->next = tt->pm_free;
@@ -189,7 +193,7 @@ static void pmfd_put(struct task_table *tt, struct pmfd *pm)
     size_t n = 0, bytes = 0;
     for (struct pmfd **pp = &tt->pm_free; *pp != NULL;) {
         struct pmfd *e = *pp;
-        if (++n <= TASK_BIG_CACHE && bytes + e->size <= TASK_BIG_BYTES) {
+        if (++n <= TASK_PMFD_CACHE && bytes + e->size <= TASK_BIG_BYTES) {
             bytes += e->size;
             pp = &e->next;
             continue;
