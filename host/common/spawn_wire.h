@@ -9,7 +9,9 @@
  *
  *   requests (spawner fd 3), each answered before the next is sent:
  *     host -> spawner  SPW_HELLO   who to be, what to load (struct spw_hello
- *                                  then path, pool name, packed settings)
+ *                                  then path, pool name, packed settings),
+ *                                  with the host's log descriptor (its log
+ *                                  file, or its stderr; none for syslog)
  *     spawner -> host  SPW_LOADED  the plugin's identity, task names, and
  *                                  whether it has a check() (i64)
  *                      SPW_FAILED  code (int32) and one line
@@ -37,11 +39,11 @@
 
 #include "buf.h"
 
-#define SPW_VERSION 2
+#define SPW_VERSION 3
 #define SPW_MAX (128u * 1024) /* bytes of one message, header included */
 #define SPW_FD_REQ 3          /* the spawner's descriptors */
 #define SPW_FD_EVENTS 4
-#define SPW_FD_LOG 5
+#define SPW_FD_LOG 5          /* the log file, from SPW_HELLO */
 
 enum spw_type {
     SPW_HELLO = 1,

@@ -24,6 +24,7 @@
 #include "plugin.h"
 #include "pool.h"
 #include "settings.h"
+#include "spare.h"
 #include "spawner.h"
 #include "worker_wire.h"
 
@@ -322,6 +323,14 @@ struct pool *host_find_pool(const struct th_host *h, const char *name)
     return find_pool(h, name);
 }
 
+/* A host with plugins will start pools: from now on it keeps a spawner
+ * started ahead of need (spare.h). */
+static void keep_spare(struct th_host *h)
+{
+    if (h->nplugins > 0 && !h->closing)
+        spare_start(&h->spare, h->loop);
+}
+
 static int add_loaded_plugin(struct th_host *h, struct plugin *pl)
 {
     struct plugin **v = realloc(h->plugins, (h->nplugins + 1) * sizeof *v);
@@ -351,7 +360,9 @@ TH_EXPORT int th_host_add_plugin(th_host *h, const char *name,
         return r;
     log_info("plugin %s %s loaded from %s", pl->desc.name,
              pl->desc.version, path);
-    return add_loaded_plugin(h, pl);
+    r = add_loaded_plugin(h, pl);
+    keep_spare(h);
+    return r;
 }
 
 /* Runs the plugin's check() of the pool's settings; see host.h. A pool
@@ -931,6 +942,7 @@ static void swap_config(struct th_host *h, struct config *cfg,
     h->shutdown_timeout = cfg->host.shutdown_timeout;
     if (h->cluster != NULL)
         cluster_sync_pools(h->cluster);
+    keep_spare(h);
     log_info("config %s reloaded: %zu pools (%d added, %d restarted, "
              "%d removed, %d kept or resized)",
              cfg->path, cfg->npools, counts[2], counts[1], removed, counts[0]);
@@ -1014,6 +1026,7 @@ TH_EXPORT void th_host_shutdown(th_host *h, int how)
     if (h->closing && (h->closing - 1 == TH_CLOSE_FORCE || !force))
         return;
     h->closing = 1 + (force ? TH_CLOSE_FORCE : TH_CLOSE_GRACEFUL);
+    spare_stop(&h->spare);
     if (h->cluster != NULL)
         cluster_shutdown(h->cluster, force);
     for (struct pool *p = h->pools; p != NULL; p = p->next)
@@ -1043,6 +1056,7 @@ static void free_pools(struct pool *p)
 
 static void host_free(struct th_host *h)
 {
+    spare_stop(&h->spare);
     cluster_free(h->cluster);
     h->cluster = NULL;
     free_pools(h->pools);

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "spare.h"
 #include "stats.h"
 #include "task.h"
 #include "taskhost_host.h"
@@ -40,6 +41,7 @@ struct th_host {
     struct event_ring events;  /* the last worker events, every pool */
     int adopts_orphans;        /* host_adopt_orphans() was called */
     struct loop_timer orphan_timer; /* looks again at orphans killed */
+    struct spare spare;        /* a spawner started ahead of need */
 };
 
 /* The config the host runs on now (NULL for a host built in code). It is

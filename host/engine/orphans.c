@@ -7,7 +7,8 @@
  * spawner die, its workers (killed by their parent-death signal) and what
  * they left go to the next subreaper up: the host, once
  * host_adopt_orphans() made it one. Then every child of the host that is
- * not one of its spawners is such a leftover, and is killed and reaped.
+ * not one of its spawners (the spare among them) is such a leftover, and
+ * is killed and reaped.
  * Only a process that owns all of its children may do this (taskhostd
  * does; an embedding program with children of its own does not call it).
  */
@@ -21,15 +22,19 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "spawner.h"
 #include "worker.h"
 
 #define RETRY_AFTER 0.5 /* seconds before a killed orphan is looked at again */
 
-/* Whether pid is a worker (or a worker's spawner) the host knows. */
+/* Whether pid is a worker, a worker's spawner or the spare spawner the
+ * host knows. */
 static int known(void *arg, pid_t pid)
 {
     const struct th_host *h = arg;
     const struct pool *lists[2] = {h->pools, h->retired};
+    if (h->spare.sp != NULL && h->spare.sp->pid == pid)
+        return 1;
     for (int i = 0; i < 2; i++)
         for (const struct pool *p = lists[i]; p != NULL; p = p->next) {
             if (pool_owns_pid(p, pid))

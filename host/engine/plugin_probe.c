@@ -36,7 +36,7 @@ int plugin_probe_check(const struct plugin *p, const char *pool,
         .timeout = timeout,
     };
     struct spawner *sp;
-    int rc = spawner_start(&o, p->name, &sp, NULL, err, errlen);
+    int rc = spawner_start(NULL, &o, p->name, &sp, NULL, err, errlen);
     if (rc < 0)
         return rc;
     spawner_close(sp);
@@ -62,7 +62,7 @@ int plugin_probe(const char *name, const char *path, int strict,
         .timeout = timeout,
     };
     struct spawner *sp;
-    int rc = spawner_start(&o, name, &sp, out, err, errlen);
+    int rc = spawner_start(NULL, &o, name, &sp, out, err, errlen);
     if (rc < 0)
         return rc;
     spawner_close(sp);

@@ -1043,7 +1043,8 @@ struct spawner *pool_spawner(struct pool *p)
     struct plugin *now = NULL;
     char err[640];
     struct spawner *sp;
-    int rc = spawner_start(&o, p->plugin->name, &sp, &now, err, sizeof err);
+    int rc = spawner_start(spare_take(&p->host->spare), &o, p->plugin->name,
+                           &sp, &now, err, sizeof err);
     if (rc == TH_EIO) {
         log_error("pool %s: cannot start its spawner: %s", p->cfg.name, err);
         return NULL;

@@ -53,7 +53,7 @@ static int try_dir(const char *dir, size_t dirlen, char *out, size_t len)
 /* The spawner program: $TASKHOST_SPAWNER; else next to this program (or
  * one directory up, for libtool's .libs), which finds the one of a build
  * tree; else the installed one. */
-static const char *spawner_path(void)
+const char *spawner_program(void)
 {
     static char path[PATH_MAX];
     const char *env = getenv("TASKHOST_SPAWNER");
@@ -76,15 +76,15 @@ static const char *spawner_path(void)
     return SPAWNER_PATH;
 }
 
-/* The spawner's descriptors, in the child: high[i] (above 5, or -1)
+/* The spawner's descriptors, in the child: high[i] (above 4, or -1)
  * becomes 3 + i, stdin reads /dev/null, everything from `first` on is
  * closed. Returns 0 or an errno value. */
-static int spawn_actions(posix_spawn_file_actions_t *fa, const int high[3],
+static int spawn_actions(posix_spawn_file_actions_t *fa, const int high[2],
                          int first)
 {
     int rc = 0;
 
-    for (int i = 0; i < 3 && rc == 0; i++)
+    for (int i = 0; i < 2 && rc == 0; i++)
         if (high[i] >= 0)
             rc = posix_spawn_file_actions_adddup2(fa, high[i], SPW_FD_REQ + i);
     if (rc == 0)
@@ -94,31 +94,31 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, const int high[3],
     return rc;
 }
 
-/* Starts the spawner program at `path` with `req`, `ev` and the log file
- * (when the log is a file) as its descriptors 3, 4 and 5, stdin on
- * /dev/null, nothing else open, no signal blocked. posix_spawn() runs it
+/* Starts the spawner program at `path` with `req` and `ev` as its
+ * descriptors 3 and 4, stdin on /dev/null, nothing else open, no signal
+ * blocked (the log's descriptor comes with SPW_HELLO, so that a spawner
+ * started ahead of need logs where the host logs when it is given its
+ * pool, not where it logged at the start). posix_spawn() runs it
  * from a child that shares this process's memory until the exec (vfork
  * semantics): no page table of the host is copied nor torn down, so a
  * start costs the same whatever the host's size (a fork of a 50 MB
  * process alone takes about 1.5 ms). Returns 0 or an errno value. */
 static int spawn_program(const char *path, int req, int ev, pid_t *pid)
 {
-    int log = log_kind() == 2 ? log_file_fd() : -1;
-    int fds[3] = {req, ev, log}, high[3] = {-1, -1, -1}, rc = 0;
+    int fds[2] = {req, ev}, high[2] = {-1, -1}, rc = 0;
     char *argv[] = {(char *)SPAWNER_NAME, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none;
 
-    /* above 3-5 first, so that no dup2 overwrites another's source */
-    for (int i = 0; i < 3 && rc == 0; i++)
-        if (fds[i] >= 0 && (high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) == -1)
+    /* above 3-4 first, so that no dup2 overwrites another's source */
+    for (int i = 0; i < 2 && rc == 0; i++)
+        if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10)) == -1)
             rc = errno;
     sigemptyset(&none);
     if (rc == 0 && (rc = posix_spawn_file_actions_init(&fa)) == 0) {
         if ((rc = posix_spawnattr_init(&attr)) == 0) {
-            rc = spawn_actions(&fa, high, log >= 0 ? SPW_FD_LOG + 1
-                                                   : SPW_FD_LOG);
+            rc = spawn_actions(&fa, high, SPW_FD_EVENTS + 1);
             if (rc == 0)
                 rc = posix_spawnattr_setsigmask(&attr, &none);
             if (rc == 0)
@@ -129,7 +129,7 @@ static int spawn_program(const char *path, int req, int ev, pid_t *pid)
         }
         posix_spawn_file_actions_destroy(&fa);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         if (high[i] >= 0)
             close(high[i]);
     return rc;
@@ -158,10 +158,12 @@ static int send_hello(struct spawner *sp, const struct spawner_opts *o)
         spw_put_str(&sp->msg, o->pool ? o->pool : "") < 0 ||
         settings_pack(o->settings, &sp->msg) < 0)
         return -1;
-    return spw_send(sp->req, &sp->msg, NULL, 0);
+    /* where the host logs now: its log file, or its stderr */
+    int log = log_kind() == 2 ? log_file_fd() : log_kind() == 0 ? 2 : -1;
+    return spw_send(sp->req, &sp->msg, &log, log >= 0);
 }
 
-/* Forks and execs the spawner. Returns 0 or -1 (err set). */
+/* Starts the spawner program. Returns 0 or -1 (err set). */
 static int launch(struct spawner *sp, char *err, size_t errlen)
 {
     int req[2], ev[2];
@@ -174,7 +176,7 @@ static int launch(struct spawner *sp, char *err, size_t errlen)
         close(req[0]), close(req[1]);
         return -1;
     }
-    const char *path = spawner_path();
+    const char *path = spawner_program();
     int rc = spawn_program(path, req[1], ev[1], &sp->pid);
     close(req[1]);
     close(ev[1]);
@@ -231,7 +233,7 @@ static void describe_death(struct spawner *sp, const char *path, int hung,
                                                : "?");
     else if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 127)
         set_err(err, errlen, "%s: cannot run the spawner program %s",
-                path, spawner_path());
+                path, spawner_program());
     else if (status != -1 && WIFEXITED(status))
         set_err(err, errlen, "%s: the plugin exited with status %d while "
                              "loading",
@@ -307,28 +309,55 @@ static int await_loaded(struct spawner *sp, const struct spawner_opts *o,
     return 0;
 }
 
-int spawner_start(const struct spawner_opts *o, const char *name,
-                  struct spawner **out, struct plugin **meta, char *err,
-                  size_t errlen)
+static struct spawner *spawner_alloc(void)
 {
     struct spawner *sp = calloc(1, sizeof *sp);
-    if (sp == NULL) {
-        set_err(err, errlen, "out of memory");
-        return TH_ENOMEM;
-    }
+    if (sp == NULL)
+        return NULL;
     sp->pid = -1;
     sp->pidfd = -1;
     sp->req = -1;
     sp->events.fd = -1;
-    sp->timeout = o->timeout;
-    int rc = TH_EIO;
-    if (launch(sp, err, errlen) == 0) {
-        if (send_hello(sp, o) < 0) {
-            int hung = 0, status = wait_exit(sp, 2000, &hung);
-            describe_death(sp, o->path, hung, status, o->timeout, err, errlen);
-        } else {
-            rc = await_loaded(sp, o, name, meta, err, errlen);
+    sp->timeout = PLUGIN_LOAD_TIMEOUT;
+    return sp;
+}
+
+struct spawner *spawner_launch(char *err, size_t errlen)
+{
+    struct spawner *sp = spawner_alloc();
+    if (sp == NULL) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (launch(sp, err, errlen) < 0) {
+        spawner_close(sp);
+        return NULL;
+    }
+    return sp;
+}
+
+int spawner_start(struct spawner *spare, const struct spawner_opts *o,
+                  const char *name, struct spawner **out,
+                  struct plugin **meta, char *err, size_t errlen)
+{
+    struct spawner *sp = spare;
+    int sent = 0, rc = TH_EIO;
+
+    if (sp != NULL) {
+        sent = send_hello(sp, o) == 0;
+        if (!sent) { /* a spare that died unnoticed: as if none */
+            spawner_close(sp);
+            sp = NULL;
         }
+    }
+    if (sp == NULL && (sp = spawner_launch(err, errlen)) == NULL)
+        return TH_EIO;
+    sp->timeout = o->timeout;
+    if (!sent && send_hello(sp, o) < 0) {
+        int hung = 0, status = wait_exit(sp, 2000, &hung);
+        describe_death(sp, o->path, hung, status, o->timeout, err, errlen);
+    } else {
+        rc = await_loaded(sp, o, name, meta, err, errlen);
     }
     if (rc == 0 && o->probe)
         wait_exit(sp, (int)(o->timeout * 1000), NULL);

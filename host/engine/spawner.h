@@ -3,8 +3,11 @@
  * The host never forks a worker from its own memory nor loads a plugin:
  * each pool has a spawner process (host/worker/spawner.c, started with
  * posix_spawn(): an exec, nothing of the host's memory), which runs as
- * the pool's user, loads the plugin, and forks the workers. A spawner started with `probe` only loads the
- * plugin, reports its tasks and exits: that is how plugins are checked.
+ * the pool's user, loads the plugin, and forks the workers. A spawner
+ * may be started before it has a pool (spawner_launch(): the host's
+ * spare, spare.h) and be given one later. A spawner started with `probe`
+ * only loads the plugin, reports its tasks and exits: that is how plugins
+ * are checked.
  * Requests are synchronous and bounded by a timeout; worker exits come
  * back as events in the host's loop.
  */
@@ -65,15 +68,26 @@ struct spawned {
     int pidfd;
 };
 
-/* Starts a spawner and has it load the plugin. Returns 0 with the spawner
- * in *out and, if meta is not NULL, what it reported of the plugin (a
- * plugin_new_probed(), named `name`) in *meta; or a negative code with one
- * line in err naming the plugin: it could not be loaded, or it crashed,
- * exited or hung while loading. A probe's spawner has exited already
- * when this returns 0: close it with spawner_close(). */
-int spawner_start(const struct spawner_opts *o, const char *name,
-                  struct spawner **out, struct plugin **meta, char *err,
-                  size_t errlen);
+/* The spawner program: $TASKHOST_SPAWNER, else the one next to this
+ * program (a build tree's), else the installed one. */
+const char *spawner_program(void);
+
+/* Starts the spawner program, which then waits for spawner_start() to
+ * tell it what to be: a spawner started ahead of need (spare.h). Returns
+ * it, or NULL with one line in err. */
+struct spawner *spawner_launch(char *err, size_t errlen);
+
+/* Has a spawner load the plugin: `spare` (from spawner_launch(), taken
+ * over; one that died meanwhile is replaced) or, when NULL, one started
+ * now. Returns 0 with the spawner in *out and, if meta is not NULL, what
+ * it reported of the plugin (a plugin_new_probed(), named `name`) in
+ * *meta; or a negative code with one line in err naming the plugin: it
+ * could not be loaded, or it crashed, exited or hung while loading. A
+ * probe's spawner has exited already when this returns 0: close it with
+ * spawner_close(). */
+int spawner_start(struct spawner *spare, const struct spawner_opts *o,
+                  const char *name, struct spawner **out,
+                  struct plugin **meta, char *err, size_t errlen);
 
 /* Watches the spawner's events in `loop`, calling fn(arg, ...) for each. */
 int spawner_watch(struct spawner *sp, struct loop *loop, spawner_exit_fn fn,

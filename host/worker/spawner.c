@@ -2,8 +2,11 @@
  * from (spawn_wire.h gives the messages).
  *
  * The host starts it with posix_spawn() (an exec), so it begins with
- * nothing of the host's memory: no client's input, no other worker's arena. It then
- *   1. reads who to be and what to load (SPW_HELLO),
+ * nothing of the host's memory: no client's input, no other worker's
+ * arena. It may be started ahead of need, as the host's spare (spare.h),
+ * and wait idle for its pool. It then
+ *   1. reads who to be, what to load and where to log (SPW_HELLO, with
+ *      the host's log descriptor),
  *   2. applies the pool's resource limits, takes the pool's group and
  *      user, sets its parent-death signal (after the switch, which would
  *      clear it) and no-new-privileges,
@@ -81,9 +84,27 @@ static void fail(int code, const char *fmt, ...)
     _exit(1);
 }
 
+/* Puts the host's log descriptor, which came with SPW_HELLO, where this
+ * process and its workers log: SPW_FD_LOG for a file, 2 for stderr. */
+static void take_log(int fd, int kind)
+{
+    int to = kind == 2 ? SPW_FD_LOG : kind == 0 ? 2 : -1;
+    if (fd < 0)
+        return;
+    if (fd == to)
+        fcntl(fd, F_SETFD, 0);
+    else if (to >= 0)
+        dup2(fd, to); /* without close-on-exec, as the workers' own */
+    if (fd != to)
+        close(fd);
+}
+
+/* Waits for SPW_HELLO: a spawner may be started long before it is given
+ * its pool, and waits here, idle, until then. */
 static void read_hello(void)
 {
-    int type = spw_recv(SPW_FD_REQ, &s.msg, -1, NULL, NULL);
+    int log = -1, nfds = 1;
+    int type = spw_recv(SPW_FD_REQ, &s.msg, -1, &log, &nfds);
     if (type != SPW_HELLO)
         _exit(2);
     struct spw_reader r;
@@ -96,7 +117,9 @@ static void read_hello(void)
         fail(TH_EINVAL, "taskhost-spawner: a host of another version (%d, "
                         "this spawner speaks %d)",
              s.hello.version, SPW_VERSION);
-    log_inherit(s.hello.log_kind, SPW_FD_LOG, s.hello.log_level);
+    take_log(nfds == 1 ? log : -1, s.hello.log_kind);
+    log_inherit(s.hello.log_kind, nfds == 1 ? SPW_FD_LOG : -1,
+                s.hello.log_level);
     if (s.pool[0])
         log_set_tag(s.pool);
 }
