@@ -102,6 +102,7 @@ static void test_window_quantiles_cover_the_last_minute(void **state)
     /* The lifetime histogram still has them all. */
     assert_int_equal(s->run.count, 200);
     free(v);
+    stats_free(s);
     free(s);
 }
 
@@ -119,6 +120,7 @@ static void test_a_young_window_rates_over_its_own_age(void **state)
     assert_int_equal(v->run.count, 30);
     assert_int_equal(hist_percentile(&v->run, 0.5), 0);
     free(v);
+    stats_free(s);
     free(s);
 }
 
@@ -133,6 +135,26 @@ static void test_a_quiet_minute_empties_the_window(void **state)
     assert_int_equal(v->wait.count, 0);
     assert_int_equal(v->run.count, 0);
     free(v);
+    stats_free(s);
+    free(s);
+}
+
+/* The minute's histograms are mapped at the first record: a pool that
+ * ran nothing holds none, and reads as an empty window. */
+static void test_a_pool_that_ran_nothing_holds_no_window(void **state)
+{
+    struct pool_stats *s = new_stats();
+    struct window_view *v = malloc(sizeof *v);
+    assert_non_null(v);
+    stats_window(s, 100.0, v);
+    assert_null(s->win);
+    assert_int_equal(v->ran, 0);
+    assert_true(v->seconds == 0);
+    stats_wait(s, 100.0, 5);
+    assert_non_null(s->win);
+    free(v);
+    stats_free(s);
+    assert_null(s->win);
     free(s);
 }
 
@@ -142,11 +164,12 @@ static void test_queue_depth_carries_over_quiet_seconds(void **state)
     stats_depth(s, 100.0, 7);
     stats_depth(s, 100.5, 3);
     stats_run(s, 104.2, 1); /* advances over 101..104 */
-    const struct window *w = &s->win;
+    const struct window *w = s->win;
     assert_int_equal(w->depth[100 % HISTORY_SECONDS], 7);
     for (int x = 101; x <= 104; x++)
         assert_int_equal(w->depth[x % HISTORY_SECONDS], 3);
     assert_int_equal(w->ran[104 % HISTORY_SECONDS], 1);
+    stats_free(s);
     free(s);
 }
 
@@ -195,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_window_quantiles_cover_the_last_minute),
         cmocka_unit_test(test_a_young_window_rates_over_its_own_age),
         cmocka_unit_test(test_a_quiet_minute_empties_the_window),
+        cmocka_unit_test(test_a_pool_that_ran_nothing_holds_no_window),
         cmocka_unit_test(test_queue_depth_carries_over_quiet_seconds),
         cmocka_unit_test(test_event_ring_keeps_the_newest_fifty),
         cmocka_unit_test(test_worker_exits_are_named_by_what_happened),

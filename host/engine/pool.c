@@ -154,6 +154,7 @@ void pool_free(struct pool *p)
     loop_timer_stop(loop_of(p), &p->backoff);
     loop_timer_stop(loop_of(p), &p->mem_timer);
     spawner_close(p->spawner);
+    stats_free(&p->stats);
     plugin_unref(p->plugin);
     pool_cfg_clear(&p->cfg);
     free(p->fail_reason);

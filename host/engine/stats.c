@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "cluster.h"
@@ -145,11 +146,38 @@ uint64_t stats_us(double seconds)
     return seconds < 3.2e7 ? (uint64_t)(seconds * 1e6) : 32000000000000ull;
 }
 
+/* The window of s, advanced to `now`; NULL when it cannot be mapped (the
+ * lifetime histograms still count). A minute of histograms is 120 KiB:
+ * mapped rather than allocated, so that a pool that never ran a task
+ * holds none of it and a young or quiet one only the pages of the
+ * seconds it saw work. */
+static struct window *win_at(struct pool_stats *s, double now)
+{
+    if (s->win == NULL) {
+        void *m = mmap(NULL, sizeof *s->win, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        s->win = m;
+    }
+    win_advance(s->win, now);
+    return s->win;
+}
+
+void stats_free(struct pool_stats *s)
+{
+    if (s->win != NULL)
+        munmap(s->win, sizeof *s->win);
+    s->win = NULL;
+}
+
 void stats_wait(struct pool_stats *s, double now, uint64_t us)
 {
     hist_add(&s->wait, us);
-    win_advance(&s->win, now);
-    struct win_slot *slot = &s->win.slots[ring_at(s->win.sec, WIN_SECONDS)];
+    struct window *w = win_at(s, now);
+    if (w == NULL)
+        return;
+    struct win_slot *slot = &w->slots[ring_at(w->sec, WIN_SECONDS)];
     slot->wait[win_bucket(us)]++;
     slot->nwait++;
 }
@@ -157,21 +185,25 @@ void stats_wait(struct pool_stats *s, double now, uint64_t us)
 void stats_run(struct pool_stats *s, double now, uint64_t us)
 {
     hist_add(&s->run, us);
-    win_advance(&s->win, now);
-    struct win_slot *slot = &s->win.slots[ring_at(s->win.sec, WIN_SECONDS)];
+    struct window *w = win_at(s, now);
+    if (w == NULL)
+        return;
+    struct win_slot *slot = &w->slots[ring_at(w->sec, WIN_SECONDS)];
     slot->run[win_bucket(us)]++;
     slot->nrun++;
-    s->win.ran[ring_at(s->win.sec, HISTORY_SECONDS)]++;
+    w->ran[ring_at(w->sec, HISTORY_SECONDS)]++;
 }
 
 void stats_depth(struct pool_stats *s, double now, size_t depth)
 {
     uint32_t d = depth > UINT32_MAX ? UINT32_MAX : (uint32_t)depth;
-    win_advance(&s->win, now);
-    uint32_t *slot = &s->win.depth[ring_at(s->win.sec, HISTORY_SECONDS)];
+    struct window *w = win_at(s, now);
+    if (w == NULL)
+        return;
+    uint32_t *slot = &w->depth[ring_at(w->sec, HISTORY_SECONDS)];
     if (d > *slot)
         *slot = d;
-    s->win.last_depth = d;
+    w->last_depth = d;
 }
 
 /* Tasks run in second x and the queue depth then, as of second `now`;
@@ -179,7 +211,7 @@ void stats_depth(struct pool_stats *s, double now, size_t depth)
 static int64_t history_at(const struct window *w, int64_t x, int64_t now,
                           int depth)
 {
-    if (w->first == 0 || x < w->first || x > now)
+    if (w == NULL || w->first == 0 || x < w->first || x > now)
         return -1;
     if (x > w->sec)
         return depth ? w->last_depth : 0;
@@ -192,10 +224,10 @@ static int64_t history_at(const struct window *w, int64_t x, int64_t now,
 void stats_window(const struct pool_stats *s, double now,
                   struct window_view *v)
 {
-    const struct window *w = &s->win;
+    const struct window *w = s->win;
     int64_t sec = second_of(now);
     memset(v, 0, sizeof *v);
-    if (w->first == 0)
+    if (w == NULL || w->first == 0)
         return;
     int64_t from = sec - WIN_SECONDS + 1;
     double start = from > w->first ? (double)from : (double)w->first;
@@ -386,7 +418,7 @@ static void json_window(FILE *f, const struct pool *p, double now)
  * first: tasks run in each, and the largest queue depth of each. */
 static void json_history(FILE *f, const struct pool *p, double now)
 {
-    const struct window *w = &p->stats.win;
+    const struct window *w = p->stats.win;
     int64_t sec = second_of(now);
     for (int depth = 0; depth < 2; depth++) {
         fprintf(f, depth ? ",\"queue_depth\":[" : "\"history\":{\"step_s\":1,"
@@ -547,7 +579,7 @@ static void text_spark(FILE *f, const struct pool *p, double now, int depth)
     for (int c = 0; c < CELLS; c++) {
         cell[c] = 0;
         for (int i = 0; i < PER; i++) {
-            int64_t n = history_at(&p->stats.win,
+            int64_t n = history_at(p->stats.win,
                                    sec - HISTORY_SECONDS + c * PER + i, sec,
                                    depth);
             if (n > 0)

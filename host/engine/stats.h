@@ -88,8 +88,13 @@ struct pool_stats {
     uint64_t dropped;                 /* queued tasks of vanished clients */
     struct hist wait;                 /* queue wait, microseconds */
     struct hist run;                  /* run time, microseconds */
-    struct window win;                /* the same, over recent seconds */
+    struct window *win;               /* the same, over recent seconds:
+                                       * mapped at the first record, its
+                                       * pages touched a second at a time */
 };
+
+/* Releases what s holds beyond itself (its window). */
+void stats_free(struct pool_stats *s);
 
 /* A worker's life events, newest kept: started, stopped, recycled,
  * crashed, killed. */
