@@ -613,11 +613,12 @@ static void on_flag(const th_result *r, void *arg)
 }
 
 /* Plays the daemon for one submit of c: answers a PING first, if one
- * comes, with every memfd flag; answers the SUBMIT ok, empty, and steps
+ * comes, with ping_flags; answers the SUBMIT ok, empty, and steps
  * c until *done. Returns the submit's flags; *fds counts the descriptors
  * that came with it. */
 static uint16_t fake_serve(th_client *c, int sock, struct fdpass_queue *q,
-                           uint64_t *pos, int *fds, const int *done)
+                           uint64_t *pos, int *fds, const int *done,
+                           uint16_t ping_flags)
 {
     static uint8_t buf[1u << 19]; /* the first input comes inline */
     struct proto_result res = {.state = TH_STATE_OK, .data = ""};
@@ -632,9 +633,7 @@ static uint16_t fake_serve(th_client *c, int sock, struct fdpass_queue *q,
         if (f.type != PROTO_PING)
             break;
         assert_int_equal(proto_put_reply_flags(&out, PROTO_REPLY, f.tag,
-                                               PROTO_F_FD_OK | PROTO_F_AT_OK |
-                                                   PROTO_F_SLOT_OK,
-                                               0, "fake", 4),
+                                               ping_flags, 0, "fake", 4),
                          0);
     }
     assert_int_equal(f.type, PROTO_SUBMIT);
@@ -649,35 +648,66 @@ static uint16_t fake_serve(th_client *c, int sock, struct fdpass_queue *q,
     return flags;
 }
 
-static void library_passes_each_memfd_once_into_its_slot(void **state)
+/* Runs 30 large submits of c against a fake daemon whose PING answer
+ * has ping_flags; the first 20 of LEN bytes, the others 4 * LEN (the
+ * memfd grows). Checks each submit's memfd flags against want(i); returns
+ * the descriptors that came. */
+#define LEN 100000
+static int fake_run(struct hx *t, uint16_t ping_flags,
+                    uint16_t (*want)(int i))
 {
-    enum { LEN = 100000 };
     static uint8_t in[4 * LEN];
     struct fdpass_queue q = {0};
     uint64_t pos = 0;
     char path[128];
-    int lsock = fake_listen(*state, path, sizeof path), fds = 0, sock, done;
+    int lsock = fake_listen(t, path, sizeof path), fds = 0, sock, done;
     th_client *c;
 
     assert_int_equal(th_client_connect(&c, path, NULL, 0), 0);
     assert_true((sock = accept(lsock, NULL, NULL)) >= 0);
     for (int i = 0; i < 30; i++) {
-        /* 4 * LEN from the 20th on: the memfd grows, and stays */
         size_t len = i < 20 ? LEN : 4 * LEN;
-        uint16_t want = i == 0   ? 0 /* inline until the ping's answer */
-                        : i == 1 ? PROTO_F_IN_FD | PROTO_F_IN_SLOT
-                                 : PROTO_F_IN_SLOT;
         done = 0;
         assert_int_equal(th_client_submit(c, "echo", "echo", in, len, NULL,
                                           on_flag, &done, NULL),
                          0);
-        uint16_t got = fake_serve(c, sock, &q, &pos, &fds, &done);
-        assert_int_equal(got & (PROTO_F_IN_FD | PROTO_F_IN_SLOT), want);
+        uint16_t got =
+            fake_serve(c, sock, &q, &pos, &fds, &done, ping_flags);
+        assert_int_equal(got & (PROTO_F_IN_FD | PROTO_F_IN_SLOT), want(i));
     }
-    assert_int_equal(fds, 1);
     th_client_close(c);
     close(sock);
     close(lsock);
+    unlink(path);
+    return fds;
+}
+#undef LEN
+
+static uint16_t slot_once(int i)
+{
+    return i == 0   ? 0 /* inline until the ping's answer */
+           : i == 1 ? PROTO_F_IN_FD | PROTO_F_IN_SLOT
+                    : PROTO_F_IN_SLOT;
+}
+
+static void library_passes_each_memfd_once_into_its_slot(void **state)
+{
+    assert_int_equal(fake_run(*state,
+                              PROTO_F_FD_OK | PROTO_F_AT_OK | PROTO_F_SLOT_OK,
+                              slot_once),
+                     1);
+}
+
+static uint16_t fd_each(int i)
+{
+    return i == 0 ? 0 : PROTO_F_IN_FD;
+}
+
+static void library_passes_memfds_per_task_to_a_daemon_without_slots(
+    void **state)
+{
+    assert_int_equal(
+        fake_run(*state, PROTO_F_FD_OK | PROTO_F_AT_OK, fd_each), 29);
 }
 
 static void large_output_of_an_inline_input_comes_in_an_attached_memfd(
@@ -862,6 +892,7 @@ int main(void)
         T(unsealed_memfd_into_a_slot_gets_an_error),
         T(slot_rewritten_while_its_tasks_run_harms_only_them),
         T(library_passes_each_memfd_once_into_its_slot),
+        T(library_passes_memfds_per_task_to_a_daemon_without_slots),
         T(large_output_of_an_inline_input_comes_in_an_attached_memfd),
         T(daemon_leaks_no_descriptor_after_many_large_tasks),
     };
