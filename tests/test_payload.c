@@ -615,6 +615,105 @@ static void daemon_client_leaving_with_large_tasks_in_flight(void **state)
     assert_int_equal(hx_ping(t), 0);
 }
 
+/* ---- memfd slots (IN_SLOT) while a task still uses the old memfd ---- */
+
+/* A sealed memfd named `name` of len bytes, filled with `seed`. */
+static int named_memfd(const char *name, size_t len, unsigned seed)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    uint8_t *m;
+
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+    m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(m != MAP_FAILED);
+    fill(m, len, seed);
+    munmap(m, len);
+    return fd;
+}
+
+static void send_slot_submit(int sock, uint64_t tag, const char *pool,
+                             const char *task, size_t len, uint16_t flags,
+                             int fd)
+{
+    struct proto_submit s = {.pool = pool, .pool_len = strlen(pool),
+                             .task = task, .task_len = strlen(task),
+                             .input_len = len, .slot = 0};
+    struct fdpass_queue q = {0};
+    struct buf b = {0};
+
+    assert_int_equal(
+        proto_put_submit(&b, tag, PROTO_F_IN_SLOT | flags, &s), 0);
+    if (fd >= 0)
+        assert_int_equal(fdpass_push(&q, fd, 0, 0, 0), 0);
+    assert_int_equal(fdpass_send(sock, b.data, b.len, &q, 0), (ssize_t)b.len);
+    fdpass_clear(&q);
+    buf_free(&b);
+}
+
+/* Reads frames until one of type `type` tagged `tag`, and parses it as a
+ * RESULT into *r unless r is NULL. */
+static void read_until(int sock, uint8_t type, uint64_t tag,
+                       struct proto_result *r)
+{
+    static uint8_t buf[1u << 18];
+    struct proto_frame f;
+
+    do
+        assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    while (f.type != type || f.tag != tag);
+    if (r != NULL)
+        assert_int_equal(proto_parse_result(&f, r), 0);
+}
+
+static void echo_of_slot(int sock, uint64_t tag, int fd, unsigned seed)
+{
+    uint8_t want[100000];
+    struct proto_result r;
+
+    fill(want, sizeof want, seed);
+    send_slot_submit(sock, tag, "a", "echo", sizeof want,
+                     fd >= 0 ? PROTO_F_IN_FD : 0, fd);
+    read_until(sock, PROTO_RESULT, tag, &r);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_int_equal(r.len, sizeof want);
+    assert_memory_equal(r.data, want, sizeof want);
+}
+
+/* A slot given a new memfd while a task runs on its old one: the new one
+ * serves at once, the old one lives on until its task is answered, and
+ * the daemon keeps neither once the client is gone. */
+static void daemon_slot_refilled_while_its_old_memfd_is_in_use(void **state)
+{
+    struct hx *t = *state;
+    int sock = td_raw_connect(t);
+    int a = named_memfd("slot-old", 1u << 20, 1);
+    int b = named_memfd("slot-new", 100000, 2);
+    struct proto_result r;
+    struct buf c = {0};
+
+    send_slot_submit(sock, 1, "b", "stall", 1u << 20,
+                     PROTO_F_IN_FD | PROTO_F_OUT_AT | PROTO_F_PROGRESS, a);
+    read_until(sock, PROTO_PROGRESS, 1, NULL); /* running */
+    echo_of_slot(sock, 2, b, 2);
+    echo_of_slot(sock, 3, -1, 2);
+    assert_int_equal(proto_put_cancel(&c, 4, 0, 1), 0);
+    assert_int_equal(write(sock, c.data, c.len), (ssize_t)c.len);
+    read_until(sock, PROTO_RESULT, 1, &r);
+    assert_int_equal(r.state, TH_STATE_CANCELLED);
+    echo_of_slot(sock, 5, -1, 2);
+    close(sock);
+    close(a);
+    close(b);
+    buf_free(&c);
+    double end = hx_now() + DEADLINE;
+    while (count_fds(t->pid, "memfd:slot-") > 0 && hx_now() < end)
+        hx_pause_ms(20);
+    assert_int_equal(count_fds(t->pid, "memfd:slot-"), 0);
+    assert_int_equal(hx_ping(t), 0);
+}
+
 /* A memfd sealed against growing: the worker cannot put the output after
  * the input, and the daemon sends it in a memfd of its own. */
 static void daemon_memfd_that_cannot_grow_gets_its_output_otherwise(
@@ -697,6 +796,7 @@ int main(void)
         T(daemon_timeout_of_a_large_task),
         T(daemon_worker_death_in_the_middle_of_an_output),
         T(daemon_client_leaving_with_large_tasks_in_flight),
+        T(daemon_slot_refilled_while_its_old_memfd_is_in_use),
         T(daemon_memfd_that_cannot_grow_gets_its_output_otherwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
