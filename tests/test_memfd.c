@@ -533,6 +533,57 @@ static void unsealed_memfd_into_a_slot_gets_an_error(void **state)
     buf_free(&b);
 }
 
+/* An echo of the first len bytes of memfd fd, passed with the task (no
+ * slot), expected back whole (zeros). */
+static void fd_echo(int sock, int fd, size_t len)
+{
+    static uint8_t buf[PROTO_HEADER_SIZE + 32 + SLOT_LEN];
+    static const uint8_t zeros[SLOT_LEN];
+    struct proto_frame f;
+    struct proto_result r;
+    struct buf b = {0};
+
+    put_fd_submit(&b, len, 0);
+    send_frame(sock, &b, fd);
+    buf_free(&b);
+    assert_true(td_read_frame(sock, buf, sizeof buf, &f) > 0);
+    assert_int_equal(proto_parse_result(&f, &r), 0);
+    assert_int_equal(r.state, TH_STATE_OK);
+    assert_int_equal(r.len, len);
+    assert_memory_equal(r.data, zeros, len);
+}
+
+/* Memfds passed with each task are cached, memfds in slots kept: of one
+ * connection, the daemon maps at most 64 of both together (and those of
+ * tasks in flight). */
+static void connection_maps_at_most_64_memfds_cached_and_in_slots(
+    void **state)
+{
+    static const uint8_t zeros[SLOT_LEN];
+    struct hx *t = *state;
+    int sock = td_raw_connect(t), fd;
+
+    for (int i = 0; i < 10; i++) { /* cached */
+        fd = make_memfd(SLOT_LEN, 1);
+        fd_echo(sock, fd, SLOT_LEN);
+        close(fd);
+    }
+    assert_int_equal(count_fds(t->pid, "memfd:test"), 10);
+    for (uint32_t i = 0; i < PROTO_SLOTS; i++) { /* the cache gives way */
+        fd = make_memfd(SLOT_LEN, 1);
+        slot_echo(sock, i, fd, i, zeros, SLOT_LEN);
+        close(fd);
+    }
+    assert_int_equal(count_fds(t->pid, "memfd:test"), PROTO_SLOTS);
+    fd = make_memfd(SLOT_LEN, 1); /* mapped for its task only */
+    fd_echo(sock, fd, SLOT_LEN);
+    close(fd);
+    assert_int_equal(count_fds(t->pid, "memfd:test"), PROTO_SLOTS);
+    slot_echo(sock, 99, -1, 0, zeros, SLOT_LEN);
+    close(sock);
+    assert_int_equal(hx_ping(t), 0);
+}
+
 /* A client that rewrites its slot's memfd while the tasks on it run, and
  * tries to shrink it, gets answers (of whatever the worker read) and
  * the daemon serves on. */
@@ -891,6 +942,7 @@ int main(void)
         T(slot_input_over_max_payload_gets_too_big),
         T(unsealed_memfd_into_a_slot_gets_an_error),
         T(slot_rewritten_while_its_tasks_run_harms_only_them),
+        T(connection_maps_at_most_64_memfds_cached_and_in_slots),
         T(library_passes_each_memfd_once_into_its_slot),
         T(library_passes_memfds_per_task_to_a_daemon_without_slots),
         T(large_output_of_an_inline_input_comes_in_an_attached_memfd),

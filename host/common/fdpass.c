@@ -299,6 +299,30 @@ static int map_file(struct fdpass_map *e, size_t size)
     return 0;
 }
 
+/* Releases one idle cached entry; returns it, or NULL when none is. */
+static struct fdpass_map *map_evict(struct fdpass_maps *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        struct fdpass_map *e = &m->v[i];
+        if (e->fd != -1 && !e->busy) {
+            m->bytes -= e->size;
+            map_release(e);
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Cached entries that hold a memfd. */
+static size_t map_alive(const struct fdpass_maps *m)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < m->n; i++)
+        n += m->v[i].fd != -1;
+    return n;
+}
+
 /* A free entry for `size` more bytes, evicting idle ones; NULL if none. */
 static struct fdpass_map *map_slot(struct fdpass_maps *m, size_t size)
 {
@@ -317,12 +341,22 @@ static struct fdpass_map *map_slot(struct fdpass_maps *m, size_t size)
         if (e->fd == -1 && free_e == NULL)
             free_e = e;
     }
+    if (free_e != NULL && map_alive(m) + m->held >= FDPASS_MAPS)
+        free_e = map_evict(m); /* the slots hold the rest */
     if (free_e == NULL) { /* every entry busy: evict nothing */
         return NULL;
     }
     if (m->bytes + size > FDPASS_MAPS_BYTES)
         return NULL;
     return free_e;
+}
+
+int fdpass_maps_hold(struct fdpass_maps *m)
+{
+    if (map_alive(m) + m->held >= FDPASS_MAPS && map_evict(m) == NULL)
+        return -1;
+    m->held++;
+    return 0;
 }
 
 struct fdpass_map *fdpass_map_get(struct fdpass_maps *m, int fd, uint64_t len,
@@ -456,4 +490,5 @@ void fdpass_maps_clear(struct fdpass_maps *m)
             map_release(&m->v[i]);
     m->n = 0;
     m->bytes = 0;
+    m->held = 0;
 }

@@ -122,7 +122,16 @@ struct fdpass_maps {
     struct fdpass_map v[FDPASS_MAPS];
     size_t n;     /* entries v[0..n) were ever used */
     size_t bytes; /* mapped by cached entries */
+    size_t held;  /* mappings the peer holds elsewhere (fdpass_map_new()
+                     for its slots), counted against FDPASS_MAPS */
 };
+
+/* Makes room in m's count for one more mapping held elsewhere, so that
+ * the cache and the slots of one peer map at most FDPASS_MAPS memfds
+ * (but for those busy with tasks): releases an idle cached entry when
+ * needed. Returns 0 (m->held counts it then), or -1 when every cached
+ * entry is busy. */
+int fdpass_maps_hold(struct fdpass_maps *m);
 
 /* Maps memfd fd, which must hold len bytes (see fdpass_check()), and
  * takes fd over. Returns the entry, busy until fdpass_map_put(); or NULL

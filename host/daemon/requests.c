@@ -206,16 +206,26 @@ static int input_fd(struct session *c, const struct proto_frame *f,
 
 /* Puts memfd fd into slot n of c, checked for len bytes and mapped, in
  * place of what the slot held (tasks in flight keep that until their
- * answer). Returns the new entry, or NULL with fd still the caller's and
- * the reason in why. */
+ * answer). A slot filled for the first time counts against the memfds
+ * the connection may keep mapped (its cache of memfds passed with each
+ * task gives way). Returns the new entry, or NULL with fd still the
+ * caller's and the reason in why. */
 static struct fdpass_map *slot_fill(struct session *c, uint32_t n, int fd,
                                     uint64_t len, char *why, size_t cap)
 {
-    struct fdpass_map *e =
-        fdpass_map_new(fd, len, c->srv->max_payload, why, cap);
+    int fresh = c->mfd_slots[n] == NULL;
+    struct fdpass_map *e;
 
-    if (e == NULL)
+    if (fresh && fdpass_maps_hold(&c->maps) < 0) {
+        snprintf(why, cap, "cannot be kept: %d memfds of this connection "
+                 "are in use", FDPASS_MAPS);
         return NULL;
+    }
+    e = fdpass_map_new(fd, len, c->srv->max_payload, why, cap);
+    if (e == NULL) {
+        c->maps.held -= fresh; /* the slot stays empty */
+        return NULL;
+    }
     if (c->mfd_slots[n] != NULL)
         fdpass_map_put(NULL, c->mfd_slots[n]);
     c->mfd_slots[n] = e;
