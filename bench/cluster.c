@@ -118,6 +118,63 @@ static struct redis_work redis_work(const struct redis *r)
     return w;
 }
 
+/* With TH_BENCH_REDIS_PROFILE set: Redis's own µs per task for each
+ * command between two INFO commandstats texts, and the hosts' CPU, on
+ * stderr, to see where a cluster task's cost goes. */
+static char *commandstats(const struct redis *r)
+{
+    redisContext *c = redisConnectUnix(r->sock);
+    char *s = NULL;
+    if (c != NULL && !c->err) {
+        redisReply *rep = redisCommand(c, "INFO commandstats");
+        if (rep != NULL && rep->type == REDIS_REPLY_STRING)
+            s = strdup(rep->str);
+        freeReplyObject(rep);
+    }
+    redisFree(c);
+    return s;
+}
+
+static double stat_after(const char *text, const char *name, const char *key)
+{
+    const char *p = text ? strstr(text, name) : NULL;
+    const char *k = p ? strstr(p, key) : NULL;
+    return k ? strtod(k + strlen(key), NULL) : 0;
+}
+
+static void profile(const char *before, const char *after, double tasks)
+{
+    for (const char *p = after; p && (p = strstr(p, "cmdstat_")) != NULL;
+         p++) {
+        char name[64];
+        if (sscanf(p, "%63[^:]:", name) != 1)
+            continue;
+        char key[80];
+        snprintf(key, sizeof key, "%s:", name);
+        double us = stat_after(after, key, "usec=") -
+                    stat_after(before, key, "usec=");
+        double n = stat_after(after, key, "calls=") -
+                   stat_after(before, key, "calls=");
+        if (n > 0)
+            fprintf(stderr, "  %-28s %8.3f calls/task %8.3f us/task\n",
+                    name + 8, n / tasks, us / tasks);
+    }
+}
+
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64];
+    unsigned long ut = 0, st = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    int ok = fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+                       "%*u %lu %lu", &ut, &st) == 2;
+    fclose(f);
+    return ok ? (double)(ut + st) / (double)sysconf(_SC_CLK_TCK) : 0;
+}
+
 struct host {
     pid_t pid;
     char conf[4200], sock[4200];
@@ -283,10 +340,23 @@ static int row(const struct redis *r, int n, long rounds, double *hash_tps)
     /* Joined and warm: the first tasks wait for the hosts to join. */
     if (load_run(&t, "echo", "echo", 16, 64, 4000, &lr) < 0)
         goto out;
+    const char *prof = getenv("TH_BENCH_REDIS_PROFILE");
+    char *stats0 = prof ? commandstats(r) : NULL;
+    double host0 = prof ? proc_cpu_s(h[0].pid) : 0;
     struct redis_work before = redis_work(r);
     if (load_run(&t, "echo", "echo", 16, 256, ECHO_256_COUNT, &lr) < 0)
         goto out;
     struct redis_work after = redis_work(r);
+    if (prof) {
+        char *stats1 = commandstats(r);
+        fprintf(stderr, "cluster, %d host(s), %.0f tasks/s: Redis %.1f us/task, "
+                        "host 1 %.1f us/task\n", n, lr.tps,
+                (after.cpu_s - before.cpu_s) * 1e6 / (double)lr.tasks,
+                (proc_cpu_s(h[0].pid) - host0) * 1e6 / (double)lr.tasks);
+        profile(stats0, stats1, (double)lr.tasks);
+        free(stats1);
+    }
+    free(stats0);
     put3("cl%d_%s", n, "256_tps", lr.tps);
     put3("cl%d_%s", n, "256_p50_us", lr.p50_us);
     put3("cl%d_%s", n, "256_p99_us", lr.p99_us);

@@ -200,9 +200,29 @@ static void rok(const struct redis *r, const char *fmt, ...)
     redisFree(c);
 }
 
-/* Nothing queued, nothing claimed, no payload left, no dead letter. */
+/* Tasks in stream `key` that no host claimed yet: answered entries stay
+ * in it, counted in <key>:done, until trimmed. */
+static long long unclaimed(const struct redis *r, const char *key)
+{
+    redisContext *c = rconnect(r);
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, "GET %s:done", key);
+    long long done = rep && rep->type == REDIS_REPLY_STRING
+                         ? strtoll(rep->str, NULL, 10)
+                         : 0;
+    freeReplyObject(rep);
+    redisFree(c);
+    return rint_(r, "XLEN %s", key) - rint_(r, "XPENDING %s w", key) - done;
+}
+
+/* Nothing queued, nothing claimed, no payload left, no dead letter. The
+ * answered entries left in the streams go at a heartbeat. */
 static void assert_redis_clean(const struct redis *r)
 {
+    double end = hx_now() + 10;
+    while ((rint_(r, "XLEN " Q) != 0 || rint_(r, "XLEN th:t:{sx}:q") != 0) &&
+           hx_now() < end)
+        hx_pause_ms(20);
     assert_int_equal(rint_(r, "XLEN th:t:{sx}:q"), 0);
     assert_int_equal(rint_(r, "XPENDING th:t:{sx}:q w"), 0);
     assert_int_equal(rint_(r, "XLEN " Q), 0);
@@ -889,7 +909,7 @@ static void test_drop_oldest_drops_the_lowest_priority(void **state)
     submit_at(c, 5, "20:d5", &o[0]);
     submit_at(c, 0, "20:d0", &o[1]);
     double end = hx_now() + 10;
-    while (rint_(&r, "XLEN " Q) + rint_(&r, "XLEN " Q ":5") < 2) {
+    while (unclaimed(&r, Q) + unclaimed(&r, Q ":5") < 2) {
         assert_true(hx_now() < end);
         th_client_step(c, 10);
     }

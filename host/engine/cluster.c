@@ -64,6 +64,8 @@ struct cjob {
     int cancel;               /* ingress: cancel once its submit returns */
     int stop;                 /* exec: lost its claim or answered elsewhere */
     int give;                 /* exec: given back, no answer to post */
+    int inref;                /* exec: the input was read from in:<tid>,
+                               * which the answer deletes */
     char eid[48];             /* entry id in the queue stream, "<p>/<id>"
                                * in the band of priority p != 0 */
     char tid[48];             /* "<ingress host id>-<local task id>" */
@@ -227,6 +229,16 @@ static const redisReply *field(const redisReply *f, const char *name)
     if (!is_arr(f))
         return NULL;
     for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (is_str(f->element[i]) && strcmp(f->element[i]->str, name) == 0)
+            return f->element[i + 1];
+    return NULL;
+}
+
+/* field() among the pairs [from, to) of f. */
+static const redisReply *field_in(const redisReply *f, size_t from, size_t to,
+                                  const char *name)
+{
+    for (size_t i = from; i + 1 < to; i += 2)
         if (is_str(f->element[i]) && strcmp(f->element[i]->str, name) == 0)
             return f->element[i + 1];
     return NULL;
@@ -839,10 +851,13 @@ static void on_outref(struct rconn *c, void *r, void *priv)
     free(o);
 }
 
-static void take_reply(struct cpool *cp, const redisReply *f)
+/* Takes the answer in the fields [from, to) of a reply entry. */
+static void take_reply(struct cpool *cp, const redisReply *f, size_t from,
+                       size_t to)
 {
     struct cluster *cl = cp->cl;
-    const redisReply *tid = field(f, "tid"), *st = field(f, "st");
+    const redisReply *tid = field_in(f, from, to, "tid");
+    const redisReply *st = field_in(f, from, to, "st");
     if (!is_str(tid) || !is_str(st))
         return;
     char *dash;
@@ -858,10 +873,10 @@ static void take_reply(struct cpool *cp, const redisReply *f)
         return; /* answered already (cancelled, or a duplicate) */
     }
     th_state state = state_of(st->str);
-    int code = (int)num(field(f, "code"));
-    double run_s = (double)num(field(f, "run")) / 1e6;
-    const redisReply *d = field(f, "d");
-    if (field(f, "outref") == NULL) {
+    int code = (int)num(field_in(f, from, to, "code"));
+    double run_s = (double)num(field_in(f, from, to, "run")) / 1e6;
+    const redisReply *d = field_in(f, from, to, "d");
+    if (field_in(f, from, to, "outref") == NULL) {
         ingress_answer(j, state, code, is_str(d) ? d->str : "",
                        is_str(d) ? d->len : 0, run_s);
         return;
@@ -883,6 +898,36 @@ static void take_reply(struct cpool *cp, const redisReply *f)
     j->refs++;
 }
 
+/* Takes the answers of one reply entry, each from its "tid" on. */
+static void take_replies(struct cpool *cp, const redisReply *f)
+{
+    size_t from = 0;
+    if (!is_arr(f))
+        return;
+    for (size_t i = 2; i + 1 < f->elements; i += 2) {
+        if (is_str(f->element[i]) && strcmp(f->element[i]->str, "tid") == 0) {
+            take_reply(cp, f, from, i);
+            from = i;
+        }
+    }
+    take_reply(cp, f, from, f->elements);
+}
+
+/* Removes the answers read up to entry `last` from this host's reply
+ * stream: a trim from its head walks the stream once, where deleting
+ * each entry would seek it in its node. Stream ids only grow, so all
+ * before `last` was read. */
+static void trim_replies(struct cpool *cp, struct rconn *c, const char *last)
+{
+    unsigned long long ms, seq;
+    char min[48];
+    if (sscanf(last, "%llu-%llu", &ms, &seq) != 2)
+        return;
+    snprintf(min, sizeof min, "%llu-%llu", ms, seq + 1);
+    const char *argv[] = {"XTRIM", cp->rep, "MINID", min};
+    rconn_cmd(c, ignore_reply, NULL, 4, argv, NULL);
+}
+
 static void on_replies(struct rconn *c, void *r, void *priv)
 {
     struct cpool *cp = priv;
@@ -893,21 +938,17 @@ static void on_replies(struct rconn *c, void *r, void *priv)
     if (is_arr(reply) && reply->elements > 0 && is_arr(reply->element[0]) &&
         reply->element[0]->elements == 2) {
         const redisReply *ents = reply->element[0]->element[1];
-        const char *argv[2 + 512];
-        int n = 0;
-        argv[n++] = "XDEL";
-        argv[n++] = cp->rep;
+        const char *last = NULL;
         for (size_t i = 0; is_arr(ents) && i < ents->elements; i++) {
             const redisReply *e = ents->element[i];
             if (!is_arr(e) || e->elements != 2 || !is_str(e->element[0]))
                 continue;
             snprintf(cp->last, sizeof cp->last, "%s", e->element[0]->str);
-            take_reply(cp, e->element[1]);
-            if (n < (int)(sizeof argv / sizeof argv[0]))
-                argv[n++] = e->element[0]->str;
+            take_replies(cp, e->element[1]);
+            last = e->element[0]->str;
         }
-        if (n > 2)
-            rconn_cmd(c, ignore_reply, NULL, n, argv, NULL);
+        if (last != NULL)
+            trim_replies(cp, c, last);
     }
     read_replies(cp);
 }
@@ -1132,6 +1173,7 @@ static void exec_start(struct cpool *cp, const char *id, const redisReply *f)
         exec_run(j, is_str(in) ? in->str : "", is_str(in) ? in->len : 0);
         return;
     }
+    j->inref = 1;
     char *key = xasprintf("%sin:%s", cp->pre, j->tid);
     const char *argv[] = {"GET", key};
     if (key != NULL && rconn_cmd(&cl->cmd, on_inref, j, 2, argv, NULL) == 0) {
@@ -1199,8 +1241,9 @@ static void finish_args(struct call *c, int i, struct cjob *j,
     snprintf(x->a[1], sizeof x->a[1], "%" PRIu64, j->run_us);
     const char *v[] = {cp->pre, j->eid, j->tid, j->rt,
                        th_state_name((th_state)j->fin_state), x->a[0],
-                       x->a[1], j->data ? j->data : "", ttl, cp->cl->me};
-    for (int m = 0, k = 5 + 10 * i; m < 10; m++, k++) {
+                       x->a[1], j->data ? j->data : "", ttl, cp->cl->me,
+                       j->inref ? "1" : ""};
+    for (int m = 0, k = 5 + 11 * i; m < 11; m++, k++) {
         c->argv[k] = v[m];
         c->alen[k] = m == 7 ? (j->data ? j->len : 0) : strlen(v[m]);
     }
@@ -1215,7 +1258,7 @@ static void flush_finishes(struct cpool *cp)
     struct sent *b = sent_new(cp, &cp->fins);
     struct call c = {0};
     char n[16], ttl[32];
-    int ok = b != NULL && call_new(&c, cp, "th2_finish_many", 10, b->n, n,
+    int ok = b != NULL && call_new(&c, cp, "th2_finish_many", 11, b->n, n,
                                    sizeof n) == 0;
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
     for (int i = 0; ok && i < b->n; i++)
