@@ -956,6 +956,67 @@ static void test_band_empty_for_a_minute_is_removed(void **state)
     redis_cleanup(&r);
 }
 
+struct big {
+    int done;
+    th_state state;
+    size_t len;
+    int same;
+    const char *want;
+};
+
+static void on_big(const th_result *r, void *arg)
+{
+    struct big *b = arg;
+    b->done = 1;
+    b->state = r->state;
+    b->len = r->len;
+    b->same = r->len == strlen(b->want) && memcmp(r->data, b->want, r->len) == 0;
+}
+
+static void test_large_input_and_output_travel_by_reference(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a, b;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, "max_workers = 1;");
+    node_start(&b, "cl-b", &r, "max_workers = 1;");
+    th_client *c = hx_connect(&a.h);
+    /* Around the 64 KiB line, and well over it. */
+    const size_t sizes[] = {65535, 65536, 65537, 300000};
+    struct big o[4];
+    char *in[4];
+    for (int i = 0; i < 4; i++) {
+        in[i] = malloc(sizes[i] + 1);
+        assert_non_null(in[i]);
+        for (size_t k = 0; k < sizes[i]; k++)
+            in[i][k] = (char)('a' + (k * 7 + (size_t)i) % 26);
+        in[i][sizes[i]] = '\0';
+        o[i] = (struct big){.want = in[i]};
+        assert_int_equal(th_client_submit(c, "sh", "echo", in[i], sizes[i],
+                                          NULL, on_big, &o[i], NULL),
+                         0);
+    }
+    double end = hx_now() + 30;
+    for (int i = 0; i < 4; i++)
+        while (!o[i].done) {
+            assert_true(hx_now() < end);
+            assert_true(th_client_step(c, 20) >= 0);
+        }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(o[i].state, TH_STATE_OK);
+        assert_int_equal(o[i].len, sizes[i]);
+        assert_true(o[i].same);
+        free(in[i]);
+    }
+    th_client_close(c);
+    assert_redis_clean(&r);
+    node_cleanup(&a);
+    node_cleanup(&b);
+    redis_cleanup(&r);
+}
+
 static void test_task_longer_than_lease_not_stolen(void **state)
 {
     (void)state;
@@ -1479,6 +1540,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_cancel_queued_task_of_a_priority_band, teardown),
         cmocka_unit_test_teardown(test_drop_oldest_drops_the_lowest_priority, teardown),
         cmocka_unit_test_teardown(test_band_empty_for_a_minute_is_removed, teardown),
+        cmocka_unit_test_teardown(test_large_input_and_output_travel_by_reference, teardown),
         cmocka_unit_test_teardown(test_task_longer_than_lease_not_stolen, teardown),
         cmocka_unit_test_teardown(test_stopped_host_loses_task_late_answer_dropped, teardown),
         cmocka_unit_test_teardown(test_dead_letter_after_max_attempts, teardown),
