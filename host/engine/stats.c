@@ -98,7 +98,9 @@ uint64_t hist_percentile(const struct hist *h, double q)
 
 static int64_t second_of(double now)
 {
-    return (int64_t)floor(now);
+    /* the loop's clock is positive: truncation is floor(), without a
+     * call into libm for every task */
+    return now >= 0 ? (int64_t)now : (int64_t)floor(now);
 }
 
 static size_t ring_at(int64_t sec, size_t n)

@@ -130,16 +130,24 @@ struct worker *worker_spawn(const struct worker_start *ws)
     return w;
 }
 
-static void put_frame(struct worker *w, uint16_t type, uint64_t id,
-                      uint16_t aux, const void *data, size_t len)
+/* Queues a frame for the worker; returns its header in w->out (valid
+ * until the next frame), or NULL when out of memory. */
+static struct frame *put_frame(struct worker *w, uint16_t type, uint64_t id,
+                               uint16_t aux, const void *data, size_t len)
 {
-    static const char zeros[8];
     struct frame f = {.id = id, .len = (uint32_t)len, .type = type,
                       .aux = aux};
-    buf_append(&w->out, &f, sizeof f);
-    buf_append(&w->out, data, len);
-    buf_append(&w->out, zeros, FRAME_PAD(len) - len);
+    /* one reservation and copy per frame: a task's frame is queued for
+     * every task */
+    char *p = buf_extend(&w->out, sizeof f + FRAME_PAD(len));
     host_mark_worker(w->host, w);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, &f, sizeof f);
+    if (len > 0)
+        memcpy(p + sizeof f, data, len);
+    memset(p + sizeof f + len, 0, FRAME_PAD(len) - len);
+    return (struct frame *)p;
 }
 
 /* Reserves `len` bytes of a ring whose positions [tail, head) are in use;
@@ -183,11 +191,11 @@ static uint32_t fd_slot(const struct worker *w, const struct stat *st,
  * ring or the socket carries it then). */
 static int send_fd(struct worker *w, struct task *t)
 {
+    if (t->in_fd < 0 || t->len < PAYLOAD_FD_MIN || t->len > FRAME_MAX_PAYLOAD)
+        return -1; /* before st, whose zeroing would cost every small task */
     struct stat st = {.st_dev = t->in_dev, .st_ino = t->in_ino};
     int attach;
-    if (t->in_fd < 0 || t->len < PAYLOAD_FD_MIN ||
-        t->len > FRAME_MAX_PAYLOAD ||
-        (t->in_ino == 0 && fstat(t->in_fd, &st) == -1))
+    if (t->in_ino == 0 && fstat(t->in_fd, &st) == -1)
         return -1;
     struct frame_fd ref = {.len = (uint32_t)t->len};
     if (t->out_in_fd)
@@ -212,10 +220,10 @@ static int send_fd(struct worker *w, struct task *t)
         s->used = ++w->slot_clock;
     }
     t->out_off = ref.out_off;
-    put_frame(w, FRAME_TASK, t->id, t->index, &ref, sizeof ref);
-    struct frame *f = (struct frame *)(w->out.data + w->out.len -
-                                       sizeof ref - sizeof *f);
-    f->code = FRAME_F_FD;
+    struct frame *f = put_frame(w, FRAME_TASK, t->id, t->index, &ref,
+                                sizeof ref);
+    if (f != NULL)
+        f->code = FRAME_F_FD;
     return 0;
 }
 
@@ -232,11 +240,11 @@ static int send_shm(struct worker *w, struct task *t)
     w->in_head = SHM_ALIGN(pos + t->len);
     t->shm_end = w->in_head;
     struct frame_shm ref = {.pos = pos, .len = t->len};
-    put_frame(w, FRAME_TASK, t->id, t->index, &ref, sizeof ref);
+    struct frame *f = put_frame(w, FRAME_TASK, t->id, t->index, &ref,
+                                sizeof ref);
     /* put_frame() left code 0; mark the frame as a reference. */
-    struct frame *f = (struct frame *)(w->out.data + w->out.len -
-                                       sizeof ref - sizeof *f);
-    f->code = FRAME_F_SHM;
+    if (f != NULL)
+        f->code = FRAME_F_SHM;
     return 0;
 }
 
@@ -253,9 +261,11 @@ void worker_send(struct worker *w, struct task *t, uint32_t poll_us)
         put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
     }
     /* The frame just queued carries the polling window (worker_wire.h). */
-    struct frame *f = (struct frame *)(w->out.data + w->out.len -
-                                       FRAME_PAD(len) - sizeof *f);
-    f->run_us = poll_us;
+    if (buf_avail(&w->out) >= FRAME_PAD(len) + sizeof(struct frame)) {
+        struct frame *f = (struct frame *)(w->out.data + w->out.len -
+                                           FRAME_PAD(len) - sizeof *f);
+        f->run_us = poll_us;
+    }
 }
 
 /* Gives the worker back the output ring up to what was delivered. */
