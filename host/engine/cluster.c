@@ -143,7 +143,7 @@ struct cluster {
     int max_attempts;
     struct rconn cmd;
     th_timer *beat;
-    th_timer *flush;      /* zero-delay: sends the pools' batches */
+    int flush_due;        /* batches gathered: cluster_after() sends */
     long long hostid;     /* 0 until th2_hello answered */
     char me[32];          /* hostid as text: the consumer name */
     char epoch[64];       /* of the data set in Redis, "" before hello */
@@ -713,10 +713,13 @@ static void flush_submits(struct cpool *cp)
     send_call(cp, &cp->subs, b, &c, ok, on_submitted, submitted);
 }
 
+/* Has the batches sent at the end of this turn of the loop. */
 static void arm_flush(struct cluster *cl)
 {
-    if (cl->flush != NULL)
-        th_timer_start(cl->flush, 0, 0);
+    if (!cl->flush_due) {
+        cl->flush_due = 1;
+        loop_wake(cl->h->loop);
+    }
 }
 
 static void send_submit(struct cjob *j)
@@ -1278,10 +1281,11 @@ static void send_finish(struct cjob *j)
         arm_flush(cp->cl);
 }
 
-static void on_flush(th_timer *tm, void *arg)
+void cluster_after(struct cluster *cl)
 {
-    struct cluster *cl = arg;
-    (void)tm;
+    if (!cl->flush_due)
+        return;
+    cl->flush_due = 0;
     for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
         flush_submits(cp);
         flush_finishes(cp);
@@ -1854,8 +1858,7 @@ int cluster_new(struct th_host *h, const struct cluster_cfg *cfg,
     cl->cmd.stall = CMD_STALL;
     if (cl->redis == NULL || cl->name == NULL ||
         (cfg->password && cl->password == NULL) ||
-        th_timer_new(h, on_beat, cl, &cl->beat) < 0 ||
-        th_timer_new(h, on_flush, cl, &cl->flush) < 0) {
+        th_timer_new(h, on_beat, cl, &cl->beat) < 0) {
         cluster_free(cl);
         return TH_ENOMEM;
     }
@@ -1955,7 +1958,8 @@ void cluster_free(struct cluster *cl)
         return;
     /* Batches first, then connections: their waiting commands are called
      * back (with NULL replies) while the jobs they name still exist. */
-    on_flush(NULL, cl);
+    cl->flush_due = 1;
+    cluster_after(cl);
     rconn_close(&cl->cmd);
     for (struct cpool *cp = cl->pools; cp != NULL; cp = cp->next) {
         rconn_close(&cp->blk);
@@ -1982,7 +1986,6 @@ void cluster_free(struct cluster *cl)
         free(cp);
     }
     th_timer_free(cl->beat);
-    th_timer_free(cl->flush);
     free(cl->redis);
     free(cl->name);
     if (cl->password != NULL)

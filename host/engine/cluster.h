@@ -29,6 +29,10 @@ struct th_host;
 int cluster_new(struct th_host *h, const struct cluster_cfg *cfg,
                 struct cluster **out);
 
+/* Sends the submits and answers gathered during this turn of the loop,
+ * each pool's as one call: run by the host at the end of every turn. */
+void cluster_after(struct cluster *cl);
+
 /* Joins the shared pools a reload added. */
 void cluster_sync_pools(struct cluster *cl);
 

@@ -168,6 +168,10 @@ static void start(struct rconn *c)
         lost(c, why);
         return;
     }
+    /* Keep the reader's buffer between replies: freeing it after each
+     * large one made every read allocate it anew. */
+    if (ac->c.reader != NULL)
+        ac->c.reader->maxbuf = 0;
     int fd = ac->c.fd;
     fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
     if (th_watch_start(c->host, fd, 0, on_io, c, &c->watch) < 0) {

@@ -274,6 +274,8 @@ static void host_after(void *arg)
     dispatch_pools(h);
     deliver_answers(h);
     dispatch_pools(h);
+    if (h->cluster != NULL)
+        cluster_after(h->cluster);
     flush_workers(h);
     bury_workers(h);
     if (h->retired != NULL && h->closing == 0)
