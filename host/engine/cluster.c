@@ -620,9 +620,10 @@ struct call {
 };
 
 static int call_new(struct call *c, const struct cpool *cp, const char *fn,
-                    int per_job, int n, char *count, size_t countlen)
+                    int nshared, const char *const *shared, int per_job,
+                    int n, char *count, size_t countlen)
 {
-    c->argc = 5 + per_job * n;
+    c->argc = 5 + nshared + per_job * n;
     c->argv = malloc((size_t)c->argc * sizeof *c->argv);
     c->alen = malloc((size_t)c->argc * sizeof *c->alen);
     c->tx = malloc((size_t)n * sizeof *c->tx + 1);
@@ -630,9 +631,9 @@ static int call_new(struct call *c, const struct cpool *cp, const char *fn,
         return -1;
     snprintf(count, countlen, "%d", n);
     const char *head[] = {"FCALL", fn, "1", cp->q, count};
-    for (int k = 0; k < 5; k++) {
-        c->argv[k] = head[k];
-        c->alen[k] = strlen(head[k]);
+    for (int k = 0; k < 5 + nshared; k++) {
+        c->argv[k] = k < 5 ? head[k] : shared[k - 5];
+        c->alen[k] = strlen(c->argv[k]);
     }
     return 0;
 }
@@ -661,10 +662,9 @@ static void send_call(struct cpool *cp, struct batch *bt, struct sent *b,
     call_free(c);
 }
 
-/* Puts the arguments of job i's submit (th2_submit's) into c; shared:
- * the pool's prefix, max_queue, overflow, result TTL. */
-static void submit_args(struct call *c, int i, struct cjob *j,
-                        const char *const shared[4])
+/* Puts the arguments of job i's submit (th2_submit's, after the shared
+ * ones) into c. */
+static void submit_args(struct call *c, int i, struct cjob *j)
 {
     struct cpool *cp = j->cp;
     struct pool *p = pool_of(cp);
@@ -682,13 +682,12 @@ static void submit_args(struct call *c, int i, struct cjob *j,
     x->a[3][0] = '\0';
     if (t && t->priority != 0)
         snprintf(x->a[3], sizeof x->a[3], "%d", t->priority);
-    const char *v[] = {shared[0], shared[1], shared[2], shared[3], j->tid,
-                       t && p ? p->plugin->tasks[t->index].name : "",
+    const char *v[] = {j->tid, t && p ? p->plugin->tasks[t->index].name : "",
                        cp->rep, x->a[0], x->a[1], t ? t->input : "", x->a[2],
                        x->a[3]};
-    for (int m = 0, k = 5 + 12 * i; m < 12; m++, k++) {
+    for (int m = 0, k = 5 + 4 + 8 * i; m < 8; m++, k++) {
         c->argv[k] = v[m] ? v[m] : "";
-        c->alen[k] = m == 9 && t ? t->len : strlen(c->argv[k]);
+        c->alen[k] = m == 5 && t ? t->len : strlen(c->argv[k]);
     }
 }
 
@@ -702,14 +701,14 @@ static void flush_submits(struct cpool *cp)
     struct sent *b = sent_new(cp, &cp->subs);
     struct call c = {0};
     char n[16], maxq[32], ovf[8], ttl[32];
-    int ok = b != NULL && call_new(&c, cp, "th2_submit_many", 12, b->n, n,
-                                   sizeof n) == 0;
     snprintf(maxq, sizeof maxq, "%ld", p ? p->cfg.max_queue : 0);
     snprintf(ovf, sizeof ovf, "%d", p ? p->cfg.overflow : 0);
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
     const char *const shared[4] = {cp->pre, maxq, ovf, ttl};
+    int ok = b != NULL && call_new(&c, cp, "th2_submit_many", 4, shared, 8,
+                                   b->n, n, sizeof n) == 0;
     for (int i = 0; ok && i < b->n; i++)
-        submit_args(&c, i, b->job[i], shared);
+        submit_args(&c, i, b->job[i]);
     send_call(cp, &cp->subs, b, &c, ok, on_submitted, submitted);
 }
 
@@ -1234,21 +1233,19 @@ static void on_finished(struct rconn *c, void *r, void *priv)
         flush_finishes(cp);
 }
 
-/* Puts the arguments of job i's answer (th2_finish's) into c. */
-static void finish_args(struct call *c, int i, struct cjob *j,
-                        const char *ttl)
+/* Puts the arguments of job i's answer (th2_finish's, after the shared
+ * ones) into c. */
+static void finish_args(struct call *c, int i, struct cjob *j)
 {
-    struct cpool *cp = j->cp;
     struct jtext *x = &c->tx[i];
     snprintf(x->a[0], sizeof x->a[0], "%d", j->fin_code);
     snprintf(x->a[1], sizeof x->a[1], "%" PRIu64, j->run_us);
-    const char *v[] = {cp->pre, j->eid, j->tid, j->rt,
+    const char *v[] = {j->eid, j->tid, j->rt,
                        th_state_name((th_state)j->fin_state), x->a[0],
-                       x->a[1], j->data ? j->data : "", ttl, cp->cl->me,
-                       j->inref ? "1" : ""};
-    for (int m = 0, k = 5 + 11 * i; m < 11; m++, k++) {
+                       x->a[1], j->data ? j->data : "", j->inref ? "1" : ""};
+    for (int m = 0, k = 5 + 3 + 8 * i; m < 8; m++, k++) {
         c->argv[k] = v[m];
-        c->alen[k] = m == 7 ? (j->data ? j->len : 0) : strlen(v[m]);
+        c->alen[k] = m == 6 ? (j->data ? j->len : 0) : strlen(v[m]);
     }
 }
 
@@ -1261,11 +1258,12 @@ static void flush_finishes(struct cpool *cp)
     struct sent *b = sent_new(cp, &cp->fins);
     struct call c = {0};
     char n[16], ttl[32];
-    int ok = b != NULL && call_new(&c, cp, "th2_finish_many", 11, b->n, n,
-                                   sizeof n) == 0;
     snprintf(ttl, sizeof ttl, "%.0f", cl->result_ttl * 1000);
+    const char *const shared[3] = {cp->pre, ttl, cl->me};
+    int ok = b != NULL && call_new(&c, cp, "th2_finish_many", 3, shared, 8,
+                                   b->n, n, sizeof n) == 0;
     for (int i = 0; ok && i < b->n; i++)
-        finish_args(&c, i, b->job[i], ttl);
+        finish_args(&c, i, b->job[i]);
     send_call(cp, &cp->fins, b, &c, ok, on_finished, finished);
 }
 
