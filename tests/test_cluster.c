@@ -1334,6 +1334,43 @@ static void test_host_with_another_plugin_version_refused(void **state)
     redis_cleanup(&r);
 }
 
+static void test_host_of_another_data_model_refused(void **state)
+{
+    (void)state;
+    need_redis();
+    struct redis r;
+    struct node a, b;
+    redis_init(&r, 0);
+    node_start(&a, "cl-a", &r, NULL);
+    /* What a's pool runs, as a host of the older functions would say it. */
+    redisContext *rc = rconnect(&r);
+    redisReply *cfg = redisCommand(rc, "GET " PRE "cfg");
+    assert_non_null(cfg);
+    assert_int_equal(cfg->type, REDIS_REPLY_STRING);
+    char *via = strstr(cfg->str, " via taskhost_2");
+    assert_non_null(via);
+    char old[512];
+    snprintf(old, sizeof old, "%.*s via taskhost_1", (int)(via - cfg->str),
+             cfg->str);
+    freeReplyObject(cfg);
+    freeReplyObject(redisCommand(rc, "SET " PRE "cfg %s", old));
+    redisFree(rc);
+    memset(&b, 0, sizeof b);
+    assert_int_equal(hx_init(&b.h, "cl-b"), 0);
+    snprintf(b.xlog, sizeof b.xlog, "%s/exec.log", b.h.dir);
+    node_conf(&b, &r, NULL);
+    assert_int_equal(hx_start(&b.h), 0);
+    remember(b.h.pid, b.h.dir);
+    double end = hx_now() + 10;
+    while (hx_log_count2(&b.h, "refused by cluster", "via taskhost_1") == 0) {
+        assert_true(hx_now() < end);
+        hx_pause_ms(20);
+    }
+    node_cleanup(&a);
+    node_cleanup(&b);
+    redis_cleanup(&r);
+}
+
 static void test_graceful_stop_gives_back_claimed_tasks(void **state)
 {
     (void)state;
@@ -1550,6 +1587,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_redis_down_clear_answer_then_recovery, teardown),
         cmocka_unit_test_teardown(test_redis_down_waits_within_queue_timeout, teardown),
         cmocka_unit_test_teardown(test_host_with_another_plugin_version_refused, teardown),
+        cmocka_unit_test_teardown(test_host_of_another_data_model_refused, teardown),
         cmocka_unit_test_teardown(test_graceful_stop_gives_back_claimed_tasks, teardown),
         cmocka_unit_test_teardown(test_pool_added_in_code_can_be_shared, teardown),
         cmocka_unit_test_teardown(test_prometheus_shows_cluster_rows, teardown),

@@ -1597,6 +1597,9 @@ static char *describe(const struct pool *p)
             p->plugin->desc.version);
     for (size_t i = 0; i < p->plugin->ntasks; i++)
         fprintf(f, "%s%s", i ? "," : " ", p->plugin->tasks[i].name);
+    /* Hosts of another data model (its functions' library) would
+     * misread each other's entries. */
+    fprintf(f, " via %s", CLUSTER_LUA_LIB);
     if (fclose(f) != 0)
         return NULL;
     return s;
