@@ -131,6 +131,10 @@ static void win_advance(struct window *w, double now)
     for (int64_t x = from; x <= sec; x++)
         memset(&w->slots[ring_at(x, WIN_SECONDS)], 0, sizeof w->slots[0]);
     w->sec = sec;
+    w->until = (double)(sec + 1);
+    w->slot = &w->slots[ring_at(sec, WIN_SECONDS)];
+    w->ran_now = &w->ran[ring_at(sec, HISTORY_SECONDS)];
+    w->depth_now = &w->depth[ring_at(sec, HISTORY_SECONDS)];
 }
 
 static unsigned win_bucket(uint64_t us)
@@ -155,6 +159,8 @@ uint64_t stats_us(double seconds)
  * seconds it saw work. */
 static struct window *win_at(struct pool_stats *s, double now)
 {
+    if (s->win != NULL && now < s->win->until)
+        return s->win; /* within its newest second: the common case */
     if (s->win == NULL) {
         void *m = mmap(NULL, sizeof *s->win, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -179,9 +185,8 @@ void stats_wait(struct pool_stats *s, double now, uint64_t us)
     struct window *w = win_at(s, now);
     if (w == NULL)
         return;
-    struct win_slot *slot = &w->slots[ring_at(w->sec, WIN_SECONDS)];
-    slot->wait[win_bucket(us)]++;
-    slot->nwait++;
+    w->slot->wait[win_bucket(us)]++;
+    w->slot->nwait++;
 }
 
 void stats_run(struct pool_stats *s, double now, uint64_t us)
@@ -190,10 +195,9 @@ void stats_run(struct pool_stats *s, double now, uint64_t us)
     struct window *w = win_at(s, now);
     if (w == NULL)
         return;
-    struct win_slot *slot = &w->slots[ring_at(w->sec, WIN_SECONDS)];
-    slot->run[win_bucket(us)]++;
-    slot->nrun++;
-    w->ran[ring_at(w->sec, HISTORY_SECONDS)]++;
+    w->slot->run[win_bucket(us)]++;
+    w->slot->nrun++;
+    (*w->ran_now)++;
 }
 
 void stats_depth(struct pool_stats *s, double now, size_t depth)
@@ -202,9 +206,8 @@ void stats_depth(struct pool_stats *s, double now, size_t depth)
     struct window *w = win_at(s, now);
     if (w == NULL)
         return;
-    uint32_t *slot = &w->depth[ring_at(w->sec, HISTORY_SECONDS)];
-    if (d > *slot)
-        *slot = d;
+    if (d > *w->depth_now)
+        *w->depth_now = d;
     w->last_depth = d;
 }
 

@@ -46,6 +46,9 @@ struct win_slot {
 struct window {
     int64_t sec;      /* the second of the newest slot */
     int64_t first;    /* the first second recorded, 0: none yet */
+    double until;     /* the end of second `sec`: until then, records go */
+    struct win_slot *slot; /* here, */
+    uint32_t *ran_now, *depth_now; /* and here, with nothing to advance */
     uint32_t last_depth;
     struct win_slot slots[WIN_SECONDS];
     uint32_t ran[HISTORY_SECONDS];   /* tasks run to an answer */
