@@ -141,7 +141,10 @@ struct shm_header {
      * written by the host round-robin, looked up by the worker before it
      * starts each task, which it then skips. */
     _Atomic uint64_t cancelled[SHM_CANCEL_SLOTS];
-    uint32_t cancel_next; /* host only */
+    /* Slots written so far (the next is this modulo SHM_CANCEL_SLOTS),
+     * counted up by the host after each: while it is 0 the worker has
+     * no slot to look through, which spares every task that scan. */
+    _Atomic uint64_t cancel_next;
     /* Written by the worker only. `running`: the id of the task it runs,
      * set before the task starts and cleared once its result is staged or
      * sent; 0 between tasks. `staged`: bytes of complete result frames in

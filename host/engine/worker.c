@@ -652,8 +652,10 @@ void worker_skip(struct worker *w, uint64_t id)
     if (w->arena == NULL)
         return;
     struct shm_header *h = (struct shm_header *)w->arena;
-    uint32_t slot = h->cancel_next++ % SHM_CANCEL_SLOTS;
-    atomic_store_explicit(&h->cancelled[slot], id, memory_order_release);
+    uint64_t n = atomic_load_explicit(&h->cancel_next, memory_order_relaxed);
+    atomic_store_explicit(&h->cancelled[n % SHM_CANCEL_SLOTS], id,
+                          memory_order_release);
+    atomic_store_explicit(&h->cancel_next, n + 1, memory_order_release);
 }
 
 void worker_free(struct worker *w)

@@ -650,6 +650,8 @@ static int skipped(uint64_t id)
     if (arena.base == NULL)
         return 0;
     struct shm_header *h = (struct shm_header *)arena.base;
+    if (atomic_load_explicit(&h->cancel_next, memory_order_acquire) == 0)
+        return 0; /* no task of this worker was ever cancelled */
     for (int i = 0; i < SHM_CANCEL_SLOTS; i++)
         if (atomic_load_explicit(&h->cancelled[i], memory_order_acquire) == id)
             return 1;
