@@ -567,7 +567,7 @@ static long mixed_tasks(void)
     const char *e = getenv("TASKHOST_CLUSTER_TASKS");
     if (e != NULL && atol(e) > 0)
         return atol(e);
-    return hx_scaled(20000, 3000);
+    return hx_scaled(100000, 3000);
 }
 
 static void test_three_hosts_kill9_every_task_answered_once(void **state)
