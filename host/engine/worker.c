@@ -560,10 +560,12 @@ static void on_sock(struct loop_io *io, uint32_t events)
     if (events & (LOOP_READ | LOOP_HUP)) {
         if (read_worker(w, 4)) {
             /* EOF: its spawner says how it ended, a moment later; whether
-             * it was asked to stop counts as of now */
+             * it was asked to stop counts as of now. The socket leaves the
+             * loop until then: epoll reports a hang-up whatever events are
+             * asked for, and the loop would spin on it. */
             if (w->state != W_STOPPING)
                 w->left_unasked = 1;
-            loop_mod(loop_of(w), &w->sock, 0);
+            loop_del(loop_of(w), &w->sock);
         }
         parse_frames(w);
         trim(&w->in);
