@@ -1393,30 +1393,26 @@ static void on_band_claimed(struct rconn *c, void *r, void *priv)
 static void claim_blocking(struct cpool *cp, long n)
 {
     struct cluster *cl = cp->cl;
-    int ns = 1 + cp->nbands, argc = 9 + 2 * ns;
+    int ns = 1 + cp->nbands, argc = 9 + 2 * ns, ok = 1;
+    const char *argv[9 + 2 * (1 + 256)];
+    char *keys[256];
     char count[24];
     snprintf(count, sizeof count, "%ld", cp->nbands > 0 ? 1 : n);
-    const char **argv = calloc((size_t)argc, sizeof *argv);
-    char **keys = calloc((size_t)ns, sizeof *keys);
-    int ok = argv != NULL && keys != NULL;
-    for (int i = 0; ok && i < cp->nbands; i++)
-        ok = (keys[i] = xasprintf("%s:%d", cp->q, cp->band[i])) != NULL;
-    if (ok) {
-        const char *head[] = {"XREADGROUP", "GROUP", "w", cl->me, "COUNT",
-                              count, "BLOCK", BLOCK_MS, "STREAMS"};
-        memcpy(argv, head, sizeof head);
-        argv[9] = cp->q;
-        for (int i = 0; i < cp->nbands; i++)
-            argv[10 + i] = keys[i];
-        for (int i = 0; i < ns; i++)
-            argv[9 + ns + i] = ">";
-        if (rconn_cmd(&cp->blk, on_claimed, cp, argc, argv, NULL) == 0)
-            cp->claiming = 1;
+    const char *head[] = {"XREADGROUP", "GROUP", "w", cl->me, "COUNT",
+                          count, "BLOCK", BLOCK_MS, "STREAMS"};
+    memcpy(argv, head, sizeof head);
+    argv[9] = cp->q;
+    for (int i = 0; i < cp->nbands; i++) {
+        keys[i] = ok ? xasprintf("%s:%d", cp->q, cp->band[i]) : NULL;
+        ok = ok && keys[i] != NULL;
+        argv[10 + i] = keys[i];
     }
-    for (int i = 0; keys != NULL && i < cp->nbands; i++)
+    for (int i = 0; i < ns; i++)
+        argv[9 + ns + i] = ">";
+    if (ok && rconn_cmd(&cp->blk, on_claimed, cp, argc, argv, NULL) == 0)
+        cp->claiming = 1;
+    for (int i = 0; i < cp->nbands; i++)
         free(keys[i]);
-    free(keys);
-    free(argv);
 }
 
 static void claim(struct cpool *cp)
