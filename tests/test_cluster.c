@@ -274,8 +274,9 @@ static int joined(struct node *n)
     return ok;
 }
 
-static void node_start(struct node *n, const char *name,
-                       const struct redis *r, const char *pool_extra)
+/* Starts n's daemon without waiting for it to join the cluster. */
+static void node_launch(struct node *n, const char *name,
+                        const struct redis *r, const char *pool_extra)
 {
     memset(n, 0, sizeof *n);
     assert_int_equal(hx_init(&n->h, name), 0);
@@ -286,8 +287,24 @@ static void node_start(struct node *n, const char *name,
         remember(n->h.pid, n->h.dir);
     if (rc < 0)
         fail_msg("%s: %s", name, n->h.why);
+}
+
+static void node_start(struct node *n, const char *name,
+                       const struct redis *r, const char *pool_extra)
+{
+    node_launch(n, name, r, pool_extra);
     double end = hx_now() + 20;
     while (!joined(n)) {
+        assert_true(hx_now() < end);
+        hx_pause_ms(20);
+    }
+}
+
+/* Waits until a line of n's log holds a (and b, unless NULL). */
+static void wait_logged(const struct node *n, const char *a, const char *b)
+{
+    double end = hx_now() + 10;
+    while ((b ? hx_log_count2(&n->h, a, b) : hx_log_count(&n->h, a)) == 0) {
         assert_true(hx_now() < end);
         hx_pause_ms(20);
     }
@@ -440,7 +457,7 @@ static void nth_run(const struct node *n, const char *prefix, int k,
     while (f != NULL && fgets(buf, sizeof buf, f) != NULL) {
         buf[strcspn(buf, "\n")] = '\0';
         if (strncmp(buf, prefix, strlen(prefix)) == 0 && k-- == 0) {
-            snprintf(out, len, "%s", buf);
+            snprintf(out, len, "%.*s", (int)len - 1, buf);
             break;
         }
     }
@@ -456,6 +473,18 @@ static void wait_held(struct node *n, th_client *c, long k)
         assert_true(hx_now() < end);
         th_client_step(c, 10);
     }
+}
+
+/* On a host of one worker: task `run` runs and `held` waits claimed
+ * behind it, so that what is submitted next waits in Redis. */
+static void run_and_hold(struct node *n, th_client *c, const char *run,
+                         struct one *o_run, const char *held,
+                         struct one *o_held)
+{
+    submit(c, "hold", run, o_run);
+    wait_runs(n, c, run, 1);
+    submit(c, "hold", held, o_held);
+    wait_held(n, c, 2);
 }
 
 /* Nothing left in the priority bands' streams either. */
@@ -736,14 +765,7 @@ static void overflow_case(const char *mode, th_state fifth, th_state third)
     struct one o[5];
     char in[32];
     /* Claimed first, so that what follows waits in Redis. */
-    submit(c, "hold", "600:o0", &o[0]);
-    wait_runs(&a, c, "600:o0", 1);
-    submit(c, "hold", "600:o1", &o[1]);
-    double end = hx_now() + 10;
-    while (stat_of(&a, "held") < 2) {
-        assert_true(hx_now() < end);
-        th_client_step(c, 10);
-    }
+    run_and_hold(&a, c, "600:o0", &o[0], "600:o1", &o[1]);
     for (int i = 2; i < 5; i++) {
         snprintf(in, sizeof in, "600:o%d", i);
         submit(c, "hold", in, &o[i]);
@@ -791,10 +813,7 @@ static void test_priority_orders_the_shared_queue(void **state)
     th_client *c = hx_connect(&a.h);
     struct one first, held, o[6];
     /* One runs and one more is held, so that the rest wait in Redis. */
-    submit(c, "hold", "700:p-run", &first);
-    wait_runs(&a, c, "700:p-run", 1);
-    submit(c, "hold", "20:p-held", &held);
-    wait_held(&a, c, 2);
+    run_and_hold(&a, c, "700:p-run", &first, "20:p-held", &held);
     const int prio[] = {0, -5, 5, 10, 5, 0};
     const char *in[] = {"20:p0a", "20:pm5", "20:p5a", "20:p10", "20:p5b",
                         "20:p0b"};
@@ -867,10 +886,7 @@ static void test_cancel_queued_task_of_a_priority_band(void **state)
     node_start(&a, "cl-a", &r, "max_workers = 1;");
     th_client *c = hx_connect(&a.h);
     struct one run, held, o;
-    submit(c, "hold", "600:b-run", &run);
-    wait_runs(&a, c, "600:b-run", 1);
-    submit(c, "hold", "20:b-held", &held);
-    wait_held(&a, c, 2);
+    run_and_hold(&a, c, "600:b-run", &run, "20:b-held", &held);
     uint64_t tag = submit_at(c, 3, "20:b-cancelled", &o);
     double end = hx_now() + 10;
     while (rint_(&r, "XLEN " Q ":3") < 1) {
@@ -902,10 +918,7 @@ static void test_drop_oldest_drops_the_lowest_priority(void **state)
                "max_workers = 1; max_queue = 2; overflow = \"drop-oldest\";");
     th_client *c = hx_connect(&a.h);
     struct one run, held, o[3];
-    submit(c, "hold", "400:d-run", &run);
-    wait_runs(&a, c, "400:d-run", 1);
-    submit(c, "hold", "20:d-held", &held);
-    wait_held(&a, c, 2);
+    run_and_hold(&a, c, "400:d-run", &run, "20:d-held", &held);
     submit_at(c, 5, "20:d5", &o[0]);
     submit_at(c, 0, "20:d0", &o[1]);
     double end = hx_now() + 10;
@@ -1310,16 +1323,8 @@ static void test_host_with_another_plugin_version_refused(void **state)
     freeReplyObject(redisCommand(rc, "SET " PRE "cfg %s",
                                  "plugin xlog 0.9 tasks echo"));
     redisFree(rc);
-    memset(&b, 0, sizeof b);
-    assert_int_equal(hx_init(&b.h, "cl-b"), 0);
-    snprintf(b.xlog, sizeof b.xlog, "%s/exec.log", b.h.dir);
-    node_conf(&b, &r, NULL);
-    assert_int_equal(hx_start(&b.h), 0);
-    double end = hx_now() + 10;
-    while (hx_log_count(&b.h, "refused by cluster") == 0) {
-        assert_true(hx_now() < end);
-        hx_pause_ms(20);
-    }
+    node_launch(&b, "cl-b", &r, NULL);
+    wait_logged(&b, "refused by cluster", NULL);
     assert_int_equal(hx_log_count2(&b.h, "plugin xlog 1.0", "plugin xlog 0.9"),
                      1);
     th_client *c = hx_connect(&b.h);
@@ -1355,17 +1360,8 @@ static void test_host_of_another_data_model_refused(void **state)
     freeReplyObject(cfg);
     freeReplyObject(redisCommand(rc, "SET " PRE "cfg %s", old));
     redisFree(rc);
-    memset(&b, 0, sizeof b);
-    assert_int_equal(hx_init(&b.h, "cl-b"), 0);
-    snprintf(b.xlog, sizeof b.xlog, "%s/exec.log", b.h.dir);
-    node_conf(&b, &r, NULL);
-    assert_int_equal(hx_start(&b.h), 0);
-    remember(b.h.pid, b.h.dir);
-    double end = hx_now() + 10;
-    while (hx_log_count2(&b.h, "refused by cluster", "via taskhost_1") == 0) {
-        assert_true(hx_now() < end);
-        hx_pause_ms(20);
-    }
+    node_launch(&b, "cl-b", &r, NULL);
+    wait_logged(&b, "refused by cluster", "via taskhost_1");
     node_cleanup(&a);
     node_cleanup(&b);
     redis_cleanup(&r);
