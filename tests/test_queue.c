@@ -35,7 +35,7 @@ static void drain_expect(struct queue *q, const uint64_t *ids, size_t n)
 
 static void test_same_priority_is_fifo(void **state)
 {
-    struct queue q = {{0}};
+    struct queue q = {{0}, 0};
     for (uint64_t i = 1; i <= 5; i++)
         queue_push(&q, mk(i, 0));
     assert_int_equal(queue_len(&q), 5);
@@ -45,7 +45,7 @@ static void test_same_priority_is_fifo(void **state)
 
 static void test_higher_priority_goes_first_fifo_within(void **state)
 {
-    struct queue q = {{0}};
+    struct queue q = {{0}, 0};
     queue_push(&q, mk(1, 0));
     queue_push(&q, mk(2, 5));
     queue_push(&q, mk(3, -3));
@@ -57,7 +57,7 @@ static void test_higher_priority_goes_first_fifo_within(void **state)
 
 static void test_push_front_goes_ahead_of_its_priority(void **state)
 {
-    struct queue q = {{0}};
+    struct queue q = {{0}, 0};
     queue_push(&q, mk(1, 9));
     queue_push(&q, mk(2, 0));
     queue_push(&q, mk(3, 0));
@@ -68,7 +68,7 @@ static void test_push_front_goes_ahead_of_its_priority(void **state)
 
 static void test_drop_oldest_picks_oldest_of_lowest_priority(void **state)
 {
-    struct queue q = {{0}};
+    struct queue q = {{0}, 0};
     queue_push(&q, mk(1, 0));
     queue_push(&q, mk(2, -1));
     queue_push(&q, mk(3, 0));
@@ -83,7 +83,7 @@ static void test_drop_oldest_picks_oldest_of_lowest_priority(void **state)
 
 static void test_move_keeps_the_order(void **state)
 {
-    struct queue a = {{0}}, b = {{0}};
+    struct queue a = {{0}, 0}, b = {{0}, 0};
     queue_push(&b, mk(1, 0));
     for (uint64_t i = 2; i <= 4; i++)
         queue_push(&a, mk(i, 0));
