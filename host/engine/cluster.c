@@ -223,18 +223,7 @@ static long long num(const redisReply *r)
     return 0;
 }
 
-/* The value of field `name` in a stream entry's flat field array. */
-static const redisReply *field(const redisReply *f, const char *name)
-{
-    if (!is_arr(f))
-        return NULL;
-    for (size_t i = 0; i + 1 < f->elements; i += 2)
-        if (is_str(f->element[i]) && strcmp(f->element[i]->str, name) == 0)
-            return f->element[i + 1];
-    return NULL;
-}
-
-/* field() among the pairs [from, to) of f. */
+/* The value of field `name` among the pairs [from, to) of f. */
 static const redisReply *field_in(const redisReply *f, size_t from, size_t to,
                                   const char *name)
 {
@@ -242,6 +231,12 @@ static const redisReply *field_in(const redisReply *f, size_t from, size_t to,
         if (is_str(f->element[i]) && strcmp(f->element[i]->str, name) == 0)
             return f->element[i + 1];
     return NULL;
+}
+
+/* The same in a whole stream entry's flat field array. */
+static const redisReply *field(const redisReply *f, const char *name)
+{
+    return is_arr(f) ? field_in(f, 0, f->elements, name) : NULL;
 }
 
 static th_state state_of(const char *name)
