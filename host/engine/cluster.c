@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -972,8 +971,9 @@ static long prefetch(const struct cpool *cp, const struct pool *p)
 {
     if (cp->run_avg <= 0 || cp->rtt_avg <= 0)
         return PREFETCH;
-    double n = ceil((double)p->cfg.max_workers * cp->rtt_avg / cp->run_avg);
-    return n < PREFETCH ? PREFETCH : n > PREFETCH_MAX ? PREFETCH_MAX : (long)n;
+    double n = (double)p->cfg.max_workers * cp->rtt_avg / cp->run_avg;
+    return n < PREFETCH ? PREFETCH : n > PREFETCH_MAX ? PREFETCH_MAX
+                                                      : (long)n + ((long)n < n);
 }
 
 static long free_slots(const struct cpool *cp)

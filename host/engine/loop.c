@@ -1,7 +1,7 @@
 /* loop.c - the engine's event loop: epoll, a timer heap behind a timerfd,
  * and a wake-up eventfd. The only file that touches epoll (loop.h). */
 #include <errno.h>
-#include <math.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,7 +257,7 @@ static void arm_timerfd(struct loop *l)
     if (when <= 0)
         when = 1e-9;
     its.it_value.tv_sec = (time_t)when;
-    its.it_value.tv_nsec = (long)((when - floor(when)) * 1e9);
+    its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
     if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
         its.it_value.tv_nsec = 1;
     if (timerfd_settime(l->timer_io.fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
@@ -340,8 +340,10 @@ static int wait_ms(struct loop *l, int timeout_ms)
         return 0;
     if (l->nheap == 0)
         return timeout_ms;
-    double left = l->heap[0]->when - loop_clock();
-    int ms = left <= 0 ? 0 : (int)ceil(left * 1000.0);
+    double left = (l->heap[0]->when - loop_clock()) * 1000.0;
+    int ms = left <= 0 ? 0 : left >= INT_MAX ? INT_MAX : (int)left;
+    if (ms < left && ms < INT_MAX)
+        ms++; /* round up: waking early would only wait again */
     return (timeout_ms < 0 || ms < timeout_ms) ? ms : timeout_ms;
 }
 

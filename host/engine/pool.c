@@ -19,7 +19,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1085,7 +1084,9 @@ static void fail_pool(struct pool *p, const char *why)
  * `count` of `what` in a row ("failed worker starts", ...). */
 static void back_off(struct pool *p, int step, int count, const char *what)
 {
-    double delay = BACKOFF_FIRST * pow(2.0, step - 1);
+    double delay = BACKOFF_FIRST;
+    for (int i = 1; i < step && delay < BACKOFF_MAX; i++)
+        delay *= 2;
     if (delay > BACKOFF_MAX)
         delay = BACKOFF_MAX;
     log_warn("pool %s: %d %s in a row, waiting %.1f s", p->cfg.name, count,

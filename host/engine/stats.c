@@ -2,7 +2,6 @@
  * stats of pools as text, JSON and Prometheus exposition (engine layer).
  * The JSON layout is documented in docs/stats.md and only ever grows.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +81,10 @@ uint64_t hist_percentile(const struct hist *h, double q)
 {
     if (h->count == 0)
         return 0;
-    uint64_t rank = (uint64_t)ceil(q * (double)h->count);
+    double exact = q * (double)h->count;
+    uint64_t rank = (uint64_t)exact;
+    if ((double)rank < exact)
+        rank++; /* the nearest rank: rounded up */
     if (rank == 0)
         rank = 1;
     uint64_t seen = 0;
@@ -98,9 +100,9 @@ uint64_t hist_percentile(const struct hist *h, double q)
 
 static int64_t second_of(double now)
 {
-    /* the loop's clock is positive: truncation is floor(), without a
-     * call into libm for every task */
-    return now >= 0 ? (int64_t)now : (int64_t)floor(now);
+    /* floor(), without libm: truncation, one less below zero */
+    int64_t s = (int64_t)now;
+    return (double)s > now ? s - 1 : s;
 }
 
 static size_t ring_at(int64_t sec, size_t n)
