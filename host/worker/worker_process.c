@@ -558,6 +558,10 @@ struct child {
     uint64_t in_pos;         /* stream offset of the head of `in` */
     int statm;
     double last_flush;
+    double clock; /* the latest clock reading, 0 once stale: it is taken
+                   * again after anything that may wait (a read, a
+                   * flush), so one reading per task serves as the end
+                   * of one task and the start of the next */
     size_t last_result; /* offset of the newest result header + 1, or 0 */
     size_t staged;      /* bytes of `out` copied to the staging area */
     int must_flush;     /* a result could not be staged: send it now */
@@ -658,6 +662,12 @@ static int skipped(uint64_t id)
     return 0;
 }
 
+/* The time now, or the latest reading while nothing waited since. */
+static double clock_of(const struct child *c)
+{
+    return c->clock > 0 ? c->clock : now_s();
+}
+
 static void run_task(struct child *c, const struct frame *f, const char *input,
                      size_t len, struct pmap *pm, size_t out_off)
 {
@@ -673,7 +683,7 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
         .in_pm = pm != NULL && pm->writable && out_off > 0,
         .pm_off = out_off};
     int code;
-    double start = now_s();
+    double start = clock_of(c);
     progress.held = 0;
     progress.sent = 0;
     if (input == NULL) {
@@ -694,7 +704,8 @@ static void run_task(struct child *c, const struct frame *f, const char *input,
         else if (!task.failed)
             th_task_fail(&task, code, "%s", th_strerror(code));
     }
-    double run = now_s() - start;
+    c->clock = now_s();
+    double run = c->clock - start;
     if (progress.held) /* the latest report, ahead of the result */
         progress_send(f->id);
     int shm = task.in_arena;
@@ -794,7 +805,7 @@ static const struct frame *next_frame(struct child *c)
 
 static void maybe_flush(struct child *c)
 {
-    double now = now_s();
+    double now = clock_of(c);
     if (c->must_flush || next_frame(c) == NULL ||
         buf_avail(&c->out) >= FLUSH_BYTES ||
         now - c->last_flush >= FLUSH_AFTER) {
@@ -802,6 +813,7 @@ static void maybe_flush(struct child *c)
         c->last_result = 0;
         send_held(c);
         c->last_flush = now;
+        c->clock = 0;
     }
 }
 
@@ -828,6 +840,7 @@ static void read_more(struct child *c)
         if (need > room)
             room = need;
     }
+    c->clock = 0;
     poll_input(c);
     if (buf_reserve(&c->in, room) < 0)
         _exit(72);
