@@ -120,6 +120,15 @@ struct frame_fd {
     uint32_t attached; /* 1: the memfd comes with this frame */
 };
 
+/* Where the output goes in the memfd of an input of len bytes, when it
+ * goes there (frame_fd.out_off): after the input, rounded up to
+ * PAYLOAD_OUT_ALIGN. */
+static inline size_t payload_out_off(size_t len)
+{
+    return (len + PAYLOAD_OUT_ALIGN - 1) / PAYLOAD_OUT_ALIGN *
+           PAYLOAD_OUT_ALIGN;
+}
+
 /* The bytes of a memfd a worker maps for an input of len bytes with its
  * output at out_off: the input, and as much room for the output. */
 static inline size_t fd_span(size_t len, size_t out_off)

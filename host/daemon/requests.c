@@ -82,6 +82,7 @@ static void on_done(const th_result *res, void *arg)
     struct slot *sl = arg;
     struct session *c = sl->conn;
     struct server *s = sl->srv;
+    uint64_t input_len = sl->input_bytes;
     struct proto_result r;
 
     if (c == NULL) { /* its client left */
@@ -103,10 +104,9 @@ static void on_done(const th_result *res, void *arg)
     r.len = res->len;
     r.flags = 0;
     r.offset = 0;
-    if (sl->out_at != UINT64_MAX) { /* the worker wrote it into the memfd */
+    if (res->data == NULL) { /* the worker wrote it into the memfd */
         r.flags = PROTO_F_RES_AT;
-        r.offset = sl->out_at;
-        r.data = NULL;
+        r.offset = host_fd_out_at(input_len);
     } else {
         output_to_fd(c, sl, &r);
     }
@@ -363,7 +363,6 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
         /* The memfd is held open by sl->map until the answer. */
         struct host_fd hf = {.fd = map->fd,
                              .out_ok = (f->flags & PROTO_F_OUT_AT) != 0,
-                             .out_at = &sl->out_at,
                              .dev = map->dev,
                              .ino = map->ino};
         rc = host_submit_fd(s->host, sub->pool, sub->task, sub->input,
@@ -379,7 +378,7 @@ static struct slot *submit_task(struct session *c, const struct proto_frame *f,
         return NULL;
     }
     slot_link(c, sl);
-    sl->input_bytes = sub->input_len;
+    sl->input_bytes = (uint32_t)sub->input_len; /* <= max_payload */
     c->input_bytes += sl->input_bytes;
     s->counts.submitted++;
     if (f->flags & PROTO_F_PROGRESS)

@@ -41,7 +41,6 @@ struct slot *slot_get(struct server *s)
     sl->srv = s;
     sl->map = NULL;
     sl->out_fd = 0;
-    sl->out_at = UINT64_MAX;
     return sl;
 }
 

@@ -34,10 +34,9 @@ struct slot {
     uint64_t tag;
     uint64_t id;
     struct fdpass_map *map; /* the input memfd, for the output too */
-    int out_fd;             /* the client takes an output in a memfd */
-    uint64_t out_at;        /* where the worker wrote the output into the
-                               input memfd; UINT64_MAX: it did not */
-    uint64_t input_bytes;   /* counted in its session's input_bytes */
+    uint32_t input_bytes;   /* counted in its session's input_bytes; an
+                               input is within max_payload, < 4 GiB */
+    uint8_t out_fd;         /* the client takes an output in a memfd */
     struct slot *prev, *next;
 };
 

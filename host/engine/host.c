@@ -129,8 +129,11 @@ void host_answer_fd(struct th_host *h, struct task *t, th_state state,
     t->out_fd = 1;
     t->out = t->pm != NULL ? t->pm->map + t->out_off : NULL;
     t->out_len = len;
-    if (t->out_at != NULL)
-        *t->out_at = t->out_off;
+}
+
+uint64_t host_fd_out_at(size_t len)
+{
+    return payload_out_off(len);
 }
 
 void host_answerf(struct th_host *h, struct task *t, th_state state, int code,
@@ -160,7 +163,7 @@ static void deliver_answers(struct th_host *h)
             .id = t->id,
             .state = (th_state)t->state,
             .code = t->code,
-            /* NULL for an output left in its owner's memfd (out_at) */
+            /* NULL for an output left in its submitter's memfd */
             .data = t->out != NULL ? t->out : t->out_fd ? NULL : "",
             .len = t->out != NULL || t->out_fd ? t->out_len : 0,
             .wait_time = t->wait_time,
@@ -574,7 +577,6 @@ static struct task *new_task(struct th_host *h, const struct pool *p,
     if (t != NULL && hf != NULL) {
         t->in_fd = hf->fd;
         t->out_in_fd = hf->out_ok != 0;
-        t->out_at = hf->out_at;
         t->in_dev = hf->dev;
         t->in_ino = hf->ino;
     }

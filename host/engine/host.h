@@ -61,13 +61,16 @@ struct host_fd {
     int fd;           /* the memfd; input maps its start. Kept open by the
                        * submitter until `done` */
     int out_ok;       /* the worker may write the output into it, after
-                       * the input (growing it) */
-    uint64_t *out_at; /* set before `done` when it did: the output's
-                       * offset in the memfd; the th_result then has
-                       * data NULL and len the output's length */
+                       * the input (growing it), at host_fd_out_at(); the
+                       * th_result of an output it wrote there has data
+                       * NULL and len the output's length */
     dev_t dev;        /* the memfd's file (fstat), so that the engine */
     ino_t ino;        /* needs not ask; ino 0: not known */
 };
+
+/* Where in its memfd (struct host_fd) the output of an input of `len`
+ * bytes is, when the worker wrote it there. */
+uint64_t host_fd_out_at(size_t len);
 
 /* host_submit_borrowed() of an input that is the start of memfd hf->fd:
  * a large one is passed to the worker, which reads it in place (and may
@@ -98,7 +101,7 @@ void host_answer_ref(struct th_host *h, struct task *t, th_state state,
 
 /* host_answer() of an output its worker wrote into the task's memfd at
  * t->out_off: mapped for the callback when the memfd is the host's own,
- * else told to its submitter through out_at (struct host_fd). */
+ * else left to its submitter, who finds it at host_fd_out_at(). */
 void host_answer_fd(struct th_host *h, struct task *t, th_state state,
                     int code, size_t len);
 

@@ -72,7 +72,6 @@ struct task {
     uint8_t out_in_fd; /* the worker may write the output into in_fd */
     uint8_t out_fd;    /* the answer's output is in in_fd at out_off */
     uint64_t out_off;  /* where, asked of the worker at send; 0: not */
-    uint64_t *out_at;  /* tells a borrowed memfd's owner out_off */
     dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
     ino_t in_ino;      /* not known */
     struct pmfd *pm;   /* the host's memfd holding in_fd, or NULL */

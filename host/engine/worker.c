@@ -206,8 +206,7 @@ static int send_fd(struct worker *w, struct task *t)
         return -1;
     struct frame_fd ref = {.len = (uint32_t)t->len};
     if (t->out_in_fd)
-        ref.out_off = (uint32_t)((t->len + PAYLOAD_OUT_ALIGN - 1) /
-                                 PAYLOAD_OUT_ALIGN * PAYLOAD_OUT_ALIGN);
+        ref.out_off = (uint32_t)payload_out_off(t->len);
     ref.slot = fd_slot(w, &st, fd_span(ref.len, ref.out_off), &attach);
     ref.attached = (uint32_t)attach;
     if (attach) {
