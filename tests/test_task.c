@@ -28,6 +28,22 @@ static void a_small_input_is_kept_inline_and_a_large_one_apart(void **state)
     free(big);
 }
 
+static void a_borrowed_input_is_neither_copied_nor_freed(void **state)
+{
+    struct task_table tt = {0};
+    char *big = calloc(1, 10000);
+    struct task *t = task_new_borrowed(&tt, big, 10000);
+    assert_ptr_equal(t->input, big);
+    assert_non_null(t->payload);
+    task_free(&tt, t);
+    struct task *s = task_new_borrowed(&tt, "abc", 3);
+    assert_ptr_equal(s->input, s->inline_input);
+    assert_null(s->payload);
+    task_free(&tt, s);
+    task_table_free(&tt);
+    free(big); /* still ours */
+}
+
 static void the_map_finds_each_task_by_id_until_deleted(void **state)
 {
     struct task_table tt = {0};
@@ -118,6 +134,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_small_input_is_kept_inline_and_a_large_one_apart),
+        cmocka_unit_test(a_borrowed_input_is_neither_copied_nor_freed),
         cmocka_unit_test(the_map_finds_each_task_by_id_until_deleted),
         cmocka_unit_test(a_freed_task_is_reused_fresh),
         cmocka_unit_test(an_answer_is_kept_in_the_task_with_a_nul),

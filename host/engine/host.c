@@ -120,14 +120,15 @@ void host_answer_ref(struct th_host *h, struct task *t, th_state state,
 void host_answer_fd(struct th_host *h, struct task *t, th_state state,
                     int code, size_t len)
 {
-    if (t->pm != NULL && task_pmfd_cover(t, len) < 0) {
+    struct payload *pl = t->payload;
+    if (pl->pm != NULL && task_pmfd_cover(t, len) < 0) {
         host_answerf(h, t, TH_STATE_ERROR, TH_ENOMEM,
                      "cannot map the task's output (%zu bytes)", len);
         return;
     }
     enqueue(h, t, state, code);
-    t->out_fd = 1;
-    t->out = t->pm != NULL ? t->pm->map + t->out_off : NULL;
+    pl->out_fd = 1;
+    t->out = pl->pm != NULL ? pl->pm->map + pl->out_off : NULL;
     t->out_len = len;
 }
 
@@ -158,14 +159,15 @@ static void deliver_answers(struct th_host *h)
         h->answers = t->anext;
         if (h->answers == NULL)
             h->answers_tail = NULL;
+        int out_fd = t->payload != NULL && t->payload->out_fd;
         th_result r = {
             .size = sizeof r,
             .id = t->id,
             .state = (th_state)t->state,
             .code = t->code,
             /* NULL for an output left in its submitter's memfd */
-            .data = t->out != NULL ? t->out : t->out_fd ? NULL : "",
-            .len = t->out != NULL || t->out_fd ? t->out_len : 0,
+            .data = t->out != NULL ? t->out : out_fd ? NULL : "",
+            .len = t->out != NULL || out_fd ? t->out_len : 0,
             .wait_time = t->wait_time,
             .run_time = t->run_time,
         };
@@ -575,10 +577,11 @@ static struct task *new_task(struct th_host *h, const struct pool *p,
         return task_new_pmfd(&h->tasks, p, input, len);
     struct task *t = task_new_borrowed(&h->tasks, input, len);
     if (t != NULL && hf != NULL) {
-        t->in_fd = hf->fd;
-        t->out_in_fd = hf->out_ok != 0;
-        t->in_dev = hf->dev;
-        t->in_ino = hf->ino;
+        struct payload *pl = t->payload; /* len > TASK_INLINE */
+        pl->in_fd = hf->fd;
+        pl->out_in_fd = hf->out_ok != 0;
+        pl->in_dev = hf->dev;
+        pl->in_ino = hf->ino;
     }
     return t;
 }

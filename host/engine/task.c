@@ -50,6 +50,21 @@ static void big_put(struct task_table *tt, char *b, size_t cap)
     tt->bigbytes += cap;
 }
 
+/* A fresh payload record, from the free list or new; NULL when out of
+ * memory. */
+static struct payload *payload_get(struct task_table *tt)
+{
+    struct payload *pl = tt->payload_free;
+    if (pl != NULL) {
+        tt->payload_free = pl->next;
+        tt->npayload_free--;
+    } else if ((pl = malloc(sizeof *pl)) == NULL) {
+        return NULL;
+    }
+    *pl = (struct payload){.in_fd = -1};
+    return pl;
+}
+
 struct task *task_new(struct task_table *tt, const void *input, size_t len)
 {
     struct task *t = tt->free;
@@ -62,14 +77,14 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
             return NULL;
     }
     memset(t, 0, offsetof(struct task, inline_input));
-    t->in_fd = -1;
     t->input = t->inline_input;
     if (len > TASK_INLINE) {
-        t->input = big_get(tt, len, &t->input_cap);
-        if (t->input == NULL) {
-            free(t);
+        struct payload *pl = t->payload = payload_get(tt);
+        if (pl == NULL || (pl->buf = big_get(tt, len, &pl->cap)) == NULL) {
+            task_free(tt, t);
             return NULL;
         }
+        t->input = pl->buf;
     }
     if (len > 0)
         memcpy(t->input, input, len);
@@ -86,9 +101,10 @@ int task_set_output(struct task_table *tt, struct task *t, const void *data,
     if (len < TASK_INLINE) {
         dst = t->inline_input;
         cap = TASK_INLINE;
-    } else if (t->input != t->inline_input && len + (nul != 0) <= t->input_cap) {
-        dst = t->input; /* an echo's output fills its input's buffer */
-        cap = t->input_cap;
+    } else if (t->payload != NULL && t->payload->buf != NULL &&
+               len + (nul != 0) <= t->payload->cap) {
+        dst = t->payload->buf; /* an echo's output fills its input's */
+        cap = t->payload->cap;
     } else {
         dst = t->out_own = malloc(len + 1);
         cap = len + 1;
@@ -112,9 +128,12 @@ struct task *task_new_borrowed(struct task_table *tt, const void *input,
     struct task *t = task_new(tt, NULL, 0);
     if (t == NULL)
         return NULL;
+    if ((t->payload = payload_get(tt)) == NULL) {
+        task_free(tt, t);
+        return NULL;
+    }
     t->input = (char *)input;
     t->len = len;
-    t->borrowed = 1;
     return t;
 }
 
@@ -207,31 +226,29 @@ static void pmfd_put(struct task_table *tt, struct pmfd *pm)
 struct task *task_new_pmfd(struct task_table *tt, const void *owner,
                            const void *input, size_t len)
 {
-    struct pmfd *pm = pmfd_get(tt, owner, len);
+    struct pmfd *pm = len > TASK_INLINE ? pmfd_get(tt, owner, len) : NULL;
     if (pm == NULL)
         return task_new(tt, input, len);
-    struct task *t = task_new(tt, NULL, 0);
+    struct task *t = task_new_borrowed(tt, pm->map, len);
     if (t == NULL) {
         pmfd_put(tt, pm);
         return NULL;
     }
     memcpy(pm->map, input, len);
-    t->input = pm->map;
-    t->len = len;
-    t->borrowed = 1;
-    t->pm = pm;
-    t->in_fd = pm->fd;
-    t->in_dev = pm->dev;
-    t->in_ino = pm->ino;
-    t->out_in_fd = 1;
+    struct payload *pl = t->payload;
+    pl->pm = pm;
+    pl->in_fd = pm->fd;
+    pl->in_dev = pm->dev;
+    pl->in_ino = pm->ino;
+    pl->out_in_fd = 1;
     return t;
 }
 
 int task_pmfd_cover(struct task *t, size_t len)
 {
-    struct pmfd *pm = t->pm;
+    struct pmfd *pm = t->payload->pm;
     struct stat st;
-    size_t end = (size_t)t->out_off + len;
+    size_t end = (size_t)t->payload->out_off + len;
     if (end <= pm->size)
         return 0;
     if (fstat(pm->fd, &st) == -1 || (size_t)st.st_size < end)
@@ -239,14 +256,28 @@ int task_pmfd_cover(struct task *t, size_t len)
     return pmfd_map(pm, (size_t)st.st_size);
 }
 
-void task_free(struct task_table *tt, struct task *t)
+/* Gives back what pl holds and keeps it for reuse. */
+static void payload_put(struct task_table *tt, struct payload *pl)
 {
     /* Freed once off its worker: the worker is done with the memfd. */
-    if (t->pm != NULL)
-        pmfd_put(tt, t->pm);
-    t->pm = NULL;
-    if (t->input != t->inline_input && !t->borrowed)
-        big_put(tt, t->input, t->input_cap);
+    if (pl->pm != NULL)
+        pmfd_put(tt, pl->pm);
+    if (pl->buf != NULL)
+        big_put(tt, pl->buf, pl->cap);
+    if (tt->npayload_free >= TASK_FREE_MAX) {
+        free(pl);
+        return;
+    }
+    pl->next = tt->payload_free;
+    tt->payload_free = pl;
+    tt->npayload_free++;
+}
+
+void task_free(struct task_table *tt, struct task *t)
+{
+    if (t->payload != NULL)
+        payload_put(tt, t->payload);
+    t->payload = NULL;
     free(t->out_own);
     t->out_own = NULL;
     if (tt->nfree >= TASK_FREE_MAX) {
@@ -329,6 +360,12 @@ void task_table_free(struct task_table *tt)
         free(t);
     }
     tt->nfree = 0;
+    while (tt->payload_free != NULL) {
+        struct payload *pl = tt->payload_free;
+        tt->payload_free = pl->next;
+        free(pl);
+    }
+    tt->npayload_free = 0;
     for (size_t i = 0; i < tt->nbig; i++)
         free(tt->big[i]);
     tt->nbig = tt->bigbytes = 0;

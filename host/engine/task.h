@@ -34,6 +34,27 @@ struct pmfd {
     struct pmfd *next; /* free list */
 };
 
+/* The input of a task over TASK_INLINE bytes, and where it lives: in a
+ * buffer of the task table's, in the submitter's memory (borrowed), or at
+ * the start of a memfd its worker reads in place. Only such tasks have
+ * one, from the table's free list: small tasks do not pay for what large
+ * ones need. */
+struct payload {
+    char *buf;         /* the table's buffer holding the input, NULL: the
+                        * input is not ours (borrowed, or a memfd's) */
+    size_t cap;        /* buf's size */
+    uint64_t shm_end;  /* end of the input in its worker's arena, 0: none */
+    int in_fd;         /* a memfd whose start is the input (the task's
+                        * input maps it), not owned; -1: none */
+    uint8_t out_in_fd; /* the worker may write the output into in_fd */
+    uint8_t out_fd;    /* the answer's output is in in_fd at out_off */
+    uint64_t out_off;  /* where, asked of the worker at send; 0: not */
+    dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
+    ino_t in_ino;      /* not known */
+    struct pmfd *pm;   /* the host's memfd holding in_fd, or NULL */
+    struct payload *next; /* free list */
+};
+
 struct task {
     uint64_t id;
     struct task *next, *prev; /* queue, in-flight or answer list */
@@ -59,22 +80,12 @@ struct task {
     size_t out_len;
     char *out_own;    /* malloc'd for an answer that fits nowhere else */
     double wait_time, run_time; /* of the answer, seconds */
-    uint64_t shm_end; /* end of its input in its worker's arena, 0: none */
     double submitted, started;
     double task_timeout, queue_timeout; /* effective, 0: none */
     struct loop_timer qtimer;           /* queue_timeout */
-    char *input;
+    char *input;      /* inline_input, payload->buf or not ours */
     size_t len;
-    size_t input_cap; /* size of an out-of-line input buffer */
-    int borrowed;     /* input is the submitter's (task_new_borrowed()) */
-    int in_fd;        /* a memfd whose start is the input (input maps it),
-                       * not owned; -1: none */
-    uint8_t out_in_fd; /* the worker may write the output into in_fd */
-    uint8_t out_fd;    /* the answer's output is in in_fd at out_off */
-    uint64_t out_off;  /* where, asked of the worker at send; 0: not */
-    dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
-    ino_t in_ino;      /* not known */
-    struct pmfd *pm;   /* the host's memfd holding in_fd, or NULL */
+    struct payload *payload; /* len > TASK_INLINE, else NULL */
     char inline_input[TASK_INLINE];
 };
 
@@ -93,6 +104,8 @@ struct task_table {
     size_t nbig, bigbytes;
     struct pmfd *pm_free; /* memfds kept for reuse */
     size_t pm_bytes;
+    struct payload *payload_free;
+    size_t npayload_free;
 };
 
 /* Takes a task from the free list (or allocates one), copies `len` input

@@ -198,19 +198,21 @@ static uint32_t fd_slot(const struct worker *w, const struct stat *st,
  * ring or the socket carries it then). */
 static int send_fd(struct worker *w, struct task *t)
 {
-    if (t->in_fd < 0 || t->len < PAYLOAD_FD_MIN || t->len > FRAME_MAX_PAYLOAD)
+    struct payload *pl = t->payload;
+    if (pl == NULL || pl->in_fd < 0 || t->len < PAYLOAD_FD_MIN ||
+        t->len > FRAME_MAX_PAYLOAD)
         return -1; /* before st, whose zeroing would cost every small task */
-    struct stat st = {.st_dev = t->in_dev, .st_ino = t->in_ino};
+    struct stat st = {.st_dev = pl->in_dev, .st_ino = pl->in_ino};
     int attach;
-    if (t->in_ino == 0 && fstat(t->in_fd, &st) == -1)
+    if (pl->in_ino == 0 && fstat(pl->in_fd, &st) == -1)
         return -1;
     struct frame_fd ref = {.len = (uint32_t)t->len};
-    if (t->out_in_fd)
+    if (pl->out_in_fd)
         ref.out_off = (uint32_t)payload_out_off(t->len);
     ref.slot = fd_slot(w, &st, fd_span(ref.len, ref.out_off), &attach);
     ref.attached = (uint32_t)attach;
     if (attach) {
-        int fd = fcntl(t->in_fd, F_DUPFD_CLOEXEC, 0);
+        int fd = fcntl(pl->in_fd, F_DUPFD_CLOEXEC, 0);
         if (fd == -1)
             return -1;
         if (fdpass_push(&w->ofds, fd, 1, w->sent + buf_avail(&w->out), 0) <
@@ -225,13 +227,18 @@ static int send_fd(struct worker *w, struct task *t)
         s->ino = st.st_ino;
         s->used = ++w->slot_clock;
     }
-    t->out_off = ref.out_off;
+    pl->out_off = ref.out_off;
     struct frame *f = put_frame(w, FRAME_TASK, t->id, t->index, &ref,
                                 sizeof ref);
     if (f != NULL)
         f->code = FRAME_F_FD;
     return 0;
 }
+
+/* Inputs sent by reference are over TASK_INLINE bytes: they have a
+ * payload record (task.h) to note where they went. */
+_Static_assert(SHM_MIN > TASK_INLINE && PAYLOAD_FD_MIN > TASK_INLINE,
+               "an input in the ring or a memfd has a payload record");
 
 /* Puts a large input into the worker's input ring. Returns 0, or -1 when
  * it does not fit (the socket carries it then). */
@@ -244,7 +251,7 @@ static int send_shm(struct worker *w, struct task *t)
         return -1;
     memcpy(SHM_IN(w->arena) + pos % SHM_RING, t->input, t->len);
     w->in_head = SHM_ALIGN(pos + t->len);
-    t->shm_end = w->in_head;
+    t->payload->shm_end = w->in_head; /* t->len > TASK_INLINE */
     struct frame_shm ref = {.pos = pos, .len = t->len};
     struct frame *f = put_frame(w, FRAME_TASK, t->id, t->index, &ref,
                                 sizeof ref);
@@ -258,7 +265,8 @@ void worker_send(struct worker *w, struct task *t, uint32_t poll_us)
 {
     assert(t->worker == NULL && w->state != W_STOPPING);
     t->worker = w;
-    t->shm_end = 0;
+    if (t->payload != NULL)
+        t->payload->shm_end = 0;
     task_list_push(&w->inflight, t);
     /* frame_fd and frame_shm are of one size */
     size_t len = sizeof(struct frame_shm);
@@ -403,8 +411,9 @@ static int fd_result(struct worker *w, const struct frame *f,
     if (f->len != sizeof ref)
         return -1;
     memcpy(&ref, payload, sizeof ref);
-    if (head == NULL || head->id != f->id || head->out_off == 0 ||
-        ref.pos != head->out_off || ref.len > FRAME_MAX_PAYLOAD)
+    if (head == NULL || head->id != f->id || head->payload == NULL ||
+        head->payload->out_off == 0 || ref.pos != head->payload->out_off ||
+        ref.len > FRAME_MAX_PAYLOAD)
         return -1;
     struct frame copy = *f;
     copy.len = (uint32_t)ref.len;
@@ -418,8 +427,9 @@ static int handle_result(struct worker *w, const struct frame *f,
                          const char *payload)
 {
     struct task *head = w->inflight.head;
-    if (head != NULL && head->id == f->id && head->shm_end != 0)
-        w->in_tail = head->shm_end;
+    if (head != NULL && head->id == f->id && head->payload != NULL &&
+        head->payload->shm_end != 0)
+        w->in_tail = head->payload->shm_end;
     if (f->rss_kib != 0)
         w->arena_kib = f->arena_kib;
     if (f->aux & FRAME_F_FD)
