@@ -113,8 +113,8 @@ void host_answer_ref(struct th_host *h, struct task *t, th_state state,
                      int code, const void *data, size_t len)
 {
     enqueue(h, t, state, code);
-    t->out = (char *)data;
-    t->out_len = len;
+    t->data = (char *)data;
+    t->len = len;
 }
 
 void host_answer_fd(struct th_host *h, struct task *t, th_state state,
@@ -127,9 +127,8 @@ void host_answer_fd(struct th_host *h, struct task *t, th_state state,
         return;
     }
     enqueue(h, t, state, code);
-    pl->out_fd = 1;
-    t->out = pl->pm != NULL ? pl->pm->map + pl->out_off : NULL;
-    t->out_len = len;
+    t->data = pl->pm != NULL ? pl->pm->map + pl->out_off : NULL;
+    t->len = len;
 }
 
 uint64_t host_fd_out_at(size_t len)
@@ -159,15 +158,14 @@ static void deliver_answers(struct th_host *h)
         h->answers = t->anext;
         if (h->answers == NULL)
             h->answers_tail = NULL;
-        int out_fd = t->payload != NULL && t->payload->out_fd;
         th_result r = {
             .size = sizeof r,
             .id = t->id,
             .state = (th_state)t->state,
             .code = t->code,
             /* NULL for an output left in its submitter's memfd */
-            .data = t->out != NULL ? t->out : out_fd ? NULL : "",
-            .len = t->out != NULL || out_fd ? t->out_len : 0,
+            .data = t->data,
+            .len = t->len,
             .wait_time = t->wait_time,
             .run_time = t->run_time,
         };

@@ -2,6 +2,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <assert.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,17 +78,17 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
             return NULL;
     }
     memset(t, 0, offsetof(struct task, inline_input));
-    t->input = t->inline_input;
+    t->data = t->inline_input;
     if (len > TASK_INLINE) {
         struct payload *pl = t->payload = payload_get(tt);
         if (pl == NULL || (pl->buf = big_get(tt, len, &pl->cap)) == NULL) {
             task_free(tt, t);
             return NULL;
         }
-        t->input = pl->buf;
+        t->data = pl->buf;
     }
     if (len > 0)
-        memcpy(t->input, input, len);
+        memcpy(t->data, input, len);
     t->len = len;
     return t;
 }
@@ -98,6 +99,7 @@ int task_set_output(struct task_table *tt, struct task *t, const void *data,
     (void)tt;
     char *dst;
     size_t cap;
+    assert(!t->own);
     if (len < TASK_INLINE) {
         dst = t->inline_input;
         cap = TASK_INLINE;
@@ -106,13 +108,18 @@ int task_set_output(struct task_table *tt, struct task *t, const void *data,
         dst = t->payload->buf; /* an echo's output fills its input's */
         cap = t->payload->cap;
     } else {
-        dst = t->out_own = malloc(len + 1);
+        dst = malloc(len + 1);
         cap = len + 1;
+        t->own = dst != NULL;
     }
-    t->out = dst;
-    t->out_len = dst != NULL ? len : 0;
-    if (dst == NULL)
+    if (dst == NULL) { /* an answer without data */
+        t->data = t->inline_input;
+        t->data[0] = '\0';
+        t->len = 0;
         return TH_ENOMEM;
+    }
+    t->data = dst;
+    t->len = len;
     if (len > 0)
         memcpy(dst, data, len);
     if (len < cap)
@@ -132,7 +139,7 @@ struct task *task_new_borrowed(struct task_table *tt, const void *input,
         task_free(tt, t);
         return NULL;
     }
-    t->input = (char *)input;
+    t->data = (char *)input;
     t->len = len;
     return t;
 }
@@ -278,8 +285,9 @@ void task_free(struct task_table *tt, struct task *t)
     if (t->payload != NULL)
         payload_put(tt, t->payload);
     t->payload = NULL;
-    free(t->out_own);
-    t->out_own = NULL;
+    if (t->own)
+        free(t->data);
+    t->own = 0;
     if (tt->nfree >= TASK_FREE_MAX) {
         free(t);
         return;

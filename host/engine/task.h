@@ -1,7 +1,9 @@
 /* task.h - a task as the host holds it, from submit to its final answer.
  *
  * Tasks come from a free list and keep small inputs inline, so the hot
- * path does not call malloc per task. A task is on at most one list at a
+ * path does not call malloc per task. A task holds one payload at a time:
+ * its input, then its answer in its place (the input is no longer needed
+ * once the task is answered). A task is on at most one list at a
  * time (a pool's queue, a worker's in-flight list, or the host's list of
  * answers to deliver), linked through next/prev.
  */
@@ -47,7 +49,6 @@ struct payload {
     int in_fd;         /* a memfd whose start is the input (the task's
                         * input maps it), not owned; -1: none */
     uint8_t out_in_fd; /* the worker may write the output into in_fd */
-    uint8_t out_fd;    /* the answer's output is in in_fd at out_off */
     uint64_t out_off;  /* where, asked of the worker at send; 0: not */
     dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
     ino_t in_ino;      /* not known */
@@ -74,17 +75,18 @@ struct task {
     uint8_t answered; /* final answer given (or queued for delivery); a
                        * task is freed once answered and off its worker */
     uint8_t mapped;   /* in the id map */
+    uint8_t own;      /* data is a malloc'd answer, freed with the task */
     int code;         /* of the answer */
-    char *out;        /* the answer's data: in inline_input, input or
-                       * out_own, or borrowed (host_answer_ref()) */
-    size_t out_len;
-    char *out_own;    /* malloc'd for an answer that fits nowhere else */
     double wait_time, run_time; /* of the answer, seconds */
     double submitted, started;
     double task_timeout, queue_timeout; /* effective, 0: none */
     struct loop_timer qtimer;           /* queue_timeout */
-    char *input;      /* inline_input, payload->buf or not ours */
-    size_t len;
+    char *data;       /* the input: in inline_input, payload->buf or not
+                       * ours (borrowed). Once answered, the answer's: in
+                       * inline_input, payload->buf, malloc'd (own) or
+                       * not ours (host_answer_ref()); NULL: left in the
+                       * submitter's memfd (host_answer_fd()) */
+    size_t len;       /* of data */
     struct payload *payload; /* len > TASK_INLINE, else NULL */
     char inline_input[TASK_INLINE];
 };
@@ -112,7 +114,7 @@ struct task_table {
  * bytes in and gives it a fresh state. Returns NULL when out of memory. */
 struct task *task_new(struct task_table *tt, const void *input, size_t len);
 
-/* Like task_new(), but a large input is not copied: t->input points at
+/* Like task_new(), but a large input is not copied: t->data points at
  * `input`, which the caller keeps valid until the task is answered. */
 struct task *task_new_borrowed(struct task_table *tt, const void *input,
                                size_t len);
@@ -127,9 +129,10 @@ struct task *task_new_pmfd(struct task_table *tt, const void *owner,
  * out_off (it may have grown the memfd). Returns 0 or -1. */
 int task_pmfd_cover(struct task *t, size_t len);
 
-/* Keeps a copy of an answer's `len` data bytes in t: in its own buffers
- * when they are large enough (its input is no longer needed once it is
- * answered), else in a fresh one. NUL-terminated when there is room, and
+/* Keeps a copy of an answer's `len` data bytes in t, in place of its
+ * input (t->data, t->len): in its own buffers when they are large enough
+ * (its input is no longer needed once it is answered), else in a fresh
+ * one. NUL-terminated when there is room, and
  * always with `nul` (a message). Returns 0 or TH_ENOMEM (the answer then
  * has no data). */
 int task_set_output(struct task_table *tt, struct task *t, const void *data,

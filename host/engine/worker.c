@@ -249,7 +249,7 @@ static int send_shm(struct worker *w, struct task *t)
     uint64_t pos = ring_alloc(w->in_head, w->in_tail, t->len);
     if (pos == UINT64_MAX)
         return -1;
-    memcpy(SHM_IN(w->arena) + pos % SHM_RING, t->input, t->len);
+    memcpy(SHM_IN(w->arena) + pos % SHM_RING, t->data, t->len);
     w->in_head = SHM_ALIGN(pos + t->len);
     t->payload->shm_end = w->in_head; /* t->len > TASK_INLINE */
     struct frame_shm ref = {.pos = pos, .len = t->len};
@@ -272,7 +272,7 @@ void worker_send(struct worker *w, struct task *t, uint32_t poll_us)
     size_t len = sizeof(struct frame_shm);
     if (send_fd(w, t) < 0 && send_shm(w, t) < 0) {
         len = t->len;
-        put_frame(w, FRAME_TASK, t->id, t->index, t->input, t->len);
+        put_frame(w, FRAME_TASK, t->id, t->index, t->data, t->len);
     }
     /* The frame just queued carries the polling window (worker_wire.h). */
     if (buf_avail(&w->out) >= FRAME_PAD(len) + sizeof(struct frame)) {
