@@ -74,23 +74,16 @@ static void finish(struct th_host *h, struct task *t)
         task_free(&h->tasks, t);
 }
 
-/* Marks t answered with `state` and `code`, stamps its times and queues it
+/* Marks t answered with `state` and `code`, stamps the time and queues it
  * for delivery. Its data is set by the caller. */
 static void enqueue(struct th_host *h, struct task *t, th_state state, int code)
 {
     assert(!t->answered);
     assert(t->mapped);
-    double now = loop_now(h->loop);
     t->answered = 1;
     t->state = (uint8_t)state;
     t->code = state == TH_STATE_OK ? 0 : code;
-    if (t->started > 0) {
-        t->wait_time = t->started - t->submitted;
-        t->run_time = now - t->started;
-    } else {
-        t->wait_time = now - t->submitted;
-        t->run_time = 0;
-    }
+    t->answered_at = loop_now(h->loop);
     t->anext = NULL;
     if (h->answers_tail != NULL)
         h->answers_tail->anext = t;
@@ -158,6 +151,7 @@ static void deliver_answers(struct th_host *h)
         h->answers = t->anext;
         if (h->answers == NULL)
             h->answers_tail = NULL;
+        double start = t->started > 0 ? t->started : t->answered_at;
         th_result r = {
             .size = sizeof r,
             .id = t->id,
@@ -166,8 +160,8 @@ static void deliver_answers(struct th_host *h)
             /* NULL for an output left in its submitter's memfd */
             .data = t->data,
             .len = t->len,
-            .wait_time = t->wait_time,
-            .run_time = t->run_time,
+            .wait_time = start - t->submitted,
+            .run_time = t->answered_at - start,
         };
         h->in_callback++;
         t->done(&r, t->arg);

@@ -415,7 +415,8 @@ static void arm_run_timer(struct pool *p, struct worker *w)
         loop_timer_stop(loop_of(p), &w->run_timer);
         return;
     }
-    t->started = w->head_since;
+    if (!t->answered) /* an answer's times are fixed (task.h) */
+        t->started = w->head_since;
     w->run_timer.cb = on_run_timer;
     loop_timer_start(loop_of(p), &w->run_timer, t->task_timeout);
 }

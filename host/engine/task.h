@@ -77,8 +77,9 @@ struct task {
     uint8_t mapped;   /* in the id map */
     uint8_t own;      /* data is a malloc'd answer, freed with the task */
     int code;         /* of the answer */
-    double wait_time, run_time; /* of the answer, seconds */
-    double submitted, started;
+    double submitted, started, answered_at; /* loop times; started 0:
+                               * never. Fixed once answered: the answer's
+                               * wait and run times derive from them */
     double task_timeout, queue_timeout; /* effective, 0: none */
     struct loop_timer qtimer;           /* queue_timeout */
     char *data;       /* the input: in inline_input, payload->buf or not
