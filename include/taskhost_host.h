@@ -185,8 +185,8 @@ typedef void (*th_progress_fn)(uint64_t id, uint64_t done, uint64_t total,
 
 /* Passes the progress reports of pending task `id` to fn (NULL: stop),
  * with arg. Call it right after th_host_submit(), before the loop runs
- * again, to miss none. Returns 0, or TH_ENOENT when no such task is
- * pending. */
+ * again, to miss none. Returns 0, TH_ENOENT when no such task is
+ * pending, or TH_ENOMEM. */
 TH_EXPORT int th_host_on_progress(th_host *host, uint64_t id,
                                   th_progress_fn fn, void *arg);
 

@@ -1,5 +1,6 @@
 /* test_task.c - the engine's task table (task.h): inline and large
- * inputs, the id map, the free list, answers kept in the task, lists. */
+ * inputs, the id map, the free list, answers kept in the task, progress
+ * hooks, lists. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -108,6 +109,33 @@ static void an_answer_is_kept_in_the_task_with_a_nul(void **state)
     free(big);
 }
 
+static void report(uint64_t id, uint64_t done, uint64_t total,
+                   const char *msg, void *arg)
+{
+    (void)id, (void)done, (void)total, (void)msg, (void)arg;
+}
+
+static void a_progress_hook_is_set_replaced_and_given_back(void **state)
+{
+    struct task_table tt = {0};
+    int a, b;
+    struct task *t = task_new(&tt, "x", 1);
+    assert_null(t->progress);
+    assert_int_equal(task_on_progress(&tt, t, report, &a), 0);
+    struct progress_hook *hk = t->progress;
+    assert_ptr_equal(hk->arg, &a);
+    assert_int_equal(task_on_progress(&tt, t, report, &b), 0);
+    assert_ptr_equal(t->progress, hk); /* replaced in place */
+    assert_ptr_equal(hk->arg, &b);
+    assert_int_equal(task_on_progress(&tt, t, NULL, NULL), 0);
+    assert_null(t->progress);
+    assert_int_equal(task_on_progress(&tt, t, report, &a), 0);
+    assert_ptr_equal(t->progress, hk); /* from the free list */
+    task_free(&tt, t); /* gives it back */
+    assert_int_equal(tt.nhook_free, 1);
+    task_table_free(&tt);
+}
+
 static void lists_keep_order_and_remove_from_anywhere(void **state)
 {
     struct task_table tt = {0};
@@ -138,6 +166,7 @@ int main(void)
         cmocka_unit_test(the_map_finds_each_task_by_id_until_deleted),
         cmocka_unit_test(a_freed_task_is_reused_fresh),
         cmocka_unit_test(an_answer_is_kept_in_the_task_with_a_nul),
+        cmocka_unit_test(a_progress_hook_is_set_replaced_and_given_back),
         cmocka_unit_test(lists_keep_order_and_remove_from_anywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

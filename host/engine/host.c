@@ -676,9 +676,7 @@ TH_EXPORT int th_host_on_progress(th_host *h, uint64_t id, th_progress_fn fn,
     struct task *t = task_map_find(&h->tasks, id);
     if (t == NULL || t->answered)
         return TH_ENOENT;
-    t->progress = fn;
-    t->progress_arg = arg;
-    return 0;
+    return task_on_progress(&h->tasks, t, fn, arg);
 }
 
 TH_EXPORT int th_host_task_state(const th_host *h, uint64_t id)

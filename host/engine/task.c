@@ -263,6 +263,39 @@ int task_pmfd_cover(struct task *t, size_t len)
     return pmfd_map(pm, (size_t)st.st_size);
 }
 
+static void hook_put(struct task_table *tt, struct progress_hook *hk)
+{
+    if (tt->nhook_free >= TASK_FREE_MAX) {
+        free(hk);
+        return;
+    }
+    hk->next = tt->hook_free;
+    tt->hook_free = hk;
+    tt->nhook_free++;
+}
+
+int task_on_progress(struct task_table *tt, struct task *t, th_progress_fn fn,
+                     void *arg)
+{
+    struct progress_hook *hk = t->progress;
+    if (fn == NULL) {
+        if (hk != NULL)
+            hook_put(tt, hk);
+        t->progress = NULL;
+        return 0;
+    }
+    if (hk == NULL && (hk = tt->hook_free) != NULL) {
+        tt->hook_free = hk->next;
+        tt->nhook_free--;
+    } else if (hk == NULL && (hk = malloc(sizeof *hk)) == NULL) {
+        return TH_ENOMEM;
+    }
+    hk->fn = fn;
+    hk->arg = arg;
+    t->progress = hk;
+    return 0;
+}
+
 /* Gives back what pl holds and keeps it for reuse. */
 static void payload_put(struct task_table *tt, struct payload *pl)
 {
@@ -285,6 +318,9 @@ void task_free(struct task_table *tt, struct task *t)
     if (t->payload != NULL)
         payload_put(tt, t->payload);
     t->payload = NULL;
+    if (t->progress != NULL)
+        hook_put(tt, t->progress);
+    t->progress = NULL;
     if (t->own)
         free(t->data);
     t->own = 0;
@@ -374,6 +410,12 @@ void task_table_free(struct task_table *tt)
         free(pl);
     }
     tt->npayload_free = 0;
+    while (tt->hook_free != NULL) {
+        struct progress_hook *hk = tt->hook_free;
+        tt->hook_free = hk->next;
+        free(hk);
+    }
+    tt->nhook_free = 0;
     for (size_t i = 0; i < tt->nbig; i++)
         free(tt->big[i]);
     tt->nbig = tt->bigbytes = 0;

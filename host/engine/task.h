@@ -56,6 +56,14 @@ struct payload {
     struct payload *next; /* free list */
 };
 
+/* Who gets a task's progress reports (th_host_on_progress()). Few tasks
+ * have one: it is kept apart, from the task table's free list. */
+struct progress_hook {
+    th_progress_fn fn;
+    void *arg;
+    struct progress_hook *next; /* free list */
+};
+
 struct task {
     uint64_t id;
     struct task *next, *prev; /* queue, in-flight or answer list */
@@ -67,8 +75,7 @@ struct task {
                                * cluster.c, NULL otherwise */
     th_done_fn done;
     void *arg;
-    th_progress_fn progress; /* NULL: nobody asked for reports */
-    void *progress_arg;
+    struct progress_hook *progress; /* NULL: nobody asked for reports */
     uint16_t index;   /* task index in the plugin's table */
     int8_t priority;
     uint8_t state;    /* th_state */
@@ -109,6 +116,8 @@ struct task_table {
     size_t pm_bytes;
     struct payload *payload_free;
     size_t npayload_free;
+    struct progress_hook *hook_free;
+    size_t nhook_free;
 };
 
 /* Takes a task from the free list (or allocates one), copies `len` input
@@ -138,6 +147,11 @@ int task_pmfd_cover(struct task *t, size_t len);
  * has no data). */
 int task_set_output(struct task_table *tt, struct task *t, const void *data,
                     size_t len, int nul);
+
+/* Sends t's progress reports to fn with arg (fn NULL: to nobody).
+ * Returns 0 or TH_ENOMEM. */
+int task_on_progress(struct task_table *tt, struct task *t, th_progress_fn fn,
+                     void *arg);
 
 /* Returns a task to the free list, freeing an out-of-line input and
  * answer. It must not be mapped or linked. */

@@ -475,7 +475,7 @@ static int handle_progress(struct worker *w, const struct frame *f,
     memcpy(&p, payload, sizeof p);
     memcpy(msg, payload + sizeof p, len);
     msg[len] = '\0';
-    t->progress(t->id, p.done, p.total, msg, t->progress_arg);
+    t->progress->fn(t->id, p.done, p.total, msg, t->progress->arg);
     return 0;
 }
 
