@@ -68,18 +68,21 @@ double host_plugin_timeout(const struct config *cfg)
 
 static void finish(struct th_host *h, struct task *t)
 {
-    task_map_del(&h->tasks, t);
+    t->delivered = 1;
     h->pending--;
     if (t->worker == NULL)
         task_free(&h->tasks, t);
 }
 
 /* Marks t answered with `state` and `code`, stamps the time and queues it
- * for delivery. Its data is set by the caller. */
+ * for delivery: it leaves the id map, being no longer pending for the
+ * API, and waits on the answer queue through the map's link (task.h).
+ * Its data is set by the caller. */
 static void enqueue(struct th_host *h, struct task *t, th_state state, int code)
 {
     assert(!t->answered);
     assert(t->mapped);
+    task_map_del(&h->tasks, t);
     t->answered = 1;
     t->state = (uint8_t)state;
     t->code = state == TH_STATE_OK ? 0 : code;
@@ -172,8 +175,9 @@ static void deliver_answers(struct th_host *h)
 
 void host_task_release(struct th_host *h, struct task *t)
 {
-    /* Answered already; a deferred answer still queued frees it later. */
-    if (t->mapped)
+    /* Answered already; an answer still queued frees it later. */
+    assert(t->answered);
+    if (!t->delivered)
         return;
     task_free(&h->tasks, t);
 }

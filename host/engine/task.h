@@ -4,8 +4,10 @@
  * path does not call malloc per task. A task holds one payload at a time:
  * its input, then its answer in its place (the input is no longer needed
  * once the task is answered). A task is on at most one list at a
- * time (a pool's queue, a worker's in-flight list, or the host's list of
- * answers to deliver), linked through next/prev.
+ * time (a pool's queue or a worker's in-flight list), linked through
+ * next/prev. It is in the id map from its submit until it is answered,
+ * then on the host's queue of answers to deliver: one after the other,
+ * through the same link (hnext, then anext).
  */
 #ifndef TH_TASK_H
 #define TH_TASK_H
@@ -66,9 +68,11 @@ struct progress_hook {
 
 struct task {
     uint64_t id;
-    struct task *next, *prev; /* queue, in-flight or answer list */
-    struct task *hnext;       /* id map chain */
-    struct task *anext;       /* host's list of answers to deliver */
+    struct task *next, *prev; /* queue or in-flight list */
+    union {
+        struct task *hnext; /* id map chain, while mapped */
+        struct task *anext; /* host's answers to deliver, once answered */
+    };
     struct pool *pool;        /* NULL when rejected before a pool */
     struct worker *worker;    /* while sent to a worker */
     void *cluster;            /* a shared pool's task: its record in
@@ -80,7 +84,8 @@ struct task {
     int8_t priority;
     uint8_t state;    /* th_state */
     uint8_t answered; /* final answer given (or queued for delivery); a
-                       * task is freed once answered and off its worker */
+                       * task is freed once delivered and off its worker */
+    uint8_t delivered; /* its callback ran */
     uint8_t mapped;   /* in the id map */
     uint8_t own;      /* data is a malloc'd answer, freed with the task */
     int code;         /* of the answer */
