@@ -122,9 +122,9 @@ static void test_large_input_is_copied_out_of_line(void **state)
     char *in = malloc(n);
     memset(in, 'z', n);
     struct task *t = task_new(&tt, in, n);
-    assert_true(t->data != t->inline_input);
+    assert_true(task_data(t) != t->inline_input);
     memset(in, 0, n);
-    assert_int_equal(t->data[n - 1], 'z');
+    assert_int_equal(task_data(t)[n - 1], 'z');
     task_free(&tt, t);
     free(in);
 }

@@ -19,10 +19,10 @@ static void a_small_input_is_kept_inline_and_a_large_one_apart(void **state)
     char *big = malloc(10000);
     memset(big, 'b', 10000);
     struct task *l = task_new(&tt, big, 10000);
-    assert_ptr_equal(s->data, s->inline_input);
-    assert_memory_equal(s->data, "abc", 3);
-    assert_true(l->data != l->inline_input);
-    assert_memory_equal(l->data, big, 10000);
+    assert_ptr_equal(task_data(s), s->inline_input);
+    assert_memory_equal(task_data(s), "abc", 3);
+    assert_true(task_data(l) != l->inline_input);
+    assert_memory_equal(task_data(l), big, 10000);
     task_free(&tt, s);
     task_free(&tt, l);
     task_table_free(&tt);
@@ -34,11 +34,11 @@ static void a_borrowed_input_is_neither_copied_nor_freed(void **state)
     struct task_table tt = {0};
     char *big = calloc(1, 10000);
     struct task *t = task_new_borrowed(&tt, big, 10000);
-    assert_ptr_equal(t->data, big);
+    assert_ptr_equal(task_data(t), big);
     assert_non_null(t->payload);
     task_free(&tt, t);
     struct task *s = task_new_borrowed(&tt, "abc", 3);
-    assert_ptr_equal(s->data, s->inline_input);
+    assert_ptr_equal(task_data(s), s->inline_input);
     assert_null(s->payload);
     task_free(&tt, s);
     task_table_free(&tt);
@@ -81,7 +81,7 @@ static void a_freed_task_is_reused_fresh(void **state)
     assert_ptr_equal(u, t); /* from the free list */
     assert_int_equal(u->id, 0);
     assert_int_equal(u->answered, 0);
-    assert_memory_equal(u->data, "y", 1);
+    assert_memory_equal(task_data(u), "y", 1);
     task_free(&tt, u);
     task_table_free(&tt);
 }
@@ -91,19 +91,38 @@ static void an_answer_is_kept_in_the_task_with_a_nul(void **state)
     struct task_table tt = {0};
     struct task *t = task_new(&tt, "in", 2);
     assert_int_equal(task_set_output(&tt, t, "message", 7, 1), 0);
-    assert_int_equal(t->len, 7);
-    assert_string_equal(t->data, "message");
+    assert_int_equal(task_len(t), 7);
+    assert_string_equal(task_data(t), "message");
     task_free(&tt, t);
     char *big = malloc(5000);
     memset(big, 'o', 5000);
     t = task_new(&tt, big, 5000); /* an echo: the output fills the input's */
     assert_int_equal(task_set_output(&tt, t, big, 5000, 0), 0);
-    assert_memory_equal(t->data, big, 5000);
+    assert_memory_equal(task_data(t), big, 5000);
     task_free(&tt, t);
     t = task_new(&tt, "s", 1); /* a large output of a small input */
     assert_int_equal(task_set_output(&tt, t, big, 5000, 1), 0);
-    assert_memory_equal(t->data, big, 5000);
-    assert_int_equal(t->data[5000], '\0');
+    assert_memory_equal(task_data(t), big, 5000);
+    assert_int_equal(task_data(t)[5000], '\0');
+    task_free(&tt, t);
+    task_table_free(&tt);
+    free(big);
+}
+
+static void an_answer_by_reference_is_neither_copied_nor_freed(void **state)
+{
+    struct task_table tt = {0};
+    static const char out[1000];
+    struct task *t = task_new(&tt, "in", 2);
+    assert_int_equal(task_ref_output(&tt, t, out, sizeof out), 0);
+    assert_ptr_equal(task_data(t), out);
+    assert_int_equal(task_len(t), sizeof out);
+    task_free(&tt, t);
+    char *big = calloc(1, 5000);
+    t = task_new(&tt, big, 5000); /* a small answer of a large input */
+    assert_int_equal(task_set_output(&tt, t, "ok", 2, 0), 0);
+    assert_ptr_equal(task_data(t), t->inline_input);
+    assert_int_equal(task_len(t), 2);
     task_free(&tt, t);
     task_table_free(&tt);
     free(big);
@@ -166,6 +185,7 @@ int main(void)
         cmocka_unit_test(the_map_finds_each_task_by_id_until_deleted),
         cmocka_unit_test(a_freed_task_is_reused_fresh),
         cmocka_unit_test(an_answer_is_kept_in_the_task_with_a_nul),
+        cmocka_unit_test(an_answer_by_reference_is_neither_copied_nor_freed),
         cmocka_unit_test(a_progress_hook_is_set_replaced_and_given_back),
         cmocka_unit_test(lists_keep_order_and_remove_from_anywhere),
     };

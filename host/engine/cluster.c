@@ -677,11 +677,11 @@ static void submit_args(struct call *c, int i, struct cjob *j)
     if (t && t->priority != 0)
         snprintf(x->a[3], sizeof x->a[3], "%d", t->priority);
     const char *v[] = {j->tid, t && p ? p->plugin->tasks[t->index].name : "",
-                       cp->rep, x->a[0], x->a[1], t ? t->data : "", x->a[2],
-                       x->a[3]};
+                       cp->rep, x->a[0], x->a[1], t ? task_data(t) : "",
+                       x->a[2], x->a[3]};
     for (int m = 0, k = 5 + 4 + 8 * i; m < 8; m++, k++) {
         c->argv[k] = v[m] ? v[m] : "";
-        c->alen[k] = m == 5 && t ? t->len : strlen(c->argv[k]);
+        c->alen[k] = m == 5 && t ? task_len(t) : strlen(c->argv[k]);
     }
 }
 

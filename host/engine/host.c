@@ -109,8 +109,9 @@ void host_answer_ref(struct th_host *h, struct task *t, th_state state,
                      int code, const void *data, size_t len)
 {
     enqueue(h, t, state, code);
-    t->data = (char *)data;
-    t->len = len;
+    if (task_ref_output(&h->tasks, t, data, len) < 0)
+        log_error("task %llu: out of memory keeping its answer's %zu bytes",
+                  (unsigned long long)t->id, len);
 }
 
 void host_answer_fd(struct th_host *h, struct task *t, th_state state,
@@ -123,8 +124,8 @@ void host_answer_fd(struct th_host *h, struct task *t, th_state state,
         return;
     }
     enqueue(h, t, state, code);
-    t->data = pl->pm != NULL ? pl->pm->map + pl->out_off : NULL;
-    t->len = len;
+    pl->data = pl->pm != NULL ? pl->pm->map + pl->out_off : NULL;
+    pl->len = len;
 }
 
 uint64_t host_fd_out_at(size_t len)
@@ -161,8 +162,8 @@ static void deliver_answers(struct th_host *h)
             .state = (th_state)t->state,
             .code = t->code,
             /* NULL for an output left in its submitter's memfd */
-            .data = t->data,
-            .len = t->len,
+            .data = task_data(t),
+            .len = task_len(t),
             .wait_time = start - t->submitted,
             .run_time = t->answered_at - start,
         };

@@ -536,7 +536,7 @@ static int overflow(struct pool *p, struct task *t)
 {
     char why[200];
     if (p->cfg.max_queue_bytes > 0 &&
-        p->queue.bytes + t->len > p->cfg.max_queue_bytes)
+        p->queue.bytes + task_len(t) > p->cfg.max_queue_bytes)
         snprintf(why, sizeof why, "queue of pool '%s' is full (%llu of "
                  "max_queue_bytes %llu input bytes)", p->cfg.name,
                  (unsigned long long)p->queue.bytes,
@@ -571,11 +571,12 @@ int pool_submit(struct pool *p, struct task *t)
         return 0;
     }
     /* drop-oldest may have to drop several to make room in bytes */
-    while (queue_full(p, t->len)) {
+    while (queue_full(p, task_len(t))) {
         if (queue_len(&p->queue) == 0) {
             char why[160];
             snprintf(why, sizeof why, "input of %zu bytes is over the "
-                     "max_queue_bytes of pool '%s'", t->len, p->cfg.name);
+                     "max_queue_bytes of pool '%s'", task_len(t),
+                     p->cfg.name);
             reject_later(p, t, TH_ETOOBIG, why);
             return 0;
         }

@@ -8,7 +8,7 @@ void queue_push(struct queue *q, struct task *t)
     while (at != NULL && at->priority < t->priority)
         at = at->prev;
     task_list_insert_before(&q->list, at ? at->next : q->list.head, t);
-    q->bytes += t->len;
+    q->bytes += task_len(t);
 }
 
 void queue_push_front(struct queue *q, struct task *t)
@@ -17,21 +17,21 @@ void queue_push_front(struct queue *q, struct task *t)
     while (at != NULL && at->priority > t->priority)
         at = at->next;
     task_list_insert_before(&q->list, at, t);
-    q->bytes += t->len;
+    q->bytes += task_len(t);
 }
 
 struct task *queue_pop(struct queue *q)
 {
     struct task *t = task_list_pop(&q->list);
     if (t != NULL)
-        q->bytes -= t->len;
+        q->bytes -= task_len(t);
     return t;
 }
 
 void queue_remove(struct queue *q, struct task *t)
 {
     task_list_remove(&q->list, t);
-    q->bytes -= t->len;
+    q->bytes -= task_len(t);
 }
 
 struct task *queue_oldest_lowest(const struct queue *q)

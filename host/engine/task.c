@@ -78,52 +78,79 @@ struct task *task_new(struct task_table *tt, const void *input, size_t len)
             return NULL;
     }
     memset(t, 0, offsetof(struct task, inline_input));
-    t->data = t->inline_input;
+    char *dst = t->inline_input;
     if (len > TASK_INLINE) {
         struct payload *pl = t->payload = payload_get(tt);
         if (pl == NULL || (pl->buf = big_get(tt, len, &pl->cap)) == NULL) {
             task_free(tt, t);
             return NULL;
         }
-        t->data = pl->buf;
+        dst = pl->data = pl->buf;
+        pl->len = len;
+    } else {
+        t->ilen = (uint16_t)len;
     }
     if (len > 0)
-        memcpy(t->data, input, len);
-    t->len = len;
+        memcpy(dst, input, len);
     return t;
+}
+
+/* Makes `data`, `len` bytes, t's data: in its payload record when it has
+ * one, else inline. */
+static void set_data(struct task *t, char *data, size_t len)
+{
+    if (t->payload != NULL) {
+        t->payload->data = data;
+        t->payload->len = len;
+        return;
+    }
+    assert(data == t->inline_input && len <= TASK_INLINE);
+    t->ilen = (uint16_t)len;
 }
 
 int task_set_output(struct task_table *tt, struct task *t, const void *data,
                     size_t len, int nul)
 {
-    (void)tt;
-    char *dst;
-    size_t cap;
-    assert(!t->own);
-    if (len < TASK_INLINE) {
-        dst = t->inline_input;
-        cap = TASK_INLINE;
-    } else if (t->payload != NULL && t->payload->buf != NULL &&
-               len + (nul != 0) <= t->payload->cap) {
-        dst = t->payload->buf; /* an echo's output fills its input's */
-        cap = t->payload->cap;
-    } else {
-        dst = malloc(len + 1);
-        cap = len + 1;
-        t->own = dst != NULL;
+    struct payload *pl = t->payload;
+    char *dst = t->inline_input;
+    size_t cap = TASK_INLINE;
+    assert(pl == NULL || !pl->own);
+    if (len >= TASK_INLINE) {
+        if (pl == NULL)
+            pl = t->payload = payload_get(tt);
+        if (pl == NULL) {
+            dst = NULL;
+        } else if (pl->buf != NULL && len + (nul != 0) <= pl->cap) {
+            dst = pl->buf; /* an echo's output fills its input's buffer */
+            cap = pl->cap;
+        } else {
+            dst = malloc(len + 1);
+            cap = len + 1;
+            pl->own = dst != NULL;
+        }
     }
     if (dst == NULL) { /* an answer without data */
-        t->data = t->inline_input;
-        t->data[0] = '\0';
-        t->len = 0;
+        t->inline_input[0] = '\0';
+        set_data(t, t->inline_input, 0);
         return TH_ENOMEM;
     }
-    t->data = dst;
-    t->len = len;
     if (len > 0)
         memcpy(dst, data, len);
     if (len < cap)
         dst[len] = '\0';
+    set_data(t, dst, len);
+    return 0;
+}
+
+int task_ref_output(struct task_table *tt, struct task *t, const void *data,
+                    size_t len)
+{
+    if (t->payload == NULL && (t->payload = payload_get(tt)) == NULL) {
+        t->inline_input[0] = '\0';
+        set_data(t, t->inline_input, 0);
+        return TH_ENOMEM;
+    }
+    set_data(t, (char *)data, len);
     return 0;
 }
 
@@ -139,8 +166,7 @@ struct task *task_new_borrowed(struct task_table *tt, const void *input,
         task_free(tt, t);
         return NULL;
     }
-    t->data = (char *)input;
-    t->len = len;
+    set_data(t, (char *)input, len);
     return t;
 }
 
@@ -304,6 +330,8 @@ static void payload_put(struct task_table *tt, struct payload *pl)
         pmfd_put(tt, pl->pm);
     if (pl->buf != NULL)
         big_put(tt, pl->buf, pl->cap);
+    if (pl->own)
+        free(pl->data);
     if (tt->npayload_free >= TASK_FREE_MAX) {
         free(pl);
         return;
@@ -321,9 +349,6 @@ void task_free(struct task_table *tt, struct task *t)
     if (t->progress != NULL)
         hook_put(tt, t->progress);
     t->progress = NULL;
-    if (t->own)
-        free(t->data);
-    t->own = 0;
     if (tt->nfree >= TASK_FREE_MAX) {
         free(t);
         return;

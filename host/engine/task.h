@@ -38,19 +38,28 @@ struct pmfd {
     struct pmfd *next; /* free list */
 };
 
-/* The input of a task over TASK_INLINE bytes, and where it lives: in a
- * buffer of the task table's, in the submitter's memory (borrowed), or at
- * the start of a memfd its worker reads in place. Only such tasks have
- * one, from the table's free list: small tasks do not pay for what large
- * ones need. */
+/* A task's payload when it is not inline: an input over TASK_INLINE
+ * bytes, then the answer in its place; or an answer that is not inline
+ * (over TASK_INLINE bytes, or not ours). Where it lives: in a buffer of
+ * the task table's, in the submitter's memory (borrowed), at the start
+ * of a memfd its worker reads in place, in a malloc'd buffer of the
+ * answer's, or in a worker's arena. Only such tasks have one, from the
+ * table's free list: small tasks do not pay for what large ones need. */
 struct payload {
+    char *data;        /* the input: in buf, the submitter's or in_fd's
+                        * mapping. Once answered, the answer's: in the
+                        * task's inline_input, buf, malloc'd (own) or not
+                        * ours (host_answer_ref()); NULL: left in the
+                        * submitter's memfd (host_answer_fd()) */
+    size_t len;        /* of data */
     char *buf;         /* the table's buffer holding the input, NULL: the
                         * input is not ours (borrowed, or a memfd's) */
     size_t cap;        /* buf's size */
     uint64_t shm_end;  /* end of the input in its worker's arena, 0: none */
-    int in_fd;         /* a memfd whose start is the input (the task's
-                        * input maps it), not owned; -1: none */
+    int in_fd;         /* a memfd whose start is the input (data maps
+                        * it), not owned; -1: none */
     uint8_t out_in_fd; /* the worker may write the output into in_fd */
+    uint8_t own;       /* data is a malloc'd answer, freed with it */
     uint64_t out_off;  /* where, asked of the worker at send; 0: not */
     dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
     ino_t in_ino;      /* not known */
@@ -87,22 +96,27 @@ struct task {
                        * task is freed once delivered and off its worker */
     uint8_t delivered; /* its callback ran */
     uint8_t mapped;   /* in the id map */
-    uint8_t own;      /* data is a malloc'd answer, freed with the task */
     int code;         /* of the answer */
+    uint16_t ilen;    /* of the data in inline_input, without a payload */
     double submitted, started, answered_at; /* loop times; started 0:
                                * never. Fixed once answered: the answer's
                                * wait and run times derive from them */
     double task_timeout, queue_timeout; /* effective, 0: none */
     struct loop_timer qtimer;           /* queue_timeout */
-    char *data;       /* the input: in inline_input, payload->buf or not
-                       * ours (borrowed). Once answered, the answer's: in
-                       * inline_input, payload->buf, malloc'd (own) or
-                       * not ours (host_answer_ref()); NULL: left in the
-                       * submitter's memfd (host_answer_fd()) */
-    size_t len;       /* of data */
-    struct payload *payload; /* len > TASK_INLINE, else NULL */
+    struct payload *payload; /* NULL: the data is inline, ilen bytes */
     char inline_input[TASK_INLINE];
 };
+
+/* A task's data: its input, then its answer (see struct payload). */
+static inline char *task_data(struct task *t)
+{
+    return t->payload != NULL ? t->payload->data : t->inline_input;
+}
+
+static inline size_t task_len(const struct task *t)
+{
+    return t->payload != NULL ? t->payload->len : t->ilen;
+}
 
 #define TASK_BIG_CACHE 8
 
@@ -129,7 +143,7 @@ struct task_table {
  * bytes in and gives it a fresh state. Returns NULL when out of memory. */
 struct task *task_new(struct task_table *tt, const void *input, size_t len);
 
-/* Like task_new(), but a large input is not copied: t->data points at
+/* Like task_new(), but a large input is not copied: the task's data is
  * `input`, which the caller keeps valid until the task is answered. */
 struct task *task_new_borrowed(struct task_table *tt, const void *input,
                                size_t len);
@@ -145,13 +159,19 @@ struct task *task_new_pmfd(struct task_table *tt, const void *owner,
 int task_pmfd_cover(struct task *t, size_t len);
 
 /* Keeps a copy of an answer's `len` data bytes in t, in place of its
- * input (t->data, t->len): in its own buffers when they are large enough
+ * input (task_data()): in its own buffers when they are large enough
  * (its input is no longer needed once it is answered), else in a fresh
  * one. NUL-terminated when there is room, and
  * always with `nul` (a message). Returns 0 or TH_ENOMEM (the answer then
  * has no data). */
 int task_set_output(struct task_table *tt, struct task *t, const void *data,
                     size_t len, int nul);
+
+/* Makes t's answer the `len` bytes at `data`, which stay the caller's
+ * (host_answer_ref()). Returns 0 or TH_ENOMEM (the answer then has no
+ * data). */
+int task_ref_output(struct task_table *tt, struct task *t, const void *data,
+                    size_t len);
 
 /* Sends t's progress reports to fn with arg (fn NULL: to nobody).
  * Returns 0 or TH_ENOMEM. */

@@ -199,16 +199,16 @@ static uint32_t fd_slot(const struct worker *w, const struct stat *st,
 static int send_fd(struct worker *w, struct task *t)
 {
     struct payload *pl = t->payload;
-    if (pl == NULL || pl->in_fd < 0 || t->len < PAYLOAD_FD_MIN ||
-        t->len > FRAME_MAX_PAYLOAD)
+    if (pl == NULL || pl->in_fd < 0 || pl->len < PAYLOAD_FD_MIN ||
+        pl->len > FRAME_MAX_PAYLOAD)
         return -1; /* before st, whose zeroing would cost every small task */
     struct stat st = {.st_dev = pl->in_dev, .st_ino = pl->in_ino};
     int attach;
     if (pl->in_ino == 0 && fstat(pl->in_fd, &st) == -1)
         return -1;
-    struct frame_fd ref = {.len = (uint32_t)t->len};
+    struct frame_fd ref = {.len = (uint32_t)pl->len};
     if (pl->out_in_fd)
-        ref.out_off = (uint32_t)payload_out_off(t->len);
+        ref.out_off = (uint32_t)payload_out_off(pl->len);
     ref.slot = fd_slot(w, &st, fd_span(ref.len, ref.out_off), &attach);
     ref.attached = (uint32_t)attach;
     if (attach) {
@@ -244,15 +244,16 @@ _Static_assert(SHM_MIN > TASK_INLINE && PAYLOAD_FD_MIN > TASK_INLINE,
  * it does not fit (the socket carries it then). */
 static int send_shm(struct worker *w, struct task *t)
 {
-    if (w->arena == NULL || t->len < SHM_MIN)
-        return -1;
-    uint64_t pos = ring_alloc(w->in_head, w->in_tail, t->len);
+    struct payload *pl = t->payload;
+    if (w->arena == NULL || task_len(t) < SHM_MIN)
+        return -1; /* so pl is not NULL: SHM_MIN > TASK_INLINE */
+    uint64_t pos = ring_alloc(w->in_head, w->in_tail, pl->len);
     if (pos == UINT64_MAX)
         return -1;
-    memcpy(SHM_IN(w->arena) + pos % SHM_RING, t->data, t->len);
-    w->in_head = SHM_ALIGN(pos + t->len);
-    t->payload->shm_end = w->in_head; /* t->len > TASK_INLINE */
-    struct frame_shm ref = {.pos = pos, .len = t->len};
+    memcpy(SHM_IN(w->arena) + pos % SHM_RING, pl->data, pl->len);
+    w->in_head = SHM_ALIGN(pos + pl->len);
+    pl->shm_end = w->in_head;
+    struct frame_shm ref = {.pos = pos, .len = pl->len};
     struct frame *f = put_frame(w, FRAME_TASK, t->id, t->index, &ref,
                                 sizeof ref);
     /* put_frame() left code 0; mark the frame as a reference. */
@@ -271,8 +272,8 @@ void worker_send(struct worker *w, struct task *t, uint32_t poll_us)
     /* frame_fd and frame_shm are of one size */
     size_t len = sizeof(struct frame_shm);
     if (send_fd(w, t) < 0 && send_shm(w, t) < 0) {
-        len = t->len;
-        put_frame(w, FRAME_TASK, t->id, t->index, t->data, t->len);
+        len = task_len(t);
+        put_frame(w, FRAME_TASK, t->id, t->index, task_data(t), len);
     }
     /* The frame just queued carries the polling window (worker_wire.h). */
     if (buf_avail(&w->out) >= FRAME_PAD(len) + sizeof(struct frame)) {
