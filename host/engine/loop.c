@@ -22,6 +22,7 @@ struct loop {
     struct loop_io wake_io;  /* eventfd: loop_wake() */
     int woken;
     int in_events;           /* handling fds and timers: the hook follows */
+    int in_turn;             /* from the wake-up to the hook's end */
     double armed;            /* deadline the timerfd is set to, 0: none */
     double poll_until;       /* busy polling until then, 0: none */
     struct loop_timer **heap;
@@ -48,6 +49,12 @@ double loop_now(const struct loop *l)
 void loop_update_time(struct loop *l)
 {
     l->now = loop_clock();
+}
+
+void loop_touch_time(struct loop *l)
+{
+    if (!l->in_turn)
+        l->now = loop_clock();
 }
 
 static void drain_fd(int fd)
@@ -385,8 +392,9 @@ int loop_run_once(struct loop *l, int timeout_ms)
     if (n == -1 && errno != EINTR)
         return TH_EIO;
     l->now = loop_clock();
-    int outer = l->in_events;
+    int outer = l->in_events, outer_turn = l->in_turn;
     l->in_events = 1;
+    l->in_turn = 1;
     for (int i = 0; i < n; i++) {
         struct loop_io *io = evs[i].data.ptr;
         io->cb(io, from_epoll(evs[i].events));
@@ -397,5 +405,6 @@ int loop_run_once(struct loop *l, int timeout_ms)
         free_later_now(l);
     if (l->after != NULL)
         l->after(l->after_arg);
+    l->in_turn = outer_turn;
     return 0;
 }

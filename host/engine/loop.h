@@ -76,6 +76,11 @@ double loop_now(const struct loop *l);
 /* Refreshes the cached time. */
 void loop_update_time(struct loop *l);
 
+/* Refreshes the cached time unless the loop is in a turn (handling
+ * events, timers or the after-hook), whose time was read as it woke:
+ * within a turn, every call sees the same time, as libuv's uv_now(). */
+void loop_touch_time(struct loop *l);
+
 /* Arms (or re-arms) `t` to fire `delay` seconds from now. */
 void loop_timer_start(struct loop *l, struct loop_timer *t, double delay);
 
