@@ -151,7 +151,7 @@ static void a_progress_hook_is_set_replaced_and_given_back(void **state)
     assert_int_equal(task_on_progress(&tt, t, report, &a), 0);
     assert_ptr_equal(t->progress, hk); /* from the free list */
     task_free(&tt, t); /* gives it back */
-    assert_int_equal(tt.nhook_free, 1);
+    assert_int_equal(tt.hooks_kept.n, 1);
     task_table_free(&tt);
 }
 

@@ -51,32 +51,50 @@ static void big_put(struct task_table *tt, char *b, size_t cap)
     tt->bigbytes += cap;
 }
 
-/* A fresh payload record, from the free list or new; NULL when out of
- * memory. */
+/* A kept record of `size` bytes, or a new one; NULL when out of memory.
+ * Its contents are the caller's to set. */
+static void *keep_take(struct keep *k, size_t size)
+{
+    void *p = k->head;
+    if (p == NULL)
+        return malloc(size);
+    memcpy(&k->head, p, sizeof k->head);
+    k->n--;
+    return p;
+}
+
+/* Keeps dead record p for reuse, or frees it when enough are kept. */
+static void keep_put(struct keep *k, void *p)
+{
+    if (k->n >= TASK_FREE_MAX) {
+        free(p);
+        return;
+    }
+    memcpy(p, &k->head, sizeof k->head);
+    k->head = p;
+    k->n++;
+}
+
+static void keep_clear(struct keep *k)
+{
+    while (k->head != NULL)
+        free(keep_take(k, 0));
+}
+
+/* A fresh payload record, kept or new; NULL when out of memory. */
 static struct payload *payload_get(struct task_table *tt)
 {
-    struct payload *pl = tt->payload_free;
-    if (pl != NULL) {
-        tt->payload_free = pl->next;
-        tt->npayload_free--;
-    } else if ((pl = malloc(sizeof *pl)) == NULL) {
-        return NULL;
-    }
-    *pl = (struct payload){.in_fd = -1};
+    struct payload *pl = keep_take(&tt->payloads_kept, sizeof *pl);
+    if (pl != NULL)
+        *pl = (struct payload){.in_fd = -1};
     return pl;
 }
 
 struct task *task_new(struct task_table *tt, const void *input, size_t len)
 {
-    struct task *t = tt->free;
-    if (t != NULL) {
-        tt->free = t->next;
-        tt->nfree--;
-    } else {
-        t = malloc(sizeof *t);
-        if (t == NULL)
-            return NULL;
-    }
+    struct task *t = keep_take(&tt->tasks_kept, sizeof *t);
+    if (t == NULL)
+        return NULL;
     memset(t, 0, offsetof(struct task, inline_input));
     char *dst = t->inline_input;
     if (len > TASK_INLINE) {
@@ -289,33 +307,18 @@ int task_pmfd_cover(struct task *t, size_t len)
     return pmfd_map(pm, (size_t)st.st_size);
 }
 
-static void hook_put(struct task_table *tt, struct progress_hook *hk)
-{
-    if (tt->nhook_free >= TASK_FREE_MAX) {
-        free(hk);
-        return;
-    }
-    hk->next = tt->hook_free;
-    tt->hook_free = hk;
-    tt->nhook_free++;
-}
-
 int task_on_progress(struct task_table *tt, struct task *t, th_progress_fn fn,
                      void *arg)
 {
     struct progress_hook *hk = t->progress;
     if (fn == NULL) {
         if (hk != NULL)
-            hook_put(tt, hk);
+            keep_put(&tt->hooks_kept, hk);
         t->progress = NULL;
         return 0;
     }
-    if (hk == NULL && (hk = tt->hook_free) != NULL) {
-        tt->hook_free = hk->next;
-        tt->nhook_free--;
-    } else if (hk == NULL && (hk = malloc(sizeof *hk)) == NULL) {
+    if (hk == NULL && (hk = keep_take(&tt->hooks_kept, sizeof *hk)) == NULL)
         return TH_ENOMEM;
-    }
     hk->fn = fn;
     hk->arg = arg;
     t->progress = hk;
@@ -332,13 +335,7 @@ static void payload_put(struct task_table *tt, struct payload *pl)
         big_put(tt, pl->buf, pl->cap);
     if (pl->own)
         free(pl->data);
-    if (tt->npayload_free >= TASK_FREE_MAX) {
-        free(pl);
-        return;
-    }
-    pl->next = tt->payload_free;
-    tt->payload_free = pl;
-    tt->npayload_free++;
+    keep_put(&tt->payloads_kept, pl);
 }
 
 void task_free(struct task_table *tt, struct task *t)
@@ -347,15 +344,9 @@ void task_free(struct task_table *tt, struct task *t)
         payload_put(tt, t->payload);
     t->payload = NULL;
     if (t->progress != NULL)
-        hook_put(tt, t->progress);
+        keep_put(&tt->hooks_kept, t->progress);
     t->progress = NULL;
-    if (tt->nfree >= TASK_FREE_MAX) {
-        free(t);
-        return;
-    }
-    t->next = tt->free;
-    tt->free = t;
-    tt->nfree++;
+    keep_put(&tt->tasks_kept, t);
 }
 
 static size_t bucket_of(const struct task_table *tt, uint64_t id)
@@ -423,24 +414,9 @@ struct task *task_map_find(const struct task_table *tt, uint64_t id)
 
 void task_table_free(struct task_table *tt)
 {
-    while (tt->free != NULL) {
-        struct task *t = tt->free;
-        tt->free = t->next;
-        free(t);
-    }
-    tt->nfree = 0;
-    while (tt->payload_free != NULL) {
-        struct payload *pl = tt->payload_free;
-        tt->payload_free = pl->next;
-        free(pl);
-    }
-    tt->npayload_free = 0;
-    while (tt->hook_free != NULL) {
-        struct progress_hook *hk = tt->hook_free;
-        tt->hook_free = hk->next;
-        free(hk);
-    }
-    tt->nhook_free = 0;
+    keep_clear(&tt->tasks_kept);
+    keep_clear(&tt->payloads_kept);
+    keep_clear(&tt->hooks_kept);
     for (size_t i = 0; i < tt->nbig; i++)
         free(tt->big[i]);
     tt->nbig = tt->bigbytes = 0;

@@ -64,7 +64,6 @@ struct payload {
     dev_t in_dev;      /* in_fd's file, to know it again; in_ino 0: */
     ino_t in_ino;      /* not known */
     struct pmfd *pm;   /* the host's memfd holding in_fd, or NULL */
-    struct payload *next; /* free list */
 };
 
 /* Who gets a task's progress reports (th_host_on_progress()). Few tasks
@@ -72,7 +71,6 @@ struct payload {
 struct progress_hook {
     th_progress_fn fn;
     void *arg;
-    struct progress_hook *next; /* free list */
 };
 
 struct task {
@@ -120,23 +118,27 @@ static inline size_t task_len(const struct task *t)
 
 #define TASK_BIG_CACHE 8
 
-/* The table of pending tasks by id, the free list, and a few large input
+/* Dead records kept for reuse, of one kind: each one's first bytes hold
+ * the link to the next (task.c). */
+struct keep {
+    void *head;
+    size_t n;
+};
+
+/* The table of pending tasks by id, the free lists, and a few large input
  * buffers kept for reuse: large payloads arrive in runs, and a fresh
  * buffer costs a page fault per page. */
 struct task_table {
     struct task **buckets;
     size_t nbuckets, count;
-    struct task *free;
-    size_t nfree;
+    struct keep tasks_kept;
     char *big[TASK_BIG_CACHE];
     size_t bigcap[TASK_BIG_CACHE];
     size_t nbig, bigbytes;
     struct pmfd *pm_free; /* memfds kept for reuse */
     size_t pm_bytes;
-    struct payload *payload_free;
-    size_t npayload_free;
-    struct progress_hook *hook_free;
-    size_t nhook_free;
+    struct keep payloads_kept;
+    struct keep hooks_kept;
 };
 
 /* Takes a task from the free list (or allocates one), copies `len` input
